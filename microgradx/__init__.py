@@ -1,0 +1,37 @@
+"""microgradx: automatic differentiation you can see, step through and check.
+
+>>> from microgradx import Value
+>>> x = Value(2.0, label="x"); y = x.tanh() * x
+>>> y.backward(); round(x.grad, 6)
+1.105329
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .graph import (Event, Path, PathLimitError, backprop, count_paths, grad, jvp, paths, topological_order,
+                    zero_grad)
+from .ops import OPS, DivisionByZeroError, DomainError, MicrogradxError, Op
+from .value import Value
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Value", "OPS", "Op", "grad", "backprop", "jvp", "paths", "count_paths", "Path", "Event",
+    "topological_order", "zero_grad", "MicrogradxError", "DomainError", "DivisionByZeroError",
+    "PathLimitError", "MLP", "Layer", "Neuron", "__version__",
+]
+
+# Submodules and names that pull in heavier code load on first use, so `import microgradx` stays fast.
+_LAZY = {"MLP": "scalar_nn", "Layer": "scalar_nn", "Neuron": "scalar_nn"}
+_SUBMODULES = {"scalar_nn", "examples", "cli"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'microgradx' has no attribute {name!r}")

@@ -1,0 +1,371 @@
+"""The op table: every primitive operation declared once, as one record.
+
+Each record knows its forward, its local partial derivatives, its display label, its argument domains and its
+kinks. Forward and partials are written against a small maths namespace ``F`` so that one expression serves
+floats, NumPy arrays, graph nodes (for higher-order derivatives) and SymPy symbols alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "OPS", "Op", "Domain", "DomainError", "DivisionByZeroError", "MicrogradxError",
+    "FLOAT", "numpy_math", "sympy_math", "REAL", "POSITIVE", "NONNEG", "NONZERO",
+]
+
+
+class MicrogradxError(Exception):
+    """Base class of every error microgradx raises on purpose."""
+
+
+class DomainError(MicrogradxError, ValueError):
+    """An op was applied outside its domain, or its result is not a finite float.
+
+    >>> from microgradx import Value
+    >>> Value(-1.0, label="neg").log()
+    Traceback (most recent call last):
+    ...
+    microgradx.ops.DomainError: log(neg): log needs x > 0, got -1.0
+    """
+
+    def __init__(self, message: str, op: str = "", value: Any = None, label: str | None = None):
+        super().__init__(message)
+        self.op, self.value, self.label = op, value, label
+
+
+class DivisionByZeroError(DomainError, ZeroDivisionError):
+    """Division by zero, or zero raised to a negative power: a DomainError that is also a ZeroDivisionError."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Domains
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Domain:
+    """The set an op's argument must lie in, e.g. ``POSITIVE`` for log: ``Domain("> 0", lo=0.0)``."""
+
+    text: str                     # the condition, e.g. "> 0"
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_closed: bool = False
+    hi_closed: bool = False
+    nonzero: bool = False
+    zero_division: bool = False  # leaving this domain at 0 is a division by zero
+
+    def contains(self, x: float) -> bool:
+        """True when ``x`` lies in the domain: ``POSITIVE.contains(0.0)`` is False."""
+        if self.nonzero and x == 0:
+            return False
+        if x < self.lo or (x == self.lo and not self.lo_closed):
+            return False
+        return not (x > self.hi or (x == self.hi and not self.hi_closed))
+
+
+REAL = Domain("real")
+POSITIVE = Domain("> 0", lo=0.0)
+NONNEG = Domain(">= 0", lo=0.0, lo_closed=True)
+NONZERO = Domain("!= 0", nonzero=True, zero_division=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Maths namespaces: the same names on floats, arrays, graph nodes and SymPy symbols
+# ---------------------------------------------------------------------------------------------------------
+
+class _FloatMath:
+    """Primitive functions on Python floats (numerically stable forms where it matters)."""
+
+    exp = staticmethod(math.exp)
+    expm1 = staticmethod(math.expm1)
+    log = staticmethod(math.log)
+    sqrt = staticmethod(math.sqrt)
+    sin = staticmethod(math.sin)
+    cos = staticmethod(math.cos)
+    tan = staticmethod(math.tan)
+    atan = staticmethod(math.atan)
+    tanh = staticmethod(math.tanh)
+    abs = staticmethod(abs)
+
+    @staticmethod
+    def sigmoid(x):
+        # NOTE: two branches so that exp never overflows.
+        if x >= 0:
+            return 1.0 / (1.0 + math.exp(-x))
+        e = math.exp(x)
+        return e / (1.0 + e)
+
+    @staticmethod
+    def softplus(x):
+        return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+    @staticmethod
+    def where(cond, a, b):
+        return a if cond else b
+
+    @staticmethod
+    def maximum(a, b):
+        return a if a >= b else b
+
+    @staticmethod
+    def minimum(a, b):
+        return a if a <= b else b
+
+
+FLOAT = _FloatMath()
+
+_NUMPY_MATH = None
+_SYMPY_MATH = None
+
+
+def numpy_math():
+    """The maths namespace on NumPy arrays (imports NumPy on first use): ``numpy_math().tanh(arr)``."""
+    global _NUMPY_MATH
+    if _NUMPY_MATH is None:
+        import numpy as np
+
+        class _NumpyMath:
+            exp, expm1, log, sqrt = np.exp, np.expm1, np.log, np.sqrt
+            sin, cos, tan, atan, tanh, abs = np.sin, np.cos, np.tan, np.arctan, np.tanh, np.abs
+            where, maximum, minimum = staticmethod(np.where), np.maximum, np.minimum
+
+            @staticmethod
+            def sigmoid(x):
+                e = np.exp(-np.abs(x))
+                return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+            @staticmethod
+            def softplus(x):
+                return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
+
+        _NUMPY_MATH = _NumpyMath()
+    return _NUMPY_MATH
+
+
+def sympy_math():
+    """The maths namespace on SymPy expressions (imports SymPy on first use): ``sympy_math().exp(x)``."""
+    global _SYMPY_MATH
+    if _SYMPY_MATH is None:
+        import sympy as sp
+
+        class _SympyMath:
+            exp, log, sqrt, sin, cos, tan, atan, tanh, abs = (
+                sp.exp, sp.log, sp.sqrt, sp.sin, sp.cos, sp.tan, sp.atan, sp.tanh, sp.Abs)
+            maximum, minimum = sp.Max, sp.Min
+
+            @staticmethod
+            def expm1(x):
+                return sp.exp(x) - 1
+
+            @staticmethod
+            def sigmoid(x):
+                return 1 / (1 + sp.exp(-x))
+
+            @staticmethod
+            def softplus(x):
+                return sp.log(1 + sp.exp(x))
+
+            @staticmethod
+            def where(cond, a, b):
+                return sp.Piecewise((a, cond), (b, True))
+
+        _SYMPY_MATH = _SympyMath()
+    return _SYMPY_MATH
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The record
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)
+class Op:
+    """One primitive operation; see the module docstring. ``OPS["tanh"].forward(FLOAT, 0.5)`` is tanh(0.5)."""
+
+    name: str
+    arity: int
+    forward: Callable[..., Any]   # forward(F, *inputs[, param]) -> out
+    partials: Callable[..., tuple]  # partials(F, out, *inputs[, param]) -> one local derivative per input
+    label: str                    # short text for drawings; may use {p} for the parameter
+    template: str                 # formula with {0}, {1} for inputs and {p} for the parameter
+    doc: str
+    domain: tuple[Domain, ...] | Callable[[Any], tuple[Domain, ...]] = ()
+    param: str | None = None      # name of a non-differentiable number parameter (alpha, slope, exponent)
+    default: float | None = None
+    kink: Callable[..., float] | None = None  # distance from the inputs to the nearest kink
+    subgradient: str = ""         # what the derivative is at a kink, and why
+    methods: tuple[str, ...] = field(default=())
+
+    def domains(self, param: Any = None) -> tuple[Domain, ...]:
+        """Each argument's domain (for pow it depends on the exponent): ``OPS["log"].domains()[0].text``."""
+        if callable(self.domain):
+            return self.domain(param)
+        return self.domain or (REAL,) * self.arity
+
+    def checks_domain(self) -> bool:
+        """False when every argument may be any real number, so the domain check can be skipped."""
+        return callable(self.domain) or any(d is not REAL for d in self.domain)
+
+    def sym(self, *inputs: Any, param: Any = None) -> Any:
+        """The forward as a SymPy expression: ``OPS["tanh"].sym(sympy.Symbol("x"))`` is ``tanh(x)``."""
+        args = (*inputs, param) if self.param else inputs
+        return self.forward(sympy_math(), *args)
+
+    def format(self, *inputs: str, param: Any = None) -> str:
+        """The op written as a formula: ``OPS["add"].format("a", "b")`` is ``'a + b'``."""
+        return self.template.format(*inputs, p=_num(param))
+
+    def display(self, param: Any = None) -> str:
+        """The short label for a drawing: ``OPS["pow"].display(2)`` is ``'**2'``."""
+        return self.label.format(p=_num(param))
+
+    def __repr__(self) -> str:
+        return f"<op {self.name}>"
+
+
+def _num(p: Any) -> str:
+    if isinstance(p, float) and p.is_integer():
+        return str(int(p))
+    return "" if p is None else f"{p:g}" if isinstance(p, float) else str(p)
+
+
+OPS: dict[str, Op] = {}
+
+
+def defop(name: str, arity: int, forward, partials, label: str, template: str, doc: str, **kw: Any) -> Op:
+    """Declare an op and add it to ``OPS``; the row's name is also its Value method unless ``methods`` says."""
+    kw.setdefault("methods", (name,))
+    op = Op(name, arity, forward, partials, label, template, doc, **kw)
+    OPS[name] = op
+    return op
+
+
+def _pow_domain(n: float) -> tuple[Domain, ...]:
+    # NOTE: x**n with a fractional n is real only for x >= 0, and its derivative n*x**(n-1) is finite at 0
+    # only when n >= 1; a negative integer n only excludes 0.
+    integer = float(n).is_integer()
+    if integer:
+        return (REAL,) if n >= 0 else (NONZERO,)
+    if n >= 1:
+        return (NONNEG,)
+    return (Domain("> 0", lo=0.0, zero_division=n < 0),)
+
+
+def _dist0(x, *_):
+    return abs(x)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The rows. Arithmetic first, then elementary functions, then activations.
+# ---------------------------------------------------------------------------------------------------------
+
+ADD = defop("add", 2, lambda F, x, y: x + y, lambda F, out, x, y: (1.0, 1.0),
+            "+", "{0} + {1}", "x + y", methods=())
+SUB = defop("sub", 2, lambda F, x, y: x - y, lambda F, out, x, y: (1.0, -1.0),
+            "-", "{0} - {1}", "x - y", methods=())
+MUL = defop("mul", 2, lambda F, x, y: x * y, lambda F, out, x, y: (y, x),
+            "*", "{0} * {1}", "x * y", methods=())
+DIV = defop("div", 2, lambda F, x, y: x / y, lambda F, out, x, y: (1.0 / y, -out / y),
+            "/", "{0} / {1}", "x / y", domain=(REAL, NONZERO), methods=())
+NEG = defop("neg", 1, lambda F, x: -x, lambda F, out, x: (-1.0,),
+            "neg", "-{0}", "-x", methods=())
+POW = defop("pow", 1, lambda F, x, n: x ** n,
+            lambda F, out, x, n: (0.0,) if n == 0 else (n * x ** (n - 1),),
+            "**{p}", "{0}**{p}", "x ** n for a number n (the exponent is not differentiated)",
+            domain=_pow_domain, param="n", methods=())
+POWER = defop("power", 2, lambda F, x, y: x ** y, lambda F, out, x, y: (y * x ** (y - 1), out * F.log(x)),
+              "**", "{0}**{1}", "x ** y for a graph-node exponent y; needs x > 0",
+              domain=(POSITIVE, REAL), methods=())
+EXP = defop("exp", 1, lambda F, x: F.exp(x), lambda F, out, x: (out,), "exp", "exp({0})", "e ** x")
+LOG = defop("log", 1, lambda F, x: F.log(x), lambda F, out, x: (1.0 / x,), "log", "log({0})",
+            "natural logarithm", domain=(POSITIVE,))
+SQRT = defop("sqrt", 1, lambda F, x: F.sqrt(x), lambda F, out, x: (0.5 / out,), "sqrt", "sqrt({0})",
+             "square root; needs x > 0 because its derivative is infinite at 0",
+             domain=(Domain("> 0 (its derivative is infinite at 0)", lo=0.0),))
+SIN = defop("sin", 1, lambda F, x: F.sin(x), lambda F, out, x: (F.cos(x),), "sin", "sin({0})", "sine")
+COS = defop("cos", 1, lambda F, x: F.cos(x), lambda F, out, x: (-F.sin(x),), "cos", "cos({0})", "cosine")
+TAN = defop("tan", 1, lambda F, x: F.tan(x), lambda F, out, x: (1.0 + out * out,), "tan", "tan({0})",
+            "tangent")
+ARCTAN = defop("arctan", 1, lambda F, x: F.atan(x), lambda F, out, x: (1.0 / (1.0 + x * x),),
+               "arctan", "arctan({0})", "inverse tangent (seed 000's arctan activation)")
+TANH = defop("tanh", 1, lambda F, x: F.tanh(x), lambda F, out, x: (1.0 - out * out,), "tanh", "tanh({0})",
+             "hyperbolic tangent")
+SIGMOID = defop("sigmoid", 1, lambda F, x, a: F.sigmoid(a * x), lambda F, out, x, a: (a * out * (1.0 - out),),
+                "sigmoid", "sigmoid({0})", "1 / (1 + e**(-a*x)), slope a (seed 001 eq. 3)",
+                param="a", default=1.0)
+RELU = defop("relu", 1, lambda F, x: F.where(x > 0, x, 0.0), lambda F, out, x: (F.where(x > 0, 1.0, 0.0),),
+             "relu", "relu({0})", "max(0, x)", kink=_dist0,
+             subgradient="relu'(0) := 0, as PyTorch")
+LEAKY_RELU = defop("leaky_relu", 1, lambda F, x, a: F.where(x > 0, x, a * x),
+                   lambda F, out, x, a: (F.where(x > 0, 1.0, a),),
+                   "leaky_relu", "leaky_relu({0})", "x for x > 0, alpha*x otherwise",
+                   param="alpha", default=0.01, kink=_dist0,
+                   subgradient="leaky_relu'(0) := alpha, as PyTorch")
+PRELU = defop("prelu", 2, lambda F, x, a: F.where(x > 0, x, a * x),
+              lambda F, out, x, a: (F.where(x > 0, 1.0, a), F.where(x > 0, 0.0, x)),
+              "prelu", "prelu({0}, {1})", "leaky relu whose slope is a learnable graph node",
+              kink=_dist0, subgradient="prelu'(0) := slope, as PyTorch")
+# NOTE: min(x, 0) keeps exp from overflowing on the branch that where() discards.
+ELU = defop("elu", 1, lambda F, x, a: F.where(x > 0, x, a * F.expm1(F.minimum(x, 0.0))),
+            lambda F, out, x, a: (F.where(x > 0, 1.0, out + a),),
+            "elu", "elu({0})", "x for x > 0, alpha*(e**x - 1) otherwise",
+            param="alpha", default=1.0, kink=_dist0, subgradient="elu'(0) := alpha, as PyTorch")
+SOFTPLUS = defop("softplus", 1, lambda F, x: F.softplus(x), lambda F, out, x: (F.sigmoid(x),),
+                 "softplus", "softplus({0})", "log(1 + e**x)")
+SOFTSIGN = defop("softsign", 1, lambda F, x: x / (1.0 + F.abs(x)),
+                 lambda F, out, x: (1.0 / ((1.0 + F.abs(x)) * (1.0 + F.abs(x))),),
+                 "softsign", "softsign({0})", "x / (1 + |x|) (seed 000 eq. 11)")
+
+
+def _swish_partials(F, out, x):
+    s = F.sigmoid(x)
+    return (s + out * (1.0 - s),)
+
+
+SWISH = defop("swish", 1, lambda F, x: x * F.sigmoid(x), _swish_partials, "swish", "swish({0})",
+              "x * sigmoid(x), also called SiLU (seed 002 prints a wrong formula)", methods=("swish", "silu"))
+
+_GELU_C = math.sqrt(2.0 / math.pi)
+
+
+def _gelu_forward(F, x):
+    return 0.5 * x * (1.0 + F.tanh(_GELU_C * (x + 0.044715 * x * x * x)))
+
+
+def _gelu_partials(F, out, x):
+    t = F.tanh(_GELU_C * (x + 0.044715 * x * x * x))
+    return (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _GELU_C * (1.0 + 3 * 0.044715 * x * x),)
+
+
+GELU = defop("gelu", 1, _gelu_forward, _gelu_partials, "gelu", "gelu({0})",
+             "0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x**3))), the tanh form")
+HARD_TANH = defop("hard_tanh", 1, lambda F, x: F.where(x > 1, 1.0, F.where(x < -1, -1.0, x)),
+                  lambda F, out, x: (F.where(x >= 1, 0.0, F.where(x <= -1, 0.0, 1.0)),),
+                  "hard_tanh", "hard_tanh({0})", "x clipped to [-1, 1] (seed 004)",
+                  kink=lambda x: min(abs(x - 1.0), abs(x + 1.0)),
+                  subgradient="hard_tanh'(+-1) := 0, as PyTorch's hardtanh")
+ABS = defop("abs", 1, lambda F, x: F.abs(x),
+            lambda F, out, x: (F.where(x > 0, 1.0, F.where(x < 0, -1.0, 0.0)),),
+            "abs", "|{0}|", "absolute value", kink=_dist0, subgradient="abs'(0) := 0, as PyTorch",
+            methods=("abs", "__abs__"))
+# NOTE: on a tie the gradient is split evenly, as PyTorch's maximum/minimum and SymPy's Heaviside(0) = 1/2;
+# so max(x, x) has derivative exactly 1.
+MAX = defop("max", 2, lambda F, x, y: F.maximum(x, y),
+            lambda F, out, x, y: (F.where(x > y, 1.0, F.where(x < y, 0.0, 0.5)),
+                                  F.where(x > y, 0.0, F.where(x < y, 1.0, 0.5))),
+            "max", "max({0}, {1})", "the larger of two values (seed 004's max gate)",
+            kink=lambda x, y: abs(x - y), subgradient="on a tie each input gets half the gradient",
+            methods=("max", "maximum"))
+MIN = defop("min", 2, lambda F, x, y: F.minimum(x, y),
+            lambda F, out, x, y: (F.where(x < y, 1.0, F.where(x > y, 0.0, 0.5)),
+                                  F.where(x < y, 0.0, F.where(x > y, 1.0, 0.5))),
+            "min", "min({0}, {1})", "the smaller of two values",
+            kink=lambda x, y: abs(x - y), subgradient="on a tie each input gets half the gradient",
+            methods=("min", "minimum"))
+BINARY_STEP = defop("binary_step", 1, lambda F, x: F.where(x >= 0, 1.0, 0.0), lambda F, out, x: (0.0,),
+                    "step", "step({0})", "1 for x >= 0, else 0: its derivative is 0, so it cannot train",
+                    kink=_dist0, subgradient="step'(0) := 0 (the jump has no derivative)")
+LINEAR = defop("linear", 1, lambda F, x, a: a * x, lambda F, out, x, a: (a,), "linear", "{p}*{0}",
+               "a * x (seed 002's linear activation)", param="a", default=1.0)
