@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Rebuild seed 001's Example 3 and print the forward pass, the backward pass "
                                    "node by node, the gradients, the path sums and one gradient-descent step.",
                        epilog="example: microgradx tour")
+    p.add_argument("--out", metavar="DIR", default="microgradx-tour",
+                   help="folder for the tour's drawings (default: ./microgradx-tour)")
     p.set_defaults(func=_tour)
     return parser
 
