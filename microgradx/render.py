@@ -256,7 +256,8 @@ def _groups(order: list, group: Callable[[Any], tuple[str, ...] | None]) -> dict
     first_seen: dict[tuple[str, ...], int] = {}
     for i, node in enumerate(order):
         g = group(node)
-        if g is None and node.parents:
+        # A labelled node outside every group (the loss) stays outside; unlabelled ones go with their operands.
+        if g is None and node.parents and not node.label:
             leafy = [found[id(p)] for p in node.parents if not p.parents and id(p) in found]
             if leafy:
                 g = leafy[0]
@@ -268,6 +269,13 @@ def _groups(order: list, group: Callable[[Any], tuple[str, ...] | None]) -> dict
             found[id(node)] = g
             first_seen.setdefault(g, i)
     return found
+
+
+def _natural(name: str) -> list:
+    """Sort key that puts L1.n2 before L1.n10."""
+    import re
+
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
 def _highlighted(highlight: Any) -> tuple[set[int], set[tuple[int, int]]]:
@@ -318,7 +326,7 @@ def _esc(s: str) -> str:
 def draw(out: Any, *, grads: bool | Mapping[Any, Any] = True, derivatives: bool = True,
          contributions: bool | None = None, direction: str = "LR", highlight: Any = None,
          theme: str | Theme = "default", fmt: str | Callable[[float], str] = ".4g",
-         group: str | Callable[[Any], tuple[str, ...] | None] | None = None, collapse: int | None = None,
+         group: str | Callable[[Any], tuple[str, ...] | None] | bool | None = None, collapse: int | None = None,
          max_nodes: int = 150, partial: Collection[Any] = (), current: Any = None,
          title: str | None = None) -> Drawing:
     """Draw the graph behind ``out``: value nodes (label, data, grad), op nodes, edges labelled z(i, j).
@@ -331,8 +339,9 @@ def draw(out: Any, *, grads: bool | Mapping[Any, Any] = True, derivatives: bool 
     * ``highlight``: a ``Path`` (from ``microgradx.paths``), a list of them, or a collection of nodes.
       ``current``: one node to emphasise (the stepper's).
     * Big graphs: ``group="prefix"`` clusters nodes by label prefix (``L1.n0.w0`` is in ``L1`` and ``L1.n0``)
-      or by a function node -> nested group names; ``collapse=k`` draws each level-k group as one box. Above
-      ``max_nodes`` value nodes, groups are collapsed automatically; if that is not enough only the
+      or by a function node -> nested group names (unlabelled nodes join their operands' group);
+      ``collapse=k`` draws each level-k group as one box. Above ``max_nodes`` value nodes, label prefixes are
+      grouped and collapsed automatically (``group=False`` prevents it); if that is not enough only the
       ``max_nodes`` nodes nearest the output are drawn, with a summary node for the rest.
 
     >>> from microgradx import paths
@@ -342,9 +351,9 @@ def draw(out: Any, *, grads: bool | Mapping[Any, Any] = True, derivatives: bool 
     >>> d.nodes, d.edges
     (9, 9)
     """
-    th = THEMES[theme] if isinstance(theme, str) else theme
     if isinstance(theme, str) and theme not in THEMES:
         raise ValueError(f"draw: unknown theme {theme!r}; choose one of {', '.join(THEMES)}")
+    th = THEMES[theme] if isinstance(theme, str) else theme
     num = _formatter(fmt)
     rankdir = _rankdir(direction)
     order = topological_order(out)
@@ -362,8 +371,8 @@ def draw(out: Any, *, grads: bool | Mapping[Any, Any] = True, derivatives: bool 
         return grad_map.get(node)
 
     # -- which nodes are drawn, and which are folded into group boxes -----------------------------------------
-    group_fn = _prefix_group if group == "prefix" else group
-    if group_fn is None and len(order) > max_nodes and any(_prefix_group(n) for n in order):
+    group_fn = _prefix_group if group == "prefix" else group or None
+    if group is None and len(order) > max_nodes and any(_prefix_group(n) for n in order):
         group_fn = _prefix_group
     groups = _groups(order, group_fn) if group_fn else {}
     depth = max((len(g) for g in groups.values()), default=0)
@@ -447,17 +456,25 @@ def draw(out: Any, *, grads: bool | Mapping[Any, Any] = True, derivatives: bool 
             n_edges += 1
 
     # -- group boxes (collapsed) -------------------------------------------------------------------------------
-    box_ids = {name: f"g{k}" for k, name in enumerate(dict.fromkeys(box_of.values()))}
+    members: dict[str, list] = {}
+    for n in order:
+        if id(n) in box_of:
+            members.setdefault(box_of[id(n)], []).append(n)
+    box_ids = {name: f"g{k}" for k, name in enumerate(sorted(members, key=_natural))}
+    # A box's outputs are its members used outside it (or the root): one output is shown with its numbers.
+    used_outside = {id(p) for n in order for p in n.parents if box_of.get(id(p)) != box_of.get(id(n))}
     for name, gid in box_ids.items():
-        members = [n for n in order if box_of.get(id(n)) == name]
-        params = sum(1 for n in members if not n.parents)
-        last = members[-1]
-        hot = any(id(n) in hl_nodes for n in members)
+        inside = members[name]
+        params = sum(1 for n in inside if not n.parents and n.label)
+        outs = [n for n in inside if id(n) in used_outside or n is out]
+        hot = any(id(n) in hl_nodes for n in inside)
         lines_ = [f"<tr><td><b>{_esc(name)}</b></td></tr>",
-                  f"<tr><td>{len(members)} nodes, {params} inputs</td></tr>",
-                  f"<tr><td>out {_esc(num(last.data))}"
-                  + (f", grad {_esc(num(grad_of(last)))}" if show_grads and grad_of(last) is not None else "")
-                  + "</td></tr>"]
+                  f"<tr><td>{len(inside)} nodes, {params} params</td></tr>"]
+        if len(outs) == 1:
+            g = grad_of(outs[0]) if show_grads else None
+            lines_.append(f"<tr><td>out {_esc(num(outs[0].data))}"
+                          + (f", grad {_esc(num(g))}" if g is not None else "") + "</td></tr>")
+        last = inside[-1]
         table = (f'<table border="1" cellborder="0" cellspacing="0" cellpadding="{th.cellpadding}" '
                  f'bgcolor="{th.highlight_fill if hot else th.op_fill}" '
                  f'color="{th.highlight if hot else th.color}">{"".join(lines_)}</table>')
