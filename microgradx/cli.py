@@ -124,7 +124,10 @@ def add_at_option(p: argparse.ArgumentParser) -> None:
 def _expression(args: argparse.Namespace):
     from .symbolic_parse import parse
 
-    return parse(args.expr, **parse_at(args.at))
+    out, leaves = parse(args.expr, **parse_at(args.at))
+    if not out.label and out.parents:
+        out.label = "out"  # so that steps, paths and drawings can name it as the printed d out / d w does
+    return out, leaves
 
 
 def _add_expr_argument(p: argparse.ArgumentParser) -> None:
