@@ -238,17 +238,25 @@ def _paths(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_draw_parser(sub) -> None:
-    p = sub.add_parser(
-        "draw", help="draw the graph of an expression (svg, png, pdf or dot)",
-        description="Build the graph of EXPR at the given inputs, run backward, and draw it: value nodes with "
-                    "data and grad, op nodes, and each edge labelled with its local derivative z and its "
-                    "contribution S*z. Without -o the DOT text is printed.",
-        epilog="examples:\n  microgradx draw 'cos(w**2) + sin(w**2)' --at w=2 -o graph.svg\n"
-               "  microgradx draw 'tanh(x*w + b)' --at x=2,w=-0.5,b=1 -o slide.png --theme slide\n"
-               "  microgradx draw 'cos(w**2) + sin(w**2)' --at w=2 --highlight-paths w -o paths.svg",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+def _expr_command(sub, name: str, summary: str, description: str, examples: Sequence[str], func):
+    """A subcommand that takes EXPR and --at, with its examples shown by --help."""
+    p = sub.add_parser(name, help=summary, description=description,
+                       epilog="examples:\n" + "\n".join(f"  microgradx {name} {e}" for e in examples),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_expr_argument(p)
+    p.set_defaults(func=func)
+    return p
+
+
+def _add_draw_parser(sub) -> None:
+    p = _expr_command(
+        sub, "draw", "draw the graph of an expression (svg, png, pdf or dot)",
+        "Build the graph of EXPR at the given inputs, run backward, and draw it: value nodes with data and grad, op "
+        "nodes, and each edge labelled with its local derivative z and its contribution S*z. Without -o the DOT "
+        "text is printed.",
+        ["'cos(w**2) + sin(w**2)' --at w=2 -o graph.svg",
+         "'tanh(x*w + b)' --at x=2,w=-0.5,b=1 -o slide.png --theme slide",
+         "'cos(w**2) + sin(w**2)' --at w=2 --highlight-paths w -o paths.svg"], _draw)
     p.add_argument("-o", "--output", help="file to write; the format comes from the extension "
                                           "(.svg, .png, .pdf, .dot)")
     p.add_argument("--theme", choices=("default", "slide", "compact"), default="default",
@@ -260,35 +268,26 @@ def _add_draw_parser(sub) -> None:
     p.add_argument("--no-derivatives", action="store_true", help="hide the edge derivatives")
     p.add_argument("--fmt", default=".4g", help="number format spec (default .4g)")
     p.add_argument("--title", help="a title above the drawing")
-    p.set_defaults(func=_draw)
 
 
 def _add_step_parser(sub) -> None:
-    p = sub.add_parser(
-        "step", help="step through the backward pass of an expression",
-        description="Step through the backward pass one node at a time: each step shows the node, its "
-                    "gradient S and, for each parent, the edge derivative z, the contribution S*z and the "
-                    "parent's running total. Keys: Enter = next, b = back, t = table, r = run, q = quit.",
-        epilog="examples:\n  microgradx step 'cos(w**2) + sin(w**2)' --at w=2\n"
-               "  microgradx step 'sigmoid(x*w1)*w2' --at x=2,w1=0.75,w2=0.5 --all",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_expr_argument(p)
+    p = _expr_command(
+        sub, "step", "step through the backward pass of an expression",
+        "Step through the backward pass one node at a time: each step shows the node, its gradient S and, for "
+        "each parent, the edge derivative z, the contribution S*z and the parent's running total. Keys: Enter = "
+        "next, b = back, t = table, r = run, q = quit.",
+        ["'cos(w**2) + sin(w**2)' --at w=2", "'sigmoid(x*w1)*w2' --at x=2,w1=0.75,w2=0.5 --all"], _step)
     p.add_argument("--all", action="store_true", help="print the whole trace without prompting")
-    p.set_defaults(func=_step)
 
 
 def _add_paths_parser(sub) -> None:
-    p = sub.add_parser(
-        "paths", help="list every path from an input to the output, with its product of derivatives",
-        description="List every path from the input(s) named by --wrt to the output, the product of the edge "
-                    "derivatives along each, and their sum, which equals the gradient backward computes.",
-        epilog="examples:\n  microgradx paths 'cos(w**2) + sin(w**2)' --wrt w --at w=2\n"
-               "  microgradx paths 'x*y + x' --wrt x,y --at x=2,y=3",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_expr_argument(p)
+    p = _expr_command(
+        sub, "paths", "list every path from an input to the output, with its product of derivatives",
+        "List every path from the input(s) named by --wrt to the output, the product of the edge derivatives "
+        "along each, and their sum, which equals the gradient backward computes.",
+        ["'cos(w**2) + sin(w**2)' --wrt w --at w=2", "'x*y + x' --wrt x,y --at x=2,y=3"], _paths)
     p.add_argument("--wrt", required=True, metavar="NAME[,NAME]", help="the input(s) to differentiate by")
     p.add_argument("--limit", type=int, default=1000, help="refuse to list more paths than this (default 1000)")
-    p.set_defaults(func=_paths)
 
 
 def build_parser() -> argparse.ArgumentParser:

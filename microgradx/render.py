@@ -323,6 +323,48 @@ def _esc(s: str) -> str:
     return html.escape(s, quote=True)
 
 
+def _select(out: Any, order: list, group: Any, collapse: int | None, max_nodes: int
+            ) -> tuple[dict[int, tuple[str, ...]], dict[int, str], set[int]]:
+    """Which nodes are drawn: returns each node's groups, the collapsed box of each folded node, and the
+    nodes left out under ``max_nodes`` (those farthest from the output)."""
+    group_fn = _prefix_group if group == "prefix" else group or None
+    if group is None and len(order) > max_nodes and any(_prefix_group(n) for n in order):
+        group_fn = _prefix_group
+    groups = _groups(order, group_fn) if group_fn else {}
+    depth = max((len(g) for g in groups.values()), default=0)
+
+    def boxes_at(level: int) -> dict[int, str]:
+        return {k: g[level - 1] for k, g in groups.items() if len(g) >= level}
+
+    box_of: dict[int, str] = {}
+    if collapse is not None:
+        if collapse < 1:
+            raise ValueError(f"draw: collapse must be a group level >= 1, got {collapse!r}")
+        box_of = boxes_at(min(collapse, depth)) if depth else {}
+    elif len(order) > max_nodes and depth:
+        # The finest grouping that fits: neurons before layers.
+        for level in range(depth, 0, -1):
+            box_of = boxes_at(level)
+            if len(order) - len(box_of) + len(set(box_of.values())) <= max_nodes:
+                break
+
+    visible = [n for n in order if id(n) not in box_of]
+    n_boxes = len(set(box_of.values()))
+    if len(visible) + n_boxes <= max_nodes:
+        return groups, box_of, set()
+    # Keep the nodes nearest the output (breadth first from out); a summary node stands for the rest.
+    dist = {id(out): 0}
+    queue = [out]
+    for node in queue:
+        for p in node.parents:
+            if id(p) not in dist:
+                dist[id(p)] = dist[id(node)] + 1
+                queue.append(p)
+    position = {id(n): i for i, n in enumerate(order)}
+    ranked = sorted(visible, key=lambda n: (dist[id(n)], -position[id(n)]))
+    return groups, box_of, {id(n) for n in ranked[max(max_nodes - n_boxes, 1):]}
+
+
 def draw(out: Any, *, grads: bool | Mapping[Any, Any] = True, derivatives: bool = True,
          contributions: bool | None = None, direction: str = "LR", highlight: Any = None,
          theme: str | Theme = "default", fmt: str | Callable[[float], str] = ".4g",
@@ -370,43 +412,8 @@ def draw(out: Any, *, grads: bool | Mapping[Any, Any] = True, derivatives: bool 
             return node.grad
         return grad_map.get(node)
 
-    # -- which nodes are drawn, and which are folded into group boxes -----------------------------------------
-    group_fn = _prefix_group if group == "prefix" else group or None
-    if group is None and len(order) > max_nodes and any(_prefix_group(n) for n in order):
-        group_fn = _prefix_group
-    groups = _groups(order, group_fn) if group_fn else {}
-    depth = max((len(g) for g in groups.values()), default=0)
-
-    def boxes_at(level: int) -> dict[int, str]:
-        return {k: g[level - 1] for k, g in groups.items() if len(g) >= level}
-
-    box_of: dict[int, str] = {}
-    if collapse is not None:
-        if collapse < 1:
-            raise ValueError(f"draw: collapse must be a group level >= 1, got {collapse!r}")
-        box_of = boxes_at(min(collapse, depth)) if depth else {}
-    elif len(order) > max_nodes and depth:
-        for level in range(depth, 0, -1):
-            box_of = boxes_at(level)
-            if len(order) - len(box_of) + len(set(box_of.values())) <= max_nodes:
-                break
-
-    visible = [n for n in order if id(n) not in box_of]
-    hidden: set[int] = set()
-    if len(visible) + len(set(box_of.values())) > max_nodes:
-        # Keep the nodes nearest the output (breadth first from out), and summarise the rest.
-        dist = {id(out): 0}
-        queue = [out]
-        for node in queue:
-            for p in node.parents:
-                if id(p) not in dist:
-                    dist[id(p)] = dist[id(node)] + 1
-                    queue.append(p)
-        budget = max(max_nodes - len(set(box_of.values())), 1)
-        ranked = sorted(visible, key=lambda n: (dist[id(n)], -index[id(n)]))
-        keep = {id(n) for n in ranked[:budget]}
-        hidden = {id(n) for n in visible if id(n) not in keep}
-        visible = [n for n in visible if id(n) in keep]
+    groups, box_of, hidden = _select(out, order, group, collapse, max_nodes)
+    visible = [n for n in order if id(n) not in box_of and id(n) not in hidden]
 
     lines = [
         "digraph microgradx {",

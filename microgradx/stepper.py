@@ -166,6 +166,19 @@ class Stepper:
         options.setdefault("title", self._where())
         return draw(self.out, grads=self._S, partial=partial, current=self.current, **options)
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        # In a notebook: the step as text above the drawing of the graph now (text alone without a renderer).
+        import html
+
+        from .render import RenderError
+
+        text = repr(self)
+        try:
+            svg = self.draw().svg()
+        except RenderError:
+            return {"text/plain": text}
+        return {"text/html": f"<pre>{html.escape(text)}</pre>{svg}", "text/plain": text}
+
     def _where(self) -> str:
         if not self.events:
             return f"backward of {node_name(self.out)}: {self.total} steps, none taken yet"

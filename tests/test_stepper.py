@@ -142,3 +142,13 @@ def test_draw_leaves_unreached_gradients_blank_and_marks_the_current_node():
     assert microgradx.render.THEMES["default"].current_fill in src
     s.run()
     assert blank not in s.draw().source and "so far" not in s.draw().source
+
+
+def test_notebook_display_shows_the_step_text_and_the_drawing(monkeypatch):
+    o, _ = two_paths()
+    s = step(o).next()
+    monkeypatch.setenv("MICROGRADX_DOT", "pure")
+    bundle = s._repr_mimebundle_()
+    assert "step 1 of 5" in bundle["text/html"] and "<svg" in bundle["text/html"]
+    monkeypatch.setenv("MICROGRADX_DOT", "/nonexistent/dot")
+    assert set(s._repr_mimebundle_()) == {"text/plain"}
