@@ -11,8 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .graph import (Event, Path, PathLimitError, backprop, count_paths, grad, jvp, paths, topological_order,
-                    zero_grad)
+from .graph import Event, Path, PathLimitError, backprop, count_paths, grad, jvp, paths, topological_order, zero_grad
 from .ops import OPS, DivisionByZeroError, DomainError, MicrogradxError, Op
 from .value import Value
 
