@@ -21,11 +21,15 @@ __all__ = [
     "Value", "OPS", "Op", "grad", "backprop", "jvp", "paths", "count_paths", "Path", "Event",
     "topological_order", "zero_grad", "MicrogradxError", "DomainError", "DivisionByZeroError",
     "PathLimitError", "MLP", "Layer", "Neuron", "__version__",
+    "draw", "Drawing", "RenderError", "step", "Stepper", "parse", "ParseError",
 ]
 
 # Submodules and names that pull in heavier code load on first use, so `import microgradx` stays fast.
 _LAZY = {"MLP": "scalar_nn", "Layer": "scalar_nn", "Neuron": "scalar_nn"}
+_LAZY.update({"draw": "render", "Drawing": "render", "RenderError": "render", "step": "stepper",
+              "Stepper": "stepper", "parse": "symbolic_parse", "ParseError": "symbolic_parse"})
 _SUBMODULES = {"scalar_nn", "examples", "cli"}
+_SUBMODULES.update({"render", "stepper", "symbolic_parse"})
 
 
 def __getattr__(name: str) -> Any:
