@@ -196,7 +196,8 @@ class Optimizer:
                 state.update(self._init_state(theta))
                 state["step"] = 0
             state["step"] += 1
-            new = theta + self._update(g, theta, state)
+            with np.errstate(over="ignore", invalid="ignore"):  # a non-finite result is reported just below
+                new = theta + self._update(g, theta, state)
             if not np.all(np.isfinite(new)):
                 raise DomainError(f"{name}.step: {_where(i, p)} would become non-finite at step {state['step']} "
                                   f"(lr={self.lr:g}): the run diverged", f"{name}.step", p.data,
