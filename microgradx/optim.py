@@ -81,28 +81,28 @@ def clip_grad_value(params: Iterable[Any], clip_value: float) -> None:
         _set_grad(p, np.clip(g, -c, c))
 
 
-def _number(where: str, name: str, x: Any) -> float:
+def _finite(where: str, name: str, x: Any) -> float:
     if isinstance(x, bool) or not isinstance(x, numbers.Real) or not math.isfinite(x):
         raise ValueError(f"{where}: {name} must be a finite number, got {x!r}")
     return float(x)
 
 
 def _positive(where: str, name: str, x: Any) -> float:
-    x = _number(where, name, x)
+    x = _finite(where, name, x)
     if x <= 0:
         raise ValueError(f"{where}: {name} must be > 0, got {x!r}")
     return x
 
 
 def _nonneg(where: str, name: str, x: Any) -> float:
-    x = _number(where, name, x)
+    x = _finite(where, name, x)
     if x < 0:
         raise ValueError(f"{where}: {name} must be >= 0, got {x!r}")
     return x
 
 
 def _unit(where: str, name: str, x: Any) -> float:
-    x = _number(where, name, x)
+    x = _finite(where, name, x)
     if not 0 <= x < 1:
         raise ValueError(f"{where}: {name} must be in [0, 1), got {x!r}")
     return x

@@ -13,21 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from .optim import _finite, _nonneg
+
 __all__ = ["Schedule", "ExponentialDecay", "InverseTimeDecay", "StepDecay", "ManualSchedule",
            "ReduceLROnPlateau", "EarlyStopping"]
-
-
-def _finite(where: str, name: str, x: Any) -> float:
-    if isinstance(x, bool) or not isinstance(x, numbers.Real) or not math.isfinite(x):
-        raise ValueError(f"{where}: {name} must be a finite number, got {x!r}")
-    return float(x)
-
-
-def _nonneg(where: str, name: str, x: Any) -> float:
-    x = _finite(where, name, x)
-    if x < 0:
-        raise ValueError(f"{where}: {name} must be >= 0, got {x!r}")
-    return x
 
 
 def _count(where: str, name: str, x: Any, least: int) -> int:

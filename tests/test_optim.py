@@ -447,3 +447,25 @@ def test_bad_parameters_are_named():
     r.grad = np.array([1.0])
     with pytest.raises(ValueError, match=r"shape \(2,\) but a gradient of shape \(1,\)"):
         opt.step()
+
+
+def test_trajectories_match_torch_optim():
+    """The other engine as oracle: the benchmark's cases, fewer steps, must agree with torch.optim to 1e-12."""
+    torch = pytest.importorskip("torch")
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "optim_vs_torch.py"
+    spec = importlib.util.spec_from_file_location("optim_vs_torch", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        for label, make, cls, kwargs in bench.CASES:
+            for start, grads in (bench.quadratic_problem(), bench.regression_problem()):
+                ours = bench.run_ours(make, start, grads, 30)
+                theirs = bench.run_torch(torch, cls, kwargs, start, grads, 30)
+                assert np.max(np.abs(ours - theirs)) < 1e-12, label
+    finally:
+        torch.set_default_dtype(previous)
