@@ -22,6 +22,7 @@ __all__ = [
     "topological_order", "zero_grad", "MicrogradxError", "DomainError", "DivisionByZeroError",
     "PathLimitError", "MLP", "Layer", "Neuron", "__version__",
     "draw", "Drawing", "RenderError", "step", "Stepper", "parse", "ParseError",
+    "optim", "schedules", "data",
 ]
 
 # Submodules and names that pull in heavier code load on first use, so `import microgradx` stays fast.
@@ -30,6 +31,7 @@ _LAZY.update({"draw": "render", "Drawing": "render", "RenderError": "render", "s
               "Stepper": "stepper", "parse": "symbolic_parse", "ParseError": "symbolic_parse"})
 _SUBMODULES = {"scalar_nn", "examples", "cli"}
 _SUBMODULES.update({"render", "stepper", "symbolic_parse"})
+_SUBMODULES |= {"optim", "schedules", "data"}
 
 
 def __getattr__(name: str) -> Any:
