@@ -198,8 +198,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     peaks = sigmoid_family(run, xs, found)
     outputs = seed002_outputs(run)
     kinks(run, entries)
-    run.say(f"Key numbers: sigmoid(7) = {outputs['sigmoid_function(7)']!r}, tanh(-1) = {outputs['tanh_function(-1)']!r}, "
-            f"elu(-5, 0.1) = {outputs['elu_function(-5,']!r}; swish(4): seed formula "
+    run.say(f"Key numbers: sigmoid(7) = {outputs['sigmoid_function(7)']!r}, "
+            f"tanh(-1) = {outputs['tanh_function(-1)']!r}, elu(-5, 0.1) = {outputs['elu_function(-5,']!r}; "
+            f"swish(4): seed formula "
             f"{outputs['swish_function(4) seed formula']!r}, correct {outputs['swish_function(4)']!r}; "
             f"max sigmoid' = {peaks['sigmoid']:g}")
     run.finish()

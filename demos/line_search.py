@@ -94,8 +94,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     run = start(NAME, "seed 001 Example 1: exact line search, step size solved by SymPy", argv)
     steps = iterate(8 if run.fast else 30)
     first = steps[0]
+    slope = sp.diff(first["phi"], sp.Symbol("lambda", nonnegative=True))
     run.say(f"k = 0: x = {first['x']}, grad f = {first['grad']} (engine = SymPy), "
-            f"f(x - lambda grad) = {first['phi']}, d/dlambda = {sp.diff(first['phi'], sp.Symbol('lambda', nonnegative=True))} = 0 "
+            f"f(x - lambda grad) = {first['phi']}, d/dlambda = {slope} = 0 "
             f"-> lambda* = {first['lambda']}, x1 = {first['next']}\n")
     rows = []
     for s in steps:

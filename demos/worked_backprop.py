@@ -50,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         ("yhat", ex.yhat.data, after.yhat.data), ("yhat - y", ex.yhat.data - ex.y.data, after.yhat.data - after.y.data),
         ("J", ex.J.data, after.J.data)], title=f"One gradient-descent step, W <- W - {LR:g} * grad J")
     forward_table(run, after, "forward-after.txt", "Forward pass with the new weights")
-    save_drawing(run, mx.draw(after.J, grads=False, direction="TB", title="Example 3 after one step: forward pass"), "3-after-step")
+    save_drawing(run, mx.draw(after.J, grads=False, direction="TB", title="Example 3 after one step: forward pass"),
+                 "3-after-step")
     # The seed redoes the forward pass with the weights rounded to 5 decimals; so do we, to show its z values.
     rounded = seed001_example3(w1=round(w1, 5), w2=round(w2, 5))
     run.say(f"With the weights rounded as in the seed, ({round(w1, 5):.5f}, {round(w2, 5):.5f}): "
