@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import fnmatch
+import re
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -10,7 +10,7 @@ from typing import Any
 
 from .sandbox import Limits
 
-__all__ = ["Assignment", "AssignmentError", "load_assignment", "VISIBILITIES"]
+__all__ = ["Assignment", "AssignmentError", "load_assignment", "matches", "VISIBILITIES"]
 
 VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")
 
@@ -50,14 +50,23 @@ class Assignment:
         return _lookup(self.visibility, rule, "visible")
 
     def skipped(self, rule: str) -> bool:
-        return any(fnmatch.fnmatchcase(rule, pat) for pat in self.skip)
+        return any(matches(rule, pat) for pat in self.skip)
+
+
+def matches(rule: str, pattern: str) -> bool:
+    """True when ``pattern`` names the rule; ``*`` matches anything, brackets are literal.
+
+    >>> matches("gradient[pow]", "gradient[*]"), matches("gradient[pow]", "gradient[pow]"), matches("seed", "s")
+    (True, True, False)
+    """
+    return re.fullmatch(".*".join(re.escape(part) for part in pattern.split("*")), rule) is not None
 
 
 def _lookup(table: dict, rule: str, default: Any) -> Any:
     if rule in table:
         return table[rule]
     for pat, v in table.items():
-        if fnmatch.fnmatchcase(rule, pat):
+        if matches(rule, pat):
             return v
     return default
 
@@ -134,7 +143,7 @@ def load_assignment(path: str | Path) -> Assignment:
                 raise AssignmentError(f"{path}: unknown key {table}.{key} (known: {', '.join(keys)})")
             kind = int if numeric[key] == "int" else (int, float)
             limits[key] = _check(f"{table}.{key}", value, kind, positive=True)
-            if kind != int:
+            if kind is not int:
                 limits[key] = float(limits[key])
     kw["limits"] = replace(Limits(), **limits)
     kw["weights"] = {k: float(_check(f"weights.{k}", v, (int, float))) for k, v in data.get("weights", {}).items()}

@@ -10,8 +10,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..ops import OPS, DomainError
-from ..strategies import (DEFAULT_OPS, STUDENT_PARAMS, Program, Step, number_programs, op_inputs, programs,
-                          reuse_programs, spelling)
+from ..strategies import (
+    DEFAULT_OPS,
+    STUDENT_PARAMS,
+    Program,
+    Step,
+    number_programs,
+    op_inputs,
+    programs,
+    reuse_programs,
+    spelling,
+)
 from .assignment import Assignment
 from .sandbox import EngineCrash, Sandbox
 
@@ -96,6 +105,8 @@ def explain(rule: Rule, finding: dict | None) -> str:
     if rule.kind != "gradient" or finding is None:
         return rule.hint
     param = finding.get("param")
+    if rule.op == "pow" and param is None:  # no counterexample program (the engine did not even import)
+        return rule.hint.format(derivative="n*x**(n - 1)", pow_note=" for every exponent n")
     note = ""
     if rule.op == "pow":
         note = f" for every exponent n, not only n = 2 (the counterexample has n = {param:g})"
@@ -113,15 +124,16 @@ def _derivative(op: str, param: float | None) -> str:
         f = row.sym(x, y)
         return f"d/dx = {sympy.diff(f, x)}, d/dy = {sympy.diff(f, y)}"
     p = sympy.nsimplify(param) if param is not None else None
-    return str(sympy.simplify(sympy.diff(row.sym(x, param=p), x)))
+    return str(sympy.diff(row.sym(x, param=p), x))
 
 
-def build_rules(ops: tuple[str, ...], assignment: Assignment = Assignment()) -> list[Rule]:
+def build_rules(ops: tuple[str, ...], assignment: Assignment | None = None) -> list[Rule]:
     """The rules for an engine with ``ops``, in the order they run, without the ones the assignment skips.
 
     >>> [r.name for r in build_rules(("add", "relu"))][:5]
     ['forward[add]', 'forward[relu]', 'gradient[add]', 'gradient[relu]', 'numbers[add]']
     """
+    assignment = assignment or Assignment()
     ops = tuple(o for o in DEFAULT_OPS if o in ops)  # simplest first
     names: list[tuple[str, str, str | None]] = []
     names += [(f"forward[{o}]", "forward", o) for o in ops]
@@ -296,6 +308,7 @@ def _fixed(rule: Rule, box: Sandbox, asg: Assignment) -> Outcome:
                               f"{DIAMONDS} diamonds in a chain, v <- v*v1 + v*v2 starting from v0 = 0.7, "
                               f"v1 = v2 = 0.5")
         finding["shrunk"] = False
+        finding["note"] = "a fixed program"
     status = "passed" if finding is None else "failed"
     if finding is not None and rule.kind == "deep-graph" and asg.deep_graph == "warn":
         status = "warning"

@@ -105,6 +105,8 @@ def run_program(value: Any, req: dict, engine: str) -> dict:
 
 
 def _load(engine: str, cls: str, probes: list[str]) -> tuple[Any, dict]:
+    # A submission split over several modules imports its siblings (copied next to it by the parent).
+    sys.path.insert(0, os.path.dirname(engine))
     try:
         spec = importlib.util.spec_from_file_location("student_engine", engine)
         module = importlib.util.module_from_spec(spec)
