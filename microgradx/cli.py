@@ -119,8 +119,8 @@ def _grade(args: argparse.Namespace) -> int:
                                                      f"(expected {asg.file})"}, f)
             err(f"microgradx grade: no such engine file: {', '.join(missing)}\n")
             return 2
-        from .grading.runner import grade, grade_many
         from .grading.report import write_csv
+        from .grading.runner import grade, grade_many
 
         if len(args.engines) == 1:
             reports = [grade(args.engines[0], asg, ops=ops, seed=args.seed, only=only)]
