@@ -20,12 +20,12 @@ __version__ = "0.1.0"
 __all__ = [
     "Value", "OPS", "Op", "grad", "backprop", "jvp", "paths", "count_paths", "Path", "Event",
     "topological_order", "zero_grad", "MicrogradxError", "DomainError", "DivisionByZeroError",
-    "PathLimitError", "MLP", "Layer", "Neuron", "__version__",
+    "PathLimitError", "MLP", "Layer", "Neuron", "grade", "__version__",
 ]
 
 # Submodules and names that pull in heavier code load on first use, so `import microgradx` stays fast.
-_LAZY = {"MLP": "scalar_nn", "Layer": "scalar_nn", "Neuron": "scalar_nn"}
-_SUBMODULES = {"scalar_nn", "examples", "cli"}
+_LAZY = {"MLP": "scalar_nn", "Layer": "scalar_nn", "Neuron": "scalar_nn", "grade": "grading"}
+_SUBMODULES = {"scalar_nn", "examples", "cli", "grading"}
 
 
 def __getattr__(name: str) -> Any:
