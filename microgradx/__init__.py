@@ -21,17 +21,20 @@ __all__ = [
     "Value", "OPS", "Op", "grad", "backprop", "jvp", "paths", "count_paths", "Path", "Event",
     "topological_order", "zero_grad", "MicrogradxError", "DomainError", "DivisionByZeroError",
     "PathLimitError", "MLP", "Layer", "Neuron", "__version__",
-    "draw", "Drawing", "RenderError", "step", "Stepper", "parse", "ParseError",
-    "optim", "schedules", "data",
+    "draw", "Drawing", "RenderError", "step", "Stepper", "parse", "ParseError", "grade",
+    "optim", "schedules", "data", "grading",
 ]
 
-# Submodules and names that pull in heavier code load on first use, so `import microgradx` stays fast.
-_LAZY = {"MLP": "scalar_nn", "Layer": "scalar_nn", "Neuron": "scalar_nn"}
-_LAZY.update({"draw": "render", "Drawing": "render", "RenderError": "render", "step": "stepper",
-              "Stepper": "stepper", "parse": "symbolic_parse", "ParseError": "symbolic_parse"})
-_SUBMODULES = {"scalar_nn", "examples", "cli"}
-_SUBMODULES.update({"render", "stepper", "symbolic_parse"})
-_SUBMODULES |= {"optim", "schedules", "data"}
+# Names and submodules that pull in heavier code load on first use, so `import microgradx` stays fast.
+_LAZY = {
+    "MLP": "scalar_nn", "Layer": "scalar_nn", "Neuron": "scalar_nn",
+    "draw": "render", "Drawing": "render", "RenderError": "render",
+    "step": "stepper", "Stepper": "stepper",
+    "parse": "symbolic_parse", "ParseError": "symbolic_parse",
+    "grade": "grading",
+}
+_SUBMODULES = {"scalar_nn", "examples", "cli", "render", "stepper", "symbolic_parse", "optim", "schedules", "data",
+               "grading"}
 
 
 def __getattr__(name: str) -> Any:
