@@ -22,11 +22,14 @@ __all__ = [
     "Value", "OPS", "Op", "grad", "backprop", "jvp", "paths", "count_paths", "Path", "Event",
     "topological_order", "zero_grad", "MicrogradxError", "DomainError", "DivisionByZeroError",
     "PathLimitError", "MLP", "Layer", "Neuron", "__version__",
+    "Tensor", "nn", "losses", "init",
 ]
 
 # Submodules and names that pull in heavier code load on first use, so `import microgradx` stays fast.
 _LAZY = {"MLP": "scalar_nn", "Layer": "scalar_nn", "Neuron": "scalar_nn"}
+_LAZY["Tensor"] = "tensor"
 _SUBMODULES = {"scalar_nn", "examples", "cli"}
+_SUBMODULES |= {"tensor", "nn", "losses", "init"}
 
 
 def __getattr__(name: str) -> Any:
