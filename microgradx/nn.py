@@ -67,18 +67,19 @@ class Module:
         >>> [name for name, _ in net.named_parameters()]
         ['0.weight', '0.bias', '2.weight', '2.bias']
         """
-        seen: set[int] = set()
-        for name, p in self._named_parameters(prefix):
-            if id(p) not in seen:
-                seen.add(id(p))
-                yield name, p
+        found: dict[int, tuple[str, Tensor]] = {}
+        self._collect(prefix, found)
+        return iter(found.values())
 
-    def _named_parameters(self, prefix: str) -> Iterator[tuple[str, Tensor]]:
+    def _collect(self, prefix: str, found: dict[int, tuple[str, Tensor]]) -> None:
+        # NOTE: a plain recursion filling a dict (keyed by identity, so a shared parameter appears once) is
+        # several times cheaper than nested generators, and zero_grad runs it on every training step.
         for name, value in vars(self).items():
-            if isinstance(value, Tensor) and value.requires_grad:
-                yield prefix + name, value
+            if isinstance(value, Tensor):
+                if value.requires_grad and id(value) not in found:
+                    found[id(value)] = (prefix + name, value)
         for name, child in self.named_children():
-            yield from child._named_parameters(f"{prefix}{name}.")
+            child._collect(f"{prefix}{name}.", found)
 
     def parameters(self) -> list[Tensor]:
         """The parameters, in the order of ``named_parameters()`` (what an optimizer updates)."""
@@ -104,7 +105,7 @@ class Module:
 
     def zero_grad(self) -> None:
         """Forget every parameter's gradient (``grad = None``), before the next ``backward()``."""
-        for p in self.parameters():
+        for _, p in self.named_parameters():
             p.grad = None
 
     # -- saving and loading --------------------------------------------------------------------------------

@@ -32,17 +32,39 @@ from .ops import (
 
 __all__ = ["Tensor", "ShapeError", "linear", "concatenate", "where", "as_tensor"]
 
-_F = numpy_math()
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _new = object.__new__
 
-# Where values are checked (each check is one fast pass: a finite sum implies finite entries, and only when
-# the sum is not finite is the exact, slower search for the offending entry made):
-#   * every Tensor built from user data;
-#   * the result of every op-table op, matmul, linear and sum/mean, which can overflow;
-#   * every vjp of an op-table op, whose local derivative can be infinite (pow with a negative exponent).
-# Ops that only move, select or normalise values (reshape, indexing, max, softmax, where, clip) are not
-# checked: finite inputs give finite outputs there.
+
+def _array_math(dtype: np.dtype) -> Any:
+    """``numpy_math()`` whose ``where`` keeps ``dtype`` when both branches are numbers.
+
+    The rows' partials say ``where(x > 0, 1.0, 0.0)``; plain ``np.where`` would build a float64 array from the
+    two Python floats (upcasting float32 gradients) and is several times slower than a cast of the mask.
+    """
+    base = numpy_math()
+
+    def where(cond: Any, a: Any, b: Any) -> Any:
+        if type(a) is float and type(b) is float and isinstance(cond, np.ndarray):
+            if a == 1.0 and b == 0.0:
+                return cond.astype(dtype)
+            if a == 0.0 and b == 1.0:
+                return (~cond).astype(dtype)
+            return np.where(cond, dtype.type(a), dtype.type(b))
+        return np.where(cond, a, b)
+
+    return type(f"_ArrayMath_{dtype.name}", (type(base),), {"where": staticmethod(where)})()
+
+
+_MATH = {dt: _array_math(dt) for dt in _FLOATS}
+
+# Where values are checked (each check is one vectorised np.isfinite pass over an op's output, so that no NaN
+# passes silently; a later relu would turn a NaN into 0):
+#   * a Tensor built from user data, and numbers or arrays combined with a Tensor;
+#   * the output of every op-table op, matmul, linear, sum/mean and of each loss (they can overflow);
+#   * the vjp of every op-table op whose local derivative is not the constant 1 (pow near 0 can overflow).
+# Not checked: a raw batch array fed to ``linear`` (its NaN reaches linear's output, which is checked) and
+# ops that only move, select or normalise finite values (reshape, indexing, max, softmax, where, clip).
 
 
 class ShapeError(MicrogradxError, ValueError):
@@ -56,11 +78,8 @@ class ShapeError(MicrogradxError, ValueError):
 
 
 def _all_finite(a: np.ndarray) -> bool:
-    # NOTE: a NaN or an infinity makes the sum non-finite, so a finite sum proves every entry finite; only a
-    # sum that overflows from huge finite entries needs the exact test.
-    with np.errstate(over="ignore", invalid="ignore"):
-        if math.isfinite(a.sum()):
-            return True
+    # NOTE: np.isfinite(a).all() is one vectorised pass that cannot warn; on this path it costs about as much
+    # as a.sum(), which could itself overflow.
     return bool(np.isfinite(a).all())
 
 
@@ -107,7 +126,7 @@ class Tensor:
     (4.0, [4.0, -2.0])
     """
 
-    __slots__ = ("data", "_grad", "requires_grad", "label", "_parents", "_back", "_op", "_retain")
+    __slots__ = ("data", "_grad", "requires_grad", "label", "parents", "_back", "_op", "_retain")
     __array_ufunc__ = None  # so that ndarray + Tensor and ndarray @ Tensor defer to the Tensor's operators
 
     def __init__(self, data: Any, requires_grad: bool = True, label: str | None = None, dtype: Any = None) -> None:
@@ -115,17 +134,12 @@ class Tensor:
         self._grad: np.ndarray | None = None
         self.requires_grad = bool(requires_grad)
         self.label = label
-        self._parents: tuple = ()
+        self.parents: tuple[Tensor, ...] = ()  # the op's tensor inputs, in order; empty for a leaf
         self._back: Any = None
         self._op: Any = None
         self._retain = False
 
     # -- the node protocol of the graph core ---------------------------------------------------------------
-
-    @property
-    def parents(self) -> tuple[Tensor, ...]:
-        """The op's tensor inputs, in order; empty for a leaf and for a result that needs no gradient."""
-        return self._parents
 
     @property
     def grad(self) -> np.ndarray | None:
@@ -136,7 +150,7 @@ class Tensor:
     def grad(self, value: np.ndarray | None) -> None:
         # NOTE: intermediate results drop their gradient (nobody reads it; keeping it would hold memory), and
         # a parameter always owns a writable array, so an optimizer may update it in place.
-        if self._parents and not self._retain:
+        if self.parents and not self._retain:
             return
         if value is not None and (value.base is not None or not value.flags.writeable):
             value = value.copy()
@@ -502,7 +516,7 @@ class Tensor:
 def _const(data: np.ndarray) -> Tensor:
     t = _new(Tensor)
     t.data, t._grad, t.requires_grad, t.label = data, None, False, None
-    t._parents, t._back, t._op, t._retain = (), None, None, False
+    t.parents, t._back, t._op, t._retain = (), None, None, False
     return t
 
 
@@ -512,7 +526,7 @@ def _result(data: np.ndarray, parents: tuple, back: Any, op: Any) -> Tensor:
         if p.requires_grad:
             t = _new(Tensor)
             t.data, t._grad, t.requires_grad, t.label = data, None, True, None
-            t._parents, t._back, t._op, t._retain = parents, back, op, False
+            t.parents, t._back, t._op, t._retain = parents, back, op, False
             return t
     return _const(data)
 
@@ -593,33 +607,42 @@ def _nonfinite(op: Any, inputs: Sequence[Tensor], a: np.ndarray, what: str) -> D
     return DomainError(f"{name}({names}): {what} {bad}{_at(idx)}, not a finite number", name, bad, label)
 
 
+_CHECKS_DOMAIN = frozenset(op for op in OPS.values() if op.checks_domain())
+
+
 def _table_node(op: Op, inputs: tuple, datas: tuple, param: Any) -> Tensor:
-    """Forward and vjp of one op-table row on arrays: out = forward(F, ...), vjp = g * partials(F, out, ...)."""
+    """Forward and vjp of one op-table row on arrays: out = forward(F, ...), vjp = g * partials(F, out, ...).
+
+    A NumPy overflow warning may precede the DomainError that names the op: suppressing it with np.errstate
+    would cost more than the op itself on small arrays.
+    """
     dtype = datas[0].dtype
-    if op.checks_domain():
+    F = _MATH[dtype]
+    if op in _CHECKS_DOMAIN:
         _domain_fail(op, inputs, datas, param)
     args = datas if op.param is None else (*datas, param)
-    with np.errstate(all="ignore"):  # overflow is reported below, by name, instead of as a warning
-        out = np.asarray(op.forward(_F, *args), dtype=dtype)
-    if not _all_finite(out):
+    out = op.forward(F, *args)
+    if type(out) is not np.ndarray or out.dtype != dtype:
+        out = np.asarray(out, dtype=dtype)
+    if not np.isfinite(out).all():
         raise _nonfinite(op, inputs, out, "gives")
 
-    def back(g: np.ndarray) -> tuple:
-        with np.errstate(all="ignore"):
-            zs = op.partials(_F, out, *args)
+    def back(g: np.ndarray) -> list:
+        zs = op.partials(F, out, *args)
         res = []
         for t, z in zip(inputs, zs, strict=True):
             if not t.requires_grad:
                 res.append(None)
                 continue
             if type(z) is float and z == 1.0:
-                c = g if t._parents else g.copy()  # a parameter must not share its gradient array
+                c = g if t.parents else g.copy()  # a parameter must not share its gradient array
             else:
-                with np.errstate(all="ignore"):
-                    c = np.asarray(g * z, dtype=dtype)
-                if not _all_finite(c):
+                c = g * z
+                if type(c) is not np.ndarray or c.dtype != dtype:
+                    c = np.asarray(c, dtype=dtype)
+                if not np.isfinite(c).all():
                     raise _nonfinite(op, inputs, c, "has a non-finite gradient")
-            res.append(_unbroadcast(c, t.data.shape))
+            res.append(c if c.shape == t.data.shape else _unbroadcast(c, t.data.shape))
         return res
     return _result(out, inputs, back, op)
 
@@ -718,7 +741,8 @@ def linear(x: Any, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     >>> y = linear(x, W, b); y.data.tolist()
     [[1.5, 2.5, 3.5]]
     """
-    x = as_tensor(x, weight.data.dtype)
+    # NOTE: a raw input array (a batch) is not scanned: a NaN or infinity in it reaches the output, which is.
+    x = x if isinstance(x, Tensor) else _const(np.asarray(x, dtype=weight.data.dtype))
     X, W = x.data, weight.data
     if W.ndim != 2 or X.ndim == 0 or X.shape[-1] != W.shape[1]:
         raise ShapeError(f"linear: input of shape {X.shape} does not fit weight of shape {W.shape} "
@@ -732,7 +756,7 @@ def linear(x: Any, weight: Tensor, bias: Tensor | None = None) -> Tensor:
             raise ShapeError(f"linear: bias of shape {bias.data.shape} does not fit weight of shape {W.shape} "
                              f"(needs ({W.shape[0]},))")
         out += bias.data
-    if not _all_finite(out):
+    if not np.isfinite(out).all():
         raise _nonfinite("linear", (x, weight), out, "gives")
 
     def back(g: np.ndarray) -> tuple:
