@@ -171,6 +171,8 @@ class Tensor:
         if create_graph:
             raise MicrogradxError(f"{self.op_name}: Tensor gradients are arrays, so create_graph (higher order) "
                                   "is not supported; use Value for higher-order derivatives")
+        if type(g) is not np.ndarray:  # a number seed from graph.grad()
+            g = np.asarray(g, dtype=self.data.dtype)
         return self._back(g)
 
     def _reset_grad(self) -> None:
