@@ -11,7 +11,7 @@ import numpy as np
 
 from . import init as _init
 from .ops import OPS, Op
-from .tensor import ShapeError, Tensor, linear
+from .tensor import ShapeError, Tensor, _table_node, linear
 
 __all__ = [
     "Module", "Linear", "Activation", "ReLU", "Tanh", "Sigmoid", "LeakyReLU", "ELU", "GELU", "Swish", "SiLU",
@@ -202,7 +202,7 @@ class Activation(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """The row applied elementwise."""
-        return x.apply(self.row, param=self.param)
+        return _table_node(self.row, (x,), (x.data,), self.param)
 
     def extra_repr(self) -> str:
         shown = "" if type(self).row is self.row else repr(self.row.name)
