@@ -4,20 +4,40 @@ Compares microgradx Tensors with a hand-written NumPy MLP (the baseline, measure
 PyTorch on the CPU when it is installed, at batch sizes 32 and 128, and reports the fraction of the machine's
 float32 matmul peak reached. Not a test: it prints medians and ratios and never fails for being slow.
 
-    python benchmarks/mlp.py            # 3 timed epochs per engine and batch size
-    python benchmarks/mlp.py --quick    # a short run on 6,000 rows
+    python benchmarks/mlp.py              # 3 timed epochs per engine and batch size, library thread defaults
+    python benchmarks/mlp.py --quick      # a short run on 6,000 rows
+    python benchmarks/mlp.py --threads 1  # one BLAS/OpenMP thread for every engine
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
-import numpy as np
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
-import microgradx as mgx
+
+def _threads_from_argv(argv: list[str]) -> str | None:
+    """The --threads value; it must reach the environment before NumPy loads its BLAS, hence this early look."""
+    for i, arg in enumerate(argv):
+        if arg == "--threads" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--threads="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+if (_threads := _threads_from_argv(sys.argv[1:])) is not None:
+    for _name in THREAD_VARIABLES:
+        os.environ[_name] = _threads
+
+import numpy as np  # noqa: E402
+
+import microgradx as mgx  # noqa: E402
 
 IN, HIDDEN, OUT = 784, 128, 10
 
@@ -110,6 +130,8 @@ def torch_engine(X: np.ndarray, y: np.ndarray, lr: float) -> Callable[[list], fl
         import torch
     except ImportError:
         return None
+    if os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     model = torch.nn.Sequential(torch.nn.Linear(IN, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, OUT))
     with torch.no_grad():
         for p, w in zip(model.parameters(), initial_weights(), strict=True):
@@ -184,6 +206,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="1 epoch on 6,000 rows")
     parser.add_argument("--batches", type=int, nargs="+", default=[32, 128], help="batch sizes")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is installed")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS/OpenMP threads for every engine (default: the libraries' own defaults)")
     args = parser.parse_args(argv)
     if args.quick:
         args.epochs, args.rows = 1, 6_000
@@ -194,8 +218,10 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_torch:
         engines["pytorch (cpu)"] = torch_engine
     flops = epoch_flops(args.rows)
+    threads = ", ".join(f"{k}={os.environ[k]}" for k in THREAD_VARIABLES if k in os.environ) or "library defaults"
     print(f"MLP {IN}-{HIDDEN}-{OUT}, ReLU, cross-entropy, SGD; {args.rows} rows x {IN} float32; "
-          f"median of {args.epochs} epoch(s); float32 matmul peak {peak:.1f} GFLOP/s")
+          f"median of {args.epochs} epoch(s); threads: {threads}; {os.cpu_count()} CPUs; "
+          f"float32 matmul peak {peak:.1f} GFLOP/s")
     header = (f"{'engine':22s} {'batch':>5s} {'s/epoch':>9s} {'x numpy':>8s} {'x torch':>8s} {'GFLOP/s':>8s} "
               f"{'% peak':>7s}")
     print(header)
