@@ -682,10 +682,8 @@ def _method(op: Op, name: str):
         def method(self: Tensor, other: Any) -> Tensor:  # type: ignore[assignment]
             return _elementwise(op, self, other)
     method.__name__ = method.__qualname__ = name
-    signature = f"x.{name}({op.param}={op.default})" if op.param else f"x.{name}()"
-    if op.arity == 2:
-        signature = f"x.{name}(y)"
-    method.__doc__ = f"{signature}: {op.doc}, elementwise."
+    args = "y" if op.arity == 2 else f"{op.param}={op.default}" if op.param else ""
+    method.__doc__ = f"x.{name}({args}): {op.doc}, elementwise (op-table row {op.name!r})."
     return method
 
 
