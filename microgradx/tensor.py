@@ -618,7 +618,7 @@ def _nonfinite(op: Any, inputs: Sequence[Tensor], a: np.ndarray, what: str) -> D
     return DomainError(f"{name}({names}): {what} {bad}{_at(idx)}, not a finite number", name, bad, label)
 
 
-_CHECKS_DOMAIN = frozenset(op for op in OPS.values() if op.checks_domain())
+_CHECKS_DOMAIN = frozenset(op for op in OPS.values() if op.checked)
 
 
 def _table_node(op: Op, inputs: tuple, datas: tuple, param: Any) -> Tensor:
