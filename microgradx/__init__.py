@@ -23,6 +23,7 @@ __all__ = [
     "PathLimitError", "MLP", "Layer", "Neuron", "__version__",
     "draw", "Drawing", "RenderError", "step", "Stepper", "parse", "ParseError", "grade",
     "optim", "schedules", "data", "grading",
+    "Tensor", "nn", "losses", "init",
 ]
 
 # Names and submodules that pull in heavier code load on first use, so `import microgradx` stays fast.
@@ -32,9 +33,10 @@ _LAZY = {
     "step": "stepper", "Stepper": "stepper",
     "parse": "symbolic_parse", "ParseError": "symbolic_parse",
     "grade": "grading",
+    "Tensor": "tensor",
 }
 _SUBMODULES = {"scalar_nn", "examples", "cli", "render", "stepper", "symbolic_parse", "optim", "schedules", "data",
-               "grading"}
+               "grading", "tensor", "nn", "losses", "init"}
 
 
 def __getattr__(name: str) -> Any:
