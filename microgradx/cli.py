@@ -416,6 +416,9 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--mnist-dir", metavar="DIR", help="folder with the four MNIST IDX files (for --dataset mnist)")
     p.add_argument("--csv", metavar="FILE", help="the CSV file (for --dataset wine or csv)")
     p.add_argument("--sep", default=";", help="the CSV separator (default ';')")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="BLAS threads while training (default 1: for small matrices more threads cost more than "
+                        "they give; 0 = the library's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it is off anyway without a terminal)")
     p.set_defaults(func=_train)
 
@@ -443,6 +446,9 @@ def _train(args: argparse.Namespace) -> int:
         if value < 1:
             err(f"microgradx train: {flag} must be a positive integer, got {value}\n")
             return 2
+    if args.threads < 0:
+        err(f"microgradx train: --threads must be 0 (library default) or positive, got {args.threads}\n")
+        return 2
     if args.patience is not None and args.patience < 1:
         err(f"microgradx train: --patience must be at least 1, got {args.patience}\n")
         return 2
@@ -459,14 +465,17 @@ def _train(args: argparse.Namespace) -> int:
     loss = "cross_entropy" if classify else "mse"
     metrics = ["accuracy"] if classify else []
     callbacks = [EarlyStopping("loss", patience=args.patience, min_delta=1e-4)] if args.patience else []
-    history = fit(model, loss, opt, (data.X_train, data.y_train), epochs, batch_size, metrics=metrics,
-                  callbacks=callbacks, seed=args.seed, progress=False if args.no_progress else None,
-                  label=f"{opt_name} lr {opt.lr:g}")
-    test = evaluate(model, loss, (data.X_test, data.y_test), metrics)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=args.threads if args.threads > 0 else None):
+        history = fit(model, loss, opt, (data.X_train, data.y_train), epochs, batch_size, metrics=metrics,
+                      callbacks=callbacks, seed=args.seed, progress=False if args.no_progress else None,
+                      label=f"{opt_name} lr {opt.lr:g}")
+        test = evaluate(model, loss, (data.X_test, data.y_test), metrics)
     seconds = float(np.sum(history.seconds))
     layers = "-".join(str(n) for n in [n_in, *hidden, n_out])
     print(f"{args.dataset}: MLP {layers} {args.activation}, {opt_name} lr {opt.lr:g}, batch {batch_size}, seed "
-          f"{args.seed}: {history.epochs} epochs in {seconds:.1f} s")
+          f"{args.seed}: {history.epochs} epoch{'s' if history.epochs != 1 else ''} in {seconds:.1f} s")
     result = {"dataset": args.dataset, "task": data.task, "layers": [n_in, *hidden, n_out],
               "activation": args.activation, "optimizer": opt_name, "lr": opt.lr, "batch_size": batch_size,
               "seed": args.seed, "epochs": history.epochs, "seconds": seconds, "n_train": len(data.X_train),

@@ -558,9 +558,9 @@ def plot_histories(histories: History | Sequence[History], path: str | os.PathLi
             raise ValueError(f"plot_histories: no history has {needed} mini-batch losses for the {p!r} panel")
     if not boxes:
         raise ValueError("plot_histories: nothing to plot")
-    cols = min(len(boxes), 2)
+    cols = 3 if len(boxes) == 3 else min(len(boxes), 2)
     rows = -(-len(boxes) // cols)
-    fig = Figure(figsize=(6.0 * cols, 3.6 * rows), layout="constrained")
+    fig = Figure(figsize=((6.0 if cols < 3 else 5.2) * cols, 3.6 * rows), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     colours = [f"C{i % 10}" for i in range(len(hs))]

@@ -478,6 +478,7 @@ def test_cli_wine_csv_regression(tmp_path):
     (["--dataset", "moons", "--hidden", "12,x"], "--hidden needs positive layer sizes"),
     (["--dataset", "moons", "--optimizer", "lbfgs"], "unknown optimizer 'lbfgs'"),
     (["--dataset", "moons", "--lr", "-1"], "lr must be >= 0"),
+    (["--dataset", "moons", "--threads", "-1"], "--threads must be 0"),
 ])
 def test_cli_usage_errors_exit_2_without_traceback(tmp_path, args, message):
     r = cli(*args, cwd=tmp_path)
