@@ -467,6 +467,13 @@ def save_parameters(model: Any, path: str | os.PathLike) -> str:
     """Write the model's parameters to an ``.npz`` file, one array per parameter name; return the path.
 
     Plain numeric arrays only, so ``load_parameters`` reads them back with ``allow_pickle=False``.
+
+    >>> import tempfile, os
+    >>> from microgradx import nn
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = save_parameters(nn.Linear(3, 2, rng=0), os.path.join(d, "layer"))
+    ...     os.path.basename(path), sorted(np.load(path, allow_pickle=False).files)
+    ('layer.npz', ['bias', 'weight'])
     """
     state = model.state_dict()
     path = os.fspath(path)
@@ -534,6 +541,13 @@ def plot_histories(histories: History | Sequence[History], path: str | os.PathLi
     mini-batch loss over ``window`` batches, seed 000's Figure 6) and ``lr``. The default is every panel
     except ``lr`` that has data. The format comes from the extension (png, svg, pdf); matplotlib's Agg canvas
     draws it, so no display is needed.
+
+    >>> import tempfile, os
+    >>> h = History(label="sgd", batch_loss=[1.0, 0.8, 0.9, 0.5])
+    >>> h.add_epoch({"loss": 0.9}, seconds=0.1, lr=0.1); h.add_epoch({"loss": 0.7}, seconds=0.1, lr=0.1)
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     os.path.getsize(plot_histories(h, os.path.join(d, "h.png"), window=2)) > 0
+    True
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
