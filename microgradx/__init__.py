@@ -22,11 +22,15 @@ __all__ = [
     "Value", "OPS", "Op", "grad", "backprop", "jvp", "paths", "count_paths", "Path", "Event",
     "topological_order", "zero_grad", "MicrogradxError", "DomainError", "DivisionByZeroError",
     "PathLimitError", "MLP", "Layer", "Neuron", "__version__",
+    "to_sympy", "from_sympy", "check_with_sympy", "latex", "derivative_latex", "compare_formula",
 ]
 
 # Submodules and names that pull in heavier code load on first use, so `import microgradx` stays fast.
 _LAZY = {"MLP": "scalar_nn", "Layer": "scalar_nn", "Neuron": "scalar_nn"}
+_LAZY.update(dict.fromkeys(("to_sympy", "from_sympy", "check_with_sympy", "latex", "derivative_latex",
+                            "compare_formula"), "symbolic"))
 _SUBMODULES = {"scalar_nn", "examples", "cli"}
+_SUBMODULES.add("symbolic")
 
 
 def __getattr__(name: str) -> Any:

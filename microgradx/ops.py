@@ -152,9 +152,11 @@ def sympy_math():
         import sympy as sp
 
         class _SympyMath:
-            exp, log, sqrt, sin, cos, tan, atan, tanh, abs = (
-                sp.exp, sp.log, sp.sqrt, sp.sin, sp.cos, sp.tan, sp.atan, sp.tanh, sp.Abs)
+            exp, log, sin, cos, tan, atan, tanh, abs = (
+                sp.exp, sp.log, sp.sin, sp.cos, sp.tan, sp.atan, sp.tanh, sp.Abs)
             maximum, minimum = sp.Max, sp.Min
+            # NOTE: sp.sqrt is a plain function (the others are classes), so it would bind as a method.
+            sqrt = staticmethod(sp.sqrt)
 
             @staticmethod
             def expm1(x):
