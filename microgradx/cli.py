@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 
@@ -54,6 +55,66 @@ def _tour(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_at(values: list[str]) -> dict[str, float]:
+    """``--at`` values (repeatable, comma-separated ``name=number`` pairs) as a dict: ``{'x': 0.3, 'y': 1.7}``.
+
+    >>> _parse_at(["x=0.3,y=1.7", "z=-2"])
+    {'x': 0.3, 'y': 1.7, 'z': -2.0}
+    """
+    result: dict[str, float] = {}
+    for item in values:
+        for pair in item.split(","):
+            key, sep, text = pair.partition("=")
+            key = key.strip()
+            if not sep or not key.isidentifier():
+                raise ValueError(f"--at: expected name=number, got {pair!r}")
+            if key in result:
+                raise ValueError(f"--at: {key} is given twice")
+            try:
+                number = float(text)
+            except ValueError:
+                raise ValueError(f"--at: {key} needs a number, got {text.strip()!r}") from None
+            if not math.isfinite(number):
+                raise ValueError(f"--at: {key} must be finite, got {text.strip()!r}")
+            result[key] = number
+    return result
+
+
+def _add_check_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="check an expression's gradients against SymPy",
+                       description="Build EXPR at the given point, differentiate it by backpropagation and check "
+                                   "every local derivative and every gradient against SymPy. Exit status: 0 when "
+                                   "everything agrees, 1 when something does not, 2 on usage errors.",
+                       epilog="example: microgradx check 'x*y + sin(x)' --at x=0.3,y=1.7 --latex")
+    p.add_argument("expr", metavar="EXPR", help="the expression, e.g. 'tanh(x*w + b)'")
+    p.add_argument("--at", action="append", default=[], metavar="NAME=VALUE[,NAME=VALUE...]",
+                   help="the point (repeatable)")
+    p.add_argument("--latex", action="store_true", help="also print the expression and its derivatives as LaTeX")
+    p.add_argument("--order", type=int, choices=(1, 2), default=1, help="2 also checks second derivatives")
+    p.add_argument("--max-nodes", type=int, default=60, metavar="N",
+                   help="largest graph for the whole-expression layer (default 60)")
+    p.set_defaults(func=_check)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .ops import MicrogradxError
+    from .parse import parse
+    from .symbolic import check_with_sympy, derivative_latex, latex
+
+    try:
+        out, leaves = parse(args.expr, **_parse_at(args.at))
+    except (MicrogradxError, ValueError, TypeError) as e:
+        print(f"microgradx check: error: {e}", file=sys.stderr)
+        return 2
+    report = check_with_sympy(out, list(leaves.values()), order=args.order, max_nodes=args.max_nodes)
+    print(report)
+    if args.latex:
+        print(f"\nLaTeX\n  f = {latex(out)}")
+        for leaf in leaves.values():
+            print(f"  {derivative_latex(out, leaf)}")
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand (``microgradx --help``)."""
     from . import __version__
@@ -70,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "node by node, the gradients, the path sums and one gradient-descent step.",
                        epilog="example: microgradx tour")
     p.set_defaults(func=_tour)
+    _add_check_parser(sub)
     return parser
 
 

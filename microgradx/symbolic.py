@@ -122,11 +122,13 @@ def _symbols(nodes: Sequence[Any], symbolic: Callable[[Any], bool]) -> dict[Any,
     leaves = [n for n in nodes if not n.parents]
     taken = {leaf.label for leaf in leaves if leaf.label}
     used: set[str] = set()
+    next_k: dict[str, int] = {}
 
     def fresh(stem: str, start: int) -> str:
-        k = start
+        k = next_k.get(stem, start)
         while f"{stem}{k}" in taken or f"{stem}{k}" in used:
             k += 1
+        next_k[stem] = k + 1
         return f"{stem}{k}"
 
     result = {}
@@ -241,10 +243,18 @@ def _plan(e: sp.Expr, leaf: Callable[[str], Value]) -> tuple[list, Callable[...,
         num = [f for f in factors if not (f.is_Pow and f.exp.is_number and f.exp < 0)]
         den = [sp.Pow(f.base, -f.exp) for f in factors if f.is_Pow and f.exp.is_number and f.exp < 0]
 
+        # A rational coefficient p/q stays exact: (p * rest) / q, not rest * float(p/q).
+        p, q = (int(c.p), int(c.q)) if c.is_Rational else (float(c), 1)
+
         def mul(*vs: Any) -> Any:
-            top = _fold(vs[:len(num)], lambda a, b: a * b) if num else 1.0
-            r = top / _fold(vs[len(num):], lambda a, b: a * b) if den else top
-            return -r if c == -1 else r if c == 1 else float(c) * r
+            ups, downs = list(vs[:len(num)]), list(vs[len(num):])
+            if abs(p) != 1 or not ups:
+                ups.insert(0, float(abs(p)))
+            if q != 1:
+                downs.append(float(q))
+            r = _fold(ups, lambda a, b: a * b)
+            r = r / _fold(downs, lambda a, b: a * b) if downs else r
+            return -r if p < 0 else r
         return num + den, mul
     if e.is_Pow:
         base, ex = e.args
@@ -580,7 +590,8 @@ def check_with_sympy(out: Any, wrt: Sequence[Any] | None = None, order: int = 1,
       are trusted;
     * whole-expression (graphs up to ``max_nodes`` nodes): SymPy's derivative of the whole expression.
 
-    ``wrt`` defaults to every leaf (an unlabelled leaf gets a generated name such as ``v0``). Edges whose kink
+    ``wrt`` defaults to every leaf (unlabelled ones get generated names such as ``v0``); with an explicit ``wrt``,
+    unlabelled leaves outside it are the constants they hold. Edges whose kink
     distance is at most ``kink_tol`` are skipped and listed with the row's subgradient convention. A value passes
     when ``|autodiff - sympy| <= atol + rtol * scale``, scale being the larger of the two and the sum of the
     absolute values of the terms that were added up.
@@ -599,7 +610,8 @@ def check_with_sympy(out: Any, wrt: Sequence[Any] | None = None, order: int = 1,
     for w in targets:
         if getattr(w, "parents", ()):
             raise ValueError(f"check_with_sympy: wrt must be leaves (nodes without parents), got {node_name(w)}")
-    symbols = _symbols(nodes, lambda leaf: True)
+    wanted = None if wrt is None else set(map(id, targets))
+    symbols = _symbols(nodes, lambda leaf: wanted is None or id(leaf) in wanted)
     extra = [w for w in targets if w not in symbols]  # leaves that out does not depend on
     symbols.update(_symbols(extra, lambda leaf: True) if extra else {})
     names = [str(symbols[w]) for w in targets]
@@ -623,7 +635,7 @@ def check_with_sympy(out: Any, wrt: Sequence[Any] | None = None, order: int = 1,
         layers[WHOLE] = f"skipped: {len(kinks)} edge(s) at kinks, where SymPy's convention may differ"
     else:
         expr = _expressions(nodes, symbols)[out]
-        point = {symbols[leaf]: leaf.data for leaf in list(symbols)}
+        point = {s: leaf.data for leaf, s in symbols.items()}
         whole_exprs, whole_values = _whole(expr, [symbols[w] for w in targets], point, order)
         layers[WHOLE] = f"ran: {len(whole_exprs)} derivative(s) of an expression over {len(nodes)} nodes"
 
