@@ -98,14 +98,24 @@ def _add_check_parser(sub: argparse._SubParsersAction) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     from .ops import MicrogradxError
-    from .parse import parse
     from .symbolic import check_with_sympy, derivative_latex, latex
 
-    try:
-        out, leaves = parse(args.expr, **_parse_at(args.at))
-    except (MicrogradxError, ValueError, TypeError) as e:
-        print(f"microgradx check: error: {e}", file=sys.stderr)
+    def usage_error(message: str) -> int:
+        print(f"microgradx check: error: {message}", file=sys.stderr)
         return 2
+
+    try:
+        at = _parse_at(args.at)
+    except ValueError as e:
+        return usage_error(str(e))
+    try:
+        from .parse import parse
+    except ImportError as e:
+        return usage_error(f"the expression parser is not available ({e})")
+    try:
+        out, leaves = parse(args.expr, **at)
+    except (MicrogradxError, ValueError, TypeError) as e:
+        return usage_error(str(e))
     report = check_with_sympy(out, list(leaves.values()), order=args.order, max_nodes=args.max_nodes)
     print(report)
     if args.latex:

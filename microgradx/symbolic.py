@@ -634,10 +634,14 @@ def check_with_sympy(out: Any, wrt: Sequence[Any] | None = None, order: int = 1,
     elif kinks:
         layers[WHOLE] = f"skipped: {len(kinks)} edge(s) at kinks, where SymPy's convention may differ"
     else:
-        expr = _expressions(nodes, symbols)[out]
         point = {s: leaf.data for leaf, s in symbols.items()}
-        whole_exprs, whole_values = _whole(expr, [symbols[w] for w in targets], point, order)
-        layers[WHOLE] = f"ran: {len(whole_exprs)} derivative(s) of an expression over {len(nodes)} nodes"
+        try:
+            expr = _expressions(nodes, symbols)[out]
+            whole_exprs, whole_values = _whole(expr, [symbols[w] for w in targets], point, order)
+        except Exception as e:  # SymPy's own limits (e.g. nested Piecewise conditions)
+            layers[WHOLE] = f"skipped: SymPy could not differentiate the whole expression ({type(e).__name__}: {e})"
+        else:
+            layers[WHOLE] = f"ran: {len(whole_exprs)} derivative(s) of an expression over {len(nodes)} nodes"
 
     def row(label: str, key: tuple, auto: float, refs: list[tuple[str, float]], scale: float, expression: Any) -> Row:
         errs = [abs(auto - v) for _, v in refs]
