@@ -24,6 +24,7 @@ from .value import Value
 __all__ = [
     "to_sympy", "from_sympy", "leaf_symbols", "check_with_sympy", "latex", "derivative_latex",
     "compare_formula", "SymbolicCheck", "Row", "EdgeCheck", "FormulaComparison", "TranslationError",
+    "EDGES", "ACCUMULATION", "WHOLE",
 ]
 
 #: Layer names, in the order they run.
@@ -611,9 +612,9 @@ def check_with_sympy(out: Any, wrt: Sequence[Any] | None = None, order: int = 1,
         if getattr(w, "parents", ()):
             raise ValueError(f"check_with_sympy: wrt must be leaves (nodes without parents), got {node_name(w)}")
     wanted = None if wrt is None else set(map(id, targets))
-    symbols = _symbols(nodes, lambda leaf: wanted is None or id(leaf) in wanted)
-    extra = [w for w in targets if w not in symbols]  # leaves that out does not depend on
-    symbols.update(_symbols(extra, lambda leaf: True) if extra else {})
+    in_graph = set(map(id, leaves))
+    extra = [w for w in targets if id(w) not in in_graph]  # leaves that out does not depend on
+    symbols = _symbols(nodes + extra, lambda leaf: wanted is None or id(leaf) in wanted)
     names = [str(symbols[w]) for w in targets]
 
     z, z2, failed, kinks, n_edges = _edge_layer(nodes, rtol, atol, kink_tol, order)

@@ -234,6 +234,14 @@ def test_heavy_sharing_skips_the_whole_expression_and_says_why():
     assert "written out without sharing" in report.layers[WHOLE]
 
 
+def test_a_leaf_the_output_does_not_depend_on_has_gradient_zero():
+    x, y, unused = Value(0.2, label="x"), Value(0.4), Value(1.0)
+    report = check_with_sympy(x * y, [x, y, unused])
+    assert report.ok
+    assert [(r.name, r.autodiff, r.sympy) for r in report.gradients] == [("x", 0.4, 0.4), ("v0", 0.2, 0.2),
+                                                                          ("v1", 0.0, 0.0)]
+
+
 def test_kinks_are_skipped_with_the_rows_subgradient():
     x = Value(0.0, label="x")
     y = Value(2.0, label="y")
