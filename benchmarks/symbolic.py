@@ -87,13 +87,18 @@ def whole_expression_reach(quick: bool) -> None:
     print(f"  {'nodes':>6}  {'median':>8}")
     best = 0
     for n in (20, 40, 60) if quick else (20, 30, 40, 50, 60, 70, 80, 100, 120, 150, 200):
-        times = []
-        for seed in range(3):
-            out = random_graph(n, seed=100 + seed)
+        times: list[float] = []
+        seed = 100
+        while len(times) < 3:
+            out = random_graph(n, seed=seed)
+            seed += 1
             t = time.perf_counter()
             report = sym.check_with_sympy(out, max_nodes=10**9)
             with_whole = time.perf_counter() - t
-            assert report.ok and report.layers[sym.WHOLE].startswith("ran"), str(report)
+            assert report.ok, str(report)
+            if report.kinks:  # a relu of a relu of a negative number sits at a kink: the layer skips such graphs
+                continue
+            assert report.layers[sym.WHOLE].startswith("ran"), str(report)
             times.append(with_whole - _median_time(lambda: sym.check_with_sympy(out, max_nodes=0), 1))  # noqa: B023
         median = statistics.median(times)
         print(f"  {n:>6}  {median:>7.3f}s")
