@@ -11,8 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .graph import (Event, Path, PathLimitError, backprop, count_paths, grad, jvp, paths, topological_order,
-                    zero_grad)
+from .graph import Event, Path, PathLimitError, backprop, count_paths, grad, jvp, paths, topological_order, zero_grad
 from .ops import OPS, DivisionByZeroError, DomainError, MicrogradxError, Op
 from .value import Value
 
@@ -22,15 +21,25 @@ __all__ = [
     "Value", "OPS", "Op", "grad", "backprop", "jvp", "paths", "count_paths", "Path", "Event",
     "topological_order", "zero_grad", "MicrogradxError", "DomainError", "DivisionByZeroError",
     "PathLimitError", "MLP", "Layer", "Neuron", "__version__",
+    "draw", "Drawing", "RenderError", "step", "Stepper", "parse", "ParseError", "grade",
+    "optim", "schedules", "data", "grading",
+    "Tensor", "nn", "losses", "init",
     "to_sympy", "from_sympy", "check_with_sympy", "latex", "derivative_latex", "compare_formula",
 ]
 
-# Submodules and names that pull in heavier code load on first use, so `import microgradx` stays fast.
-_LAZY = {"MLP": "scalar_nn", "Layer": "scalar_nn", "Neuron": "scalar_nn"}
-_LAZY.update(dict.fromkeys(("to_sympy", "from_sympy", "check_with_sympy", "latex", "derivative_latex",
-                            "compare_formula"), "symbolic"))
-_SUBMODULES = {"scalar_nn", "examples", "cli"}
-_SUBMODULES.add("symbolic")
+# Names and submodules that pull in heavier code load on first use, so `import microgradx` stays fast.
+_LAZY = {
+    "MLP": "scalar_nn", "Layer": "scalar_nn", "Neuron": "scalar_nn",
+    "draw": "render", "Drawing": "render", "RenderError": "render",
+    "step": "stepper", "Stepper": "stepper",
+    "parse": "symbolic_parse", "ParseError": "symbolic_parse",
+    "grade": "grading",
+    "Tensor": "tensor",
+    "to_sympy": "symbolic", "from_sympy": "symbolic", "check_with_sympy": "symbolic", "latex": "symbolic",
+    "derivative_latex": "symbolic", "compare_formula": "symbolic",
+}
+_SUBMODULES = {"scalar_nn", "examples", "cli", "render", "stepper", "symbolic_parse", "optim", "schedules", "data",
+               "grading", "tensor", "nn", "losses", "init", "symbolic"}
 
 
 def __getattr__(name: str) -> Any:

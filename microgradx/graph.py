@@ -31,6 +31,7 @@ def topological_order(root: Any) -> list:
     >>> [n.label or n.op.name for n in topological_order(y)]
     ['x', 'mul', 'add']
     """
+    # Depth-first post-order with an explicit stack instead of recursion.
     order: list = []
     visited = {root}
     stack = [(root, iter(root.parents))]

@@ -155,8 +155,7 @@ def sympy_math():
             exp, log, sin, cos, tan, atan, tanh, abs = (
                 sp.exp, sp.log, sp.sin, sp.cos, sp.tan, sp.atan, sp.tanh, sp.Abs)
             maximum, minimum = sp.Max, sp.Min
-            # NOTE: sp.sqrt is a plain function (the others are classes), so it would bind as a method.
-            sqrt = staticmethod(sp.sqrt)
+            sqrt = staticmethod(sp.sqrt)  # a plain function: keep it from binding as a method
 
             @staticmethod
             def expm1(x):
@@ -199,16 +198,17 @@ class Op:
     kink: Callable[..., float] | None = None  # distance from the inputs to the nearest kink
     subgradient: str = ""         # what the derivative is at a kink, and why
     methods: tuple[str, ...] = field(default=())
+    checked: bool = field(init=False, repr=False)  # False when every argument may be any real number
+
+    def __post_init__(self) -> None:
+        checked = callable(self.domain) or any(d is not REAL for d in self.domain)
+        object.__setattr__(self, "checked", checked)  # frozen: computed once, read on every forward
 
     def domains(self, param: Any = None) -> tuple[Domain, ...]:
         """Each argument's domain (for pow it depends on the exponent): ``OPS["log"].domains()[0].text``."""
         if callable(self.domain):
             return self.domain(param)
         return self.domain or (REAL,) * self.arity
-
-    def checks_domain(self) -> bool:
-        """False when every argument may be any real number, so the domain check can be skipped."""
-        return callable(self.domain) or any(d is not REAL for d in self.domain)
 
     def sym(self, *inputs: Any, param: Any = None) -> Any:
         """The forward as a SymPy expression: ``OPS["tanh"].sym(sympy.Symbol("x"))`` is ``tanh(x)``."""

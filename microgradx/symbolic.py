@@ -741,16 +741,18 @@ class FormulaComparison:
 
 
 def compare_formula(formula: Any, op_name: str, at: Sequence[float] = (-2.0, -0.5, 0.5, 2.0), *,
-                    param: float | None = None, rtol: float = 1e-9) -> FormulaComparison:
-    """Compare a formula in one variable (a SymPy expression) with an op row: value and derivative at each point.
+                    param: float | None = None, rtol: float = 1e-9, var: str = "x") -> FormulaComparison:
+    """Compare a formula in one variable with an op row: value and derivative at each point.
 
-    The formula is evaluated exactly by SymPy; the op by its row's forward and partial (the engine's numbers).
-    Seed 002 prints swish as x / (1 - e^-x); the row computes x * sigmoid(x):
+    The formula is a SymPy expression, or text in the variable ``var`` read by the safe parser
+    (``microgradx.parse``, built at the first point). It is evaluated exactly by SymPy; the op by its row's
+    forward and partial (the engine's numbers). Seed 002 prints swish as x / (1 - e^-x); the row computes
+    x * sigmoid(x):
 
+    >>> compare_formula("x / (1 - exp(-x))", "swish", at=[4.0]).ok
+    False
     >>> import sympy
     >>> x = sympy.Symbol("x", real=True)
-    >>> compare_formula(x / (1 - sympy.exp(-x)), "swish", at=[4.0]).ok
-    False
     >>> compare_formula(x / (1 + sympy.exp(-x)), "swish", at=[-67.0, 4.0]).ok
     True
     """
@@ -759,10 +761,16 @@ def compare_formula(formula: Any, op_name: str, at: Sequence[float] = (-2.0, -0.
     op = OPS[op_name]
     if op.arity != 1:
         raise ValueError(f"compare_formula: {op_name} takes {op.arity} inputs; only one-input ops can be compared")
-    e = formula if isinstance(formula, sp.Basic) else None
-    if e is None:
-        raise TypeError(f"compare_formula: the formula must be a SymPy expression, got {type(formula).__name__} "
-                        "(strings are never evaluated)")
+    if isinstance(formula, str):
+        from .symbolic_parse import parse  # the safe parser: the text is never evaluated
+
+        out, leaves = parse(formula, **{var: float(at[0])})
+        e = to_sympy(out, leaves.values())
+    elif isinstance(formula, sp.Basic):
+        e = formula
+    else:
+        raise TypeError(f"compare_formula: the formula must be text or a SymPy expression, got "
+                        f"{type(formula).__name__}")
     free = sorted(e.free_symbols, key=str)
     if len(free) != 1:
         raise ValueError(f"compare_formula: the formula must have exactly one variable, it has {free}")

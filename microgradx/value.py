@@ -11,12 +11,14 @@ import numbers
 from typing import Any
 
 from . import graph
-from .ops import (ADD, DIV, MUL, NEG, OPS, POW, POWER, SUB, FLOAT, DivisionByZeroError, DomainError, Op)
+from .ops import ADD, DIV, FLOAT, MUL, NEG, OPS, POW, POWER, SUB, DivisionByZeroError, DomainError, Op
 
 __all__ = ["Value", "VALUE_MATH"]
 
+_isfinite = math.isfinite
 # Ops whose partials are inputs or constants, so they can never be non-finite.
 _FINITE_PARTIALS = frozenset((ADD, SUB, MUL, NEG))
+_PLAIN = frozenset(op for op in _FINITE_PARTIALS if not op.checked)
 
 
 def _to_float(data: Any, what: str = "Value") -> float:
@@ -47,15 +49,9 @@ def _check_domain(op: Op, inputs: tuple, arg: Any) -> None:
             raise _fail(op, inputs, arg, f"needs {'xy'[k]} {dom.text}, got {v.data!r}", cls)
 
 
-def _node(op: Op, out: float, a: Value, b: Value | None, za: Any, zb: Any, arg: Any) -> Value:
-    v = _new(Value)
-    v.data, v.grad, v.op, v.label = out, 0.0, op, None
-    v._a, v._b, v._za, v._zb, v._arg = a, b, za, zb, arg
-    return v
-
-
 def _compute(op: Op, inputs: tuple, args: tuple, arg: Any) -> tuple:
-    if op.checks_domain():
+    """The op's float forward and partials at ``args``, or a DomainError naming the op, inputs and labels."""
+    if op.checked:
         _check_domain(op, inputs, arg)
     try:
         out = op.forward(FLOAT, *args)
@@ -64,27 +60,37 @@ def _compute(op: Op, inputs: tuple, args: tuple, arg: Any) -> tuple:
         raise _fail(op, inputs, arg, f"overflows a float ({e})") from None
     except (ArithmeticError, ValueError) as e:
         raise _fail(op, inputs, arg, f"cannot be computed in floats ({e})") from None
-    if not math.isfinite(out):
+    if not _isfinite(out):
         raise _fail(op, inputs, arg, f"gives {out}, not a finite float")
-    if op not in _FINITE_PARTIALS and not all(math.isfinite(z) for z in zs):
+    if op not in _FINITE_PARTIALS and not all(_isfinite(z) for z in zs):
         raise _fail(op, inputs, arg, f"has a non-finite derivative {zs} here")
     return out, zs
 
 
+# NOTE: the two builders below are the hot path of every forward pass, so they set the slots directly
+# instead of going through __init__; everything they know about the op still comes from its row.
 def _unary(op: Op, x: Value, arg: Any = None) -> Value:
-    d = x.data
-    out, zs = _compute(op, (x,), (d,) if op.param is None else (d, arg), arg)
-    return _node(op, out, x, None, zs[0], None, arg)
+    out, zs = _compute(op, (x,), (x.data,) if op.param is None else (x.data, arg), arg)
+    v = _new(Value)
+    v.data, v.grad, v.op, v.label, v._a, v._b, v._za, v._zb, v._arg = out, 0.0, op, None, x, None, zs[0], None, arg
+    return v
 
 
 def _binary(op: Op, a: Value, b: Value) -> Value:
-    out, (za, zb) = _compute(op, (a, b), (a.data, b.data), None)
-    return _node(op, out, a, b, za, zb, None)
+    if op not in _PLAIN:
+        out, (za, zb) = _compute(op, (a, b), (a.data, b.data), None)
+    else:  # add, sub, mul: no domain, partials are inputs or constants; only the result can overflow
+        x, y = a.data, b.data
+        out = op.forward(FLOAT, x, y)
+        za, zb = op.partials(FLOAT, out, x, y)
+        if not _isfinite(out):
+            raise _fail(op, (a, b), None, f"gives {out}, not a finite float")
+    v = _new(Value)
+    v.data, v.grad, v.op, v.label, v._a, v._b, v._za, v._zb, v._arg = out, 0.0, op, None, a, b, za, zb, None
+    return v
 
 
 def _as_value(other: Any) -> Value | None:
-    if type(other) is Value:
-        return other
     if isinstance(other, Value):
         return other
     if isinstance(other, numbers.Real) and not isinstance(other, bool):
@@ -163,35 +169,35 @@ class Value:
     # -- arithmetic: one line each onto the op table --------------------------------------------------------
 
     def __add__(self, other: Any) -> Value:
-        o = _as_value(other)
+        o = other if type(other) is Value else _as_value(other)
         return NotImplemented if o is None else _binary(ADD, self, o)
 
     def __radd__(self, other: Any) -> Value:
-        o = _as_value(other)
+        o = other if type(other) is Value else _as_value(other)
         return NotImplemented if o is None else _binary(ADD, o, self)
 
     def __sub__(self, other: Any) -> Value:
-        o = _as_value(other)
+        o = other if type(other) is Value else _as_value(other)
         return NotImplemented if o is None else _binary(SUB, self, o)
 
     def __rsub__(self, other: Any) -> Value:
-        o = _as_value(other)
+        o = other if type(other) is Value else _as_value(other)
         return NotImplemented if o is None else _binary(SUB, o, self)
 
     def __mul__(self, other: Any) -> Value:
-        o = _as_value(other)
+        o = other if type(other) is Value else _as_value(other)
         return NotImplemented if o is None else _binary(MUL, self, o)
 
     def __rmul__(self, other: Any) -> Value:
-        o = _as_value(other)
+        o = other if type(other) is Value else _as_value(other)
         return NotImplemented if o is None else _binary(MUL, o, self)
 
     def __truediv__(self, other: Any) -> Value:
-        o = _as_value(other)
+        o = other if type(other) is Value else _as_value(other)
         return NotImplemented if o is None else _binary(DIV, self, o)
 
     def __rtruediv__(self, other: Any) -> Value:
-        o = _as_value(other)
+        o = other if type(other) is Value else _as_value(other)
         return NotImplemented if o is None else _binary(DIV, o, self)
 
     def __neg__(self) -> Value:

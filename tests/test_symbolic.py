@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import microgradx
 from microgradx import OPS, DomainError, Value
 from microgradx import value as value_module
-from microgradx.cli import _parse_at, main
+from microgradx.cli import main
 from microgradx.examples import seed001_example3, two_paths
 from microgradx.symbolic import (
     ACCUMULATION,
@@ -390,30 +390,46 @@ def test_seed002_printed_swish_formula_is_not_swish():
     assert compare_formula(x * 1 / (1 + sp.exp(-x)), "swish", at=[-67.0, -1.0, 4.0]).ok
 
 
-def test_compare_formula_marks_undefined_points_and_refuses_text():
+def test_compare_formula_reads_text_safely_and_marks_undefined_points():
+    cmp = compare_formula("x / (1 - exp(-x))", "swish", at=[-67.0, 0.5])
+    assert [p[-1] for p in cmp.points] == [False, False]
+    assert cmp.points[0][1] == pytest.approx(5.349885844610276e-28, rel=1e-12)
     x = sp.Symbol("x", real=True)
-    cmp = compare_formula(x / (1 - sp.exp(-x)), "swish", at=[0.0])
-    assert cmp.points[0][1] is None and not cmp.ok and "undefined" in str(cmp)
-    with pytest.raises(TypeError, match="never evaluated"):
-        compare_formula("x / (1 - exp(-x))", "swish")
+    undefined = compare_formula(x / (1 - sp.exp(-x)), "swish", at=[0.0])
+    assert undefined.points[0][1] is None and not undefined.ok and "undefined" in str(undefined)
+    with pytest.raises(microgradx.ParseError):
+        compare_formula("__import__('os')", "swish")
+    with pytest.raises(TypeError, match="text or a SymPy expression"):
+        compare_formula(lambda t: t, "swish")
 
 
 # ---------------------------------------------------------------------------------------------------------
 # The CLI
 # ---------------------------------------------------------------------------------------------------------
 
-def test_parse_at():
-    assert _parse_at(["x=0.3,y=1.7", "z=-2"]) == {"x": 0.3, "y": 1.7, "z": -2.0}
-    for bad in (["x"], ["x=abc"], ["1x=2"], ["x=1,x=2"], ["x=nan"], ["x=1,"]):
-        with pytest.raises(ValueError):
-            _parse_at(bad)
-
-
 def test_cli_check(capsys):
-    pytest.importorskip("microgradx.parse")
     assert main(["check", "x*y + sin(x)", "--at", "x=0.3,y=1.7", "--latex"]) == 0
     out = capsys.readouterr().out
-    assert "SymPy check: ok" in out and r"\frac{\partial" in out
-    assert main(["check", "x*y", "--at", "x=0.3"]) == 2
-    assert main(["check", "x*", "--at", "x=0.3"]) == 2
-    assert main(["check", "log(x)", "--at", "x=-1"]) == 2
+    assert "SymPy check: ok" in out and r"\frac{\partial out}{\partial x} = y + \cos{\left(x \right)}" in out
+    assert main(["check", "tanh(x)**2 * x", "--at", "x=0.3", "--order", "2"]) == 0
+    assert "d2/dxdx" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["check", "x*y", "--at", "x=0.3"], ["check", "x*", "--at", "x=0.3"],
+                                  ["check", "log(x)", "--at", "x=-1"], ["check", "x", "--at", "x"]])
+def test_cli_check_usage_errors(argv, capsys):
+    assert main(argv) == 2
+    assert "microgradx check: error:" in capsys.readouterr().err
+
+
+def test_cli_check_exit_status_1_when_a_derivative_is_wrong(monkeypatch, capsys):
+    from microgradx import symbolic
+
+    real = symbolic.check_with_sympy
+
+    def with_bad_tanh(out, wrt, **kw):
+        bad = dataclasses.replace(OPS["tanh"], partials=lambda F, o, x: (1.0 + o * o,))
+        return real(value_module._unary(bad, out), wrt, **kw)
+    monkeypatch.setattr(symbolic, "check_with_sympy", with_bad_tanh)
+    assert main(["check", "x*y", "--at", "x=0.3,y=1.7"]) == 1
+    assert "tanh edge 0" in capsys.readouterr().out

@@ -1,0 +1,243 @@
+"""Benchmark: seconds per epoch of an MLP 784-128-10 (ReLU, cross-entropy, plain SGD) on MNIST-shaped data.
+
+Compares microgradx Tensors with a hand-written NumPy MLP (the baseline, measured in the same run) and with
+PyTorch on the CPU when it is installed, at batch sizes 32 and 128, and reports the fraction of the machine's
+float32 matmul peak reached. Not a test: it prints medians and ratios and never fails for being slow.
+
+    python benchmarks/mlp.py              # 3 timed epochs per engine and batch size, library thread defaults
+    python benchmarks/mlp.py --quick      # a short run on 6,000 rows
+    python benchmarks/mlp.py --threads 1  # one BLAS/OpenMP thread for every engine
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _threads_from_argv(argv: list[str]) -> str | None:
+    """The --threads value; it must reach the environment before NumPy loads its BLAS, hence this early look."""
+    for i, arg in enumerate(argv):
+        if arg == "--threads" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--threads="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+if (_threads := _threads_from_argv(sys.argv[1:])) is not None:
+    for _name in THREAD_VARIABLES:
+        os.environ[_name] = _threads
+
+import numpy as np  # noqa: E402
+
+import microgradx as mgx  # noqa: E402
+
+IN, HIDDEN, OUT = 784, 128, 10
+
+
+def make_data(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST-shaped random data: float32 pixels in [0, 1) and integer labels 0..9."""
+    rng = np.random.default_rng(seed)
+    return rng.random((rows, IN), dtype=np.float32), rng.integers(0, OUT, size=rows)
+
+
+def initial_weights(seed: int = 1) -> list[np.ndarray]:
+    """He-uniform weights (out, in) and zero biases, shared by every engine so they do the same work."""
+    rng = np.random.default_rng(seed)
+    w1 = mgx.init.he_uniform((HIDDEN, IN), rng=rng)
+    w2 = mgx.init.he_uniform((OUT, HIDDEN), rng=rng)
+    return [w1, np.zeros(HIDDEN, np.float32), w2, np.zeros(OUT, np.float32)]
+
+
+def batches(rows: int, batch: int, rng: np.random.Generator):
+    """Index arrays of one shuffled epoch."""
+    order = rng.permutation(rows)
+    return [order[i:i + batch] for i in range(0, rows, batch)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The three engines: each returns a function that trains one epoch and returns the last loss
+# ---------------------------------------------------------------------------------------------------------
+
+def microgradx_engine(X: np.ndarray, y: np.ndarray, lr: float) -> Callable[[list], float]:
+    """The model as users write it: nn.Sequential, losses.cross_entropy, backward, then plain SGD over the
+    parameter list (clearing .grad as an optimizer's zero_grad does)."""
+    nn = mgx.nn
+    model = nn.Sequential(nn.Linear(IN, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, OUT))
+    model.load_state_dict(dict(zip(["0.weight", "0.bias", "2.weight", "2.bias"], initial_weights(), strict=True)))
+    params = model.parameters()
+    cross_entropy = mgx.losses.cross_entropy
+
+    def epoch(index_batches: list) -> float:
+        loss = None
+        for idx in index_batches:
+            loss = cross_entropy(model(X[idx]), y[idx])
+            loss.backward()
+            for p in params:
+                p.data -= lr * p.grad
+                p.grad = None
+        return loss.item()
+    return epoch
+
+
+def numpy_engine(X: np.ndarray, y: np.ndarray, lr: float) -> Callable[[list], float]:
+    """A hand-written NumPy MLP: the same maths, every derivative written out by hand."""
+    w1, b1, w2, b2 = initial_weights()
+
+    def epoch(index_batches: list) -> float:
+        nonlocal w1, b1, w2, b2  # updated in place; nonlocal only because -= rebinds the name
+        loss = 0.0
+        for idx in index_batches:
+            xb, yb = X[idx], y[idx]
+            n = len(idx)
+            h = xb @ w1.T
+            h += b1
+            np.maximum(h, 0, out=h)
+            z = h @ w2.T
+            z += b2
+            z -= z.max(axis=1, keepdims=True)
+            e = np.exp(z)
+            s = e.sum(axis=1, keepdims=True)
+            rows = np.arange(n)
+            loss = float(np.log(s[:, 0]).sum() - z[rows, yb].sum()) / n
+            d = e / s
+            d[rows, yb] -= 1.0
+            d /= n
+            gw2 = d.T @ h
+            gb2 = d.sum(axis=0)
+            dh = d @ w2
+            dh *= h > 0
+            gw1 = dh.T @ xb
+            gb1 = dh.sum(axis=0)
+            w1 -= lr * gw1
+            b1 -= lr * gb1
+            w2 -= lr * gw2
+            b2 -= lr * gb2
+        return loss
+    return epoch
+
+
+def torch_engine(X: np.ndarray, y: np.ndarray, lr: float) -> Callable[[list], float] | None:
+    """PyTorch on the CPU (default threads), or None when torch is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    model = torch.nn.Sequential(torch.nn.Linear(IN, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, OUT))
+    with torch.no_grad():
+        for p, w in zip(model.parameters(), initial_weights(), strict=True):
+            p.copy_(torch.from_numpy(w))
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+
+    def epoch(index_batches: list) -> float:
+        loss = None
+        for idx in index_batches:
+            it = torch.from_numpy(idx)
+            loss = loss_fn(model(Xt[it]), yt[it])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return loss.item()
+    return epoch
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Measuring
+# ---------------------------------------------------------------------------------------------------------
+
+def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of a large float32 matmul (the machine's practical peak for this BLAS)."""
+    rng = np.random.default_rng(2)
+    a = rng.random((n, n), dtype=np.float32)
+    b = rng.random((n, n), dtype=np.float32)
+    a @ b  # warm-up: threads and buffers
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2.0 * n ** 3 / min(times) / 1e9
+
+
+def epoch_flops(rows: int) -> float:
+    """Floating-point operations of one epoch's matmuls: forward, weight gradients and the hidden gradient."""
+    per_row = 2 * (IN * HIDDEN + HIDDEN * OUT)      # forward
+    per_row += 2 * (IN * HIDDEN + HIDDEN * OUT)     # weight gradients
+    per_row += 2 * HIDDEN * OUT                     # gradient of the hidden layer (none for the input)
+    return float(rows * per_row)
+
+
+def time_round_robin(epochs: dict[str, Callable[[list], float]], rows: int, batch: int, repeats: int,
+                     seed: int) -> dict[str, list[float]]:
+    """Seconds per epoch of each engine, the engines taking turns epoch by epoch (so that a change in the
+    machine's load hits all of them alike), after an untimed warm-up over 20 batches each."""
+    rng = np.random.default_rng(seed)
+    warm = batches(rows, batch, rng)[:20]
+    for epoch in epochs.values():
+        epoch(warm)
+    times: dict[str, list[float]] = {name: [] for name in epochs}
+    for _ in range(repeats):
+        plan = batches(rows, batch, rng)
+        for name, epoch in epochs.items():
+            t = time.perf_counter()
+            loss = epoch(plan)
+            times[name].append(time.perf_counter() - t)
+            if not np.isfinite(loss):
+                raise RuntimeError(f"{name}: loss became {loss}")
+    return times
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per engine and batch size")
+    parser.add_argument("--rows", type=int, default=60_000, help="training rows (MNIST has 60,000)")
+    parser.add_argument("--quick", action="store_true", help="1 epoch on 6,000 rows")
+    parser.add_argument("--batches", type=int, nargs="+", default=[32, 128], help="batch sizes")
+    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is installed")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS/OpenMP threads for every engine (default: the libraries' own defaults)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.epochs, args.rows = 1, 6_000
+    X, y = make_data(args.rows)
+    lr = 0.05
+    peak = matmul_peak()
+    engines = {"numpy (hand-written)": numpy_engine, "microgradx": microgradx_engine}
+    if not args.no_torch:
+        engines["pytorch (cpu)"] = torch_engine
+    flops = epoch_flops(args.rows)
+    threads = ", ".join(f"{k}={os.environ[k]}" for k in THREAD_VARIABLES if k in os.environ) or "library defaults"
+    print(f"MLP {IN}-{HIDDEN}-{OUT}, ReLU, cross-entropy, SGD; {args.rows} rows x {IN} float32; "
+          f"median of {args.epochs} epoch(s); threads: {threads}; {os.cpu_count()} CPUs; "
+          f"float32 matmul peak {peak:.1f} GFLOP/s")
+    header = (f"{'engine':22s} {'batch':>5s} {'s/epoch':>9s} {'x numpy':>8s} {'x torch':>8s} {'GFLOP/s':>8s} "
+              f"{'% peak':>7s}")
+    print(header)
+    print("-" * len(header))
+    for batch in args.batches:
+        made = {name: make(X, y, lr) for name, make in engines.items()}
+        times = time_round_robin({k: v for k, v in made.items() if v is not None}, args.rows, batch, args.epochs,
+                                 seed=batch)
+        medians = {name: statistics.median(ts) for name, ts in times.items()}
+        base, torch_t = medians["numpy (hand-written)"], medians.get("pytorch (cpu)")
+        for name, t in medians.items():
+            vs_torch = f"{t / torch_t:8.2f}" if torch_t else f"{'-':>8s}"
+            rate = flops / t / 1e9
+            print(f"{name:22s} {batch:5d} {t:9.3f} {t / base:8.2f} {vs_torch} {rate:8.1f} {100 * rate / peak:6.1f}%")
+    print("\nGoals: microgradx <= 0.6x PyTorch at batch 32, <= 0.8x at batch 128, <= 1.15x the hand-written NumPy MLP.")
+
+
+if __name__ == "__main__":
+    main()

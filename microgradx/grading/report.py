@@ -1,0 +1,160 @@
+"""Grading reports, all written by the trusted parent: terminal text, JSON, Gradescope results, JUnit XML, CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape, quoteattr
+
+__all__ = ["RuleResult", "Report", "write_csv"]
+
+
+def _num(x: Any) -> str:
+    if isinstance(x, float):
+        if x.is_integer() and abs(x) < 1e15:
+            return str(int(x))
+        return f"{x:.10g}" if math.isfinite(x) else str(x)
+    return "-" if x is None else str(x)
+
+
+@dataclass
+class RuleResult:
+    """One rule's result: ``status`` is passed, failed or warning (a warning keeps the points)."""
+
+    name: str
+    title: str
+    weight: float
+    score: float
+    status: str
+    visibility: str = "visible"
+    hint: str = ""
+    finding: dict | None = None
+    examples: int = 0
+    seconds: float = 0.0
+
+    def explanation(self) -> str:
+        """The counterexample, expected vs got per variable, and the hint, as plain text."""
+        f = self.finding
+        if f is None:
+            return f"{self.title}: holds ({self.examples} example{'s' * (self.examples != 1)})"
+        lines = [f"{self.title}: {f['problem']}"]
+        if f.get("formula"):
+            how = ("shrunk by Hypothesis to a minimal expression" if f.get("shrunk")
+                   else "not shrunk: the engine crashed, hung or ran out of time" if not f.get("note")
+                   else f["note"])
+            lines.append(f"counterexample ({how}):")
+            lines.append(f"  {f['formula']}")
+        for row in f.get("rows", ()):
+            mark = "  <- wrong" if row.get("wrong") else ""
+            cd = f"   (central difference {_num(row['central'])})" if row.get("central") is not None else ""
+            lines.append(f"  {row['name']}: expected {_num(row['expected'])}, got {_num(row['got'])}{cd}{mark}")
+        if self.hint:
+            lines.append(f"hint: {self.hint}")
+        return "\n".join(lines)
+
+
+@dataclass
+class Report:
+    """Everything the grader found about one engine; ``passed`` is True when no rule failed."""
+
+    engine: str
+    assignment: str
+    ops: tuple[str, ...]
+    results: list[RuleResult]
+    seconds: float
+    seed: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def score(self) -> float:
+        return sum(r.score for r in self.results)
+
+    @property
+    def max_score(self) -> float:
+        return sum(r.weight for r in self.results)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.status != "failed" for r in self.results)
+
+    def text(self, verbose: bool = True) -> str:
+        """The terminal report: one line per rule, then an explanation for each failure and warning."""
+        out = [f"{self.engine}: {_num(self.score)}/{_num(self.max_score)} points "
+               f"({self.assignment}; ops: {', '.join(self.ops) or 'none'}; {self.seconds:.1f} s)"]
+        out += [f"  note: {n}" for n in self.notes]
+        width = max((len(r.name) for r in self.results), default=10)
+        for r in self.results:
+            tag = {"passed": "ok  ", "failed": "FAIL", "warning": "warn"}[r.status]
+            out.append(f"  {tag} {r.name:<{width}}  {_num(r.score):>3}/{_num(r.weight):<3} {r.title}")
+        if verbose:
+            for r in self.results:
+                if r.status != "passed":
+                    out.append("")
+                    out.append(f"{'FAIL' if r.status == 'failed' else 'WARNING'} {r.name}")
+                    out += ["  " + line for line in r.explanation().splitlines()]
+        return "\n".join(out) + "\n"
+
+    def to_dict(self) -> dict:
+        """Plain data for ``--json``."""
+        return {"engine": self.engine, "assignment": self.assignment, "ops": list(self.ops), "score": self.score,
+                "max_score": self.max_score, "passed": self.passed, "seconds": round(self.seconds, 3),
+                "seed": self.seed, "notes": self.notes, "rules": [asdict(r) for r in self.results]}
+
+    def gradescope(self) -> dict:
+        """The Gradescope autograder results (score, max_score, execution_time, tests[...])."""
+        tests = []
+        for number, r in enumerate(self.results, 1):
+            tests.append({"name": f"{r.name}: {r.title}", "number": str(number), "score": r.score,
+                          "max_score": r.weight, "status": "failed" if r.status == "failed" else "passed",
+                          "visibility": r.visibility,
+                          "output": ("warning: " if r.status == "warning" else "") + r.explanation()})
+        notes = "".join(f"{n}\n" for n in self.notes)
+        return {"score": self.score, "max_score": self.max_score, "execution_time": round(self.seconds, 3),
+                "output": notes + f"{sum(r.status == 'failed' for r in self.results)} of {len(self.results)} "
+                                  f"rules failed.", "visibility": "visible", "stdout_visibility": "hidden",
+                "tests": tests}
+
+    def junit(self) -> str:
+        """JUnit XML, one testcase per rule (a warning is a passing case with system-out)."""
+        fails = sum(r.status == "failed" for r in self.results)
+        cases = []
+        for r in self.results:
+            attrs = f"classname={quoteattr(self.engine)} name={quoteattr(r.name)} time=\"{r.seconds:.3f}\""
+            body = ""
+            if r.status == "failed":
+                body = f"<failure message={quoteattr(r.finding['problem'] if r.finding else 'failed')}>" \
+                       f"{escape(r.explanation())}</failure>"
+            elif r.status == "warning":
+                body = f"<system-out>{escape(r.explanation())}</system-out>"
+            cases.append(f"    <testcase {attrs}>{body}</testcase>")
+        return ("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<testsuites>\n"
+                f"  <testsuite name={quoteattr('microgradx grade ' + self.engine)} tests=\"{len(self.results)}\" "
+                f"failures=\"{fails}\" errors=\"0\" time=\"{self.seconds:.3f}\">\n"
+                + "\n".join(cases) + "\n  </testsuite>\n</testsuites>\n")
+
+    def write(self, json_path: str | None = None, gradescope: str | None = None, junit: str | None = None) -> None:
+        """Write the requested report files."""
+        if json_path:
+            Path(json_path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        if gradescope:
+            Path(gradescope).write_text(json.dumps(self.gradescope(), indent=2) + "\n")
+        if junit:
+            Path(junit).write_text(self.junit())
+
+
+def write_csv(reports: list[Report], path: str) -> None:
+    """One row per engine: score, max score, passed, then each rule's score (a column per rule name)."""
+    names: list[str] = []
+    for rep in reports:
+        names += [r.name for r in rep.results if r.name not in names]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["engine", "score", "max_score", "passed", "seconds", *names])
+        for rep in reports:
+            by = {r.name: r.score for r in rep.results}
+            w.writerow([rep.engine, _num(rep.score), _num(rep.max_score), rep.passed, f"{rep.seconds:.1f}",
+                        *(_num(by.get(n)) for n in names)])

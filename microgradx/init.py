@@ -1,0 +1,102 @@
+"""Weight initialisation: Xavier/Glorot and He/Kaiming, uniform and normal (seed 003), with seeded RNGs.
+
+A weight has shape (fan_out, fan_in) = (m, n), as seed 003's A in R^{m x n} with y = A x + b.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+__all__ = ["make_rng", "fans", "xavier_uniform", "xavier_normal", "he_uniform", "he_normal", "zeros", "constant",
+           "INITS"]
+
+def make_rng(rng: int | np.random.Generator | None = None) -> np.random.Generator:
+    """A NumPy Generator: ``rng`` itself, or ``numpy.random.default_rng(rng)`` for a seed or None.
+
+    >>> int(make_rng(0).integers(10)) == int(make_rng(0).integers(10))
+    True
+    """
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is not None and (isinstance(rng, bool) or not isinstance(rng, (int, np.integer))):
+        raise TypeError(f"make_rng needs an int seed, a numpy Generator or None, got {type(rng).__name__}")
+    return np.random.default_rng(rng)
+
+
+def fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(fan_in, fan_out) of a weight of shape (out, in, *kernel): ``fans((3, 5)) == (5, 3)``."""
+    if len(shape) < 2:
+        raise ValueError(f"fans: a weight needs at least 2 dimensions (out, in), got shape {tuple(shape)}")
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def _uniform(shape: tuple[int, ...], bound: float, rng: Any, dtype: Any) -> np.ndarray:
+    return make_rng(rng).uniform(-bound, bound, size=shape).astype(dtype)
+
+
+def _normal(shape: tuple[int, ...], std: float, rng: Any, dtype: Any) -> np.ndarray:
+    return (make_rng(rng).standard_normal(size=shape) * std).astype(dtype)
+
+
+def xavier_uniform(shape: tuple[int, ...], rng: Any = None, dtype: Any = np.float32) -> np.ndarray:
+    """Glorot uniform: A ~ U[-sqrt(6)/sqrt(m+n), sqrt(6)/sqrt(m+n)] (seed 003, for tanh; Glorot & Bengio 2010).
+
+    >>> W = xavier_uniform((3, 5), rng=0); W.shape, bool(abs(W).max() <= math.sqrt(6 / 8))
+    ((3, 5), True)
+    """
+    fan_in, fan_out = fans(shape)
+    return _uniform(shape, math.sqrt(6.0) / math.sqrt(fan_in + fan_out), rng, dtype)
+
+
+def xavier_normal(shape: tuple[int, ...], rng: Any = None, dtype: Any = np.float32) -> np.ndarray:
+    """Glorot normal: A ~ N(0, 2/(m+n)), the same variance as seed 003's U[-sqrt(6/(m+n)), sqrt(6/(m+n))]
+    (a uniform on [-a, a] has variance a**2/3).
+
+    >>> xavier_normal((2, 2), rng=0).dtype
+    dtype('float32')
+    """
+    fan_in, fan_out = fans(shape)
+    return _normal(shape, math.sqrt(2.0 / (fan_in + fan_out)), rng, dtype)
+
+
+def he_uniform(shape: tuple[int, ...], rng: Any = None, dtype: Any = np.float32) -> np.ndarray:
+    """He/Kaiming uniform: A ~ U[-sqrt(6)/sqrt(n), sqrt(6)/sqrt(n)], n = fan_in (seed 003, for ReLU; He 2015).
+
+    >>> W = he_uniform((3, 6), rng=0); bool(abs(W).max() <= 1.0)
+    True
+    """
+    fan_in, _ = fans(shape)
+    return _uniform(shape, math.sqrt(6.0) / math.sqrt(fan_in), rng, dtype)
+
+
+def he_normal(shape: tuple[int, ...], rng: Any = None, dtype: Any = np.float32) -> np.ndarray:
+    """He/Kaiming normal: A ~ N(0, 2/n), n = fan_in: the variance of seed 003's U[-sqrt(6/n), sqrt(6/n)].
+
+    >>> he_normal((4, 2), rng=1).shape
+    (4, 2)
+    """
+    fan_in, _ = fans(shape)
+    return _normal(shape, math.sqrt(2.0 / fan_in), rng, dtype)
+
+
+def zeros(shape: tuple[int, ...], rng: Any = None, dtype: Any = np.float32) -> np.ndarray:
+    """All zeros (seed 003's default bias b = 0): ``zeros((2,)).tolist() == [0.0, 0.0]``."""
+    return np.zeros(shape, dtype=dtype)
+
+
+def constant(shape: tuple[int, ...], value: float, dtype: Any = np.float32) -> np.ndarray:
+    """All ``value`` (seed 003's small ReLU bias b = 0.01): ``constant((2,), 0.01)[0] == np.float32(0.01)``."""
+    return np.full(shape, value, dtype=dtype)
+
+
+INITS: dict[str, Callable[..., np.ndarray]] = {
+    "xavier_uniform": xavier_uniform, "xavier_normal": xavier_normal,
+    "glorot_uniform": xavier_uniform, "glorot_normal": xavier_normal,
+    "he_uniform": he_uniform, "he_normal": he_normal,
+    "kaiming_uniform": he_uniform, "kaiming_normal": he_normal,
+}

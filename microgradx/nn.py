@@ -1,0 +1,374 @@
+"""Neural-network modules on Tensors: ``Module``, ``Linear``, activations read from the op table, ``PReLU``,
+``Softmax``, inverted ``Dropout`` (seed 003), a residual block (seed 000) and ``Sequential``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+
+from . import init as _init
+from .ops import OPS, Op
+from .tensor import ShapeError, Tensor, _table_node, linear
+
+__all__ = [
+    "Module", "Linear", "Activation", "ReLU", "Tanh", "Sigmoid", "LeakyReLU", "ELU", "GELU", "Swish", "SiLU",
+    "Softplus", "Softsign", "HardTanh", "Arctan", "BinaryStep", "LinearActivation", "PReLU", "Softmax",
+    "LogSoftmax", "Dropout", "Residual", "Sequential",
+]
+
+
+class Module:
+    """Base of every layer: named parameters, train/eval mode, ``zero_grad`` and a state dict.
+
+    Parameters are the attributes that are Tensors with ``requires_grad=True``; sub-modules are attributes
+    that are Modules (or lists of them), found in the order they were assigned.
+
+    >>> class Affine(Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.w = Tensor([2.0]); self.b = Tensor([0.5])
+    ...     def forward(self, x):
+    ...         return x * self.w + self.b
+    >>> m = Affine(); [name for name, _ in m.named_parameters()]
+    ['w', 'b']
+    """
+
+    training: bool = True
+
+    def __init__(self) -> None:
+        self.training = True
+
+    def forward(self, *args: Any) -> Any:
+        """The module's computation; subclasses define it."""
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    def __call__(self, *args: Any) -> Any:
+        return self.forward(*args)
+
+    # -- structure -----------------------------------------------------------------------------------------
+
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        """(name, sub-module) pairs, in assignment order; a list attribute ``blocks`` gives ``blocks.0``, ..."""
+        for name, value in vars(self).items():
+            if isinstance(value, Module):
+                yield name, value
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    if isinstance(item, Module):
+                        yield f"{name}.{i}", item
+
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
+        """(dotted name, parameter) pairs, this module's own first, then each child's; shared ones once.
+
+        >>> net = Sequential(Linear(2, 3, rng=0), ReLU(), Linear(3, 1, rng=0))
+        >>> [name for name, _ in net.named_parameters()]
+        ['0.weight', '0.bias', '2.weight', '2.bias']
+        """
+        found: dict[int, tuple[str, Tensor]] = {}
+        self._collect(prefix, found)
+        return iter(found.values())
+
+    def _collect(self, prefix: str, found: dict[int, tuple[str, Tensor]]) -> None:
+        # NOTE: a plain recursion filling a dict (keyed by identity, so a shared parameter appears once) is
+        # several times cheaper than nested generators, and zero_grad runs it on every training step.
+        for name, value in vars(self).items():
+            if isinstance(value, Tensor):
+                if value.requires_grad and id(value) not in found:
+                    found[id(value)] = (prefix + name, value)
+        for name, child in self.named_children():
+            child._collect(f"{prefix}{name}.", found)
+
+    def parameters(self) -> list[Tensor]:
+        """The parameters, in the order of ``named_parameters()`` (what an optimizer updates)."""
+        return [p for _, p in self.named_parameters()]
+
+    def modules(self) -> Iterator[Module]:
+        """This module and every sub-module, depth first."""
+        yield self
+        for _, child in self.named_children():
+            yield from child.modules()
+
+    # -- modes and gradients -------------------------------------------------------------------------------
+
+    def train(self, mode: bool = True) -> Module:
+        """Training mode (dropout active) for this module and all sub-modules; returns self."""
+        for m in self.modules():
+            m.training = mode
+        return self
+
+    def eval(self) -> Module:
+        """Evaluation mode (dropout off) for this module and all sub-modules; returns self."""
+        return self.train(False)
+
+    def zero_grad(self) -> None:
+        """Forget every parameter's gradient (``grad = None``), before the next ``backward()``."""
+        for _, p in self.named_parameters():
+            p.grad = None
+
+    # -- saving and loading --------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """{name: copy of the parameter's array}: ``net.load_state_dict(net.state_dict())`` is a no-op."""
+        return {name: p.data.copy() for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Copy arrays into the parameters (in place, keeping their dtype); names and shapes must match.
+
+        >>> a, b = Linear(2, 2, rng=0), Linear(2, 2, rng=1)
+        >>> b.load_state_dict(a.state_dict()); bool((a.weight.data == b.weight.data).all())
+        True
+        """
+        params = dict(self.named_parameters())
+        missing = [k for k in params if k not in state]
+        unexpected = [k for k in state if k not in params]
+        if missing or unexpected:
+            raise KeyError(f"load_state_dict: missing {missing}, unexpected {unexpected}")
+        arrays = {k: np.asarray(v) for k, v in state.items()}
+        for k, p in params.items():
+            if arrays[k].shape != p.data.shape:
+                raise ShapeError(f"load_state_dict: {k} has shape {arrays[k].shape}, the parameter {p.data.shape}")
+            if not np.isfinite(arrays[k]).all():
+                raise ValueError(f"load_state_dict: {k} holds non-finite values")
+        for k, p in params.items():
+            np.copyto(p.data, arrays[k], casting="same_kind")
+
+    def extra_repr(self) -> str:
+        """The text shown inside the parentheses of ``repr``."""
+        return ""
+
+    def __repr__(self) -> str:
+        children = list(self.named_children())
+        if not children:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"  ({name}): " + repr(child).replace("\n", "\n  ") for name, child in children]
+        return f"{type(self).__name__}(\n" + "\n".join(lines) + "\n)"
+
+
+class Linear(Module):
+    """y = x @ W.T + b with W of shape (out, in) (seed 003's A in R^{m x n}); one fused graph node.
+
+    ``init`` names a scheme of ``microgradx.init`` (default He uniform, U[-sqrt(6/n), sqrt(6/n)], for ReLU
+    networks; use ``"xavier_uniform"``, U[-sqrt(6/(m+n)), sqrt(6/(m+n))], for tanh). ``bias_init`` is the
+    constant bias: 0, or seed 003's small 0.01 for ReLU.
+
+    >>> layer = Linear(3, 2, rng=0); layer(np.ones((4, 3))).shape
+    (4, 2)
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, init: str = "he_uniform",
+                 bias_init: float = 0.0, dtype: Any = np.float32, rng: Any = None) -> None:
+        super().__init__()
+        if init not in _init.INITS:
+            raise ValueError(f"Linear: unknown init {init!r}; choose one of {sorted(_init.INITS)}")
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        shape = (self.out_features, self.in_features)
+        self.weight = Tensor(_init.INITS[init](shape, rng=_init.make_rng(rng), dtype=dtype), label="weight")
+        self.bias = Tensor(_init.constant((self.out_features,), bias_init, dtype=dtype), label="bias") if bias \
+            else None
+
+    def forward(self, x: Any) -> Tensor:
+        """x @ W.T + b."""
+        return linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
+
+
+class Activation(Module):
+    """Any one-input row of the op table as a layer: ``Activation("tanh")``, ``Activation("elu", 0.5)``.
+
+    >>> Activation("leaky_relu", alpha=0.1)(Tensor([-1.0, 2.0])).data.tolist()
+    [-0.1, 2.0]
+    """
+
+    row: Op | None = None
+
+    def __init__(self, op: Op | str | None = None, param: float | None = None, **kw: Any) -> None:
+        super().__init__()
+        row = OPS[op] if isinstance(op, str) else (op or type(self).row)
+        if row is None or row.arity != 1:
+            raise TypeError(f"Activation needs a one-input op-table row, got {op!r}")
+        if kw:
+            if row.param is None or set(kw) != {row.param}:
+                raise TypeError(f"{row.name} takes {'no parameter' if row.param is None else row.param}, got {kw}")
+            param = kw[row.param]
+        if param is not None and row.param is None:
+            raise TypeError(f"{row.name} takes no parameter, got {param!r}")
+        self.row = row
+        self.param = None if row.param is None else float(row.default if param is None else param)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The row applied elementwise."""
+        return _table_node(self.row, (x,), (x.data,), self.param)
+
+    def extra_repr(self) -> str:
+        shown = "" if type(self).row is self.row else repr(self.row.name)
+        if self.param is not None:
+            shown += (", " if shown else "") + f"{self.row.param}={self.param:g}"
+        return shown
+
+
+def _named(class_name: str, op_name: str, note: str = "") -> type[Activation]:
+    row = OPS[op_name]
+
+    def __init__(self: Activation, param: float | None = None, **kw: Any) -> None:
+        Activation.__init__(self, row, param, **kw)
+    arg = f"{row.param}={row.default:g}" if row.param else ""
+    doc = f"Layer {class_name}({arg}): the op table's ``{op_name}`` row, {row.doc}{note}."
+    return type(class_name, (Activation,), {"row": row, "__init__": __init__, "__doc__": doc,
+                                            "__module__": __name__})
+
+
+ReLU = _named("ReLU", "relu")
+Tanh = _named("Tanh", "tanh")
+Sigmoid = _named("Sigmoid", "sigmoid")
+LeakyReLU = _named("LeakyReLU", "leaky_relu")
+ELU = _named("ELU", "elu")
+GELU = _named("GELU", "gelu")
+Swish = _named("Swish", "swish")
+SiLU = Swish
+Softplus = _named("Softplus", "softplus")
+Softsign = _named("Softsign", "softsign")
+HardTanh = _named("HardTanh", "hard_tanh")
+Arctan = _named("Arctan", "arctan")
+BinaryStep = _named("BinaryStep", "binary_step")
+LinearActivation = _named("LinearActivation", "linear", " (not the Linear layer)")
+
+
+class PReLU(Module):
+    """Leaky ReLU with a learnable slope per feature (op-table row ``prelu``), initialised to ``init``.
+
+    >>> act = PReLU(); y = act(Tensor([-2.0, 1.0], dtype=np.float32)).sum(); y.backward(); act.slope.grad.tolist()
+    [-2.0]
+    """
+
+    def __init__(self, num_parameters: int = 1, init: float = 0.25, dtype: Any = np.float32) -> None:
+        super().__init__()
+        self.slope = Tensor(np.full((int(num_parameters),), init, dtype=dtype), label="slope")
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x where x > 0, slope * x elsewhere (slope broadcast over the last axis)."""
+        return x.prelu(self.slope)
+
+    def extra_repr(self) -> str:
+        return f"num_parameters={self.slope.data.shape[0]}"
+
+
+class Softmax(Module):
+    """exp(x) / sum(exp(x)) along ``axis`` (stable); for training prefer logits with ``cross_entropy``.
+
+    >>> Softmax()(Tensor([[0.0, 0.0]])).data.tolist()
+    [[0.5, 0.5]]
+    """
+
+    def __init__(self, axis: int = -1) -> None:
+        super().__init__()
+        self.axis = axis
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Softmax along the axis."""
+        return x.softmax(self.axis)
+
+    def extra_repr(self) -> str:
+        return f"axis={self.axis}"
+
+
+class LogSoftmax(Softmax):
+    """x - logsumexp(x) along ``axis`` (stable)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Log-softmax along the axis."""
+        return x.log_softmax(self.axis)
+
+
+class Dropout(Module):
+    """Inverted dropout (seed 003): in training m ~ Bernoulli(1 - p) and z' = z * m / (1 - p); in eval z' = z.
+
+    The backward is dz'/dz = m / (1 - p): switched-off units get no gradient. Scaling in training keeps the
+    expected activation unchanged, so evaluation needs no rescaling.
+
+    >>> drop = Dropout(0.5, rng=0); x = Tensor(np.ones((2, 4)))
+    >>> sorted(set(drop(x).data.ravel().tolist())), drop.eval()(x) is x
+    ([0.0, 2.0], True)
+    """
+
+    def __init__(self, p: float = 0.5, rng: Any = None) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"Dropout: p is a probability in [0, 1], got {p!r}")
+        self.p = float(p)
+        self.rng = _init.make_rng(rng)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """z * m / (1 - p) in training, z itself in evaluation."""
+        if not self.training or self.p == 0.0:
+            return x
+        dtype = x.data.dtype
+        keep = self.rng.random(x.data.shape, dtype=np.float32) >= self.p
+        if self.p == 1.0:
+            scale = np.zeros(x.data.shape, dtype=dtype)
+        else:
+            scale = keep.astype(dtype) * dtype.type(1.0 / (1.0 - self.p))
+        return x * Tensor(scale, requires_grad=False)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p:g}"
+
+
+class Residual(Module):
+    """A skip connection around ``block``: y = x + block(x) (seed 000: gradients reach early layers via the +).
+
+    >>> blk = Residual(Linear(2, 2, rng=0)); blk(Tensor(np.zeros((1, 2), np.float32))).shape
+    (1, 2)
+    """
+
+    def __init__(self, block: Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x + block(x); the block must keep the shape."""
+        y = self.block(x)
+        if y.shape != x.shape:
+            raise ShapeError(f"Residual: the block maps shape {x.shape} to {y.shape}; a skip connection needs "
+                             "the same shape")
+        return x + y
+
+
+class Sequential(Module):
+    """Modules applied one after another; they are named "0", "1", ...
+
+    >>> net = Sequential(Linear(4, 3, rng=0), ReLU(), Linear(3, 2, rng=1))
+    >>> net(np.ones((5, 4))).shape, len(net)
+    ((5, 2), 3)
+    """
+
+    def __init__(self, *layers: Module) -> None:
+        super().__init__()
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"Sequential: item {i} is {type(layer).__name__}, not a Module")
+        self.layers = list(layers)
+
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        """("0", first layer), ("1", second layer), ..."""
+        for i, layer in enumerate(self.layers):
+            yield str(i), layer
+
+    def forward(self, x: Any) -> Any:
+        """Each layer applied to the previous one's output."""
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def __getitem__(self, i: int) -> Module:
+        return self.layers[i]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self.layers)

@@ -1,0 +1,610 @@
+"""Optimizers: SGD (two momentum forms), AdaGrad, AdaDelta, RMSprop, Adam/AMSGrad, AdamW, AdaMax, NAdam, RAdam.
+
+An optimizer updates any parameter object with ``.data`` (a NumPy array, changed IN PLACE so every reference a
+module holds stays valid, or a float, as on the scalar ``Value``) from its ``.grad`` (None = skip it).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from .ops import DomainError
+
+__all__ = [
+    "Optimizer", "SGD", "AdaGrad", "AdaDelta", "RMSprop", "Adam", "AdamW", "AdaMax", "NAdam", "RAdam",
+    "clip_grad_norm", "clip_grad_value", "global_grad_norm",
+]
+
+
+def _where(i: int, p: Any) -> str:
+    label = getattr(p, "label", None)
+    return f"parameter {i} ({label!r})" if label else f"parameter {i}"
+
+
+def _grads(params: Iterable[Any]) -> list[tuple[Any, np.ndarray]]:
+    return [(p, np.asarray(p.grad, dtype=np.float64)) for p in params if p.grad is not None]
+
+
+def _set_grad(p: Any, g: np.ndarray) -> None:
+    # A float grad (scalar Value) stays a float; an array grad keeps its shape.
+    p.grad = float(g) if not isinstance(p.grad, np.ndarray) else g
+
+
+def global_grad_norm(params: Iterable[Any]) -> float:
+    """The Euclidean norm of all gradients taken together, sqrt(sum over params of sum g**2) (None grads skipped).
+
+    >>> from microgradx import Value
+    >>> a, b = Value(3.0), Value(4.0); a.grad, b.grad = 3.0, 4.0
+    >>> global_grad_norm([a, b])
+    5.0
+    """
+    return math.sqrt(sum(float(np.sum(g * g)) for _, g in _grads(params)))
+
+
+def clip_grad_norm(params: Iterable[Any], max_norm: float) -> float:
+    """Scale all gradients by max_norm / ||g|| when their global norm ||g|| exceeds ``max_norm``; return ||g||.
+
+    The direction of the whole gradient is kept (unlike clipping by value). The grads are replaced on the
+    parameters, as ``torch.nn.utils.clip_grad_norm_`` does (which divides by ||g|| + 1e-6; this divides by ||g||).
+
+    >>> from microgradx import Value
+    >>> a, b = Value(0.0), Value(0.0); a.grad, b.grad = 3.0, 4.0
+    >>> clip_grad_norm([a, b], 1.0), round(a.grad, 12), round(b.grad, 12)
+    (5.0, 0.6, 0.8)
+    """
+    max_norm = _positive("clip_grad_norm", "max_norm", max_norm)
+    params = list(params)
+    total = global_grad_norm(params)
+    if total > max_norm:
+        scale = max_norm / total
+        for p, g in _grads(params):
+            _set_grad(p, g * scale)
+    return total
+
+
+def clip_grad_value(params: Iterable[Any], clip_value: float) -> None:
+    """Clip every gradient entry into [-clip_value, clip_value] (the grads are replaced on the parameters).
+
+    >>> from microgradx import Value
+    >>> a = Value(0.0); a.grad = -7.0
+    >>> clip_grad_value([a], 2.0); a.grad
+    -2.0
+    """
+    c = _positive("clip_grad_value", "clip_value", clip_value)
+    for p, g in _grads(params):
+        _set_grad(p, np.clip(g, -c, c))
+
+
+def _finite(where: str, name: str, x: Any) -> float:
+    if isinstance(x, bool) or not isinstance(x, numbers.Real) or not math.isfinite(x):
+        raise ValueError(f"{where}: {name} must be a finite number, got {x!r}")
+    return float(x)
+
+
+def _positive(where: str, name: str, x: Any) -> float:
+    x = _finite(where, name, x)
+    if x <= 0:
+        raise ValueError(f"{where}: {name} must be > 0, got {x!r}")
+    return x
+
+
+def _nonneg(where: str, name: str, x: Any) -> float:
+    x = _finite(where, name, x)
+    if x < 0:
+        raise ValueError(f"{where}: {name} must be >= 0, got {x!r}")
+    return x
+
+
+def _unit(where: str, name: str, x: Any) -> float:
+    x = _finite(where, name, x)
+    if not 0 <= x < 1:
+        raise ValueError(f"{where}: {name} must be in [0, 1), got {x!r}")
+    return x
+
+
+class Optimizer:
+    """Base class: holds the parameters, the learning rate ``lr`` and one state dict per parameter.
+
+    A subclass writes only ``_update(g, theta, state) -> delta``: the change to add to the parameter, given the
+    gradient ``g`` (clipped, with coupled L2 weight decay ``weight_decay * theta`` already added), the current
+    value ``theta`` and the parameter's own ``state`` (its moment buffers and its ``step`` count t).
+
+    Options every optimizer takes: ``weight_decay`` (coupled L2: g <- g + weight_decay * theta, the gradient
+    of (weight_decay / 2) ||theta||^2, seed 003's "L2 / weight decay" slide), ``clip_norm`` (clip the gradients
+    by their global norm before each step) and ``clip_value`` (clip each entry; done first when both are set).
+    """
+
+    _hyper: tuple[str, ...] = ()  # names of the hyperparameters saved by state_dict()
+
+    def __init__(self, params: Iterable[Any], lr: float, *, weight_decay: float = 0.0,
+                 clip_norm: float | None = None, clip_value: float | None = None) -> None:
+        name = type(self).__name__
+        self.params = list(params)
+        if not self.params:
+            raise ValueError(f"{name}: got an empty parameter list")
+        seen: set[int] = set()
+        for i, p in enumerate(self.params):
+            if not hasattr(p, "data") or not hasattr(p, "grad"):
+                raise TypeError(f"{name}: parameter {i} ({type(p).__name__}) has no .data/.grad attributes")
+            d = p.data
+            if isinstance(d, np.ndarray):
+                if not np.issubdtype(d.dtype, np.floating):
+                    raise TypeError(f"{name}: {_where(i, p)} has {d.dtype} data; a parameter needs float data")
+            elif isinstance(d, bool) or not isinstance(d, numbers.Real):
+                raise TypeError(f"{name}: {_where(i, p)} has data of type {type(d).__name__}; "
+                                "expected a NumPy float array or a float")
+            if id(p) in seen:
+                raise ValueError(f"{name}: {_where(i, p)} appears twice in the parameter list")
+            seen.add(id(p))
+        self.lr = lr
+        self.weight_decay = _nonneg(name, "weight_decay", weight_decay)
+        self.clip_norm = None if clip_norm is None else _positive(name, "clip_norm", clip_norm)
+        self.clip_value = None if clip_value is None else _positive(name, "clip_value", clip_value)
+        self.state: list[dict[str, Any]] = [{} for _ in self.params]
+
+    @property
+    def lr(self) -> float:
+        """The learning rate; settable (schedules set it once per epoch)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self._lr = _nonneg(type(self).__name__, "lr", value)
+
+    def zero_grad(self) -> None:
+        """Reset every parameter's gradient: the node's own ``_reset_grad()`` when it has one, else None."""
+        for p in self.params:
+            reset = getattr(p, "_reset_grad", None)
+            if reset is not None:
+                reset()
+            else:
+                p.grad = None
+
+    def step(self) -> None:
+        """Update every parameter whose ``.grad`` is not None by one step of the rule.
+
+        Raises ``DomainError`` (naming the optimizer and the parameter) when a gradient is not finite, or when
+        the step would make a parameter non-finite (the run diverged: lower the learning rate); the
+        parameter is left unchanged then.
+        """
+        name = type(self).__name__
+        if self.clip_value is not None:
+            clip_grad_value(self.params, self.clip_value)
+        if self.clip_norm is not None:
+            clip_grad_norm(self.params, self.clip_norm)
+        for i, (p, state) in enumerate(zip(self.params, self.state, strict=True)):
+            if p.grad is None:
+                continue
+            array = isinstance(p.data, np.ndarray)
+            theta = p.data.astype(np.float64) if array else np.float64(p.data)
+            g = np.asarray(p.grad, dtype=np.float64)
+            if g.shape != np.shape(theta):
+                raise ValueError(f"{name}.step: {_where(i, p)} has data of shape {np.shape(theta)} "
+                                 f"but a gradient of shape {g.shape}")
+            if not np.all(np.isfinite(g)):
+                raise DomainError(f"{name}.step: the gradient of {_where(i, p)} is not finite "
+                                  f"({_first_bad(g)})", f"{name}.step", p.grad, getattr(p, "label", None))
+            if self._coupled_l2():
+                g = g + self._coupled_l2() * theta
+            if not state:
+                state.update(self._init_state(theta))
+                state["step"] = 0
+            state["step"] += 1
+            with np.errstate(over="ignore", invalid="ignore"):  # a non-finite result is reported just below
+                new = theta + self._update(g, theta, state)
+            if not np.all(np.isfinite(new)):
+                raise DomainError(f"{name}.step: {_where(i, p)} would become non-finite at step {state['step']} "
+                                  f"(lr={self.lr:g}): the run diverged", f"{name}.step", p.data,
+                                  getattr(p, "label", None))
+            if array:
+                p.data[...] = new
+            else:
+                p.data = float(new)
+
+    def _coupled_l2(self) -> float:
+        return self.weight_decay
+
+    def _init_state(self, theta: np.ndarray) -> dict[str, Any]:
+        return {}
+
+    def _update(self, g: np.ndarray, theta: np.ndarray, state: dict[str, Any]) -> np.ndarray:
+        raise NotImplementedError(f"{type(self).__name__} does not define an update rule")
+
+    # -- saving and restoring ----------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """A deep copy of the optimizer's state: its type, lr, hyperparameters and per-parameter buffers.
+
+        >>> from microgradx import Value
+        >>> w = Value(1.0); opt = SGD([w], lr=0.1, momentum=0.9); w.grad = 2.0; opt.step()
+        >>> opt.state_dict()["state"][0]["momentum_buffer"]
+        array(2.)
+        """
+        hyper = {k: getattr(self, k) for k in ("weight_decay", "clip_norm", "clip_value", *self._hyper)}
+        return {"optimizer": type(self).__name__, "lr": self.lr, "hyper": copy.deepcopy(hyper),
+                "state": copy.deepcopy(self.state)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore what ``state_dict()`` returned (same optimizer type, same parameter count and shapes).
+
+        >>> from microgradx import Value
+        >>> w = Value(1.0); opt = Adam([w], lr=0.1); w.grad = 2.0; opt.step()
+        >>> saved = opt.state_dict(); other = Adam([Value(0.0)], lr=0.5); other.load_state_dict(saved)
+        >>> other.lr, other.state[0]["step"]
+        (0.1, 1)
+        """
+        name = type(self).__name__
+        if state_dict.get("optimizer") != name:
+            raise ValueError(f"{name}.load_state_dict: the state belongs to {state_dict.get('optimizer')!r}")
+        states = state_dict["state"]
+        if len(states) != len(self.params):
+            raise ValueError(f"{name}.load_state_dict: the state has {len(states)} parameters, "
+                             f"this optimizer has {len(self.params)}")
+        for i, (p, s) in enumerate(zip(self.params, states, strict=True)):
+            for key, buf in s.items():
+                if isinstance(buf, np.ndarray) and buf.shape != np.shape(p.data):
+                    raise ValueError(f"{name}.load_state_dict: buffer {key!r} of {_where(i, p)} has shape "
+                                     f"{buf.shape}, the parameter has shape {np.shape(p.data)}")
+        for k, v in state_dict["hyper"].items():
+            setattr(self, k, copy.deepcopy(v))
+        self.lr = state_dict["lr"]
+        self.state = copy.deepcopy(list(states))
+
+    def __repr__(self) -> str:
+        hyper = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._hyper)
+        extra = f", weight_decay={self.weight_decay!r}" if self.weight_decay else ""
+        return f"{type(self).__name__}({len(self.params)} parameters, lr={self.lr!r}{', ' if hyper else ''}" \
+               f"{hyper}{extra})"
+
+
+def _first_bad(g: np.ndarray) -> str:
+    idx = np.argwhere(~np.isfinite(g))[0]
+    return f"{g[tuple(idx)]!r} at index {tuple(int(i) for i in idx)}" if g.ndim else f"{float(g)!r}"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, plain or with momentum in either of the two forms the course uses.
+
+    ``momentum_form="pytorch"`` (seed 003, Polyak momentum as PyTorch implements it): the buffer holds a sum of
+    gradients and the learning rate multiplies it at each step,
+        b <- mu * b + (1 - dampening) * g   (b <- g at the first step),   theta <- theta - lr * b,
+    and with ``nesterov``: theta <- theta - lr * (g + mu * b).
+
+    ``momentum_form="velocity"`` (seed 004, and seed 001's Delta W): the velocity holds past steps already
+    scaled by the learning rate,
+        V <- beta * V - lr * g,   theta <- theta + V,
+    and with ``nesterov`` (seed 004: the gradient taken at the look-ahead point theta + beta * V) the same rule
+    written on the look-ahead parameters phi = theta + beta * V, so the gradient is the one at the current
+    parameters: V <- beta * V - lr * g(phi),  phi <- phi + beta * V - lr * g(phi).
+
+    With a constant learning rate the two forms give the same iterates (V = -lr * b); they differ when the
+    learning rate changes during training: the velocity keeps steps taken at the old rate.
+
+    >>> from microgradx import Value
+    >>> w = Value(1.0); opt = SGD([w], lr=0.1)
+    >>> w.grad = 2.0; opt.step(); w.data
+    0.8
+    """
+
+    _hyper = ("momentum", "dampening", "nesterov", "momentum_form")
+
+    def __init__(self, params: Iterable[Any], lr: float, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0, *, dampening: float = 0.0, momentum_form: str = "pytorch",
+                 clip_norm: float | None = None, clip_value: float | None = None) -> None:
+        super().__init__(params, lr, weight_decay=weight_decay, clip_norm=clip_norm, clip_value=clip_value)
+        self.momentum = _unit("SGD", "momentum", momentum)
+        self.dampening = _unit("SGD", "dampening", dampening)
+        if momentum_form not in ("pytorch", "velocity"):
+            raise ValueError(f"SGD: momentum_form must be 'pytorch' or 'velocity', got {momentum_form!r}")
+        if nesterov and (self.momentum == 0 or self.dampening != 0):
+            raise ValueError("SGD: nesterov needs momentum > 0 and dampening 0")
+        if momentum_form == "velocity" and self.dampening != 0:
+            raise ValueError("SGD: dampening belongs to the 'pytorch' momentum form")
+        self.nesterov = bool(nesterov)
+        self.momentum_form = momentum_form
+
+    def _init_state(self, theta: np.ndarray) -> dict[str, Any]:
+        if self.momentum == 0:
+            return {}
+        if self.momentum_form == "velocity":
+            return {"velocity": np.zeros_like(theta)}
+        return {"momentum_buffer": None}
+
+    def _update(self, g: np.ndarray, theta: np.ndarray, state: dict[str, Any]) -> np.ndarray:
+        mu, lr = self.momentum, self.lr
+        if mu == 0:
+            return -lr * g
+        if self.momentum_form == "velocity":
+            v = state["velocity"] = mu * state["velocity"] - lr * g
+            return mu * v - lr * g if self.nesterov else v
+        b = state["momentum_buffer"]
+        b = state["momentum_buffer"] = g.copy() if b is None else mu * b + (1 - self.dampening) * g
+        return -lr * (g + mu * b) if self.nesterov else -lr * b
+
+
+class AdaGrad(Optimizer):
+    """AdaGrad (Duchi et al. 2011; seeds 000, 003, 004): G <- G + g**2,  theta <- theta - lr * g / (sqrt(G) + eps).
+
+    NOTE: eps sits outside the square root, as in seed 000 and PyTorch; seed 004 writes sqrt(G + eps).
+
+    >>> from microgradx import Value
+    >>> w = Value(1.0); opt = AdaGrad([w], lr=0.5); w.grad = 2.0; opt.step(); round(w.data, 9)
+    0.5
+    """
+
+    _hyper = ("eps",)
+
+    def __init__(self, params: Iterable[Any], lr: float = 0.01, eps: float = 1e-10, weight_decay: float = 0.0,
+                 *, clip_norm: float | None = None, clip_value: float | None = None) -> None:
+        super().__init__(params, lr, weight_decay=weight_decay, clip_norm=clip_norm, clip_value=clip_value)
+        self.eps = _nonneg("AdaGrad", "eps", eps)
+
+    def _init_state(self, theta: np.ndarray) -> dict[str, Any]:
+        return {"sum_sq": np.zeros_like(theta)}
+
+    def _update(self, g: np.ndarray, theta: np.ndarray, state: dict[str, Any]) -> np.ndarray:
+        G = state["sum_sq"] = state["sum_sq"] + g * g
+        return -self.lr * g / (np.sqrt(G) + self.eps)
+
+
+class AdaDelta(Optimizer):
+    """AdaDelta (Zeiler 2012; seed 003): running averages of g**2 and of the steps themselves set each step size.
+
+        E[g2] <- rho E[g2] + (1 - rho) g**2,   dx = sqrt(E[dx2] + eps) / sqrt(E[g2] + eps) * g,
+        E[dx2] <- rho E[dx2] + (1 - rho) dx**2,   theta <- theta - lr * dx      (lr = 1 in Zeiler's paper)
+
+    >>> from microgradx import Value
+    >>> w = Value(1.0); opt = AdaDelta([w]); w.grad = 2.0; opt.step(); round(w.data, 6)
+    0.996838
+    """
+
+    _hyper = ("rho", "eps")
+
+    def __init__(self, params: Iterable[Any], lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
+                 weight_decay: float = 0.0, *, clip_norm: float | None = None,
+                 clip_value: float | None = None) -> None:
+        super().__init__(params, lr, weight_decay=weight_decay, clip_norm=clip_norm, clip_value=clip_value)
+        self.rho = _unit("AdaDelta", "rho", rho)
+        self.eps = _positive("AdaDelta", "eps", eps)
+
+    def _init_state(self, theta: np.ndarray) -> dict[str, Any]:
+        return {"square_avg": np.zeros_like(theta), "acc_delta": np.zeros_like(theta)}
+
+    def _update(self, g: np.ndarray, theta: np.ndarray, state: dict[str, Any]) -> np.ndarray:
+        rho, eps = self.rho, self.eps
+        v = state["square_avg"] = rho * state["square_avg"] + (1 - rho) * g * g
+        dx = np.sqrt(state["acc_delta"] + eps) / np.sqrt(v + eps) * g
+        state["acc_delta"] = rho * state["acc_delta"] + (1 - rho) * dx * dx
+        return -self.lr * dx
+
+
+class RMSprop(Optimizer):
+    """RMSprop (seed 004): v <- alpha v + (1 - alpha) g**2,  theta <- theta - lr * g / (sqrt(v) + eps).
+
+    ``centered`` divides by sqrt(v - gbar**2) + eps instead, gbar the running mean of g; ``momentum`` mu
+    keeps a buffer b <- mu b + g / denominator and steps theta <- theta - lr * b (as PyTorch).
+    NOTE: eps outside the square root, as PyTorch; seed 004 writes sqrt(v + eps).
+
+    >>> from microgradx import Value
+    >>> w = Value(1.0); opt = RMSprop([w], lr=0.01); w.grad = 2.0; opt.step(); round(w.data, 6)
+    0.9
+    """
+
+    _hyper = ("alpha", "eps", "momentum", "centered")
+
+    def __init__(self, params: Iterable[Any], lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False, *,
+                 clip_norm: float | None = None, clip_value: float | None = None) -> None:
+        super().__init__(params, lr, weight_decay=weight_decay, clip_norm=clip_norm, clip_value=clip_value)
+        self.alpha = _unit("RMSprop", "alpha", alpha)
+        self.eps = _nonneg("RMSprop", "eps", eps)
+        self.momentum = _unit("RMSprop", "momentum", momentum)
+        self.centered = bool(centered)
+
+    def _init_state(self, theta: np.ndarray) -> dict[str, Any]:
+        state = {"square_avg": np.zeros_like(theta)}
+        if self.centered:
+            state["grad_avg"] = np.zeros_like(theta)
+        if self.momentum:
+            state["momentum_buffer"] = np.zeros_like(theta)
+        return state
+
+    def _update(self, g: np.ndarray, theta: np.ndarray, state: dict[str, Any]) -> np.ndarray:
+        a = self.alpha
+        v = state["square_avg"] = a * state["square_avg"] + (1 - a) * g * g
+        if self.centered:
+            gbar = state["grad_avg"] = a * state["grad_avg"] + (1 - a) * g
+            v = v - gbar * gbar
+        denom = np.sqrt(v) + self.eps
+        if self.momentum:
+            b = state["momentum_buffer"] = self.momentum * state["momentum_buffer"] + g / denom
+            return -self.lr * b
+        return -self.lr * g / denom
+
+
+class _Moments(Optimizer):
+    """Shared by the Adam family: betas, eps and the two moment buffers m (of g) and v (of g**2)."""
+
+    _hyper = ("betas", "eps")
+
+    def __init__(self, params: Iterable[Any], lr: float, betas: tuple[float, float], eps: float,
+                 weight_decay: float, clip_norm: float | None, clip_value: float | None) -> None:
+        super().__init__(params, lr, weight_decay=weight_decay, clip_norm=clip_norm, clip_value=clip_value)
+        name = type(self).__name__
+        b1, b2 = betas
+        self.betas = (_unit(name, "beta1", b1), _unit(name, "beta2", b2))
+        self.eps = _nonneg(name, "eps", eps)
+
+    def _init_state(self, theta: np.ndarray) -> dict[str, Any]:
+        return {"exp_avg": np.zeros_like(theta), "exp_avg_sq": np.zeros_like(theta)}
+
+    def _moments(self, g: np.ndarray, state: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        b1, b2 = self.betas
+        m = state["exp_avg"] = b1 * state["exp_avg"] + (1 - b1) * g
+        v = state["exp_avg_sq"] = b2 * state["exp_avg_sq"] + (1 - b2) * g * g
+        return m, v
+
+
+class Adam(_Moments):
+    """Adam (Kingma & Ba 2015; seeds 000, 001, 003, 004), bias corrected:
+
+        m <- b1 m + (1 - b1) g,   v <- b2 v + (1 - b2) g**2,   m_hat = m / (1 - b1**t),   v_hat = v / (1 - b2**t),
+        theta <- theta - lr * m_hat / (sqrt(v_hat) + eps)
+
+    (seed 001's Algorithm 8; seed 004 writes sqrt(v + eps) without the hat, seed 000 sqrt(v_hat + eps)).
+    ``amsgrad`` (Reddi et al. 2018) divides by the running maximum instead: v_max <- max(v_max, v), and
+    v_hat = v_max / (1 - b2**t). ``decoupled_weight_decay=True`` is AdamW (see ``AdamW``).
+
+    >>> from microgradx import Value
+    >>> w = Value(1.0); opt = Adam([w], lr=0.1); w.grad = 2.0; opt.step(); round(w.data, 6)
+    0.9
+    """
+
+    _hyper = ("betas", "eps", "amsgrad", "decoupled_weight_decay")
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *,
+                 decoupled_weight_decay: bool = False, clip_norm: float | None = None,
+                 clip_value: float | None = None) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, clip_norm, clip_value)
+        self.amsgrad = bool(amsgrad)
+        self.decoupled_weight_decay = bool(decoupled_weight_decay)
+
+    def _coupled_l2(self) -> float:
+        return 0.0 if self.decoupled_weight_decay else self.weight_decay
+
+    def _init_state(self, theta: np.ndarray) -> dict[str, Any]:
+        state = super()._init_state(theta)
+        if self.amsgrad:
+            state["max_exp_avg_sq"] = np.zeros_like(theta)
+        return state
+
+    def _update(self, g: np.ndarray, theta: np.ndarray, state: dict[str, Any]) -> np.ndarray:
+        b1, b2 = self.betas
+        t = state["step"]
+        m, v = self._moments(g, state)
+        if self.amsgrad:
+            v = state["max_exp_avg_sq"] = np.maximum(state["max_exp_avg_sq"], v)
+        delta = -self.lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + self.eps)
+        if self.decoupled_weight_decay:
+            delta = delta - self.lr * self.weight_decay * theta
+        return delta
+
+
+class AdamW(Adam):
+    """AdamW (Loshchilov & Hutter 2019): Adam with weight decay taken out of the gradient (seed 003: "weight decay
+    is not equivalent to L2 when using adaptive learning rates"):
+
+        theta <- theta - lr * weight_decay * theta - lr * m_hat / (sqrt(v_hat) + eps)
+
+    so the decay is not divided by sqrt(v_hat) as a coupled L2 term would be. Default weight_decay 0.01.
+
+    >>> from microgradx import Value
+    >>> w = Value(1.0); opt = AdamW([w], lr=0.1, weight_decay=0.5); w.grad = 2.0; opt.step(); round(w.data, 6)
+    0.85
+    """
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.01, amsgrad: bool = False, *,
+                 clip_norm: float | None = None, clip_value: float | None = None) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, decoupled_weight_decay=True,
+                         clip_norm=clip_norm, clip_value=clip_value)
+
+
+class AdaMax(_Moments):
+    """AdaMax (Kingma & Ba 2015, section 7; seed 003): Adam with the infinity norm in place of v.
+
+        m <- b1 m + (1 - b1) g,   u <- max(b2 u, |g| + eps),   theta <- theta - lr / (1 - b1**t) * m / u
+
+    (eps inside the max, as PyTorch, keeps u > 0 when g = 0.)
+
+    >>> from microgradx import Value
+    >>> w = Value(1.0); opt = AdaMax([w], lr=0.1); w.grad = 2.0; opt.step(); round(w.data, 6)
+    0.9
+    """
+
+    def __init__(self, params: Iterable[Any], lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, *, clip_norm: float | None = None,
+                 clip_value: float | None = None) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, clip_norm, clip_value)
+
+    def _init_state(self, theta: np.ndarray) -> dict[str, Any]:
+        return {"exp_avg": np.zeros_like(theta), "exp_inf": np.zeros_like(theta)}
+
+    def _update(self, g: np.ndarray, theta: np.ndarray, state: dict[str, Any]) -> np.ndarray:
+        b1, b2 = self.betas
+        m = state["exp_avg"] = b1 * state["exp_avg"] + (1 - b1) * g
+        u = state["exp_inf"] = np.maximum(b2 * state["exp_inf"], np.abs(g) + self.eps)
+        return -self.lr / (1 - b1 ** state["step"]) * m / u
+
+
+class NAdam(_Moments):
+    """NAdam (Dozat 2016; seed 003): Adam with Nesterov momentum and a momentum schedule mu_t, as PyTorch:
+
+        mu_t = b1 (1 - 0.5 * 0.96**(t psi)),   P_t = mu_1 mu_2 ... mu_t   (psi = momentum_decay),
+        m, v as Adam,   d = sqrt(v / (1 - b2**t)) + eps,
+        theta <- theta - lr (1 - mu_t) / (1 - P_t) * g / d - lr mu_{t+1} / (1 - P_t mu_{t+1}) * m / d
+
+    >>> from microgradx import Value
+    >>> w = Value(1.0); opt = NAdam([w], lr=0.1); w.grad = 2.0; opt.step(); round(w.data, 6)
+    0.894355
+    """
+
+    _hyper = ("betas", "eps", "momentum_decay")
+
+    def __init__(self, params: Iterable[Any], lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, momentum_decay: float = 4e-3, *,
+                 clip_norm: float | None = None, clip_value: float | None = None) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, clip_norm, clip_value)
+        self.momentum_decay = _nonneg("NAdam", "momentum_decay", momentum_decay)
+
+    def _init_state(self, theta: np.ndarray) -> dict[str, Any]:
+        return {**super()._init_state(theta), "mu_product": 1.0}
+
+    def _update(self, g: np.ndarray, theta: np.ndarray, state: dict[str, Any]) -> np.ndarray:
+        b1, b2 = self.betas
+        t, psi = state["step"], self.momentum_decay
+        mu = b1 * (1 - 0.5 * 0.96 ** (t * psi))
+        mu_next = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * psi))
+        prod = state["mu_product"] = state["mu_product"] * mu
+        m, v = self._moments(g, state)
+        d = np.sqrt(v / (1 - b2 ** t)) + self.eps
+        return -self.lr * (1 - mu) / (1 - prod) * g / d - self.lr * mu_next / (1 - prod * mu_next) * m / d
+
+
+class RAdam(_Moments):
+    """RAdam (Liu et al. 2019; seed 003): Adam whose adaptive step is switched on, and rectified, only once the
+    variance of the adaptive rate is tractable:
+
+        rho_inf = 2 / (1 - b2) - 1,   rho_t = rho_inf - 2 t b2**t / (1 - b2**t),   m_hat = m / (1 - b1**t)
+        if rho_t > 5:  r = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t)),
+                       theta <- theta - lr * m_hat * r * sqrt(1 - b2**t) / (sqrt(v) + eps)
+        else:          theta <- theta - lr * m_hat          (plain momentum SGD for the first steps)
+
+    >>> from microgradx import Value
+    >>> w = Value(1.0); opt = RAdam([w], lr=0.1); w.grad = 2.0; opt.step(); round(w.data, 6)
+    0.8
+    """
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0, *, clip_norm: float | None = None,
+                 clip_value: float | None = None) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, clip_norm, clip_value)
+
+    def _update(self, g: np.ndarray, theta: np.ndarray, state: dict[str, Any]) -> np.ndarray:
+        b1, b2 = self.betas
+        t = state["step"]
+        m, v = self._moments(g, state)
+        m_hat = m / (1 - b1 ** t)
+        rho_inf = 2 / (1 - b2) - 1
+        rho_t = rho_inf - 2 * t * b2 ** t / (1 - b2 ** t)
+        if rho_t <= 5:
+            return -self.lr * m_hat
+        r = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+        return -self.lr * m_hat * r * math.sqrt(1 - b2 ** t) / (np.sqrt(v) + self.eps)

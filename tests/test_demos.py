@@ -1,0 +1,286 @@
+"""Every demo in fast mode, its key numbers checked against the seeds' printed values and independent oracles
+(formulas and loops written out here, SymPy-free exact fractions, central differences)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DEMOS = Path(__file__).resolve().parent.parent / "demos"
+
+
+@pytest.fixture
+def demo(monkeypatch, tmp_path):
+    """Load ``demos/<name>.py`` and run its ``main`` in fast mode into a temporary folder; return its results."""
+    monkeypatch.syspath_prepend(str(DEMOS))
+
+    def run(name: str) -> tuple[dict, Path]:
+        spec = importlib.util.spec_from_file_location(f"demo_{name}", DEMOS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up by name
+        spec.loader.exec_module(module)
+        out = tmp_path / name
+        return module.main(["--fast", "--out", str(out)]), out
+
+    return run
+
+
+def sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+# -- 1. worked backprop (seed 001, Example 3) -----------------------------------------------------------------
+
+def test_worked_backprop_reproduces_seed001_example3(demo):
+    r, out = demo("worked_backprop")
+    # The seed's printed numbers, to its 5 decimals.
+    assert (round(r["z1"], 5), round(r["g1"], 5), round(r["z2"], 5), round(r["yhat"], 5)) == (
+        1.5, 0.81757, 0.40879, 0.60080)
+    assert (round(r["dJ/dw1"], 5), round(r["dJ/dw2"], 5)) == (0.02510, 0.13757)
+    assert (round(r["w1_new"], 5), round(r["w2_new"], 5)) == (0.72490, 0.36243)
+    assert round(r["yhat_new"], 5) == 0.57287
+    assert (round(r["z1_rounded"], 5), round(r["z2_rounded"], 5)) == (1.44980, 0.29356)
+    # The seed's delta formulas (Ex.1), (Ex.2), written out here, to machine precision.
+    g1 = sigmoid(2 * 0.75)
+    yhat = sigmoid(g1 * 0.5)
+    delta2 = 2 * (yhat - 0.25) * yhat * (1 - yhat)
+    assert r["dJ/dw2"] == pytest.approx(delta2 * g1, rel=1e-14)
+    assert r["dJ/dw1"] == pytest.approx(delta2 * 0.5 * g1 * (1 - g1) * 2, rel=1e-14)
+    assert r["backward_steps"] == 10  # x, y, w1, w2, z1, g1, z2, yhat, yhat - y, J
+    for stem in ("1-forward", "2-backward", "3-after-step"):
+        assert (out / f"{stem}.svg").exists() or (out / f"{stem}.dot").exists()
+    assert "0.70159" in (out / "backward.txt").read_text()  # S(yhat - y) = 2 (yhat - y)
+    assert f"{2 * (yhat - 0.25):.5f}" == "0.70159"
+
+
+def test_worked_backprop_runs_as_a_script(tmp_path):
+    done = subprocess.run([sys.executable, str(DEMOS / "worked_backprop.py"), "--fast", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120, check=True)
+    assert "dJ/dw1 = 0.02510   dJ/dw2 = 0.13757   W = (0.72490, 0.36243)   yhat 0.60080 -> 0.57287" in done.stdout
+    assert (tmp_path / "step.txt").exists()
+
+
+# -- 2. path summation (seed 004) --------------------------------------------------------------------------------
+
+def layered_float(depth: int, w: float) -> float:
+    """The demo's layered network, written out on floats."""
+    a, b = math.tanh(0.9 * w), math.tanh(-1.1 * w)
+    for _ in range(depth - 1):
+        a, b = math.tanh(0.8 * a + 0.3 * b), math.tanh(-0.5 * a + 0.7 * b)
+    return a + b
+
+
+def test_path_summation_two_paths_and_exponential_count(demo):
+    r, out = demo("path_summation")
+    w = 2.0
+    through_cos, through_sin = -2 * w * math.sin(w * w), 2 * w * math.cos(w * w)
+    assert r["two_paths_count"] == 2
+    assert sorted(r["two_paths_products"]) == pytest.approx(sorted([through_cos, through_sin]), rel=1e-14)
+    assert r["two_paths_sum"] == pytest.approx(through_cos + through_sin, rel=1e-14)
+    assert r["two_paths_backward"] == pytest.approx(through_cos + through_sin, rel=1e-14)
+    assert 10 in r["depths"]
+    assert r["path_counts"] == [2 ** d for d in r["depths"]]
+    assert r["paths_found"] == r["path_counts"]
+    assert r["path_counts"][r["depths"].index(10)] == 1024  # seed 004: 10 layers of 2 nodes, 2**10 terms
+    h = 1e-6
+    for d, s, g in zip(r["depths"], r["path_sums"], r["backward_grads"]):
+        central = (layered_float(d, 0.5 + h) - layered_float(d, 0.5 - h)) / (2 * h)
+        assert s == pytest.approx(central, abs=1e-8)
+        assert g == pytest.approx(s, rel=1e-12, abs=1e-15)
+    assert (out / "scaling.png").exists() and (out / "scaling.txt").exists()
+
+
+# -- 3. activation gallery (seeds 000, 002, 004) -----------------------------------------------------------------
+
+SEED002_PRINTED = {  # seed 002's "Output:" lines
+    "binary_step(5)": 1, "binary_step(-1)": 0, "linear_function(4)": 16, "linear_function(-2)": -8,
+    "sigmoid_function(7)": 0.9990889488055994, "sigmoid_function(-22)": 2.7894680920908113e-10,
+    "tanh_function(0.5)": 0.4621171572600098, "tanh_function(-1)": -0.7615941559557646,
+    "relu_function(7)": 7, "relu_function(-7)": 0, "leaky_relu_function(7)": 7, "leaky_relu_function(-7)": -0.07,
+    "elu_function(5,": 5, "elu_function(-5,": -0.09932620530009145,
+}
+
+
+def test_activation_gallery_reproduces_seed002_outputs_and_derivatives(demo):
+    r, out = demo("activation_gallery")
+    got = r["outputs"]
+    for call, printed in SEED002_PRINTED.items():
+        assert got[call] == pytest.approx(printed, rel=1e-14, abs=1e-300), call
+    # Seed 002's swish prints come from its code x / (1 - e**-x) ...
+    assert got["swish_function(-67) seed formula"] == pytest.approx(5.349885844610276e-28, rel=1e-14)
+    assert got["swish_function(4) seed formula"] == pytest.approx(4.074629441455096, rel=1e-14)
+    # ... while swish is x * sigmoid(x).
+    assert got["swish_function(4)"] == pytest.approx(4 / (1 + math.exp(-4)), rel=1e-15)
+    assert got["swish_function(-67)"] == pytest.approx(-67 * math.exp(-67) / (1 + math.exp(-67)), rel=1e-14)
+    assert r["peaks"]["sigmoid"] == pytest.approx(0.25, abs=1e-12)  # xs includes 0: sigmoid'(0) = 1/4
+    for name in ("tanh", "arctan", "softsign"):
+        assert r["peaks"][name] == pytest.approx(1.0, abs=1e-12)
+    assert (out / "gallery.png").exists() and (out / "seed002-swish.txt").exists()
+    # The drawn derivatives against central differences of the drawn forward curves.
+    xs = r["xs"]
+    step = xs[1] - xs[0]
+    for name in r["entries"]:
+        y, dy = r["curves"][name]
+        central = (y[2:] - y[:-2]) / (2 * step)
+        inner = xs[1:-1]
+        # Away from the kinks (0 for the ReLU family and the step, +-1 for hard tanh) the difference quotient of
+        # the drawn forward curve must agree with the drawn derivative.
+        smooth = (np.abs(inner) > 2 * step) & (np.abs(np.abs(inner) - 1) > 2 * step)
+        assert np.allclose(dy[1:-1][smooth], central[smooth], atol=2e-3, rtol=1e-3), name
+
+
+# -- 5. learning rate on seed 001's polynomial ----------------------------------------------------------------------
+
+POLY = np.array((0.000017, -0.001133, 0.029241, -0.36691, 2.234115, -5.510020, 4.722197))
+DPOLY = np.polyder(POLY)
+
+
+def fprime(x: float) -> float:
+    return float(np.polyval(DPOLY, x))
+
+
+def test_learning_rate_1d_against_loops_written_here(demo):
+    r, out = demo("learning_rate_1d")
+    minima = sorted(float(z.real) for z in np.roots(DPOLY)
+                    if abs(z.imag) < 1e-9 and np.polyval(np.polyder(DPOLY), z.real) > 0)
+    # Small rate from 0: plain x <- x - 0.01 f'(x) reaches the local minimum near 2.10.
+    x, steps = 0.0, 0
+    while abs(fprime(x)) >= 1e-4 or steps == 0:
+        x -= 0.01 * fprime(x)
+        steps += 1
+    assert r["small"]["status"] == "converged"
+    assert r["small"]["steps"] == steps
+    assert r["small"]["end"] == pytest.approx(minima[0], abs=1e-3)
+    # Large rate: 0 -> 27.5501 -> far away, "diverges drastically after only two iterations".
+    x1 = 0.0 - 5.0 * fprime(0.0)
+    assert r["large"]["xs"][1] == pytest.approx(x1, rel=1e-12)
+    assert r["large"]["xs"][2] == pytest.approx(x1 - 5.0 * fprime(x1), rel=1e-12)
+    assert r["large"]["status"].startswith("diverged") and r["large"]["steps"] == 2
+    # Momentum (seed 001: dW <- alpha dW - lr grad, W <- W + dW) against its own loop, and faster than plain GD.
+    x, v, xs = 23.0, 0.0, [23.0]
+    for _ in range(len(r["momentum"]["xs"]) - 1):
+        v = 0.4 * v - 0.1 * fprime(x)
+        x += v
+        xs.append(x)
+    assert r["momentum"]["xs"] == pytest.approx(xs, rel=1e-12)
+    assert r["momentum"]["steps"] < r["gd_right"]["steps"]
+    assert r["momentum"]["end"] == pytest.approx(minima[1], abs=1e-3)
+    # Adam (seed 001's Algorithm 8) against its own loop: it reaches the lower minimum near 20.52.
+    x, m, s = 0.0, 0.0, 0.0
+    for t in range(1, len(r["adam"]["xs"])):
+        g = fprime(x)
+        m, s = 0.9 * m + 0.1 * g, 0.999 * s + 0.001 * g * g
+        x -= 5.0 * (m / (1 - 0.9 ** t)) / (math.sqrt(s / (1 - 0.999 ** t)) + 1e-8)
+    assert r["adam"]["end"] == pytest.approx(x, rel=1e-9)
+    assert r["adam"]["end"] == pytest.approx(minima[1], abs=1e-3)
+    assert np.polyval(POLY, r["adam"]["end"]) < np.polyval(POLY, r["small"]["end"])
+    assert (out / "trajectories.png").exists()
+
+
+# -- 6. exact line search (seed 001, Example 1) ---------------------------------------------------------------------
+
+def test_line_search_iterates_are_the_exact_ones(demo):
+    r, out = demo("line_search")
+    # Exact steepest descent on f = x^T H x / 2 - (0, 2) x with H = [[2, -2], [-2, 4]]: lambda* = g.g / g.H.g.
+    x = (Fraction(0), Fraction(0))
+    lambdas, iterates = [], [x]
+    for _ in range(len(r["lambdas"])):
+        g = (2 * x[0] - 2 * x[1], 4 * x[1] - 2 * x[0] - 2)
+        hg = (2 * g[0] - 2 * g[1], -2 * g[0] + 4 * g[1])
+        lam = (g[0] ** 2 + g[1] ** 2) / (g[0] * hg[0] + g[1] * hg[1])
+        x = (x[0] - lam * g[0], x[1] - lam * g[1])
+        lambdas.append(lam)
+        iterates.append(x)
+    assert [Fraction(str(v)) for v in r["lambdas"]] == lambdas
+    assert lambdas[0] == Fraction(1, 4)
+    assert [tuple(Fraction(str(c)) for c in p) for p in r["iterates"]] == iterates
+    assert iterates[1] == (0, Fraction(1, 2))  # seed 001: x(1) = (0, 1/2)
+    assert tuple(int(c) for c in r["minimiser"]) == (1, 1)
+    last = iterates[-1]
+    assert max(abs(last[0] - 1), abs(last[1] - 1)) < Fraction(1, 10)
+    assert (out / "iterates.txt").exists() and (out / "iterates.png").exists()
+
+
+# -- 7. momentum and Nesterov on L = x^2 + 4y^2 (seed 004) --------------------------------------------------------
+
+def seed004_loop(lr: float, beta: float, nesterov: bool, n: int) -> tuple[list, list]:
+    """Seed 004's rules literally: V <- beta V - lr dL(W [+ beta V]), W <- W + V; returns the W and the V."""
+    w, v = np.array([-4.0, 1.0]), np.zeros(2)
+    ws, vs = [w.copy()], [v.copy()]
+    for _ in range(n):
+        at = w + beta * v if nesterov else w
+        v = beta * v - lr * np.array([2 * at[0], 8 * at[1]])
+        w = w + v
+        ws.append(w.copy())
+        vs.append(v.copy())
+    return ws, vs
+
+
+def test_momentum_zigzag_follows_seed004_rules(demo):
+    r, out = demo("momentum_zigzag")
+    lr, beta = 0.15, 0.5
+    gd = r["paths"]["gradient descent"]
+    ws, _ = seed004_loop(lr, 0.0, False, len(gd) - 1)
+    assert np.allclose(gd, ws, rtol=1e-12, atol=1e-15)
+    assert all(a[1] * b[1] < 0 for a, b in zip(gd[:10], gd[1:11]))  # the zig-zag: y flips sign every step
+    mom = r["paths"]["momentum"]
+    ws, _ = seed004_loop(lr, beta, False, len(mom) - 1)
+    assert np.allclose(mom, ws, rtol=1e-12, atol=1e-15)
+    # The optimizer's Nesterov keeps the look-ahead point W + beta V as its parameter.
+    nes = r["paths"]["Nesterov"]
+    ws, vs = seed004_loop(lr, beta, True, len(nes) - 1)
+    assert np.allclose(nes, [w + beta * v for w, v in zip(ws, vs)], rtol=1e-12, atol=1e-15)
+    for label, path in r["paths"].items():
+        assert math.hypot(*path[-1]) < 1e-3 <= math.hypot(*path[-2]), label
+        assert r["steps"][label] == len(path) - 1
+    assert r["steps"]["Nesterov"] < r["steps"]["momentum"] < r["steps"]["gradient descent"]
+    assert (out / "zigzag.png").exists()
+
+
+# -- 12. insurance logistic regression (seed 004) -------------------------------------------------------------------
+
+AGE = np.array([22, 25, 47, 52, 46, 56, 55, 60, 62, 61, 18, 28, 27, 29, 49], float)
+HAVE = np.array([0, 0, 1, 0, 1, 1, 0, 1, 1, 1, 0, 0, 0, 0, 1], float)
+
+
+def test_insurance_logistic_against_newton_and_formulas(demo):
+    r, out = demo("insurance_logistic")
+    assert r["seed_threshold"] == pytest.approx(1.53 / 0.042)
+    assert r["seed_correct"] == int(np.sum((0.042 * AGE - 1.53 >= 0) == (HAVE == 1)))
+    # Least squares by the normal equations.
+    A = np.column_stack([AGE, np.ones_like(AGE)])
+    slope, intercept = np.linalg.solve(A.T @ A, A.T @ HAVE)
+    assert r["linear_crossing"] == pytest.approx((0.5 - intercept) / slope, rel=1e-10)
+    # Maximum-likelihood logistic regression by Newton's method.
+    theta = np.zeros(2)
+    for _ in range(50):
+        p = 1 / (1 + np.exp(-(A @ theta)))
+        theta -= np.linalg.solve(A.T @ (A * (p * (1 - p))[:, None]), A.T @ (p - HAVE))
+    assert r["fit_slope"] == pytest.approx(theta[0], rel=1e-3)
+    assert r["fit_intercept"] == pytest.approx(theta[1], rel=1e-3)
+    # Two-feature network at w1 = w2 = 1, b = 0: the seed's gradient formulas, and its highlighted row.
+    age2 = AGE[:13]
+    afford = np.array([1, 0, 1, 0, 1, 1, 0, 0, 1, 1, 1, 1, 0], float)
+    have2 = np.array([0, 0, 1, 0, 1, 1, 0, 1, 1, 1, 0, 0, 0], float)
+    z = age2 + afford
+    p = 1 / (1 + np.exp(-z))
+    expected = (np.mean(age2 * (p - have2)), np.mean(afford * (p - have2)), np.mean(p - have2))
+    assert r["grad_engine"] == pytest.approx(expected, rel=1e-12)
+    assert r["log_loss"] == pytest.approx(np.mean(np.logaddexp(0, z) - have2 * z), rel=1e-12)
+    assert r["z_row0"] == 23
+    assert round(r["yhat_row0"], 2) == 1.0 and r["yhat_row0"] == pytest.approx(sigmoid(23), rel=1e-15)
+    assert r["error_row0"] == pytest.approx(sigmoid(23) ** 2, rel=1e-15)
+    # Decoupled view: dE/da = 2 yhat * yhat (1 - yhat), dE/dw1 = x dE/da.
+    for x, key in ((22.0, "age 22 (raw)"), (0.22, "age 0.22 (age / 100)")):
+        s = sigmoid(x + 1.0)
+        d = r["decoupled"][key]
+        assert d["a_grad"] == pytest.approx(2 * s * s * (1 - s), rel=1e-9)
+        assert d["w1_grad"] == pytest.approx(x * 2 * s * s * (1 - s), rel=1e-9)
+    assert (out / "insurance.png").exists()

@@ -1,0 +1,453 @@
+"""The grader: a zoo of broken engines each caught by the expected rule with a shrunk counterexample, a correct
+engine and PyPI micrograd passing, the sandbox surviving hostile code, the reports and the command line."""
+
+import importlib.util
+import json
+import os
+import sys
+import textwrap
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+
+from microgradx import OPS
+from microgradx.cli import main
+from microgradx.grading import Assignment, AssignmentError, Limits, Sandbox, build_rules, grade, load_assignment
+from microgradx.grading.rules import check, deep_program, diamond_program, wire
+from microgradx.strategies import STUDENT_PARAMS, Program, Step, number_programs, pairs, programs, reuse_programs
+
+ENGINES = Path(__file__).parent / "engines"
+FAST = Assignment(examples=15)
+
+# engine file -> the rules its bug must fail (other rules may fail too)
+ZOO = {
+    "relu_assign": ["accumulate[relu]"],
+    "mul_assign": ["accumulate[mul]"],
+    "no_visited": ["order", "linear-time"],
+    "bfs_order": ["order"],
+    "forward_order": ["order"],
+    "pow_k2": ["gradient[pow]"],
+    "pow_exponent": ["gradient[pow]"],
+    "tanh_derivative": ["gradient[tanh]"],
+    "exp_derivative": ["gradient[exp]"],
+    "log_derivative": ["gradient[log]"],
+    "relu_no_chain": ["gradient[relu]"],
+    "sigmoid_derivative": ["gradient[sigmoid]"],
+    "div_sign": ["gradient[div]"],
+    "rsub_reversed": ["numbers[sub]"],
+    "rtruediv_reversed": ["numbers[div]"],
+    "no_wrapping": ["numbers[add]"],
+    "no_seed": ["seed"],
+    "mutates_data": ["inputs-unchanged"],
+    "path_walking": ["linear-time"],
+    "hang": ["order"],
+    "os_exit": ["seed"],
+    "sys_exit_import": ["forward[add]"],
+}
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    """Every zoo engine graded on its expected rules (and the correct engine on all of them), two at a time."""
+    every = sorted({r for rules in ZOO.values() for r in rules})
+    jobs = {name: (ENGINES / f"{name}.py", rules) for name, rules in ZOO.items()}
+    jobs["correct"] = (ENGINES / "correct.py", every)
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(grade, path, FAST, only=rules) for name, (path, rules) in jobs.items()}
+        return {name: f.result() for name, f in futures.items()}
+
+
+def test_zoo_has_at_least_15_distinct_bugs():
+    files = {p.stem for p in ENGINES.glob("*.py")} - {"conftest", "correct"}
+    assert files == set(ZOO) and len(ZOO) >= 15
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_zoo_engine_is_caught_by_its_rule(zoo, name):
+    report = zoo[name]
+    by = {r.name: r for r in report.results}
+    assert not report.passed
+    for rule in ZOO[name]:
+        r = by[rule]
+        assert r.status == "failed" and r.score == 0, r.explanation()
+        assert r.finding["problem"] and r.hint
+        text = r.explanation()
+        assert "hint:" in text
+
+
+@pytest.mark.parametrize("name", ["relu_assign", "mul_assign", "pow_k2", "tanh_derivative", "rsub_reversed",
+                                  "div_sign", "exp_derivative", "no_visited"])
+def test_wrong_gradients_come_with_a_shrunk_counterexample_both_oracles_agree_on(zoo, name):
+    r = next(r for r in zoo[name].results if r.name == ZOO[name][0])
+    f = r.finding
+    assert f["shrunk"] and f["problem"] == "gradients differ"
+    assert f["steps"] <= 4  # a minimal expression
+    wrong = [row for row in f["rows"] if row["wrong"]]
+    assert wrong
+    for row in wrong:
+        assert row["central"] == pytest.approx(row["expected"], rel=1e-4, abs=1e-5)
+        assert row["got"] != pytest.approx(row["expected"], rel=1e-6, abs=1e-6)
+    assert "counterexample (shrunk by Hypothesis" in r.explanation()
+
+
+def test_relu_assign_counterexample_reuses_relu_and_hint_names_plus_equals(zoo):
+    r = next(r for r in zoo["relu_assign"].results if r.name == "accumulate[relu]")
+    assert r.finding["formula"].count("relu(") >= 1 and "+=" in r.hint
+
+
+def test_pow_counterexample_uses_an_exponent_other_than_2(zoo):
+    r = next(r for r in zoo["pow_k2"].results if r.name == "gradient[pow]")
+    assert r.finding["param"] != 2 and "not only n = 2" in r.hint
+
+
+def test_crashes_hangs_and_exits_are_reported_not_raised(zoo):
+    def problem(name):
+        return next(r for r in zoo[name].results if r.name == ZOO[name][0]).finding["problem"]
+    assert "did not finish within" in problem("hang")
+    assert "exited with status 3" in problem("os_exit")
+    assert "sys.exit" in problem("sys_exit_import")
+    assert "did not finish within 2 s" in problem("path_walking")
+
+
+def test_path_walking_gets_right_gradients_only_slowly(zoo):
+    by = {r.name: r.status for r in zoo["path_walking"].results}
+    assert by["linear-time"] == "failed"
+    report = grade(ENGINES / "path_walking.py", FAST, only=["order", "accumulate[mul]"])
+    assert report.passed, report.text()
+
+
+def test_correct_engine_passes_every_zoo_rule(zoo):
+    assert zoo["correct"].passed, zoo["correct"].text()
+
+
+def test_correct_engine_and_micrograd_pass_every_rule_across_seeds():
+    import micrograd.engine
+
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        correct = [pool.submit(grade, ENGINES / "correct.py", Assignment(examples=15), seed=s) for s in (None, 1, 2)]
+        mg = pool.submit(grade, micrograd.engine.__file__, Assignment(examples=15))
+        reports = [f.result() for f in correct]
+        mg = mg.result()
+    for rep in reports:
+        assert rep.passed and rep.score == rep.max_score, rep.text()
+        assert not [r for r in rep.results if r.status != "passed"]
+        assert rep.ops == ("add", "mul", "sub", "neg", "div", "pow", "relu", "tanh", "exp", "log", "sigmoid")
+    assert mg.ops == ("add", "mul", "sub", "neg", "div", "pow", "relu")
+    assert mg.passed, mg.text()
+    statuses = {r.name: r.status for r in mg.results}
+    assert statuses.pop("deep-graph") == "warning"
+    assert set(statuses.values()) == {"passed"}
+
+
+def test_deep_graph_fails_micrograd_when_the_assignment_says_so():
+    import micrograd.engine
+
+    rep = grade(micrograd.engine.__file__, Assignment(deep_graph="fail"), only=["deep-graph"])
+    r = rep.results[0]
+    assert r.status == "failed" and "RecursionError" in r.finding["problem"] and not rep.passed
+
+
+def test_reports_are_reproducible_with_a_seed():
+    a = grade(ENGINES / "tanh_derivative.py", FAST, seed=7, only=["gradient[tanh]"])
+    b = grade(ENGINES / "tanh_derivative.py", FAST, seed=7, only=["gradient[tanh]"])
+    assert a.results[0].finding == b.results[0].finding
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The sandbox against hostile engines (written here, each bounded so it cannot harm the machine)
+# ---------------------------------------------------------------------------------------------------------
+
+CORRECT = (ENGINES / "correct.py").read_text()
+
+
+def engine(tmp_path, extra_import="", backward_extra="", module_extra="", name="engine.py"):
+    text = CORRECT.replace("import math\n", "import math\nimport os\nimport sys\nimport time\n" + extra_import)
+    text = text.replace("        self.grad = 1.0\n", "        self.grad = 1.0\n" + textwrap.indent(
+        textwrap.dedent(backward_extra), " " * 8), 1) + textwrap.dedent(module_extra)
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_student_output_and_fake_result_files_do_not_confuse_the_grader(tmp_path, monkeypatch):
+    fake = '{"score": 1000, "max_score": 1, "tests": []}'
+    path = engine(tmp_path, backward_extra=f"""
+        print('{{"id": 1, "ok": true, "data": 0}}')
+        print("noise", file=sys.stderr)
+        open("results.json", "w").write({fake!r})
+        open("grades.csv", "w").write("engine,score\\n")
+        """, module_extra=f"""
+        print("imported!")
+        open("results.json", "w").write({fake!r})
+        """)
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.chdir(out)
+    status = main(["grade", str(path), "--rules", "gradient[*],seed", "--examples", "8",
+                   "--gradescope", "results.json"])
+    assert status == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["score"] == res["max_score"] == sum(r.weight for r in build_rules(
+        tuple(OPS_STUDENT), Assignment()) if r.name.startswith("gradient[") or r.name == "seed")
+    assert sorted(p.name for p in out.iterdir()) == ["results.json"]
+    assert not (tmp_path / "grades.csv").exists()
+
+
+OPS_STUDENT = ("add", "mul", "sub", "neg", "div", "pow", "relu", "tanh", "exp", "log", "sigmoid")
+
+
+def test_missing_value_class(tmp_path):
+    path = tmp_path / "engine.py"
+    path.write_text("class Node:\n    pass\n")
+    rep = grade(path, ops=["add"])
+    assert not rep.passed and all(r.status == "failed" for r in rep.results)
+    assert "defines no class 'Value' (found nothing)" in rep.results[0].finding["problem"]
+
+
+def test_sys_exit_in_backward_and_exception_at_import(tmp_path):
+    rep = grade(engine(tmp_path, backward_extra="sys.exit(0)\n"), FAST, only=["seed"])
+    assert "called sys.exit(0)" in rep.results[0].finding["problem"]
+    bad = tmp_path / "bad.py"
+    bad.write_text("import numpy_that_does_not_exist\n")
+    rep = grade(bad, FAST, ops=["add"], only=["forward[add]"])
+    assert "ModuleNotFoundError" in rep.results[0].finding["problem"]
+
+
+def test_infinite_loop_at_import(tmp_path):
+    path = tmp_path / "engine.py"
+    path.write_text("while True:\n    pass\n")
+    asg = replace(FAST, limits=Limits(start=1.0))
+    start = time.monotonic()
+    rep = grade(path, asg, ops=["add"])
+    assert time.monotonic() - start < 20
+    assert "did not finish within 1 s while importing" in rep.results[0].finding["problem"]
+
+
+def test_memory_bomb_is_stopped_by_the_address_space_limit(tmp_path):
+    path = engine(tmp_path, backward_extra="""
+        hoard = []
+        while True:
+            hoard.append(bytearray(50 * 1024 * 1024))
+        """)
+    asg = replace(FAST, limits=Limits(memory_mb=256, example=20.0))
+    rep = grade(path, asg, only=["seed"])
+    assert "MemoryError" in rep.results[0].finding["problem"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_bounded_fork_bomb_is_killed_with_the_whole_session(tmp_path):
+    pids = tmp_path / "pids"
+    # At most 50 children, each only sleeping; the parent then hangs, so the timeout must kill the session.
+    path = engine(tmp_path, backward_extra=f"""
+        for _ in range(50):
+            try:
+                pid = os.fork()
+            except OSError:
+                break
+            if pid == 0:
+                time.sleep(60)
+                os._exit(0)
+            with open({str(pids)!r}, "a") as f:
+                f.write(f"{{pid}}\\n")
+        while True:
+            time.sleep(0.05)
+        """)
+    rep = grade(path, replace(FAST, limits=Limits(example=2.0)), only=["seed"])
+    assert "did not finish within 2 s" in rep.results[0].finding["problem"]
+    children = [int(p) for p in pids.read_text().split()]
+    assert children
+    time.sleep(0.2)
+    alive = [p for p in children if _alive(p)]
+    assert not alive
+
+
+def _alive(pid):
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_sandbox_protocol_and_restart(tmp_path):
+    path = engine(tmp_path)
+    with Sandbox(path, probes=["tanh", "cosh"]) as box:
+        assert box.hello["methods"] == ["tanh"]
+        reply = box.request(wire(Program((3.0,), (Step("mul", (0, 0)),))))
+        assert reply["ok"] and reply["data"] == 9.0 and reply["grads"] == [6.0] and reply["grad_out"] == 1.0
+        box.kill()
+        box.start()
+        assert box.request(wire(deep_program(10)))["grads"] == [1.0, 10.0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Rules, assignment, reports, command line
+# ---------------------------------------------------------------------------------------------------------
+
+def test_fixed_programs_have_the_gradients_their_docstrings_promise():
+    out, (x, w1, w2) = diamond_program(10).build()
+    out.backward()
+    assert x.grad == pytest.approx((0.5 + 0.5) ** 10)
+    out, (a, b) = deep_program(50).build()
+    out.backward()
+    assert (a.grad, b.grad) == (1.0, 50.0)
+
+
+def test_check_compares_with_the_oracles():
+    rule = next(r for r in build_rules(("mul",)) if r.name == "accumulate[mul]")
+    p = Program((3.0,), (Step("mul", (0, 0)),))
+    ok = {"ok": True, "data": 9.0, "grad_out": 1.0, "grads": [6.0], "after": [3.0]}
+    assert check(rule, p, ok, Assignment()) is None
+    bad = check(rule, p, {**ok, "grads": [3.0]}, Assignment())
+    assert bad["rows"][0]["expected"] == 6.0 and bad["rows"][0]["got"] == 3.0 and bad["rows"][0]["wrong"]
+    err = check(rule, p, {"ok": False, "stage": "backward", "error": "TypeError: x", "where": ""}, Assignment())
+    assert err["problem"] == "backward raised TypeError: x"
+
+
+def test_assignment_file(tmp_path):
+    path = tmp_path / "hw.toml"
+    path.write_text(textwrap.dedent("""
+        [assignment]
+        name = "HW 3"
+        ops = ["add", "mul", "relu"]
+        examples = 12
+        deep_graph = "fail"
+        skip = ["linear-time"]
+        [tolerance]
+        rel = 1e-5
+        [time]
+        example = 2
+        [limits]
+        memory_mb = 512
+        [weights]
+        "gradient[*]" = 3
+        "gradient[relu]" = 5
+        [visibility]
+        hidden = ["order"]
+        after_due_date = ["accumulate[*]"]
+        """))
+    a = load_assignment(path)
+    assert (a.name, a.ops, a.examples, a.deep_graph, a.rel) == ("HW 3", ("add", "mul", "relu"), 12, "fail", 1e-5)
+    assert a.limits.example == 2.0 and a.limits.memory_mb == 512
+    rules = {r.name: r for r in build_rules(a.ops, a)}
+    assert "linear-time" not in rules
+    assert rules["gradient[add]"].weight == 3 and rules["gradient[relu]"].weight == 5 and rules["seed"].weight == 1
+    assert a.visible("order") == "hidden" and a.visible("accumulate[mul]") == "after_due_date"
+    assert a.visible("seed") == "visible"
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[assignment]\nopz = 1\n", "unknown key assignment.opz"),
+    ("[assignment]\nops = ['cosh']\n", "unknown op"),
+    ("[time]\nexample = -1\n", "must be > 0"),
+    ("[visibility]\nsecret = ['x']\n", "unknown visibility"),
+    ("[assignment\n", "not valid TOML"),
+    ("[assignment]\ndeep_graph = 'maybe'\n", "deep_graph"),
+])
+def test_bad_assignment_files_are_usage_errors(tmp_path, text, words, capsys):
+    path = tmp_path / "hw.toml"
+    path.write_text(text)
+    with pytest.raises(AssignmentError, match=words):
+        load_assignment(path)
+    assert main(["grade", str(ENGINES / "correct.py"), "--assignment", str(path)]) == 2
+    assert words.split()[0] in capsys.readouterr().err
+
+
+def test_exit_status_reports_and_csv(tmp_path, capsys):
+    correct, broken = str(ENGINES / "correct.py"), str(ENGINES / "rsub_reversed.py")
+    args = ["--rules", "numbers[*]", "--examples", "10"]
+    assert main(["grade", correct, *args, "--json", str(tmp_path / "r.json"),
+                 "--junit", str(tmp_path / "j.xml")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["passed"] is True
+    assert main(["grade", broken, *args, "--gradescope", str(tmp_path / "gs.json")]) == 1
+    gs = json.loads((tmp_path / "gs.json").read_text())
+    assert gs["score"] == 3 and gs["max_score"] == 4 and {"score", "max_score", "execution_time", "tests"} <= set(gs)
+    failed = [t for t in gs["tests"] if t["status"] == "failed"]
+    assert [t["name"].split(":")[0] for t in failed] == ["numbers[sub]"]
+    assert {"name", "number", "score", "max_score", "status", "visibility", "output"} <= set(failed[0])
+    assert "2 - x" in failed[0]["output"]
+    assert main(["grade", correct, broken, *args, "--jobs", "2", "--csv", str(tmp_path / "g.csv")]) == 1
+    rows = (tmp_path / "g.csv").read_text().splitlines()
+    assert rows[0].startswith("engine,score,max_score,passed") and len(rows) == 3
+    assert main(["grade", "no-such-engine.py"]) == 2
+    assert main(["grade"]) == 2
+    assert main(["grade", correct, broken, "--gradescope", "x.json"]) == 2
+    assert main(["grade", correct, "--ops", "cosh"]) == 2
+    capsys.readouterr()
+
+
+def test_gradescope_result_for_a_missing_submission(tmp_path):
+    out = tmp_path / "results.json"
+    assert main(["grade", str(tmp_path / "engine.py"), "--gradescope", str(out)]) == 2
+    assert json.loads(out.read_text())["score"] == 0
+
+
+def test_make_autograder_bundle_grades_from_its_own_files(tmp_path):
+    import subprocess
+    import zipfile
+
+    toml = tmp_path / "hw.toml"
+    toml.write_text('[assignment]\nfile = "engine.py"\nexamples = 5\nops = ["add"]\n')
+    bundle = tmp_path / "autograder.zip"
+    assert main(["grade", "--make-autograder", str(toml), "-o", str(bundle)]) == 0
+    src = tmp_path / "source"
+    with zipfile.ZipFile(bundle) as z:
+        z.extractall(src)
+        assert z.getinfo("run_autograder").external_attr >> 16 & 0o111
+    assert "microgradx.cli grade" in (src / "run_autograder").read_text()
+    assert "hypothesis" in (src / "setup.sh").read_text()
+    res = tmp_path / "results.json"
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    subprocess.run([sys.executable, "-m", "microgradx.cli", "grade", str(ENGINES / "rsub_reversed.py"),
+                    "--assignment", str(src / "assignment.toml"), "--gradescope", str(res), "--rules", "numbers[*]"],
+                   env=env, cwd=tmp_path, check=False, capture_output=True)
+    assert json.loads(res.read_text())["score"] == 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The new strategies
+# ---------------------------------------------------------------------------------------------------------
+
+@given(number_programs("div"))
+def test_number_programs_put_a_plain_number_beside_an_engine_value(p):
+    assert p.numbers == frozenset({0}) and 0 in p.steps[0].args and p.steps[0].args != (0, 0)
+    assert all(0 not in s.args for s in p.steps[1:])
+    out, leaves = p.build()
+    assert len(leaves) == len(p.inputs) - 1
+
+
+@given(reuse_programs("tanh"))
+def test_reuse_programs_use_one_value_twice(p):
+    uses = [i for s in p.steps for i in s.args]
+    twice = any(uses.count(i) > 1 for i in set(uses))
+    repeated_step = len({(s.op, s.args) for s in p.steps}) < len(p.steps)
+    assert twice or repeated_step
+
+
+@settings(max_examples=20)
+@given(programs(("add", "pow", "sigmoid"), params=STUDENT_PARAMS))
+def test_student_params_select_exponents_and_fix_the_sigmoid_slope(p):
+    for s in p.steps:
+        if OPS[s.op].param:
+            assert s.param in STUDENT_PARAMS[s.op]
+
+
+@settings(max_examples=20)
+@given(pairs(programs(("add", "mul", "tanh")), importlib.util and __import__("microgradx").Value))
+def test_pairs_build_the_same_program_twice(pair):
+    program, (a, la), (b, lb) = pair
+    assert a is not b and a.data == b.data and len(la) == len(lb) == len(program.inputs)
+
+
+def test_instructor_demo_runs():
+    spec = importlib.util.spec_from_file_location(
+        "instructor_demo", Path(__file__).parent.parent / "demos" / "grading" / "test_instructor_example.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    for name in dir(demo):
+        if name.startswith("test_"):
+            getattr(demo, name)()

@@ -1,0 +1,471 @@
+"""Optimizers against their update rules written out independently here, step by step, on small arrays."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from microgradx import DomainError, Value, optim
+
+A = np.array([[3.0, 0.5, 0.0], [0.5, 1.0, -0.2], [0.0, -0.2, 0.4]])
+B = np.array([1.0, -2.0, 0.3])
+START = np.array([0.7, -1.2, 2.0])
+STEPS = 8
+
+
+class P:
+    """Stand-in parameter: exactly the optimizer protocol, an array ``data`` and its ``grad``."""
+
+    def __init__(self, data) -> None:
+        self.data = np.array(data, dtype=np.float64)
+        self.grad = None
+
+
+def grad_of(x):
+    """Gradient of the quadratic 1/2 x^T A x - B^T x."""
+    return A @ x - B
+
+
+def run(opt_factory, steps=STEPS, lrs=None):
+    p = P(START)
+    opt = opt_factory([p])
+    path = []
+    for k in range(steps):
+        if lrs is not None:
+            opt.lr = lrs[k]
+        p.grad = grad_of(p.data)
+        opt.step()
+        path.append(p.data.copy())
+    return np.array(path)
+
+
+def reference(rule, steps=STEPS):
+    """Iterate ``theta = rule(theta, g, t, state)`` from START; ``state`` is a dict the rule keeps."""
+    theta, state, path = START.copy(), {}, []
+    for t in range(1, steps + 1):
+        theta = rule(theta, grad_of(theta), t, state)
+        path.append(theta.copy())
+    return np.array(path)
+
+
+def close(a, b):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
+
+
+# -- SGD ------------------------------------------------------------------------------------------------------
+
+def test_plain_sgd_is_theta_minus_lr_g():
+    close(run(lambda p: optim.SGD(p, lr=0.1)), reference(lambda th, g, t, s: th - 0.1 * g))
+
+
+def test_sgd_pytorch_momentum_seed003():
+    # seed 003: gamma <- mu gamma + grad;  Theta <- Theta - eps gamma  (buffer starts as the first gradient)
+    def rule(th, g, t, s):
+        s["b"] = g.copy() if t == 1 else 0.9 * s["b"] + g
+        return th - 0.05 * s["b"]
+    close(run(lambda p: optim.SGD(p, lr=0.05, momentum=0.9)), reference(rule))
+
+
+def test_sgd_velocity_momentum_seed004():
+    # seed 004: V <- beta V - alpha dL/dW;  W <- W + V  (V starts at 0)
+    def rule(th, g, t, s):
+        s["V"] = 0.8 * s.get("V", 0.0) - 0.05 * g
+        return th + s["V"]
+    close(run(lambda p: optim.SGD(p, lr=0.05, momentum=0.8, momentum_form="velocity")), reference(rule))
+
+
+def test_velocity_nesterov_is_seed004_lookahead():
+    # seed 004: V <- beta V - alpha grad L(w + beta V);  w <- w + V.  The optimizer holds phi = w + beta V and
+    # gets the gradient at phi, so its iterates must equal w_t + beta V_t of the look-ahead recursion.
+    beta, alpha = 0.7, 0.05
+    w, V, expected = START.copy(), np.zeros(3), []
+    w = w - beta * V  # phi_0 = w_0 + beta V_0 = START, and V_0 = 0
+    for _ in range(STEPS):
+        V = beta * V - alpha * grad_of(w + beta * V)
+        w = w + V
+        expected.append(w + beta * V)
+    got = run(lambda p: optim.SGD(p, lr=alpha, momentum=beta, nesterov=True, momentum_form="velocity"))
+    close(got, np.array(expected))
+
+
+def test_pytorch_nesterov():
+    def rule(th, g, t, s):
+        s["b"] = g.copy() if t == 1 else 0.9 * s["b"] + g
+        return th - 0.05 * (g + 0.9 * s["b"])
+    close(run(lambda p: optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True)), reference(rule))
+
+
+def test_momentum_forms_agree_at_constant_lr_and_differ_when_lr_changes():
+    pytorch = lambda p: optim.SGD(p, lr=0.05, momentum=0.9)
+    velocity = lambda p: optim.SGD(p, lr=0.05, momentum=0.9, momentum_form="velocity")
+    close(run(pytorch), run(velocity))
+    lrs = [0.05, 0.05, 0.01, 0.01, 0.01, 0.002, 0.002, 0.002]
+
+    def rule_v(th, g, t, s):
+        s["V"] = 0.9 * s.get("V", 0.0) - lrs[t - 1] * g
+        return th + s["V"]
+
+    def rule_b(th, g, t, s):
+        s["b"] = g.copy() if t == 1 else 0.9 * s["b"] + g
+        return th - lrs[t - 1] * s["b"]
+    close(run(velocity, lrs=lrs), reference(rule_v))
+    close(run(pytorch, lrs=lrs), reference(rule_b))
+    assert np.max(np.abs(reference(rule_v) - reference(rule_b))) > 1e-3
+
+
+def test_coupled_weight_decay_seed003_and_dampening():
+    # seed 003: d_p <- d_p + weight_decay * p  before the update
+    def rule(th, g, t, s):
+        g = g + 0.1 * th
+        s["b"] = g.copy() if t == 1 else 0.5 * s["b"] + (1 - 0.25) * g
+        return th - 0.05 * s["b"]
+    close(run(lambda p: optim.SGD(p, lr=0.05, momentum=0.5, dampening=0.25, weight_decay=0.1)), reference(rule))
+
+
+# -- adaptive rates -----------------------------------------------------------------------------------------
+
+def test_adagrad():
+    def rule(th, g, t, s):
+        s["G"] = s.get("G", 0.0) + g ** 2
+        return th - 0.3 * g / (np.sqrt(s["G"]) + 1e-10)
+    close(run(lambda p: optim.AdaGrad(p, lr=0.3)), reference(rule))
+
+
+def test_adadelta():
+    rho, eps = 0.9, 1e-6
+
+    def rule(th, g, t, s):
+        s["Eg"] = rho * s.get("Eg", 0.0) + (1 - rho) * g ** 2
+        dx = np.sqrt(s.get("Edx", 0.0) + eps) / np.sqrt(s["Eg"] + eps) * g
+        s["Edx"] = rho * s.get("Edx", 0.0) + (1 - rho) * dx ** 2
+        return th - 0.5 * dx
+    close(run(lambda p: optim.AdaDelta(p, lr=0.5, rho=rho, eps=eps)), reference(rule))
+
+
+def test_rmsprop_seed004():
+    def rule(th, g, t, s):
+        s["v"] = 0.9 * s.get("v", 0.0) + 0.1 * g ** 2
+        return th - 0.01 * g / (np.sqrt(s["v"]) + 1e-8)
+    close(run(lambda p: optim.RMSprop(p, lr=0.01, alpha=0.9)), reference(rule))
+
+
+def test_rmsprop_centered_with_momentum():
+    def rule(th, g, t, s):
+        s["v"] = 0.9 * s.get("v", 0.0) + 0.1 * g ** 2
+        s["gbar"] = 0.9 * s.get("gbar", 0.0) + 0.1 * g
+        s["b"] = 0.6 * s.get("b", 0.0) + g / (np.sqrt(s["v"] - s["gbar"] ** 2) + 1e-8)
+        return th - 0.01 * s["b"]
+    close(run(lambda p: optim.RMSprop(p, lr=0.01, alpha=0.9, momentum=0.6, centered=True)), reference(rule))
+
+
+def adam_rule(lr, b1, b2, eps, amsgrad=False, l2=0.0, decoupled=0.0):
+    def rule(th, g, t, s):
+        g = g + l2 * th
+        s["m"] = b1 * s.get("m", 0.0) + (1 - b1) * g
+        s["v"] = b2 * s.get("v", 0.0) + (1 - b2) * g ** 2
+        v = s["v"]
+        if amsgrad:
+            v = s["vmax"] = np.maximum(s.get("vmax", 0.0), v)
+        m_hat = s["m"] / (1 - b1 ** t)
+        v_hat = v / (1 - b2 ** t)
+        return th - lr * decoupled * th - lr * m_hat / (np.sqrt(v_hat) + eps)
+    return rule
+
+
+def test_adam_seed001_algorithm8():
+    close(run(lambda p: optim.Adam(p, lr=0.1)), reference(adam_rule(0.1, 0.9, 0.999, 1e-8)))
+
+
+def test_adam_amsgrad_and_l2():
+    got = run(lambda p: optim.Adam(p, lr=0.1, betas=(0.8, 0.9), amsgrad=True, weight_decay=0.05))
+    close(got, reference(adam_rule(0.1, 0.8, 0.9, 1e-8, amsgrad=True, l2=0.05)))
+
+
+def test_amsgrad_differs_from_adam_when_v_falls():
+    # the gradient shrinks, so v falls and the running maximum matters
+    adam = run(lambda p: optim.Adam(p, lr=0.1, betas=(0.8, 0.9)), steps=20)
+    ams = run(lambda p: optim.Adam(p, lr=0.1, betas=(0.8, 0.9), amsgrad=True), steps=20)
+    assert np.max(np.abs(adam - ams)) > 1e-4
+
+
+def test_adamw_decouples_weight_decay():
+    got = run(lambda p: optim.AdamW(p, lr=0.1, weight_decay=0.2))
+    close(got, reference(adam_rule(0.1, 0.9, 0.999, 1e-8, decoupled=0.2)))
+    coupled = run(lambda p: optim.Adam(p, lr=0.1, weight_decay=0.2))
+    assert np.max(np.abs(got - coupled)) > 1e-3
+
+
+def test_adamax():
+    def rule(th, g, t, s):
+        s["m"] = 0.9 * s.get("m", 0.0) + 0.1 * g
+        s["u"] = np.maximum(0.999 * s.get("u", 0.0), np.abs(g) + 1e-8)
+        return th - 0.02 / (1 - 0.9 ** t) * s["m"] / s["u"]
+    close(run(lambda p: optim.AdaMax(p, lr=0.02)), reference(rule))
+
+
+def test_nadam():
+    b1, b2, psi, lr = 0.9, 0.999, 4e-3, 0.02
+
+    def rule(th, g, t, s):
+        mu_t = b1 * (1 - 0.5 * 0.96 ** (t * psi))
+        mu_t1 = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * psi))
+        s["P"] = s.get("P", 1.0) * mu_t
+        s["m"] = b1 * s.get("m", 0.0) + (1 - b1) * g
+        s["v"] = b2 * s.get("v", 0.0) + (1 - b2) * g ** 2
+        d = np.sqrt(s["v"] / (1 - b2 ** t)) + 1e-8
+        return th - lr * (1 - mu_t) / (1 - s["P"]) * g / d - lr * mu_t1 / (1 - s["P"] * mu_t1) * s["m"] / d
+    close(run(lambda p: optim.NAdam(p, lr=lr)), reference(rule))
+
+
+def test_radam_switches_on_the_adaptive_step_after_rho_exceeds_5():
+    b1, b2, lr = 0.9, 0.999, 0.01
+    rho_inf = 2 / (1 - b2) - 1
+    switched = []
+
+    def rule(th, g, t, s):
+        s["m"] = b1 * s.get("m", 0.0) + (1 - b1) * g
+        s["v"] = b2 * s.get("v", 0.0) + (1 - b2) * g ** 2
+        m_hat = s["m"] / (1 - b1 ** t)
+        rho = rho_inf - 2 * t * b2 ** t / (1 - b2 ** t)
+        switched.append(rho > 5)
+        if rho <= 5:
+            return th - lr * m_hat
+        r = math.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+        v_hat = s["v"] / (1 - b2 ** t)
+        return th - lr * m_hat * r / (np.sqrt(v_hat) + 1e-8 / math.sqrt(1 - b2 ** t))
+    close(run(lambda p: optim.RAdam(p, lr=lr), steps=10), reference(rule, steps=10))
+    assert switched[:5] == [False] * 5 and all(switched[5:])
+
+
+# -- the protocol ---------------------------------------------------------------------------------------------
+
+ALL = [
+    lambda p: optim.SGD(p, lr=0.05), lambda p: optim.SGD(p, lr=0.05, momentum=0.9),
+    lambda p: optim.SGD(p, lr=0.05, momentum=0.9, momentum_form="velocity", nesterov=True),
+    lambda p: optim.AdaGrad(p, lr=0.3), lambda p: optim.AdaDelta(p), lambda p: optim.RMSprop(p, lr=0.01),
+    lambda p: optim.Adam(p, lr=0.05, amsgrad=True), lambda p: optim.AdamW(p, lr=0.05),
+    lambda p: optim.AdaMax(p, lr=0.05), lambda p: optim.NAdam(p, lr=0.05), lambda p: optim.RAdam(p, lr=0.05),
+]
+
+
+@pytest.mark.parametrize("make", ALL)
+def test_updates_in_place_and_lowers_the_loss(make):
+    p = P(START)
+    alias = p.data
+    opt = make([p])
+    loss = lambda x: 0.5 * x @ A @ x - B @ x
+    before = loss(p.data)
+    for _ in range(30):
+        p.grad = grad_of(p.data)
+        opt.step()
+    assert p.data is alias  # a module holding the array sees the new values
+    assert loss(p.data) < before
+
+
+@pytest.mark.parametrize("make", ALL)
+def test_works_on_scalar_values_like_on_0d_arrays(make):
+    w = Value(1.5, label="w")
+    arr = P(1.5)
+    opt_v, opt_a = make([w]), make([arr])
+    for _ in range(5):
+        w.grad = 2 * (w.data - 0.3)
+        arr.grad = 2 * (arr.data - 0.3)
+        opt_v.step()
+        opt_a.step()
+    assert type(w.data) is float
+    assert w.data == pytest.approx(float(arr.data), abs=1e-15)
+
+
+@pytest.mark.parametrize("make", ALL)
+def test_state_dict_round_trip_continues_the_same_trajectory(make):
+    p = P(START)
+    opt = make([p])
+    for _ in range(3):
+        p.grad = grad_of(p.data)
+        opt.step()
+    saved, saved_data = opt.state_dict(), p.data.copy()
+    for _ in range(3):
+        p.grad = grad_of(p.data)
+        opt.step()
+    q = P(saved_data)
+    other = make([q])
+    other.lr = 123.0
+    other.load_state_dict(saved)
+    for _ in range(3):
+        q.grad = grad_of(q.data)
+        other.step()
+    np.testing.assert_array_equal(q.data, p.data)
+
+
+def test_state_dict_is_a_copy():
+    p = P(START)
+    opt = optim.Adam([p], lr=0.1)
+    p.grad = grad_of(p.data)
+    opt.step()
+    saved = opt.state_dict()
+    before = saved["state"][0]["exp_avg"].copy()
+    p.grad = grad_of(p.data)
+    opt.step()
+    np.testing.assert_array_equal(saved["state"][0]["exp_avg"], before)
+
+
+def test_load_state_dict_rejects_mismatches():
+    p = P(START)
+    opt = optim.Adam([p], lr=0.1)
+    p.grad = grad_of(p.data)
+    opt.step()
+    with pytest.raises(ValueError, match="belongs to 'Adam'"):
+        optim.SGD([P(START)], lr=0.1).load_state_dict(opt.state_dict())
+    with pytest.raises(ValueError, match="has shape"):
+        optim.Adam([P([1.0, 2.0])], lr=0.1).load_state_dict(opt.state_dict())
+    with pytest.raises(ValueError, match="2 parameters|has 1 parameters"):
+        optim.Adam([P(START), P(START)], lr=0.1).load_state_dict(opt.state_dict())
+
+
+def test_none_grad_is_skipped_and_step_counts_are_per_parameter():
+    a, b = P([1.0]), P([2.0])
+    opt = optim.Adam([a, b], lr=0.1)
+    a.grad = np.array([1.0])
+    opt.step()
+    assert b.data[0] == 2.0 and opt.state[1] == {} and opt.state[0]["step"] == 1
+
+
+def test_zero_grad_uses_the_nodes_reset_else_none():
+    w, p = Value(1.0), P([1.0])
+    w.grad, p.grad = 3.0, np.array([2.0])
+    opt = optim.SGD([w, p], lr=0.1)
+    opt.zero_grad()
+    assert w.grad == 0.0 and p.grad is None
+
+
+def test_lr_is_readable_and_settable():
+    p = P([1.0])
+    opt = optim.SGD([p], lr=0.1)
+    assert opt.lr == 0.1
+    opt.lr = 0.5
+    p.grad = np.array([1.0])
+    opt.step()
+    assert p.data[0] == 0.5
+    with pytest.raises(ValueError, match="lr"):
+        opt.lr = -1.0
+
+
+def test_value_training_loop_drives_a_scalar_model():
+    # a one-weight model y = w * x fitted by Adam on Value graphs
+    w = Value(0.0, label="w")
+    opt = optim.Adam([w], lr=0.1)
+    for _ in range(300):
+        opt.zero_grad()
+        loss = (w * 2.0 - 3.0) ** 2
+        loss.backward()
+        opt.step()
+    assert w.data == pytest.approx(1.5, abs=1e-3)
+
+
+# -- clipping ------------------------------------------------------------------------------------------------
+
+def test_clip_grad_norm_scales_all_grads_together():
+    a, b = P([3.0, 0.0]), P([[4.0]])
+    a.grad, b.grad = np.array([3.0, 0.0]), np.array([[4.0]])
+    total = optim.clip_grad_norm([a, b], 2.5)
+    assert total == 5.0
+    close(a.grad, np.array([1.5, 0.0]))
+    close(b.grad, np.array([[2.0]]))
+    assert optim.clip_grad_norm([a, b], 10.0) == pytest.approx(2.5)
+    close(a.grad, np.array([1.5, 0.0]))  # under the bound: unchanged
+
+
+def test_clip_grad_value():
+    a = P([0.0, 0.0, 0.0])
+    a.grad = np.array([-5.0, 0.5, 9.0])
+    optim.clip_grad_value([a], 1.0)
+    close(a.grad, np.array([-1.0, 0.5, 1.0]))
+
+
+def test_clipping_options_clip_before_the_update():
+    p = P([0.0, 0.0])
+    opt = optim.SGD([p], lr=1.0, clip_norm=1.0)
+    p.grad = np.array([3.0, 4.0])
+    opt.step()
+    close(p.data, np.array([-0.6, -0.8]))
+    q = P([0.0, 0.0])
+    opt = optim.SGD([q], lr=1.0, clip_value=0.5)
+    q.grad = np.array([3.0, -0.1])
+    opt.step()
+    close(q.data, np.array([-0.5, 0.1]))
+
+
+# -- errors --------------------------------------------------------------------------------------------------
+
+def test_non_finite_gradient_names_the_optimizer_and_the_parameter():
+    w = Value(1.0, label="w1")
+    opt = optim.Adam([w], lr=0.1)
+    w.grad = float("nan")
+    with pytest.raises(DomainError, match=r"Adam\.step: the gradient of parameter 0 \('w1'\) is not finite"):
+        opt.step()
+    assert w.data == 1.0
+
+
+def test_divergence_is_an_error_not_a_silent_inf():
+    p = P([1e300])
+    opt = optim.SGD([p], lr=1e10)
+    p.grad = np.array([1e300])
+    with pytest.raises(DomainError, match="diverged"):
+        opt.step()
+    assert p.data[0] == 1e300
+
+
+@pytest.mark.parametrize("bad, match", [
+    (lambda: optim.SGD([], lr=0.1), "empty"),
+    (lambda: optim.SGD([P([1.0])], lr=-0.1), "lr must be >= 0"),
+    (lambda: optim.SGD([P([1.0])], lr=0.1, momentum=1.5), "momentum must be in"),
+    (lambda: optim.SGD([P([1.0])], lr=0.1, nesterov=True), "nesterov needs momentum"),
+    (lambda: optim.SGD([P([1.0])], lr=0.1, momentum_form="keras"), "momentum_form"),
+    (lambda: optim.Adam([P([1.0])], betas=(0.9, 1.0)), "beta2"),
+    (lambda: optim.Adam([P([1.0])], lr=float("nan")), "finite"),
+    (lambda: optim.SGD([P([1.0])], lr=0.1, clip_norm=0.0), "clip_norm"),
+])
+def test_bad_hyperparameters_are_named(bad, match):
+    with pytest.raises(ValueError, match=match):
+        bad()
+
+
+def test_bad_parameters_are_named():
+    with pytest.raises(TypeError, match="no .data/.grad"):
+        optim.SGD([object()], lr=0.1)
+    p = P([1.0])
+    with pytest.raises(ValueError, match="appears twice"):
+        optim.SGD([p, p], lr=0.1)
+    q = P([1.0])
+    q.data = np.array([1, 2])
+    with pytest.raises(TypeError, match="int64 data"):
+        optim.SGD([q], lr=0.1)
+    r = P([1.0, 2.0])
+    opt = optim.SGD([r], lr=0.1)
+    r.grad = np.array([1.0])
+    with pytest.raises(ValueError, match=r"shape \(2,\) but a gradient of shape \(1,\)"):
+        opt.step()
+
+
+def test_trajectories_match_torch_optim():
+    """The other engine as oracle: the benchmark's cases, fewer steps, must agree with torch.optim to 1e-12."""
+    torch = pytest.importorskip("torch")
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "optim_vs_torch.py"
+    spec = importlib.util.spec_from_file_location("optim_vs_torch", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        for label, make, cls, kwargs in bench.CASES:
+            for start, grads in (bench.quadratic_problem(), bench.regression_problem()):
+                ours = bench.run_ours(make, start, grads, 30)
+                theirs = bench.run_torch(torch, cls, kwargs, start, grads, 30)
+                assert np.max(np.abs(ours - theirs)) < 1e-12, label
+    finally:
+        torch.set_default_dtype(previous)
