@@ -25,6 +25,7 @@ __all__ = [
     "optim", "schedules", "data", "grading",
     "Tensor", "nn", "losses", "init",
     "fit", "evaluate", "train",
+    "to_sympy", "from_sympy", "check_with_sympy", "latex", "derivative_latex", "compare_formula", "symbolic",
 ]
 
 # Names and submodules that pull in heavier code load on first use, so `import microgradx` stays fast.
@@ -36,9 +37,11 @@ _LAZY = {
     "grade": "grading",
     "Tensor": "tensor",
     "fit": "train", "evaluate": "train",
+    "to_sympy": "symbolic", "from_sympy": "symbolic", "check_with_sympy": "symbolic", "latex": "symbolic",
+    "derivative_latex": "symbolic", "compare_formula": "symbolic",
 }
 _SUBMODULES = {"scalar_nn", "examples", "cli", "render", "stepper", "symbolic_parse", "optim", "schedules", "data",
-               "grading", "tensor", "nn", "losses", "init", "train"}
+               "grading", "tensor", "nn", "losses", "init", "train", "symbolic"}
 
 
 def __getattr__(name: str) -> Any:
