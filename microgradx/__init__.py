@@ -23,7 +23,7 @@ __all__ = [
     "PathLimitError", "MLP", "Layer", "Neuron", "__version__",
     "draw", "Drawing", "RenderError", "step", "Stepper", "parse", "ParseError", "grade",
     "optim", "schedules", "data", "grading",
-    "Tensor", "nn", "losses", "init",
+    "Tensor", "nn", "losses", "init", "functional",
 ]
 
 # Names and submodules that pull in heavier code load on first use, so `import microgradx` stays fast.
@@ -36,7 +36,7 @@ _LAZY = {
     "Tensor": "tensor",
 }
 _SUBMODULES = {"scalar_nn", "examples", "cli", "render", "stepper", "symbolic_parse", "optim", "schedules", "data",
-               "grading", "tensor", "nn", "losses", "init"}
+               "grading", "tensor", "nn", "losses", "init", "functional"}
 
 
 def __getattr__(name: str) -> Any:
