@@ -1,4 +1,4 @@
-"""Draw a tiny convolutional network made of scalar Values, collapsed by label prefix: ``python docs/make_cnn_image.py``.
+"""Draw a tiny CNN made of scalar Values, collapsed by label prefix: ``python docs/make_cnn_image.py``.
 
 A 3x3 image, a conv layer ``C1`` of two 2x2 kernels (weights ``C1.k0.w00`` ... and a bias each) with ReLU, a 2x2
 max-pool ``P1`` (the op table's ``max`` rows), a linear read-out ``L2`` and a squared-error loss. ``draw`` works on
