@@ -23,7 +23,9 @@ __all__ = [
     "PathLimitError", "MLP", "Layer", "Neuron", "__version__",
     "draw", "Drawing", "RenderError", "step", "Stepper", "parse", "ParseError", "grade",
     "optim", "schedules", "data", "grading",
-    "Tensor", "nn", "losses", "init", "functional",
+    "Tensor", "nn", "losses", "init",
+    "fit", "evaluate", "train",
+    "functional",
 ]
 
 # Names and submodules that pull in heavier code load on first use, so `import microgradx` stays fast.
@@ -34,9 +36,10 @@ _LAZY = {
     "parse": "symbolic_parse", "ParseError": "symbolic_parse",
     "grade": "grading",
     "Tensor": "tensor",
+    "fit": "train", "evaluate": "train",
 }
 _SUBMODULES = {"scalar_nn", "examples", "cli", "render", "stepper", "symbolic_parse", "optim", "schedules", "data",
-               "grading", "tensor", "nn", "losses", "init", "functional"}
+               "grading", "tensor", "nn", "losses", "init", "train", "functional"}
 
 
 def __getattr__(name: str) -> Any:
