@@ -26,6 +26,7 @@ __all__ = [
     "Tensor", "nn", "losses", "init",
     "fit", "evaluate", "train",
     "to_sympy", "from_sympy", "check_with_sympy", "latex", "derivative_latex", "compare_formula", "symbolic",
+    "functional",
 ]
 
 # Names and submodules that pull in heavier code load on first use, so `import microgradx` stays fast.
@@ -41,7 +42,7 @@ _LAZY = {
     "derivative_latex": "symbolic", "compare_formula": "symbolic",
 }
 _SUBMODULES = {"scalar_nn", "examples", "cli", "render", "stepper", "symbolic_parse", "optim", "schedules", "data",
-               "grading", "tensor", "nn", "losses", "init", "train", "symbolic"}
+               "grading", "tensor", "nn", "losses", "init", "train", "symbolic", "functional"}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,5 +1,6 @@
 """Neural-network modules on Tensors: ``Module``, ``Linear``, activations read from the op table, ``PReLU``,
-``Softmax``, inverted ``Dropout`` (seed 003), a residual block (seed 000) and ``Sequential``.
+``Softmax``, inverted ``Dropout`` (seed 003), a residual block (seed 000), ``Sequential``; convolution, pooling
+and batch-norm layers (ops in ``functional``) and recurrent cells built from existing Tensor ops.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from . import functional as F
 from . import init as _init
 from .ops import OPS, Op
-from .tensor import ShapeError, Tensor, _table_node, linear
+from .tensor import ShapeError, Tensor, _table_node, as_tensor, concatenate, linear
 
 __all__ = [
     "Module", "Linear", "Activation", "ReLU", "Tanh", "Sigmoid", "LeakyReLU", "ELU", "GELU", "Swish", "SiLU",
@@ -372,3 +374,305 @@ class Sequential(Module):
 
     def __iter__(self) -> Iterator[Module]:
         return iter(self.layers)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Convolution, pooling and batch normalisation (their ops are in microgradx.functional)
+# ---------------------------------------------------------------------------------------------------------
+
+__all__ += ["Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "Flatten", "BatchNorm1d", "BatchNorm2d",
+            "RNNCell", "LSTMCell", "GRUCell", "RNN"]
+
+
+class Conv2d(Module):
+    """2-D convolution over NCHW images: weight (out_channels, in_channels, k, k), bias (out_channels,).
+
+    ``init`` names a scheme of ``microgradx.init``; fan_in = in_channels * k * k (default He uniform, for ReLU).
+    Output size per axis: floor((size + 2 padding - k) / stride) + 1.
+
+    >>> conv = Conv2d(1, 4, 3, padding=1, rng=0); conv(np.zeros((2, 1, 8, 8), np.float32)).shape
+    (2, 4, 8, 8)
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int], stride: int = 1,
+                 padding: int = 0, bias: bool = True, *, init: str = "he_uniform", dtype: Any = np.float32,
+                 rng: Any = None) -> None:
+        super().__init__()
+        if init not in _init.INITS:
+            raise ValueError(f"Conv2d: unknown init {init!r}; choose one of {sorted(_init.INITS)}")
+        kh, kw = F._pair("Conv2d", "kernel_size", kernel_size, 1)
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
+        shape = (self.out_channels, self.in_channels, kh, kw)
+        self.weight = Tensor(_init.INITS[init](shape, rng=_init.make_rng(rng), dtype=dtype), label="weight")
+        self.bias = Tensor(np.zeros(self.out_channels, dtype=dtype), label="bias") if bias else None
+
+    def forward(self, x: Any) -> Tensor:
+        """conv2d(x, weight, bias, stride, padding)."""
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}")
+
+
+class MaxPool2d(Module):
+    """The maximum of each k x k window (stride k by default); a tie sends the gradient to the first maximum.
+
+    >>> MaxPool2d(2)(Tensor(np.arange(16.0).reshape(1, 1, 4, 4))).data[0, 0].tolist()
+    [[5.0, 7.0], [13.0, 15.0]]
+    """
+
+    def __init__(self, k: int | tuple[int, int], stride: int | tuple[int, int] | None = None) -> None:
+        super().__init__()
+        self.k, self.stride = k, stride
+
+    def forward(self, x: Any) -> Tensor:
+        """max_pool2d(x, k, stride)."""
+        return F.max_pool2d(x, self.k, self.stride)
+
+    def extra_repr(self) -> str:
+        return f"{self.k}" + (f", stride={self.stride}" if self.stride is not None else "")
+
+
+class AvgPool2d(MaxPool2d):
+    """The mean of each k x k window (stride k by default).
+
+    >>> AvgPool2d(2)(Tensor(np.ones((1, 3, 4, 4)))).shape
+    (1, 3, 2, 2)
+    """
+
+    def forward(self, x: Any) -> Tensor:
+        """avg_pool2d(x, k, stride)."""
+        return F.avg_pool2d(x, self.k, self.stride)
+
+
+class GlobalAvgPool2d(Module):
+    """(N, C, H, W) -> (N, C): each channel's mean over the image.
+
+    >>> GlobalAvgPool2d()(Tensor(np.ones((2, 3, 4, 4)))).shape
+    (2, 3)
+    """
+
+    def forward(self, x: Any) -> Tensor:
+        """global_avg_pool2d(x)."""
+        return F.global_avg_pool2d(x)
+
+
+class Flatten(Module):
+    """(N, d1, d2, ...) -> (N, d1 * d2 * ...), keeping the batch axis (a ``reshape`` node).
+
+    >>> Flatten()(Tensor(np.ones((2, 3, 4, 4)))).shape
+    (2, 48)
+    """
+
+    def forward(self, x: Any) -> Tensor:
+        """x.reshape(N, -1)."""
+        t = as_tensor(x)
+        if t.ndim == 0:
+            raise ShapeError("Flatten: input needs a batch axis, got a scalar")
+        return t.reshape(t.shape[0], -1)
+
+
+class _BatchNorm(Module):
+    """Shared by BatchNorm1d and BatchNorm2d: gamma (``weight``), beta (``bias``) and the running statistics."""
+
+    ndim = 2
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
+                 dtype: Any = np.float32) -> None:
+        super().__init__()
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"{type(self).__name__}: momentum must be in [0, 1], got {momentum!r}")
+        self.num_features, self.eps, self.momentum = int(num_features), float(eps), float(momentum)
+        self.weight = Tensor(np.ones(self.num_features, dtype=dtype), label="weight")
+        self.bias = Tensor(np.zeros(self.num_features, dtype=dtype), label="bias")
+        # NOTE: plain arrays, not parameters: the optimizer must not update them, only forward() in training.
+        self.running_mean = np.zeros(self.num_features, dtype=dtype)
+        self.running_var = np.ones(self.num_features, dtype=dtype)
+
+    def forward(self, x: Any) -> Tensor:
+        """Normalise with the batch's statistics (training) or the running ones (evaluation)."""
+        shape = np.shape(x.data if isinstance(x, Tensor) else x)
+        if len(shape) != self.ndim:
+            want = "(N, C)" if self.ndim == 2 else "(N, C, H, W)"
+            raise ShapeError(f"{type(self).__name__}: input must have shape {want}, got {shape}")
+        return F.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var, self.training,
+                            self.momentum, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps:g}, momentum={self.momentum:g}"
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation of (N, C) features: y = gamma (x - mu) / sqrt(var + eps) + beta, per feature.
+
+    Training uses the batch's mean and biased variance and moves ``running_mean``/``running_var`` towards them
+    by ``momentum`` (the running variance takes the unbiased batch variance, as PyTorch); ``eval()`` uses the
+    running statistics. They are plain arrays, not parameters (``state_dict`` holds gamma and beta only).
+
+    >>> bn = BatchNorm1d(2); y = bn(Tensor(np.array([[1.0, 2.0], [3.0, 6.0]], np.float32)))
+    >>> y.data.round(3).tolist(), bn.running_mean.astype(float).round(3).tolist()
+    ([[-1.0, -1.0], [1.0, 1.0]], [0.2, 0.4])
+    """
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation of (N, C, H, W) images per channel, statistics over N, H and W (see BatchNorm1d).
+
+    >>> BatchNorm2d(3)(Tensor(np.random.default_rng(0).normal(size=(2, 3, 4, 4)).astype(np.float32))).shape
+    (2, 3, 4, 4)
+    """
+
+    ndim = 4
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Recurrent cells: compositions of linear, getitem and the table's sigmoid, tanh, mul and add rows
+# ---------------------------------------------------------------------------------------------------------
+
+class _Cell(Module):
+    """Parameters shared by the cells: weight_ih (G H, I), weight_hh (G H, H), bias_ih and bias_hh (G H,), for
+    G gates, all drawn from U[-1/sqrt(H), 1/sqrt(H)] as PyTorch does."""
+
+    gates = 1
+
+    def __init__(self, input_size: int, hidden_size: int, dtype: Any = np.float32, rng: Any = None) -> None:
+        super().__init__()
+        self.input_size, self.hidden_size = int(input_size), int(hidden_size)
+        if self.input_size < 1 or self.hidden_size < 1:
+            raise ValueError(f"{type(self).__name__}: sizes must be >= 1, got {input_size!r}, {hidden_size!r}")
+        gen = _init.make_rng(rng)
+        bound = 1.0 / np.sqrt(self.hidden_size)
+        rows = self.gates * self.hidden_size
+
+        def draw(shape: tuple[int, ...], label: str) -> Tensor:
+            return Tensor(gen.uniform(-bound, bound, size=shape).astype(dtype), label=label)
+        self.weight_ih = draw((rows, self.input_size), "weight_ih")
+        self.weight_hh = draw((rows, self.hidden_size), "weight_hh")
+        self.bias_ih = draw((rows,), "bias_ih")
+        self.bias_hh = draw((rows,), "bias_hh")
+
+    def _zeros(self, x: Any) -> Tensor:
+        n = np.shape(x.data if isinstance(x, Tensor) else x)[0]
+        return Tensor(np.zeros((n, self.hidden_size), dtype=self.weight_ih.data.dtype), requires_grad=False)
+
+    def _gate(self, z: Tensor, k: int) -> Tensor:
+        h = self.hidden_size
+        return z[:, k * h:(k + 1) * h]
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}"
+
+
+class RNNCell(_Cell):
+    """Elman cell: h' = act(x W_ih^T + b_ih + h W_hh^T + b_hh), act a one-input op-table row (tanh default).
+
+    Called as ``cell(x, h) -> h'`` with x (N, input_size); h (N, hidden_size) or None for zeros.
+
+    >>> cell = RNNCell(3, 5, rng=0); cell(np.ones((2, 3), np.float32)).shape
+    (2, 5)
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, nonlinearity: str = "tanh", dtype: Any = np.float32,
+                 rng: Any = None) -> None:
+        row = OPS.get(nonlinearity)
+        if row is None or row.arity != 1:
+            raise ValueError(f"RNNCell: nonlinearity must be a one-input op-table row, got {nonlinearity!r}")
+        super().__init__(input_size, hidden_size, dtype, rng)
+        self.nonlinearity = nonlinearity
+
+    def forward(self, x: Any, h: Tensor | None = None) -> Tensor:
+        """One step: the new hidden state."""
+        h = self._zeros(x) if h is None else h
+        return (linear(x, self.weight_ih, self.bias_ih) + linear(h, self.weight_hh, self.bias_hh)).apply(
+            self.nonlinearity)
+
+
+class LSTMCell(_Cell):
+    """LSTM cell (Hochreiter & Schmidhuber 1997; gate order i, f, g, o as PyTorch):
+
+    z = x W_ih^T + b_ih + h W_hh^T + b_hh, split into four blocks of H;
+    i = sigmoid(z_i), f = sigmoid(z_f), g = tanh(z_g), o = sigmoid(z_o);
+    c' = f c + i g, h' = o tanh(c').
+
+    Called as ``cell(x, (h, c)) -> (h', c')``; a state of None means zeros.
+
+    >>> cell = LSTMCell(3, 4, rng=0); h, c = cell(np.ones((2, 3), np.float32)); h.shape, c.shape
+    ((2, 4), (2, 4))
+    """
+
+    gates = 4
+
+    def forward(self, x: Any, state: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """One step: the new (h, c)."""
+        h, c = (self._zeros(x), self._zeros(x)) if state is None else state
+        z = linear(x, self.weight_ih, self.bias_ih) + linear(h, self.weight_hh, self.bias_hh)
+        i, f = self._gate(z, 0).sigmoid(), self._gate(z, 1).sigmoid()
+        g, o = self._gate(z, 2).tanh(), self._gate(z, 3).sigmoid()
+        c2 = f * c + i * g
+        return o * c2.tanh(), c2
+
+
+class GRUCell(_Cell):
+    """GRU cell (Cho et al. 2014; gate order r, z, n as PyTorch):
+
+    r = sigmoid(x W_ir^T + b_ir + h W_hr^T + b_hr), u = sigmoid(x W_iz^T + b_iz + h W_hz^T + b_hz),
+    n = tanh(x W_in^T + b_in + r (h W_hn^T + b_hn)), h' = (1 - u) n + u h.
+
+    Called as ``cell(x, h) -> h'``; h of None means zeros.
+
+    >>> GRUCell(3, 4, rng=0)(np.ones((2, 3), np.float32)).shape
+    (2, 4)
+    """
+
+    gates = 3
+
+    def forward(self, x: Any, h: Tensor | None = None) -> Tensor:
+        """One step: the new hidden state."""
+        h = self._zeros(x) if h is None else h
+        gi = linear(x, self.weight_ih, self.bias_ih)
+        gh = linear(h, self.weight_hh, self.bias_hh)
+        r = (self._gate(gi, 0) + self._gate(gh, 0)).sigmoid()
+        u = (self._gate(gi, 1) + self._gate(gh, 1)).sigmoid()
+        n = (self._gate(gi, 2) + r * self._gate(gh, 2)).tanh()
+        return (1.0 - u) * n + u * h
+
+
+class RNN(Module):
+    """Unroll a cell over time: input (N, T, F); output the last hidden state (N, H), or every step's
+    (N, T, H) with ``return_sequences=True``. An LSTM cell's state is (h, c); h is the output.
+
+    The graph is the cell's graph repeated T times with shared parameters, so backward is backpropagation
+    through time.
+
+    >>> rnn = RNN(LSTMCell(2, 3, rng=0), return_sequences=True); rnn(np.ones((4, 5, 2), np.float32)).shape
+    (4, 5, 3)
+    """
+
+    def __init__(self, cell: _Cell, return_sequences: bool = False) -> None:
+        super().__init__()
+        if not isinstance(cell, _Cell):
+            raise TypeError(f"RNN needs a recurrent cell (RNNCell, LSTMCell, GRUCell), got {type(cell).__name__}")
+        self.cell = cell
+        self.return_sequences = bool(return_sequences)
+
+    def forward(self, x: Any, state: Any = None) -> Tensor:
+        """Run the cell over the time axis, starting from ``state`` (None: zeros)."""
+        shape = np.shape(x.data if isinstance(x, Tensor) else x)
+        if len(shape) != 3 or shape[2] != self.cell.input_size:
+            raise ShapeError(f"RNN: input must have shape (N, T, {self.cell.input_size}), got {shape}")
+        # A data input is sliced as an array (no graph); a Tensor that needs a gradient through getitem nodes.
+        steps = x if isinstance(x, Tensor) and x.requires_grad else np.asarray(x.data if isinstance(x, Tensor)
+                                                                                  else x)
+        outputs = []
+        for t in range(shape[1]):
+            state = self.cell(steps[:, t], state)
+            outputs.append(state[0] if isinstance(state, tuple) else state)
+        if not self.return_sequences:
+            return outputs[-1]
+        n, hidden = shape[0], self.cell.hidden_size
+        return concatenate([h.reshape(n, 1, hidden) for h in outputs], axis=1)
+
+    def extra_repr(self) -> str:
+        return f"return_sequences={self.return_sequences}"
