@@ -179,6 +179,20 @@ def seed002_outputs(run: Run) -> dict[str, float]:
     return engine
 
 
+def swish_check(run: Run) -> dict:
+    """The SymPy check: seed 002's printed formula differs from the swish row in value and derivative."""
+    from microgradx.symbolic import compare_formula
+
+    at = (-2.0, -0.5, 0.5, 2.0, 4.0)
+    found = {"seed": compare_formula("x / (1 - exp(-x))", "swish", at=at),
+             "correct": compare_formula("x * sigmoid(x)", "swish", at=at)}
+    for name, comparison in found.items():
+        run.say(f"SymPy check of the {name} formula:")
+        run.say(str(comparison))
+    (run.out / "swish-sympy-check.txt").write_text("\n\n".join(str(c) for c in found.values()) + "\n")
+    return found
+
+
 def kinks(run: Run, entries: Sequence[Entry]) -> None:
     """Where the derivative does not exist, which subgradient the engine takes (from each op row)."""
     rows = [(e.op.name, e.op.subgradient) for e in entries if e.op.subgradient]
@@ -197,14 +211,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
     plot_gallery(run, entries, xs, found)
     peaks = sigmoid_family(run, xs, found)
     outputs = seed002_outputs(run)
+    checked = swish_check(run)
     kinks(run, entries)
     run.say(f"Key numbers: sigmoid(7) = {outputs['sigmoid_function(7)']!r}, "
             f"tanh(-1) = {outputs['tanh_function(-1)']!r}, elu(-5, 0.1) = {outputs['elu_function(-5,']!r}; "
             f"swish(4): seed formula "
             f"{outputs['swish_function(4) seed formula']!r}, correct {outputs['swish_function(4)']!r}; "
-            f"max sigmoid' = {peaks['sigmoid']:g}")
+            f"max sigmoid' = {peaks['sigmoid']:g}; SymPy check of the seed's swish formula: "
+            f"{'agrees' if checked['seed'].ok else 'differs'}")
     run.finish()
-    return {"outputs": outputs, "peaks": peaks, "xs": xs, "curves": found, "entries": [e.op.name for e in entries]}
+    return {"outputs": outputs, "peaks": peaks, "xs": xs, "curves": found, "entries": [e.op.name for e in entries],
+            "swish_check": checked}
 
 
 if __name__ == "__main__":

@@ -119,6 +119,10 @@ def test_activation_gallery_reproduces_seed002_outputs_and_derivatives(demo):
     # ... while swish is x * sigmoid(x).
     assert got["swish_function(4)"] == pytest.approx(4 / (1 + math.exp(-4)), rel=1e-15)
     assert got["swish_function(-67)"] == pytest.approx(-67 * math.exp(-67) / (1 + math.exp(-67)), rel=1e-14)
+    # The SymPy check flags the printed formula at every point (value and derivative) and passes x * sigmoid(x).
+    seed, correct = r["swish_check"]["seed"], r["swish_check"]["correct"]
+    assert not seed.ok and not any(p[-1] for p in seed.points) and correct.ok
+    assert (out / "swish-sympy-check.txt").exists()
     assert r["peaks"]["sigmoid"] == pytest.approx(0.25, abs=1e-12)  # xs includes 0: sigmoid'(0) = 1/4
     for name in ("tanh", "arctan", "softsign"):
         assert r["peaks"][name] == pytest.approx(1.0, abs=1e-12)
