@@ -5,6 +5,7 @@ and batch-norm layers (ops in ``functional``) and recurrent cells built from exi
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -22,7 +23,7 @@ __all__ = [
 ]
 
 
-class Module:
+class Module(ABC):
     """Base of every layer: named parameters, train/eval mode, ``zero_grad`` and a state dict.
 
     Parameters are the attributes that are Tensors with ``requires_grad=True``; sub-modules are attributes
@@ -43,9 +44,9 @@ class Module:
     def __init__(self) -> None:
         self.training = True
 
+    @abstractmethod
     def forward(self, *args: Any) -> Any:
         """The module's computation; subclasses define it."""
-        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args: Any) -> Any:
         return self.forward(*args)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import numbers
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import Any
 
@@ -108,7 +109,7 @@ def _unit(where: str, name: str, x: Any) -> float:
     return x
 
 
-class Optimizer:
+class Optimizer(ABC):
     """Base class: holds the parameters, the learning rate ``lr`` and one state dict per parameter.
 
     A subclass writes only ``_update(g, theta, state) -> delta``: the change to add to the parameter, given the
@@ -213,8 +214,9 @@ class Optimizer:
     def _init_state(self, theta: np.ndarray) -> dict[str, Any]:
         return {}
 
+    @abstractmethod
     def _update(self, g: np.ndarray, theta: np.ndarray, state: dict[str, Any]) -> np.ndarray:
-        raise NotImplementedError(f"{type(self).__name__} does not define an update rule")
+        """The new parameter value from gradient ``g`` (each optimizer's update rule)."""
 
     # -- saving and restoring ----------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -38,7 +39,7 @@ def _improves(mode: str, current: float, reference: float, min_delta: float) -> 
     return current < reference - min_delta if mode == "min" else current > reference + min_delta
 
 
-class Schedule:
+class Schedule(ABC):
     """A learning rate given by a formula of the epoch number t = 0, 1, 2, ...: ``lr_at(t)``.
 
     Built on an optimizer it sets ``optimizer.lr = lr_at(0)`` at once and ``lr_at(t)`` at each ``step()``, which
@@ -57,9 +58,9 @@ class Schedule:
         self.epoch = 0
         self._apply()
 
+    @abstractmethod
     def lr_at(self, epoch: int) -> float:
         """The learning rate of epoch ``epoch``."""
-        raise NotImplementedError(f"{type(self).__name__} does not define lr_at")
 
     @property
     def lr(self) -> float:
