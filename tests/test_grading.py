@@ -8,7 +8,7 @@ import sys
 import textwrap
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -21,41 +21,150 @@ from microgradx.grading.rules import check, deep_program, diamond_program, wire
 from microgradx.strategies import STUDENT_PARAMS, Program, Step, number_programs, pairs, programs, reuse_programs
 
 ENGINES = Path(__file__).parent / "engines"
+CORRECT = (ENGINES / "correct.py").read_text()
 FAST = Assignment(examples=15)
 
-# engine file -> the rules its bug must fail (other rules may fail too)
-ZOO = {
-    "relu_assign": ["accumulate[relu]"],
-    "mul_assign": ["accumulate[mul]"],
-    "no_visited": ["order", "linear-time"],
-    "bfs_order": ["order"],
-    "forward_order": ["order"],
-    "pow_k2": ["gradient[pow]"],
-    "pow_exponent": ["gradient[pow]"],
-    "tanh_derivative": ["gradient[tanh]"],
-    "exp_derivative": ["gradient[exp]"],
-    "log_derivative": ["gradient[log]"],
-    "relu_no_chain": ["gradient[relu]"],
-    "sigmoid_derivative": ["gradient[sigmoid]"],
-    "div_sign": ["gradient[div]"],
-    "rsub_reversed": ["numbers[sub]"],
-    "rtruediv_reversed": ["numbers[div]"],
-    "no_wrapping": ["numbers[add]"],
-    "no_seed": ["seed"],
-    "mutates_data": ["inputs-unchanged"],
-    "path_walking": ["linear-time"],
-    "hang": ["order"],
-    "os_exit": ["seed"],
-    "sys_exit_import": ["forward[add]"],
-}
+
+@dataclass(frozen=True)
+class Bug:
+    """A broken engine: the text edits (old -> new) that break correct.py, or, with no edits, a whole file
+    engines/<name>.py (a rewrite that a list of edits would only obscure)."""
+
+    name: str
+    bug: str
+    rules: tuple[str, ...]  # the rules it must fail (other rules may fail too)
+    edits: dict[str, str]
+
+
+# The zoo. Each `old` occurs exactly once in correct.py (checked), so editing correct.py cannot silently leave a
+# broken engine correct.
+BUGS = [
+    Bug("relu_assign", "relu's backward assigns (`=`) instead of accumulating (`+=`)", ("accumulate[relu]",), {
+        "self.grad += (1.0 if self.data > 0 else 0.0) * out.grad":
+        "self.grad = (1.0 if self.data > 0 else 0.0) * out.grad"}),
+    Bug("mul_assign", "mul's backward assigns (`=`) instead of accumulating (`+=`), so x*x gets x, not 2x",
+        ("accumulate[mul]",), {
+            "self.grad += other.data * out.grad": "self.grad = other.data * out.grad",
+            "other.grad += self.data * out.grad": "other.grad = self.data * out.grad"}),
+    Bug("no_visited", "the topological sort has no visited set, so a shared node is processed once per use",
+        ("order", "linear-time"), {
+            "topo, seen = [], set()": "topo = []",
+            "elif v not in seen:\n                seen.add(v)\n": "else:\n",
+            "for c in v._prev if c not in seen)": "for c in v._prev)"}),
+    Bug("bfs_order", "backward visits nodes breadth-first from the output (each once), which is not a topological "
+        "order when paths of different lengths meet", ("order",), {
+            "        topo, seen = [], set()\n"
+            "        stack = [(self, False)]\n"
+            "        while stack:\n"
+            "            v, done = stack.pop()\n"
+            "            if done:\n"
+            "                topo.append(v)\n"
+            "            elif v not in seen:\n"
+            "                seen.add(v)\n"
+            "                stack.append((v, True))\n"
+            "                stack.extend((c, False) for c in v._prev if c not in seen)\n":
+            "        order, seen = [self], {self}\n"
+            "        for v in order:\n"
+            "            for c in v._prev:\n"
+            "                if c not in seen:\n"
+            "                    seen.add(c)\n"
+            "                    order.append(c)\n",
+            "for v in reversed(topo):": "for v in order:"}),
+    Bug("forward_order", "backward walks the topological order forwards (inputs first) instead of in reverse",
+        ("order",), {"for v in reversed(topo):": "for v in topo:"}),
+    Bug("pow_k2", "pow's derivative is hard-coded as 2*x, right only for x**2", ("gradient[pow]",), {
+        "k * self.data ** (k - 1) * out.grad": "2 * self.data * out.grad"}),
+    Bug("pow_exponent", "pow's derivative forgets to lower the exponent: k * x**k", ("gradient[pow]",), {
+        "k * self.data ** (k - 1)": "k * self.data ** k"}),
+    Bug("tanh_derivative", "tanh's derivative is written 1 - t instead of 1 - t**2", ("gradient[tanh]",), {
+        "(1 - t * t) * out.grad": "(1 - t) * out.grad"}),
+    Bug("exp_derivative", "exp's derivative uses the input x instead of exp(x)", ("gradient[exp]",), {
+        "self.grad += out.data * out.grad": "self.grad += self.data * out.grad"}),
+    Bug("log_derivative", "log's derivative divides by the output log(x) instead of the input x",
+        ("gradient[log]",), {"out.grad / self.data": "out.grad / out.data"}),
+    Bug("relu_no_chain", "relu's backward forgets to multiply by the upstream gradient", ("gradient[relu]",), {
+        "(1.0 if self.data > 0 else 0.0) * out.grad": "1.0 if self.data > 0 else 0.0"}),
+    Bug("sigmoid_derivative", "sigmoid's derivative is written s * (1 + s)", ("gradient[sigmoid]",), {
+        "s * (1 - s)": "s * (1 + s)"}),
+    Bug("div_sign", "a hand-written division whose derivative for the denominator lacks the minus sign",
+        ("gradient[div]",), {
+            "        return self * other ** -1\n":
+            "        other = other if isinstance(other, Value) else Value(other)\n"
+            '        out = Value(self.data / other.data, (self, other), "/")\n'
+            "\n"
+            "        def _backward():\n"
+            "            self.grad += out.grad / other.data\n"
+            "            other.grad += self.data / other.data ** 2 * out.grad\n"
+            "        out._backward = _backward\n"
+            "        return out\n"}),
+    Bug("rsub_reversed", "__rsub__ computes self - other, so 2 - x gives x - 2", ("numbers[sub]",), {
+        "return other + (-self)": "return self - other"}),
+    Bug("rtruediv_reversed", "__rtruediv__ computes self / other, so 2 / x gives x / 2", ("numbers[div]",), {
+        "return other * self ** -1": "return self / other"}),
+    Bug("no_wrapping", "__add__ does not wrap plain numbers in a Value, so x + 2 fails", ("numbers[add]",), {
+        "        other = other if isinstance(other, Value) else Value(other)\n"
+        '        out = Value(self.data + other.data, (self, other), "+")\n':
+        '        out = Value(self.data + other.data, (self, other), "+")\n'}),
+    Bug("no_seed", "backward() forgets to seed the output's gradient with 1, so every gradient is 0", ("seed",), {
+        "        self.grad = 1.0\n": ""}),
+    Bug("mutates_data", "backward() also takes a gradient-descent step, changing every node's data",
+        ("inputs-unchanged",), {
+            "            v._backward()\n":
+            "            v._backward()\n"
+            "        for v in topo:\n"
+            "            v.data -= 0.01 * v.grad\n"}),
+    Bug("path_walking", "backward pushes the gradient down every path recursively, with no topological order: the "
+        "gradients are right, but a chain of diamonds takes exponential time", ("linear-time",), {}),
+    Bug("hang", "backward loops forever (a while loop whose condition never changes)", ("order",), {
+        "        self.grad = 1.0\n": "        self.grad = 1.0\n        while topo:\n            pass\n"}),
+    Bug("os_exit", "backward calls os._exit, killing the process (e.g. left-over debugging code)", ("seed",), {
+        "import math\n": "import math\nimport os\n",
+        "        self.grad = 1.0\n": "        self.grad = 1.0\n        os._exit(3)\n"}),
+    Bug("sys_exit_import", "the file calls sys.exit() when imported (a script left at module level)",
+        ("forward[add]",), {
+            "import math\n": "import math\nimport sys\n",
+            'return f"Value(data={self.data}, grad={self.grad})"\n':
+            'return f"Value(data={self.data}, grad={self.grad})"\n\n\nsys.exit("done")\n'}),
+]
+ZOO = {b.name: b.rules for b in BUGS}
+
+
+def mutate(edits: dict[str, str], source: str = CORRECT) -> str:
+    """`source` with each `old` replaced by its `new`; every `old` must occur exactly once in `source` and in
+    the text edited so far, so that no edit can silently miss or hit two places."""
+    text = source
+    for old, new in edits.items():
+        if source.count(old) != 1 or text.count(old) != 1:
+            raise ValueError(f"{old!r} occurs {source.count(old)} times in correct.py and {text.count(old)} times "
+                             "after the previous edits; an edit must hit exactly one place")
+        text = text.replace(old, new)
+    return text
+
+
+def engine_text(bug: Bug) -> str:
+    """The broken engine's source: correct.py edited, opening with a docstring that names the bug."""
+    body = mutate(bug.edits).split("\n", 1)[1]  # drop correct.py's one-line docstring
+    return f'"""Bug: {bug.bug}."""\n{body}'
+
+
+@pytest.fixture(scope="session")
+def zoo_files(tmp_path_factory):
+    """Every zoo engine's file by name (the edited ones written to a temporary folder), plus 'correct'."""
+    folder = tmp_path_factory.mktemp("engines")
+    paths = {"correct": ENGINES / "correct.py"}
+    for bug in BUGS:
+        paths[bug.name] = folder / f"{bug.name}.py" if bug.edits else ENGINES / f"{bug.name}.py"
+        if bug.edits:
+            paths[bug.name].write_text(engine_text(bug))
+    return paths
 
 
 @pytest.fixture(scope="module")
-def zoo():
+def zoo(zoo_files):
     """Every zoo engine graded on its expected rules (and the correct engine on all of them), two at a time."""
     every = sorted({r for rules in ZOO.values() for r in rules})
-    jobs = {name: (ENGINES / f"{name}.py", rules) for name, rules in ZOO.items()}
-    jobs["correct"] = (ENGINES / "correct.py", every)
+    jobs = {name: (zoo_files[name], rules) for name, rules in ZOO.items()}
+    jobs["correct"] = (zoo_files["correct"], every)
     with ProcessPoolExecutor(max_workers=2) as pool:
         futures = {name: pool.submit(grade, path, FAST, only=rules) for name, (path, rules) in jobs.items()}
         return {name: f.result() for name, f in futures.items()}
@@ -63,7 +172,23 @@ def zoo():
 
 def test_zoo_has_at_least_15_distinct_bugs():
     files = {p.stem for p in ENGINES.glob("*.py")} - {"conftest", "correct"}
-    assert files == set(ZOO) and len(ZOO) >= 15
+    assert files == {b.name for b in BUGS if not b.edits}
+    texts = [engine_text(b) if b.edits else (ENGINES / f"{b.name}.py").read_text() for b in BUGS]
+    assert len(ZOO) == len(BUGS) >= 15 and len(set(texts)) == len(texts) and CORRECT not in texts
+
+
+@pytest.mark.parametrize("bug", [b for b in BUGS if b.edits], ids=lambda b: b.name)
+def test_zoo_edits_each_hit_one_place_and_leave_valid_python(bug):
+    for old, new in bug.edits.items():
+        assert CORRECT.count(old) == 1 and old != new, old
+    compile(engine_text(bug), f"{bug.name}.py", "exec")  # a syntax error would fail every rule for no reason
+
+
+def test_a_zoo_edit_that_misses_or_hits_twice_is_an_error():
+    with pytest.raises(ValueError, match="occurs 0 times"):
+        mutate({"no such line": "x"})
+    with pytest.raises(ValueError, match="occurs 2 times"):
+        mutate({"other = other if isinstance(other, Value) else Value(other)": "pass"})
 
 
 @pytest.mark.parametrize("name", sorted(ZOO))
@@ -113,10 +238,10 @@ def test_crashes_hangs_and_exits_are_reported_not_raised(zoo):
     assert "did not finish within 2 s" in problem("path_walking")
 
 
-def test_path_walking_gets_right_gradients_only_slowly(zoo):
+def test_path_walking_gets_right_gradients_only_slowly(zoo, zoo_files):
     by = {r.name: r.status for r in zoo["path_walking"].results}
     assert by["linear-time"] == "failed"
-    report = grade(ENGINES / "path_walking.py", FAST, only=["order", "accumulate[mul]"])
+    report = grade(zoo_files["path_walking"], FAST, only=["order", "accumulate[mul]"])
     assert report.passed, report.text()
 
 
@@ -151,9 +276,9 @@ def test_deep_graph_fails_micrograd_when_the_assignment_says_so():
     assert r.status == "failed" and "RecursionError" in r.finding["problem"] and not rep.passed
 
 
-def test_reports_are_reproducible_with_a_seed():
-    a = grade(ENGINES / "tanh_derivative.py", FAST, seed=7, only=["gradient[tanh]"])
-    b = grade(ENGINES / "tanh_derivative.py", FAST, seed=7, only=["gradient[tanh]"])
+def test_reports_are_reproducible_with_a_seed(zoo_files):
+    a = grade(zoo_files["tanh_derivative"], FAST, seed=7, only=["gradient[tanh]"])
+    b = grade(zoo_files["tanh_derivative"], FAST, seed=7, only=["gradient[tanh]"])
     assert a.results[0].finding == b.results[0].finding
 
 
@@ -161,13 +286,12 @@ def test_reports_are_reproducible_with_a_seed():
 # The sandbox against hostile engines (written here, each bounded so it cannot harm the machine)
 # ---------------------------------------------------------------------------------------------------------
 
-CORRECT = (ENGINES / "correct.py").read_text()
-
-
 def engine(tmp_path, extra_import="", backward_extra="", module_extra="", name="engine.py"):
-    text = CORRECT.replace("import math\n", "import math\nimport os\nimport sys\nimport time\n" + extra_import)
-    text = text.replace("        self.grad = 1.0\n", "        self.grad = 1.0\n" + textwrap.indent(
-        textwrap.dedent(backward_extra), " " * 8), 1) + textwrap.dedent(module_extra)
+    text = mutate({
+        "import math\n": "import math\nimport os\nimport sys\nimport time\n" + extra_import,
+        "        self.grad = 1.0\n":
+        "        self.grad = 1.0\n" + textwrap.indent(textwrap.dedent(backward_extra), " " * 8),
+    }) + textwrap.dedent(module_extra)
     path = tmp_path / name
     path.write_text(text)
     return path
@@ -357,8 +481,8 @@ def test_bad_assignment_files_are_usage_errors(tmp_path, text, words, capsys):
     assert words.split()[0] in capsys.readouterr().err
 
 
-def test_exit_status_reports_and_csv(tmp_path, capsys):
-    correct, broken = str(ENGINES / "correct.py"), str(ENGINES / "rsub_reversed.py")
+def test_exit_status_reports_and_csv(tmp_path, capsys, zoo_files):
+    correct, broken = str(zoo_files["correct"]), str(zoo_files["rsub_reversed"])
     args = ["--rules", "numbers[*]", "--examples", "10"]
     assert main(["grade", correct, *args, "--json", str(tmp_path / "r.json"),
                  "--junit", str(tmp_path / "j.xml")]) == 0
@@ -386,7 +510,7 @@ def test_gradescope_result_for_a_missing_submission(tmp_path):
     assert json.loads(out.read_text())["score"] == 0
 
 
-def test_make_autograder_bundle_grades_from_its_own_files(tmp_path):
+def test_make_autograder_bundle_grades_from_its_own_files(tmp_path, zoo_files):
     import subprocess
     import zipfile
 
@@ -402,7 +526,7 @@ def test_make_autograder_bundle_grades_from_its_own_files(tmp_path):
     assert "hypothesis" in (src / "setup.sh").read_text()
     res = tmp_path / "results.json"
     env = {**os.environ, "PYTHONPATH": str(src)}
-    subprocess.run([sys.executable, "-m", "microgradx.cli", "grade", str(ENGINES / "rsub_reversed.py"),
+    subprocess.run([sys.executable, "-m", "microgradx.cli", "grade", str(zoo_files["rsub_reversed"]),
                     "--assignment", str(src / "assignment.toml"), "--gradescope", str(res), "--rules", "numbers[*]"],
                    env=env, cwd=tmp_path, check=False, capture_output=True)
     assert json.loads(res.read_text())["score"] == 1
