@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Run", "start", "table", "fmt", "pyplot", "save_figure", "save_drawing", "timed"]
+__all__ = ["Run", "start", "table", "fmt", "pyplot", "save_figure", "save_drawing", "timed", "one_blas_thread"]
 
 
 @dataclass
@@ -24,6 +24,7 @@ class Run:
     fast: bool
     out: Path
     written: list[Path] = field(default_factory=list)
+    args: argparse.Namespace = field(default_factory=argparse.Namespace)
 
     def path(self, filename: str) -> Path:
         """A file in the output folder, remembered as written."""
@@ -41,20 +42,24 @@ class Run:
         self.say(f"\n{n} file(s) written to {self.out}")
 
 
-def start(name: str, description: str, argv: Sequence[str] | None = None) -> Run:
+def start(name: str, description: str, argv: Sequence[str] | None = None,
+          options: Callable[[argparse.ArgumentParser], Any] | None = None) -> Run:
     """Parse ``--fast`` and ``--out`` for the demo ``name`` and create its output folder.
 
-    The default folder is ``./demo-output/<name>/`` under the current directory.
+    The default folder is ``./demo-output/<name>/`` under the current directory. ``options(parser)`` adds a
+    demo's own arguments; their values are in ``run.args``.
     """
     parser = argparse.ArgumentParser(prog=f"{name}.py", description=description)
     parser.add_argument("--fast", action="store_true",
                         help="a smaller run that takes a few seconds (used by the tests)")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"output folder (default: ./demo-output/{name}/)")
+    if options is not None:
+        options(parser)
     args = parser.parse_args(argv)
     out = args.out if args.out is not None else Path.cwd() / "demo-output" / name
     out.mkdir(parents=True, exist_ok=True)
-    run = Run(name, args.fast, out)
+    run = Run(name, args.fast, out, args=args)
     run.say(f"== {name}{' (fast mode)' if args.fast else ''}: {description}")
     return run
 
@@ -131,3 +136,11 @@ def timed(fn: Callable[[], Any], repeat: int = 3) -> tuple[float, Any]:
         result = fn()
         best = min(best, time.perf_counter() - t0)
     return best, result
+
+
+def one_blas_thread() -> Any:
+    """A context in which NumPy's BLAS uses one thread: the matrices of these small networks are too small for
+    threads to pay off, and on a busy machine extra threads make training several times slower."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1)

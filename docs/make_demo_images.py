@@ -23,6 +23,12 @@ PICTURES = {
     "line_search": ["iterates.png"],
     "momentum_zigzag": ["zigzag.png"],
     "insurance_logistic": ["insurance.png"],
+    "vanishing_gradients": ["layer-norms.png"],
+    "optimizer_comparison": ["optimizers.png"],
+    "batch_size_study": ["loss.png"],
+    "lr_schedules": ["schedules.png"],
+    "regularisation": ["regularisation.png"],
+    "mnist_mlp": ["training.png"],
 }
 
 

@@ -288,3 +288,305 @@ def test_insurance_logistic_against_newton_and_formulas(demo):
         assert d["a_grad"] == pytest.approx(2 * s * s * (1 - s), rel=1e-9)
         assert d["w1_grad"] == pytest.approx(x * 2 * s * s * (1 - s), rel=1e-9)
     assert (out / "insurance.png").exists()
+
+
+# -- 4. vanishing gradients (seeds 000, 003) ------------------------------------------------------------------------
+
+ACT = {"sigmoid": (lambda z: 1 / (1 + np.exp(-z)), lambda a: a * (1 - a)),
+       "tanh": (np.tanh, lambda a: 1 - a * a),
+       "relu": (lambda z: np.maximum(z, 0), lambda a: (a > 0).astype(float))}
+
+
+def backprop_by_hand(linears, act, residual, X, y):
+    """Forward and backward of the demo's network written out in NumPy: the norms of dL/dW and dL/dz per layer."""
+    f, df = ACT[act]
+    Ws, bs = [np.asarray(layer.weight.data, float) for layer in linears], [np.asarray(layer.bias.data, float)
+                                                                          for layer in linears]
+    hs, acts = [X], []
+    for k in range(len(Ws) - 1):
+        a = f(hs[-1] @ Ws[k].T + bs[k])
+        acts.append(a)
+        hs.append(hs[-1] + a if residual and k > 0 else a)
+    out = hs[-1] @ Ws[-1].T + bs[-1]
+    g = 2 * (out - y[:, None]) / out.size            # dL/dz of the last layer
+    dW, dz = [None] * len(Ws), [None] * len(Ws)
+    dW[-1], dz[-1] = g.T @ hs[-1], g
+    gh = g @ Ws[-1]                                   # dL/dh of the last hidden output
+    for k in range(len(Ws) - 2, -1, -1):
+        gz = gh * df(acts[k])
+        dz[k], dW[k] = gz, gz.T @ hs[k]
+        gh = gz @ Ws[k] + (gh if residual and k > 0 else 0)
+    return [np.linalg.norm(w) for w in dW], [np.linalg.norm(z) for z in dz], Ws
+
+
+def test_vanishing_gradients_against_hand_backprop_and_the_sigmoid_bound(demo):
+    r, out = demo("vanishing_gradients")
+    assert len(r["norms"]) == 9
+    for label, linears in r["models"].items():
+        act = label.split(",")[0]
+        w_norms, z_norms, Ws = backprop_by_hand(linears, act, "residual" in label, r["X"], r["y"])
+        assert len(w_norms) == 20
+        assert r["norms"][label] == pytest.approx(w_norms, rel=1e-9, abs=1e-300), label
+        assert r["deltas"][label] == pytest.approx(z_norms, rel=1e-9, abs=1e-300), label
+        assert r["ratios"][label] == pytest.approx(w_norms[0] / w_norms[-1], rel=1e-9)
+        if act == "sigmoid" and "residual" not in label:
+            # Seed 003: every sigmoid layer multiplies the gradient by sigma' <= 1/4 (times the weights).
+            for k in range(19):
+                assert z_norms[k] <= 0.25 * np.linalg.norm(Ws[k + 1], 2) * z_norms[k + 1] * (1 + 1e-12)
+    d = r["delta_ratios"]
+    assert d["sigmoid, naive init"] < 1e-12 and d["sigmoid, Xavier init"] < 1e-9   # vanishes either way
+    assert d["tanh, naive init"] < 1e-3 < d["tanh, Xavier init"]                    # Xavier fixes tanh
+    assert d["relu, naive init"] < 1e-5 < d["relu, He init"]                        # He fixes ReLU
+    for act in ("sigmoid", "tanh", "relu"):
+        assert d[f"{act}, naive init + residual"] > 1e-2                            # the skips carry it through
+    assert (out / "layer-norms.png").exists() and (out / "ratios.txt").exists()
+
+
+# -- 8. optimizer comparison (seed 000 §3.1) ------------------------------------------------------------------------
+
+def test_optimizer_comparison_sgd_and_adam_against_loops_written_here(demo):
+    from microgradx.data import DataLoader
+
+    r, out = demo("optimizer_comparison")
+    Xtr, ytr, Xte, yte = (np.asarray(a, np.float64) for a in r["split"])
+    assert Xtr.shape[1] == 8
+    init = {k: np.asarray(v, np.float64) for k, v in r["init"].items()}
+    for name in ("SGD", "Adam"):
+        W1, b1, W2, b2 = (init[k].copy() for k in ("0.weight", "0.bias", "2.weight", "2.bias"))
+        params = [W1, b1, W2, b2]
+        m = [np.zeros_like(p) for p in params]
+        v = [np.zeros_like(p) for p in params]
+        t, epoch_losses = 0, []
+        loader = DataLoader(Xtr.astype(np.float32), ytr.astype(np.float32), 32, seed=0)
+        for _ in range(r["epochs"]):
+            total = 0.0
+            for xb, yb in loader:
+                xb, yb = xb.astype(np.float64), yb.astype(np.float64)
+                z = xb @ W1.T + b1
+                h = np.maximum(z, 0)
+                e = (h @ W2.T + b2)[:, 0] - yb
+                total += np.mean(e ** 2) * len(yb)
+                go = (2 * e / len(yb))[:, None]
+                gz = (go @ W2) * (z > 0)
+                grads = [gz.T @ xb, gz.sum(0), go.T @ h, go.sum(0)]
+                t += 1
+                for p, g, mi, vi in zip(params, grads, m, v):
+                    if name == "SGD":
+                        p -= 0.01 * g
+                    else:
+                        mi[...] = 0.9 * mi + 0.1 * g
+                        vi[...] = 0.999 * vi + 0.001 * g * g
+                        p -= 0.001 * (mi / (1 - 0.9 ** t)) / (np.sqrt(vi / (1 - 0.999 ** t)) + 1e-8)
+            epoch_losses.append(total / len(ytr))
+        h = r["histories"][name]
+        assert h.loss == pytest.approx(epoch_losses, rel=2e-4), name
+        test_mse = np.mean(((np.maximum(Xte @ W1.T + b1, 0) @ W2.T + b2)[:, 0] - yte) ** 2)
+        assert h["val_loss"][-1] == pytest.approx(test_mse, rel=2e-4), name
+    for name, h in r["histories"].items():
+        assert len(h.batch_loss) == r["epochs"] * math.ceil(len(ytr) / 32)
+        windows = np.lib.stride_tricks.sliding_window_view(np.array(h.batch_loss), 50)
+        assert h.rolling_variance(50) == pytest.approx(windows.var(axis=1, ddof=1), rel=1e-9)
+        assert h.loss[-1] < h.loss[0], name
+    assert (out / "optimizers.png").exists() and (out / "optimizers.txt").exists()
+
+
+# -- 9. batch size study (seed 001 §4.2) ----------------------------------------------------------------------------
+
+def test_batch_size_study_full_batch_is_gradient_descent_and_sgd_prefers_small_batches(demo):
+    r, out = demo("batch_size_study")
+    data, full, epochs = r["data"], r["full"], r["epochs"]
+    X, y = data.X_train.astype(np.float64), data.y_train
+    for (_, batch), res in r["results"].items():
+        assert res["steps"] == epochs * math.ceil(full / batch)
+    # Full-batch SGD is plain gradient descent: the loop written out here from the same initial weights.
+    init = {k: np.asarray(v, np.float64) for k, v in r["init"].items()}
+    W1, b1, W2, b2 = (init[k].copy() for k in ("0.weight", "0.bias", "2.weight", "2.bias"))
+    losses = []
+    onehot = np.eye(10)[y]
+    for _ in range(epochs):
+        z = X @ W1.T + b1
+        h = np.maximum(z, 0)
+        logits = h @ W2.T + b2
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+        losses.append(-np.mean(np.log(p[np.arange(len(y)), y])))
+        go = (p - onehot) / len(y)
+        gz = (go @ W2) * (z > 0)
+        W1, b1, W2, b2 = W1 - 0.01 * gz.T @ X, b1 - 0.01 * gz.sum(0), W2 - 0.01 * go.T @ h, b2 - 0.01 * go.sum(0)
+    assert r["histories"]["sgd", full].loss == pytest.approx(losses, rel=1e-4)
+    # Seed 001, Figure 21: with the same epochs, SGD's training loss grows with the batch size.
+    sgd = [r["results"]["sgd", b]["loss"] for b in r["batches"]]
+    assert sgd == sorted(sgd)
+    assert r["results"]["adam", r["batches"][0]]["loss"] < r["results"]["sgd", r["batches"][0]]["loss"]
+    assert (out / "batch-sizes.txt").exists() and (out / "loss.png").exists()
+
+
+# -- 10. learning-rate schedules (seed 004) ------------------------------------------------------------------------
+
+def keras_plateau(values, lr, factor=0.1, patience=3):
+    """Rates epoch by epoch: x factor after `patience` epochs in a row without a new lowest value."""
+    best, wait, rates = math.inf, 0, []
+    for v in values:
+        rates.append(lr)
+        if v < best:
+            best, wait = v, 0
+        else:
+            wait += 1
+        if wait >= patience:
+            lr, wait = lr * factor, 0
+    return rates
+
+
+def test_lr_schedules_reproduce_seed004_and_follow_the_formulas(demo):
+    r, out = demo("lr_schedules")
+    rates, epochs = r["rates"], r["epochs"]
+    i5, i10 = epochs.index(5), epochs.index(10)
+    assert round(rates["exponential (k = 0.01)"][i10], 2) == 0.09      # seed 004: "~ 0.09"
+    assert round(rates["inverse (k = 0.01)"][i10], 3) == 0.091          # seed 004: "~ 0.091"
+    assert rates["exponential (k = 0.01)"][i10] == pytest.approx(0.1 * math.exp(-0.1), rel=1e-15)
+    assert rates["inverse (k = 0.01)"][i10] == pytest.approx(0.1 / 1.1, rel=1e-15)
+    assert rates["step (x 0.5 every 5)"][i5] == pytest.approx(0.05) and rates["step (x 0.5 every 5)"][i10] == \
+        pytest.approx(0.025)                                             # seed 004: 0.05, 0.025
+    # The rate printed after epoch t is the one epoch t + 1 trains with.
+    assert r["plateau_rates"] == pytest.approx(keras_plateau(r["plateau_losses"] + [math.inf], 0.1)[1:])
+    hs = r["histories"]
+    n = hs["constant"].epochs
+    t = np.arange(n)
+    assert hs["constant"].lr == pytest.approx([0.1] * n)
+    assert hs["exponential"].lr == pytest.approx(0.1 * np.exp(-0.1 * t), rel=1e-12)
+    assert hs["inverse"].lr == pytest.approx(0.1 / (1 + 0.1 * t), rel=1e-12)
+    assert hs["step"].lr == pytest.approx(0.1 * 0.5 ** (t // 5), rel=1e-12)
+    assert hs["plateau"].lr == pytest.approx(keras_plateau(hs["plateau"]["val_loss"], 0.1), rel=1e-12)
+    # Same weights, batches and rate in epoch 1: every run's first epoch is the same.
+    assert len({round(h.loss[0], 6) for h in hs.values()}) == 1
+    assert (out / "schedules.png").exists() and (out / "seed-rates.txt").exists()
+
+
+# -- 11. regularisation (seed 003) --------------------------------------------------------------------------------
+
+def linear_regression_loop(X, y, init, optimizer, kind, lam=0.1, lr=0.05, steps=60):
+    """Full-batch SGD / Adam / AdamW on MSE of a linear model, the update rules written out."""
+    w, b = np.asarray(init["weight"], float)[0].copy(), np.asarray(init["bias"], float).copy()
+    m, v, path = np.zeros(6), np.zeros(6), []
+    for t in range(1, steps + 1):
+        e = X @ w + b - y
+        g = np.concatenate([2 * X.T @ e / len(y), [2 * e.mean()]])
+        theta = np.concatenate([w, b])
+        if kind != "decoupled":
+            g = g + lam * theta                      # L2: the gradient of (lam/2) ||theta||^2
+        if optimizer == "SGD":
+            theta = theta - lr * g - (lr * lam * theta if kind == "decoupled" else 0)
+        else:
+            m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+            step = lr * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+            theta = theta - step - (lr * lam * theta if kind == "decoupled" else 0)
+        w, b = theta[:5], theta[5:]
+        path.append(theta)
+    return np.array(path)
+
+
+def test_regularisation_decay_forms_dropout_and_overfitting(demo):
+    r, out = demo("regularisation")
+    l2 = r["l2"]
+    for (opt_name, kind), path in l2["paths"].items():
+        expected = linear_regression_loop(l2["X"], l2["y"], l2["init"], opt_name, kind)
+        assert np.allclose(path, expected, rtol=1e-10, atol=1e-12), (opt_name, kind)
+    assert l2["gaps"]["SGD", "loss", "decoupled"] < 1e-12 and l2["gaps"]["SGD", "coupled", "decoupled"] < 1e-12
+    assert l2["gaps"]["Adam", "loss", "coupled"] < 1e-12
+    assert l2["gaps"]["Adam", "coupled", "decoupled"] > 1e-2
+    # Dropout: evaluation = the network without dropout, by hand; training passes differ; their mean -> evaluation.
+    d = r["dropout"]
+    model = d["model"]
+    hidden = np.maximum(d["x"] @ model[0].weight.data.T + model[0].bias.data, 0)
+    plain = (hidden @ model[3].weight.data.T + model[3].bias.data)[0]
+    assert np.allclose(d["eval_out"], plain, rtol=1e-12, atol=1e-12)
+    assert np.allclose(d["expectation"], plain, rtol=1e-12, atol=1e-12)
+    assert len({tuple(o) for o in d["train_out"]}) > 1
+    assert np.all(np.abs(d["mc_mean"] - plain) < 5 * d["mc_se"])
+    # Overfitting: the unregularised test loss rises past its minimum; both regularised runs end lower.
+    hs, nets = r["overfit"]["histories"], r["overfit"]["nets"]
+    none = hs["no regularisation"]["val_loss"]
+    assert none[-1] > 1.3 * min(none)
+    for label in ("L2 1e-3 (Adam weight_decay)", "weight decay 0.5 (AdamW)"):
+        assert hs[label]["val_loss"][-1] < none[-1]
+    _, _, Xte, yte = r["overfit"]["split"]
+    net = nets["no regularisation"]
+    a = np.maximum(Xte @ net[0].weight.data.T + net[0].bias.data, 0)
+    a = np.maximum(a @ net[2].weight.data.T + net[2].bias.data, 0)
+    logits = (a @ net[4].weight.data.T + net[4].bias.data).astype(np.float64)
+    ce = np.mean(np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1)) + logits.max(1)
+                 - logits[np.arange(len(yte)), yte])
+    assert none[-1] == pytest.approx(ce, rel=1e-4)
+    assert (out / "regularisation.png").exists() and (out / "dropout.txt").exists()
+
+
+# -- 13. MNIST MLP (seed 001 §3.1), on the digits -----------------------------------------------------------------
+
+def test_mnist_mlp_stops_by_keras_rule_and_accuracy_by_hand(demo):
+    r, out = demo("mnist_mlp")
+    h = r["history"]
+    # Keras's EarlyStopping(monitor='accuracy', min_delta=1e-4, patience=3), written out.
+    best, wait, stop_after = -math.inf, 0, None
+    for epoch, acc in enumerate(h["accuracy"], 1):
+        if acc > best + 1e-4:
+            best, wait = acc, 0
+        else:
+            wait += 1
+            if wait >= 3:
+                stop_after = epoch
+                break
+    assert stop_after is not None and h.epochs == stop_after < r["max_epochs"]
+    net, data = r["net"], r["data"]
+    assert data.X_train.shape[1] == 64  # the digits: the demo says it is not MNIST
+    logits = np.maximum(data.X_test @ net[0].weight.data.T + net[0].bias.data, 0) @ net[2].weight.data.T \
+        + net[2].bias.data
+    assert r["test"]["accuracy"] == pytest.approx(np.mean(logits.argmax(1) == data.y_test), abs=1e-12)
+    assert r["test"]["accuracy"] > 0.85
+    assert "digits (not MNIST)" in (out / "result.txt").read_text()
+
+
+# -- 14. grading walkthrough ------------------------------------------------------------------------------------------
+
+def evaluate_formula(formula, Value, v0):
+    """Build the grader's printed program 'vK = vA + vB where vB = relu(vA); ...; v0 = 1' on an engine."""
+    lhs, _, rest = formula.partition(" where ")
+    steps = [lhs] + rest.split("; ")
+    env = {"v0": Value(v0)}
+    for step in reversed(steps[:-1]):  # the steps are printed last first; the final one sets v0
+        name, expr = (s.strip() for s in step.split("="))
+        if expr.startswith("relu("):
+            env[name] = env[expr[5:-1]].relu()
+        else:
+            a, op, b = expr.split()
+            env[name] = {"+": lambda x, y: x + y, "*": lambda x, y: x * y}[op](env[a], env[b])
+    return env[steps[0].split("=")[0].strip()], env["v0"]
+
+
+def load_engine(path):
+    spec = importlib.util.spec_from_file_location(f"engine_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Value
+
+
+def test_grading_walkthrough_counterexample_is_real_and_the_fix_passes(demo):
+    r, out = demo("grading_walkthrough")
+    before, after = r["before"], r["after"]
+    assert not before["passed"] and "accumulate[relu]" in before["failed"]
+    assert after["passed"] and after["score"] == after["max_score"] and not after["failed"]
+    finding = before["findings"]["accumulate[relu]"]
+    assert finding["shrunk"] and finding["formula"].endswith("v0 = 1")
+    # Rebuild the printed counterexample on both engines, and check it against a central difference.
+    buggy, fixed = load_engine(r["submitted"]), load_engine(r["fixed"])
+    outputs = {}
+    for name, Value in (("buggy", buggy), ("fixed", fixed)):
+        o, v0 = evaluate_formula(finding["formula"], Value, 1.0)
+        o.backward()
+        outputs[name] = v0.grad
+    f = lambda x: evaluate_formula(finding["formula"], fixed, x)[0].data  # noqa: E731
+    central = (f(1 + 1e-6) - f(1 - 1e-6)) / 2e-6
+    row = finding["rows"][0]
+    assert row["got"] == outputs["buggy"] and row["expected"] == pytest.approx(central, rel=1e-6)
+    assert outputs["fixed"] == pytest.approx(central, rel=1e-6) and outputs["buggy"] != pytest.approx(central)
+    assert "+=" in (out / "report-before.txt").read_text()  # the hint names the fix
+    assert (out / "report-after.txt").exists()

@@ -1,0 +1,71 @@
+"""Grading a student's engine: ``microgradx.grading.grade`` on a submitted file with a classic bug (relu's backward
+assigns with ``=`` where ``+=`` is needed), the shrunk counterexample and the hint it prints, then the one-line fix
+and the same grading again, which passes.
+
+The submission is ``demos/data/engine_relu_bug.py``; the fixed copy is written to the output folder. Fast mode
+grades the ops add, mul and relu on a few rules; the full run grades every op the engine has on every rule, as
+``microgradx grade engine.py`` would.
+
+Run ``python demos/grading_walkthrough.py [--fast] [--out DIR]``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from _common import Run, start, table
+
+from microgradx.grading import grade
+
+NAME = "grading_walkthrough"
+SUBMISSION = Path(__file__).resolve().parent / "data" / "engine_relu_bug.py"
+BUG = "self.grad = (1.0 if self.data > 0 else 0.0) * out.grad"
+FIX = "self.grad += (1.0 if self.data > 0 else 0.0) * out.grad"
+FAST_OPS = ("add", "mul", "relu")
+FAST_RULES = ("forward[relu]", "gradient[relu]", "accumulate[relu]", "accumulate[mul]", "order")
+
+
+def grade_and_show(run: Run, engine: Path, stem: str, fast: bool) -> dict:
+    """Grade ``engine``, print the terminal report, and save it as text and JSON."""
+    report = grade(engine, ops=FAST_OPS if fast else None, only=FAST_RULES if fast else None)
+    text = report.text()
+    run.path(f"{stem}.txt").write_text(text)
+    run.path(f"{stem}.json").write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    run.say(text)
+    return {"report": report, "passed": report.passed, "score": report.score, "max_score": report.max_score,
+            "failed": [r.name for r in report.results if r.status == "failed"],
+            "findings": {r.name: r.finding for r in report.results if r.finding}}
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Run the demo; returns both grading results and the path of the fixed engine."""
+    run = start(NAME, "grade a buggy engine, read the counterexample and the hint, fix it, grade again", argv)
+    source = SUBMISSION.read_text()
+    line = next(i for i, text in enumerate(source.splitlines(), 1) if BUG in text)
+    submitted = run.path("engine.py")
+    submitted.write_text(source)
+    run.say(f"1. Grading the submitted engine ({SUBMISSION.name}):\n")
+    before = grade_and_show(run, submitted, "report-before", run.fast)
+    fixed = run.path("engine_fixed.py")
+    fixed.write_text(source.replace(BUG, FIX))
+    run.say(f"2. The hint points at relu's backward. The fix, line {line} of the engine:\n"
+            f"   - {BUG}\n   + {FIX}\n")
+    run.say("3. Grading the fixed engine:\n")
+    after = grade_and_show(run, fixed, "report-after", run.fast)
+    table(run, "summary.txt", ("engine", "score", "rules failed"),
+          [("submitted", f"{before['score']:g}/{before['max_score']:g}", ", ".join(before["failed"]) or "none"),
+           ("fixed", f"{after['score']:g}/{after['max_score']:g}", ", ".join(after["failed"]) or "none")],
+          title="Before and after the one-line fix")
+    counter = before["findings"].get("accumulate[relu]") or {}
+    run.say(f"Key numbers: submitted {before['score']:g}/{before['max_score']:g} (fails "
+            f"{', '.join(before['failed'])}); counterexample {counter.get('formula')}; fixed "
+            f"{after['score']:g}/{after['max_score']:g}, passed: {after['passed']}")
+    run.finish()
+    return {"before": before, "after": after, "submitted": submitted, "fixed": fixed, "line": line}
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
