@@ -124,14 +124,22 @@ def numpy_engine(X: np.ndarray, y: np.ndarray, lr: float) -> Callable[[list], fl
     return epoch
 
 
-def torch_engine(X: np.ndarray, y: np.ndarray, lr: float) -> Callable[[list], float] | None:
-    """PyTorch on the CPU (default threads), or None when torch is not installed."""
+def configured_torch():
+    """The torch module with its intra-op thread count set from --threads, or None when it is not installed."""
     try:
         import torch
     except ImportError:
         return None
     if os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    return torch
+
+
+def torch_engine(X: np.ndarray, y: np.ndarray, lr: float) -> Callable[[list], float] | None:
+    """PyTorch on the CPU (default threads unless --threads), or None when torch is not installed."""
+    torch = configured_torch()
+    if torch is None:
+        return None
     model = torch.nn.Sequential(torch.nn.Linear(IN, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, OUT))
     with torch.no_grad():
         for p, w in zip(model.parameters(), initial_weights(), strict=True):
@@ -179,23 +187,38 @@ def epoch_flops(rows: int) -> float:
 
 
 def time_round_robin(epochs: dict[str, Callable[[list], float]], rows: int, batch: int, repeats: int,
-                     seed: int) -> dict[str, list[float]]:
-    """Seconds per epoch of each engine, the engines taking turns epoch by epoch (so that a change in the
-    machine's load hits all of them alike), after an untimed warm-up over 20 batches each."""
+                     seed: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall-clock and CPU seconds per epoch of each engine, the engines taking turns epoch by epoch (so that a
+    change in the machine's load hits all of them alike), after an untimed warm-up over 20 batches each.
+
+    CPU time (the process's, all threads) is the steadier figure on a machine shared with other jobs: it leaves
+    out the time the process waits for a core. With one thread per engine it is directly comparable."""
     rng = np.random.default_rng(seed)
     warm = batches(rows, batch, rng)[:20]
     for epoch in epochs.values():
         epoch(warm)
-    times: dict[str, list[float]] = {name: [] for name in epochs}
+    wall: dict[str, list[float]] = {name: [] for name in epochs}
+    cpu: dict[str, list[float]] = {name: [] for name in epochs}
     for _ in range(repeats):
         plan = batches(rows, batch, rng)
         for name, epoch in epochs.items():
-            t = time.perf_counter()
+            c, t = time.process_time(), time.perf_counter()
             loss = epoch(plan)
-            times[name].append(time.perf_counter() - t)
+            wall[name].append(time.perf_counter() - t)
+            cpu[name].append(time.process_time() - c)
             if not np.isfinite(loss):
                 raise RuntimeError(f"{name}: loss became {loss}")
-    return times
+    return wall, cpu
+
+
+def thread_settings(with_torch: bool) -> str:
+    """What each engine runs on: the BLAS/OpenMP variables NumPy's BLAS reads, and PyTorch's own thread count."""
+    env = ", ".join(f"{k}={os.environ[k]}" for k in THREAD_VARIABLES if k in os.environ)
+    text = f"numpy/microgradx BLAS: {env or 'library default (one thread per core)'}"
+    torch = configured_torch() if with_torch else None
+    if torch is not None:
+        text += f"; pytorch: {torch.get_num_threads()} intra-op thread(s)"
+    return text
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -218,24 +241,29 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_torch:
         engines["pytorch (cpu)"] = torch_engine
     flops = epoch_flops(args.rows)
-    threads = ", ".join(f"{k}={os.environ[k]}" for k in THREAD_VARIABLES if k in os.environ) or "library defaults"
     print(f"MLP {IN}-{HIDDEN}-{OUT}, ReLU, cross-entropy, SGD; {args.rows} rows x {IN} float32; "
-          f"median of {args.epochs} epoch(s); threads: {threads}; {os.cpu_count()} CPUs; "
+          f"median of {args.epochs} epoch(s), engines interleaved; {os.cpu_count()} CPUs; "
           f"float32 matmul peak {peak:.1f} GFLOP/s")
-    header = (f"{'engine':22s} {'batch':>5s} {'s/epoch':>9s} {'x numpy':>8s} {'x torch':>8s} {'GFLOP/s':>8s} "
-              f"{'% peak':>7s}")
+    print(f"threads: {thread_settings(not args.no_torch)}")
+    header = (f"{'engine':22s} {'batch':>5s} {'s/epoch':>8s} {'x numpy':>8s} {'x torch':>8s} {'cpu s':>7s} "
+              f"{'cpu x np':>8s} {'cpu x tc':>8s} {'GFLOP/s':>8s} {'% peak':>7s}")
     print(header)
     print("-" * len(header))
     for batch in args.batches:
         made = {name: make(X, y, lr) for name, make in engines.items()}
-        times = time_round_robin({k: v for k, v in made.items() if v is not None}, args.rows, batch, args.epochs,
-                                 seed=batch)
-        medians = {name: statistics.median(ts) for name, ts in times.items()}
+        wall, cpu = time_round_robin({k: v for k, v in made.items() if v is not None}, args.rows, batch,
+                                     args.epochs, seed=batch)
+        medians = {name: statistics.median(ts) for name, ts in wall.items()}
+        cpus = {name: statistics.median(ts) for name, ts in cpu.items()}
         base, torch_t = medians["numpy (hand-written)"], medians.get("pytorch (cpu)")
+        cpu_base, cpu_torch = cpus["numpy (hand-written)"], cpus.get("pytorch (cpu)")
         for name, t in medians.items():
+            c = cpus[name]
             vs_torch = f"{t / torch_t:8.2f}" if torch_t else f"{'-':>8s}"
+            cpu_vs_torch = f"{c / cpu_torch:8.2f}" if cpu_torch else f"{'-':>8s}"
             rate = flops / t / 1e9
-            print(f"{name:22s} {batch:5d} {t:9.3f} {t / base:8.2f} {vs_torch} {rate:8.1f} {100 * rate / peak:6.1f}%")
+            print(f"{name:22s} {batch:5d} {t:8.3f} {t / base:8.2f} {vs_torch} {c:7.3f} {c / cpu_base:8.2f} "
+                  f"{cpu_vs_torch} {rate:8.1f} {100 * rate / peak:6.1f}%")
     print("\nGoals: microgradx <= 0.6x PyTorch at batch 32, <= 0.8x at batch 128, <= 1.15x the hand-written NumPy MLP.")
 
 

@@ -30,31 +30,39 @@ def cross_entropy(logits: Tensor, labels: Any) -> Tensor:
     (0.410038, [[-0.059601, 0.059601], [0.25, -0.25]])
     """
     z = logits.data
-    y = np.asarray(labels.data if isinstance(labels, Tensor) else labels)
+    y = labels.data if isinstance(labels, Tensor) else labels
+    if type(y) is not np.ndarray:
+        y = np.asarray(y)
     if z.ndim != 2:
         raise ShapeError(f"cross_entropy: logits must have shape (N, C), got {z.shape}")
-    if y.dtype.kind not in "iu":
+    kind = y.dtype.kind
+    if kind not in "iu":
         raise TypeError(f"cross_entropy: labels must be integer class indices, got dtype {y.dtype}")
     n, c = z.shape
     if y.shape != (n,):
         raise ShapeError(f"cross_entropy: labels of shape {y.shape} do not fit logits of shape {z.shape} "
                          f"(needs ({n},))")
-    if n and (y.min() < 0 or y.max() >= c):
+    # NOTE: read as unsigned, a negative label is huge, so one max() checks both ends of [0, C).
+    if n and (y.view(y.dtype.str.replace("i", "u")) if kind == "i" else y).max() >= c:
         bad = int(y[(y < 0) | (y >= c)][0])
         raise ShapeError(f"cross_entropy: label {bad} is not a class index in [0, {c}) for logits of shape {z.shape}")
+    # NOTE: the work is done on the (C, N) transpose: with few classes, NumPy's reductions along the short last
+    # axis of (N, C) cost a call per row (z.max(axis=1) is ~8x slower than the same max across rows here).
+    zt = z.T.copy()
+    zt -= zt.max(axis=0)           # shift each example by its largest logit: exp cannot overflow
     rows = np.arange(n)
-    shifted = z - z.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    s = e.sum(axis=1, keepdims=True)
-    loss = np.asarray((np.log(s[:, 0]).sum() - shifted[rows, y].sum()) / max(n, 1), dtype=z.dtype)
+    picked = zt[y, rows]           # the shifted logit of each example's label
+    e = np.exp(zt, out=zt)
+    s = e.sum(axis=0)
+    loss = np.asarray((np.log(s) - picked).sum() / max(n, 1), dtype=z.dtype)
     if not math.isfinite(loss):
         raise _nonfinite("cross_entropy", (logits,), loss, "gives")
 
     def back(g: np.ndarray) -> tuple:
-        d = e / s            # softmax o
-        d[rows, y] -= 1.0    # o - y
-        d *= g / z.dtype.type(n)
-        return (d,)
+        k = g / z.dtype.type(n)
+        d = e * (k / s)      # softmax o (transposed), times g / N
+        d[y, rows] -= k      # o - y, times g / N
+        return (d.T,)
     return _result(loss, (logits,), back, "cross_entropy")
 
 
