@@ -88,6 +88,27 @@ class Module(ABC):
         """The parameters, in the order of ``named_parameters()`` (what an optimizer updates)."""
         return [p for _, p in self.named_parameters()]
 
+    # Names of array attributes that are state but not parameters (batch norm's running statistics): they are
+    # saved and loaded with the parameters, and no optimizer touches them.
+    _buffers: tuple[str, ...] = ()
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
+        """(dotted name, array) pairs of the non-parameter state, this module's own first, then each child's.
+
+        >>> [name for name, _ in Sequential(Linear(2, 3, rng=0), BatchNorm1d(3)).named_buffers()]
+        ['1.running_mean', '1.running_var']
+        """
+        for name in self._buffers:
+            yield prefix + name, getattr(self, name)
+        for name, child in self.named_children():
+            yield from child.named_buffers(f"{prefix}{name}.")
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """{name: the live array} of every parameter and buffer: what ``state_dict`` copies and loading fills."""
+        arrays = {name: p.data for name, p in self.named_parameters()}
+        arrays.update(self.named_buffers())
+        return arrays
+
     def modules(self) -> Iterator[Module]:
         """This module and every sub-module, depth first."""
         yield self
@@ -114,29 +135,33 @@ class Module(ABC):
     # -- saving and loading --------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """{name: copy of the parameter's array}: ``net.load_state_dict(net.state_dict())`` is a no-op."""
-        return {name: p.data.copy() for name, p in self.named_parameters()}
+        """{name: copy of each parameter's and buffer's array}: ``net.load_state_dict(net.state_dict())`` is a
+        no-op."""
+        return {name: a.copy() for name, a in self.state_arrays().items()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Copy arrays into the parameters (in place, keeping their dtype); names and shapes must match.
+        """Copy arrays into the parameters and buffers (in place, keeping their dtype); names and shapes must
+        match.
 
         >>> a, b = Linear(2, 2, rng=0), Linear(2, 2, rng=1)
         >>> b.load_state_dict(a.state_dict()); bool((a.weight.data == b.weight.data).all())
         True
         """
-        params = dict(self.named_parameters())
-        missing = [k for k in params if k not in state]
-        unexpected = [k for k in state if k not in params]
+        targets = self.state_arrays()
+        missing = [k for k in targets if k not in state]
+        unexpected = [k for k in state if k not in targets]
         if missing or unexpected:
             raise KeyError(f"load_state_dict: missing {missing}, unexpected {unexpected}")
         arrays = {k: np.asarray(v) for k, v in state.items()}
-        for k, p in params.items():
-            if arrays[k].shape != p.data.shape:
-                raise ShapeError(f"load_state_dict: {k} has shape {arrays[k].shape}, the parameter {p.data.shape}")
+        params = dict(self.named_parameters())
+        for k, target in targets.items():
+            if arrays[k].shape != target.shape:
+                kind = "parameter" if k in params else "buffer"
+                raise ShapeError(f"load_state_dict: {k} has shape {arrays[k].shape}, the {kind} {target.shape}")
             if not np.isfinite(arrays[k]).all():
                 raise ValueError(f"load_state_dict: {k} holds non-finite values")
-        for k, p in params.items():
-            np.copyto(p.data, arrays[k], casting="same_kind")
+        for k, target in targets.items():
+            np.copyto(target, arrays[k], casting="same_kind")
 
     def extra_repr(self) -> str:
         """The text shown inside the parentheses of ``repr``."""
@@ -479,6 +504,7 @@ class _BatchNorm(Module):
     """Shared by BatchNorm1d and BatchNorm2d: gamma (``weight``), beta (``bias``) and the running statistics."""
 
     ndim = 2
+    _buffers = ("running_mean", "running_var")
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
                  dtype: Any = np.float32) -> None:

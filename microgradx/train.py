@@ -485,7 +485,7 @@ def save_parameters(model: Any, path: str | os.PathLike) -> str:
 
 def load_parameters(model: Any, path: str | os.PathLike) -> None:
     """Load an ``.npz`` written by ``save_parameters`` into ``model`` (in place), after checking that the
-    names and shapes match the model's parameters exactly. Never unpickles anything.
+    names and shapes match the model's parameters and buffers exactly. Never unpickles anything.
 
     >>> import tempfile, os
     >>> from microgradx import nn
@@ -508,16 +508,16 @@ def load_parameters(model: Any, path: str | os.PathLike) -> None:
             raise
         # NumPy's ValueError here means an object array, which would need pickle: refused.
         raise CheckpointError(f"{where}: not a parameter file ({e})") from None
-    params = dict(model.named_parameters())
-    missing = [k for k in params if k not in state]
-    unexpected = [k for k in state if k not in params]
+    targets = model.state_arrays()
+    missing = [k for k in targets if k not in state]
+    unexpected = [k for k in state if k not in targets]
     if missing or unexpected:
         raise CheckpointError(f"{where}: the names do not match the model: missing {missing}, "
                               f"unexpected {unexpected}")
-    for k, p in params.items():
+    for k, target in targets.items():
         a = state[k]
-        if a.shape != p.data.shape:
-            raise CheckpointError(f"{where}: {k} has shape {a.shape} in the file, the model's is {p.data.shape}")
+        if a.shape != target.shape:
+            raise CheckpointError(f"{where}: {k} has shape {a.shape} in the file, the model's is {target.shape}")
         if a.dtype.kind not in "fiu":
             raise CheckpointError(f"{where}: {k} holds {a.dtype} data, not numbers")
         if not np.isfinite(a).all():

@@ -406,3 +406,23 @@ def test_layers_agree_with_pytorch():
         th = theirs(torch.from_numpy(Xs))
         h, th = (h[0], th[0]) if isinstance(h, tuple) else (h, th)
         np.testing.assert_allclose(h.data, th.detach().numpy(), rtol=1e-12, err_msg=type(ours).__name__)
+
+
+def test_batch_norm_running_statistics_are_saved_and_loaded(tmp_path):
+    """The running statistics are state: saved with the parameters and restored, so eval() gives the same output."""
+    from microgradx.train import CheckpointError, load_parameters, save_parameters
+
+    rng = np.random.default_rng(0)
+    net = nn.Sequential(nn.Linear(4, 3, rng=0), nn.BatchNorm1d(3))
+    for _ in range(3):
+        net(Tensor(rng.normal(2.0, 3.0, (16, 4)).astype(np.float32), requires_grad=False))
+    assert set(net.state_dict()) == {"0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var"}
+    x = Tensor(rng.normal(size=(5, 4)).astype(np.float32), requires_grad=False)
+    expected = net.eval()(x).data.copy()
+    fresh = nn.Sequential(nn.Linear(4, 3, rng=1), nn.BatchNorm1d(3))
+    load_parameters(fresh, save_parameters(net, tmp_path / "bn.npz"))
+    np.testing.assert_array_equal(fresh.eval()(x).data, expected)
+    np.testing.assert_array_equal(fresh[1].running_var, net[1].running_var)
+    np.savez(tmp_path / "old.npz", **{k: v for k, v in net.state_dict().items() if "running" not in k})
+    with pytest.raises(CheckpointError, match="running_mean"):
+        load_parameters(fresh, tmp_path / "old.npz")
