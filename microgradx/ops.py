@@ -198,10 +198,16 @@ class Op:
     kink: Callable[..., float] | None = None  # distance from the inputs to the nearest kink
     subgradient: str = ""         # what the derivative is at a kink, and why
     methods: tuple[str, ...] = field(default=())
+    # True when finite inputs always give a finite output and partials of magnitude at most 1, so that a finite
+    # upstream gradient times a partial is finite too: the tensor path then skips this row's finiteness scans.
+    bounded: bool = False
     checked: bool = field(init=False, repr=False)  # False when every argument may be any real number
 
     def __post_init__(self) -> None:
         checked = callable(self.domain) or any(d is not REAL for d in self.domain)
+        if self.bounded and (checked or self.param is not None):
+            raise ValueError(f"{self.name}: a bounded row takes every real input and no parameter (a parameter "
+                             "could scale its partials past 1)")
         object.__setattr__(self, "checked", checked)  # frozen: computed once, read on every forward
 
     def domains(self, param: Any = None) -> tuple[Domain, ...]:
@@ -272,7 +278,7 @@ MUL = defop("mul", 2, lambda F, x, y: x * y, lambda F, out, x, y: (y, x),
 DIV = defop("div", 2, lambda F, x, y: x / y, lambda F, out, x, y: (1.0 / y, -out / y),
             "/", "{0} / {1}", "x / y", domain=(REAL, NONZERO), methods=())
 NEG = defop("neg", 1, lambda F, x: -x, lambda F, out, x: (-1.0,),
-            "neg", "-{0}", "-x", methods=())
+            "neg", "-{0}", "-x", methods=(), bounded=True)
 POW = defop("pow", 1, lambda F, x, n: x ** n,
             lambda F, out, x, n: (0.0,) if n == 0 else (n * x ** (n - 1),),
             "**{p}", "{0}**{p}", "x ** n for a number n (the exponent is not differentiated)",
@@ -286,20 +292,22 @@ LOG = defop("log", 1, lambda F, x: F.log(x), lambda F, out, x: (1.0 / x,), "log"
 SQRT = defop("sqrt", 1, lambda F, x: F.sqrt(x), lambda F, out, x: (0.5 / out,), "sqrt", "sqrt({0})",
              "square root; needs x > 0 because its derivative is infinite at 0",
              domain=(Domain("> 0 (its derivative is infinite at 0)", lo=0.0),))
-SIN = defop("sin", 1, lambda F, x: F.sin(x), lambda F, out, x: (F.cos(x),), "sin", "sin({0})", "sine")
-COS = defop("cos", 1, lambda F, x: F.cos(x), lambda F, out, x: (-F.sin(x),), "cos", "cos({0})", "cosine")
+SIN = defop("sin", 1, lambda F, x: F.sin(x), lambda F, out, x: (F.cos(x),), "sin", "sin({0})", "sine",
+             bounded=True)
+COS = defop("cos", 1, lambda F, x: F.cos(x), lambda F, out, x: (-F.sin(x),), "cos", "cos({0})", "cosine",
+             bounded=True)
 TAN = defop("tan", 1, lambda F, x: F.tan(x), lambda F, out, x: (1.0 + out * out,), "tan", "tan({0})",
             "tangent")
 ARCTAN = defop("arctan", 1, lambda F, x: F.atan(x), lambda F, out, x: (1.0 / (1.0 + x * x),),
-               "arctan", "arctan({0})", "inverse tangent (seed 000's arctan activation)")
+               "arctan", "arctan({0})", "inverse tangent (seed 000's arctan activation)", bounded=True)
 TANH = defop("tanh", 1, lambda F, x: F.tanh(x), lambda F, out, x: (1.0 - out * out,), "tanh", "tanh({0})",
-             "hyperbolic tangent")
+             "hyperbolic tangent", bounded=True)
 SIGMOID = defop("sigmoid", 1, lambda F, x, a: F.sigmoid(a * x), lambda F, out, x, a: (a * out * (1.0 - out),),
                 "sigmoid", "sigmoid({0})", "1 / (1 + e**(-a*x)), slope a (seed 001 eq. 3)",
                 param="a", default=1.0)
 RELU = defop("relu", 1, lambda F, x: F.where(x > 0, x, 0.0), lambda F, out, x: (F.where(x > 0, 1.0, 0.0),),
              "relu", "relu({0})", "max(0, x)", kink=_dist0,
-             subgradient="relu'(0) := 0, as PyTorch")
+             subgradient="relu'(0) := 0, as PyTorch", bounded=True)
 LEAKY_RELU = defop("leaky_relu", 1, lambda F, x, a: F.where(x > 0, x, a * x),
                    lambda F, out, x, a: (F.where(x > 0, 1.0, a),),
                    "leaky_relu", "leaky_relu({0})", "x for x > 0, alpha*x otherwise",
@@ -315,10 +323,10 @@ ELU = defop("elu", 1, lambda F, x, a: F.where(x > 0, x, a * F.expm1(F.minimum(x,
             "elu", "elu({0})", "x for x > 0, alpha*(e**x - 1) otherwise",
             param="alpha", default=1.0, kink=_dist0, subgradient="elu'(0) := alpha, as PyTorch")
 SOFTPLUS = defop("softplus", 1, lambda F, x: F.softplus(x), lambda F, out, x: (F.sigmoid(x),),
-                 "softplus", "softplus({0})", "log(1 + e**x)")
+                 "softplus", "softplus({0})", "log(1 + e**x)", bounded=True)
 SOFTSIGN = defop("softsign", 1, lambda F, x: x / (1.0 + F.abs(x)),
                  lambda F, out, x: (1.0 / ((1.0 + F.abs(x)) * (1.0 + F.abs(x))),),
-                 "softsign", "softsign({0})", "x / (1 + |x|) (seed 000 eq. 11)")
+                 "softsign", "softsign({0})", "x / (1 + |x|) (seed 000 eq. 11)", bounded=True)
 
 
 def _swish_partials(F, out, x):
@@ -347,11 +355,11 @@ HARD_TANH = defop("hard_tanh", 1, lambda F, x: F.where(x > 1, 1.0, F.where(x < -
                   lambda F, out, x: (F.where(x >= 1, 0.0, F.where(x <= -1, 0.0, 1.0)),),
                   "hard_tanh", "hard_tanh({0})", "x clipped to [-1, 1] (seed 004)",
                   kink=lambda x: min(abs(x - 1.0), abs(x + 1.0)),
-                  subgradient="hard_tanh'(+-1) := 0, as PyTorch's hardtanh")
+                  subgradient="hard_tanh'(+-1) := 0, as PyTorch's hardtanh", bounded=True)
 ABS = defop("abs", 1, lambda F, x: F.abs(x),
             lambda F, out, x: (F.where(x > 0, 1.0, F.where(x < 0, -1.0, 0.0)),),
             "abs", "|{0}|", "absolute value", kink=_dist0, subgradient="abs'(0) := 0, as PyTorch",
-            methods=("abs", "__abs__"))
+            methods=("abs", "__abs__"), bounded=True)
 # NOTE: on a tie the gradient is split evenly, as PyTorch's maximum/minimum and SymPy's Heaviside(0) = 1/2;
 # so max(x, x) has derivative exactly 1.
 MAX = defop("max", 2, lambda F, x, y: F.maximum(x, y),
@@ -359,15 +367,15 @@ MAX = defop("max", 2, lambda F, x, y: F.maximum(x, y),
                                   F.where(x > y, 0.0, F.where(x < y, 1.0, 0.5))),
             "max", "max({0}, {1})", "the larger of two values (seed 004's max gate)",
             kink=lambda x, y: abs(x - y), subgradient="on a tie each input gets half the gradient",
-            methods=("max", "maximum"))
+            methods=("max", "maximum"), bounded=True)
 MIN = defop("min", 2, lambda F, x, y: F.minimum(x, y),
             lambda F, out, x, y: (F.where(x < y, 1.0, F.where(x > y, 0.0, 0.5)),
                                   F.where(x < y, 0.0, F.where(x > y, 1.0, 0.5))),
             "min", "min({0}, {1})", "the smaller of two values",
             kink=lambda x, y: abs(x - y), subgradient="on a tie each input gets half the gradient",
-            methods=("min", "minimum"))
+            methods=("min", "minimum"), bounded=True)
 BINARY_STEP = defop("binary_step", 1, lambda F, x: F.where(x >= 0, 1.0, 0.0), lambda F, out, x: (0.0,),
                     "step", "step({0})", "1 for x >= 0, else 0: its derivative is 0, so it cannot train",
-                    kink=_dist0, subgradient="step'(0) := 0 (the jump has no derivative)")
+                    kink=_dist0, subgradient="step'(0) := 0 (the jump has no derivative)", bounded=True)
 LINEAR = defop("linear", 1, lambda F, x, a: a * x, lambda F, out, x, a: (a,), "linear", "{p}*{0}",
                "a * x (seed 002's linear activation)", param="a", default=1.0)

@@ -76,8 +76,10 @@ _MATH = {dt: _array_math(dt) for dt in _FLOATS}
 #   * a Tensor built from user data, and numbers or arrays combined with a Tensor;
 #   * the output of every op-table op, matmul, linear, sum/mean and of each loss (they can overflow);
 #   * the vjp of every op-table op whose local derivative is not the constant 1 (pow near 0 can overflow).
-# Not checked: a raw batch array fed to ``linear`` (its NaN reaches linear's output, which is checked) and
-# ops that only move, select or normalise finite values (reshape, indexing, max, softmax, where, clip).
+# Not checked: a raw batch array fed to ``linear`` (its NaN reaches linear's output, which is checked), ops
+# that only move, select or normalise finite values (reshape, indexing, max, softmax, where, clip), and the
+# output and vjp of a ``bounded`` row (relu, tanh, ...): from finite data it gives a finite output, and a
+# finite gradient times a partial of magnitude at most 1 is finite (tests/test_ops.py proves the claim).
 
 
 class ShapeError(MicrogradxError, ValueError):
@@ -640,7 +642,8 @@ def _table_node(op: Op, inputs: tuple, datas: tuple, param: Any) -> Tensor:
     out = op.forward(F, *args)
     if type(out) is not np.ndarray or out.dtype != dtype:
         out = np.asarray(out, dtype=dtype)
-    if not np.isfinite(out).all():
+    bounded = op.bounded
+    if not bounded and not np.isfinite(out).all():
         raise _nonfinite(op, inputs, out, "gives")
 
     def back(g: np.ndarray) -> list:
@@ -656,7 +659,7 @@ def _table_node(op: Op, inputs: tuple, datas: tuple, param: Any) -> Tensor:
                 c = g * z
                 if type(c) is not np.ndarray or c.dtype != dtype:
                     c = np.asarray(c, dtype=dtype)
-                if not np.isfinite(c).all():
+                if not bounded and not np.isfinite(c).all():
                     raise _nonfinite(op, inputs, c, "has a non-finite gradient")
             res.append(c if c.shape == t.data.shape else _unbroadcast(c, t.data.shape))
         return res

@@ -16,8 +16,8 @@ from .ops import ADD, DIV, FLOAT, MUL, NEG, OPS, POW, POWER, SUB, DivisionByZero
 __all__ = ["Value", "VALUE_MATH"]
 
 _isfinite = math.isfinite
-# Ops whose partials are inputs or constants, so they can never be non-finite.
-_FINITE_PARTIALS = frozenset((ADD, SUB, MUL, NEG))
+# Ops whose partials are inputs or constants, or bounded by 1 (the row's ``bounded`` flag): never non-finite.
+_FINITE_PARTIALS = frozenset((ADD, SUB, MUL, NEG, *(op for op in OPS.values() if op.bounded)))
 _PLAIN = frozenset(op for op in _FINITE_PARTIALS if not op.checked)
 
 
@@ -79,7 +79,7 @@ def _unary(op: Op, x: Value, arg: Any = None) -> Value:
 def _binary(op: Op, a: Value, b: Value) -> Value:
     if op not in _PLAIN:
         out, (za, zb) = _compute(op, (a, b), (a.data, b.data), None)
-    else:  # add, sub, mul: no domain, partials are inputs or constants; only the result can overflow
+    else:  # add, sub, mul, max, min: no domain, partials finite; only the result can overflow
         x, y = a.data, b.data
         out = op.forward(FLOAT, x, y)
         za, zb = op.partials(FLOAT, out, x, y)
