@@ -107,6 +107,10 @@ class _FloatMath:
         return a if cond else b
 
     @staticmethod
+    def relu(x):
+        return x if x > 0 else 0.0
+
+    @staticmethod
     def maximum(a, b):
         return a if a >= b else b
 
@@ -141,6 +145,11 @@ def numpy_math():
             def softplus(x):
                 return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
 
+            @staticmethod
+            def relu(x):
+                # NOTE: one pass, and -0.0 comes out as 0.0, as where(x > 0, x, 0.0) gives.
+                return np.maximum(x, 0.0)
+
         _NUMPY_MATH = _NumpyMath()
     return _NUMPY_MATH
 
@@ -172,6 +181,10 @@ def sympy_math():
             @staticmethod
             def where(cond, a, b):
                 return sp.Piecewise((a, cond), (b, True))
+
+            @staticmethod
+            def relu(x):
+                return sp.Piecewise((x, x > 0), (0.0, True))  # the form where(x > 0, x, 0.0) gives
 
         _SYMPY_MATH = _SympyMath()
     return _SYMPY_MATH
@@ -305,7 +318,7 @@ TANH = defop("tanh", 1, lambda F, x: F.tanh(x), lambda F, out, x: (1.0 - out * o
 SIGMOID = defop("sigmoid", 1, lambda F, x, a: F.sigmoid(a * x), lambda F, out, x, a: (a * out * (1.0 - out),),
                 "sigmoid", "sigmoid({0})", "1 / (1 + e**(-a*x)), slope a (seed 001 eq. 3)",
                 param="a", default=1.0)
-RELU = defop("relu", 1, lambda F, x: F.where(x > 0, x, 0.0), lambda F, out, x: (F.where(x > 0, 1.0, 0.0),),
+RELU = defop("relu", 1, lambda F, x: F.relu(x), lambda F, out, x: (F.where(x > 0, 1.0, 0.0),),
              "relu", "relu({0})", "max(0, x)", kink=_dist0,
              subgradient="relu'(0) := 0, as PyTorch", bounded=True)
 LEAKY_RELU = defop("leaky_relu", 1, lambda F, x, a: F.where(x > 0, x, a * x),

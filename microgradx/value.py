@@ -298,7 +298,7 @@ def _lift(method: str, on_float: Any):
 for _fname, _method_name in (("exp", "exp"), ("log", "log"), ("sqrt", "sqrt"), ("sin", "sin"), ("cos", "cos"),
                              ("tan", "tan"), ("atan", "arctan"), ("tanh", "tanh"), ("abs", "abs"),
                              ("sigmoid", "sigmoid"), ("softplus", "softplus"), ("maximum", "max"),
-                             ("minimum", "min")):
+                             ("minimum", "min"), ("relu", "relu")):
     setattr(_ValueMath, _fname, _lift(_method_name, getattr(FLOAT, _fname)))
 _ValueMath.expm1 = staticmethod(lambda x: x.exp() - 1.0 if isinstance(x, Value) else math.expm1(x))
 

@@ -341,3 +341,14 @@ def test_non_finite_results_and_data_raise():
 def test_shape_errors_name_the_op_and_the_shapes(build, message):
     with pytest.raises(ShapeError, match=message):
         build()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_on_arrays_is_max_with_zero_keeping_dtype_and_a_positive_zero(dtype):
+    x = Tensor(np.array([-0.0, -2.5, 0.0, 3.0, 1e-30], dtype=dtype))
+    y = x.relu()
+    y.sum().backward()
+    assert y.data.dtype == dtype
+    assert y.data.tolist() == [0.0, 0.0, 0.0, 3.0, float(dtype(1e-30))]
+    assert not np.signbit(y.data).any()  # relu(-0.0) is +0.0, as max(0, x) written with a comparison
+    assert x.grad.tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]  # relu'(0) := 0
