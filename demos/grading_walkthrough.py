@@ -2,7 +2,8 @@
 assigns with ``=`` where ``+=`` is needed), the shrunk counterexample and the hint it prints, then the one-line fix
 and the same grading again, which passes.
 
-The submission is ``demos/data/engine_relu_bug.py``; the fixed copy is written to the output folder. Fast mode
+The submission is ``demos/data/student_engine.py`` with that one line broken, as a student would hand it in; it
+and the fixed copy are written to the output folder. Fast mode
 grades the ops add, mul and relu on a few rules; the full run grades every op the engine has on every rule, as
 ``microgradx grade engine.py`` would.
 
@@ -21,7 +22,7 @@ from _common import Run, start, table
 from microgradx.grading import grade
 
 NAME = "grading_walkthrough"
-SUBMISSION = Path(__file__).resolve().parent / "data" / "engine_relu_bug.py"
+ENGINE = Path(__file__).resolve().parent / "data" / "student_engine.py"
 BUG = "self.grad = (1.0 if self.data > 0 else 0.0) * out.grad"
 FIX = "self.grad += (1.0 if self.data > 0 else 0.0) * out.grad"
 FAST_OPS = ("add", "mul", "relu")
@@ -43,11 +44,14 @@ def grade_and_show(run: Run, engine: Path, stem: str, fast: bool) -> dict:
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the demo; returns both grading results and the path of the fixed engine."""
     run = start(NAME, "grade a buggy engine, read the counterexample and the hint, fix it, grade again", argv)
-    source = SUBMISSION.read_text()
+    correct = ENGINE.read_text()
+    if correct.count(FIX) != 1:
+        raise RuntimeError(f"{ENGINE.name} should contain relu's backward line once: {FIX}")
+    source = correct.replace(FIX, BUG)
     line = next(i for i, text in enumerate(source.splitlines(), 1) if BUG in text)
     submitted = run.path("engine.py")
     submitted.write_text(source)
-    run.say(f"1. Grading the submitted engine ({SUBMISSION.name}):\n")
+    run.say(f"1. Grading the submitted engine ({submitted}):\n")
     before = grade_and_show(run, submitted, "report-before", run.fast)
     fixed = run.path("engine_fixed.py")
     fixed.write_text(source.replace(BUG, FIX))

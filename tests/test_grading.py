@@ -21,13 +21,15 @@ from microgradx.grading.rules import check, deep_program, diamond_program, wire
 from microgradx.strategies import STUDENT_PARAMS, Program, Step, number_programs, pairs, programs, reuse_programs
 
 ENGINES = Path(__file__).parent / "engines"
-CORRECT = (ENGINES / "correct.py").read_text()
+# The correct student engine lives with the demos (the grading walkthrough submits it with a bug put in).
+CORRECT_FILE = Path(__file__).resolve().parents[1] / "demos" / "data" / "student_engine.py"
+CORRECT = CORRECT_FILE.read_text()
 FAST = Assignment(examples=15)
 
 
 @dataclass(frozen=True)
 class Bug:
-    """A broken engine: the text edits (old -> new) that break correct.py, or, with no edits, a whole file
+    """A broken engine: the text edits (old -> new) that break the correct engine, or, with no edits, a whole file
     engines/<name>.py (a rewrite that a list of edits would only obscure)."""
 
     name: str
@@ -36,8 +38,8 @@ class Bug:
     edits: dict[str, str]
 
 
-# The zoo. Each `old` occurs exactly once in correct.py (checked), so editing correct.py cannot silently leave a
-# broken engine correct.
+# The zoo. Each `old` occurs exactly once in the correct engine (checked), so editing the correct engine cannot
+# silently leave a broken engine correct.
 BUGS = [
     Bug("relu_assign", "relu's backward assigns (`=`) instead of accumulating (`+=`)", ("accumulate[relu]",), {
         "self.grad += (1.0 if self.data > 0 else 0.0) * out.grad":
@@ -135,23 +137,23 @@ def mutate(edits: dict[str, str], source: str = CORRECT) -> str:
     text = source
     for old, new in edits.items():
         if source.count(old) != 1 or text.count(old) != 1:
-            raise ValueError(f"{old!r} occurs {source.count(old)} times in correct.py and {text.count(old)} times "
-                             "after the previous edits; an edit must hit exactly one place")
+            raise ValueError(f"{old!r} occurs {source.count(old)} times in the correct engine and "
+                             f"{text.count(old)} times after the previous edits; an edit must hit exactly one place")
         text = text.replace(old, new)
     return text
 
 
 def engine_text(bug: Bug) -> str:
-    """The broken engine's source: correct.py edited, opening with a docstring that names the bug."""
-    body = mutate(bug.edits).split("\n", 1)[1]  # drop correct.py's one-line docstring
-    return f'"""Bug: {bug.bug}."""\n{body}'
+    """The broken engine's source: the correct engine edited, opening with a docstring that names the bug."""
+    body = mutate(bug.edits).split('"""', 2)[2]  # drop the correct engine's docstring
+    return f'"""Bug: {bug.bug}."""{body}'
 
 
 @pytest.fixture(scope="session")
 def zoo_files(tmp_path_factory):
     """Every zoo engine's file by name (the edited ones written to a temporary folder), plus 'correct'."""
     folder = tmp_path_factory.mktemp("engines")
-    paths = {"correct": ENGINES / "correct.py"}
+    paths = {"correct": CORRECT_FILE}
     for bug in BUGS:
         paths[bug.name] = folder / f"{bug.name}.py" if bug.edits else ENGINES / f"{bug.name}.py"
         if bug.edits:
@@ -171,7 +173,7 @@ def zoo(zoo_files):
 
 
 def test_zoo_has_at_least_15_distinct_bugs():
-    files = {p.stem for p in ENGINES.glob("*.py")} - {"conftest", "correct"}
+    files = {p.stem for p in ENGINES.glob("*.py")} - {"conftest"}
     assert files == {b.name for b in BUGS if not b.edits}
     texts = [engine_text(b) if b.edits else (ENGINES / f"{b.name}.py").read_text() for b in BUGS]
     assert len(ZOO) == len(BUGS) >= 15 and len(set(texts)) == len(texts) and CORRECT not in texts
@@ -253,7 +255,7 @@ def test_correct_engine_and_micrograd_pass_every_rule_across_seeds():
     import micrograd.engine
 
     with ProcessPoolExecutor(max_workers=2) as pool:
-        correct = [pool.submit(grade, ENGINES / "correct.py", Assignment(examples=15), seed=s) for s in (None, 1, 2)]
+        correct = [pool.submit(grade, CORRECT_FILE, Assignment(examples=15), seed=s) for s in (None, 1, 2)]
         mg = pool.submit(grade, micrograd.engine.__file__, Assignment(examples=15))
         reports = [f.result() for f in correct]
         mg = mg.result()
@@ -477,7 +479,7 @@ def test_bad_assignment_files_are_usage_errors(tmp_path, text, words, capsys):
     path.write_text(text)
     with pytest.raises(AssignmentError, match=words):
         load_assignment(path)
-    assert main(["grade", str(ENGINES / "correct.py"), "--assignment", str(path)]) == 2
+    assert main(["grade", str(CORRECT_FILE), "--assignment", str(path)]) == 2
     assert words.split()[0] in capsys.readouterr().err
 
 

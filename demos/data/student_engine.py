@@ -1,4 +1,7 @@
-"""A correct micrograd-style engine with every op of the student protocol (iterative topological sort)."""
+"""A correct micrograd-style student engine with every op of the student protocol (iterative topological sort).
+
+The grading demo submits it with one bug put in; the tests build their zoo of broken engines from it.
+"""
 
 import math
 
