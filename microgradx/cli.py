@@ -37,7 +37,7 @@ def tour(out=None, folder: str | Path | None = None, fmt: str = "svg") -> None:
     for ev in stepper:
         write("  " + describe(ev, total=stepper.total).replace("\n", "\n  ") + "\n")
 
-    dw1, dw2 = graph.grad(ex.J, [ex.w1, ex.w2])
+    dw1, dw2 = ex.w1.grad, ex.w2.grad  # the stepper ran the backward pass to the end
     write(f"\nGradients\n  dJ/dw1 = {dw1:.5f}\n  dJ/dw2 = {dw2:.5f}\n")
 
     found = graph.paths(ex.J, ex.w1)

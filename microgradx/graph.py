@@ -56,7 +56,8 @@ def topological_order(root: Any) -> list:
 @dataclass(frozen=True)
 class Event:
     """One step of the backward pass: ``node`` is finished with gradient ``grad`` (its S) and passes
-    ``contributions[k] = grad * partials[k]`` to ``parents[k]``, whose running totals are then ``totals``."""
+    ``contributions[k] = grad * partials[k]`` to ``parents[k]``; ``totals[k]`` is that parent's running total
+    right after its contribution (so the two uses of ``x`` in ``x * x`` show the total growing)."""
 
     index: int
     node: Any
@@ -96,12 +97,15 @@ def backprop(root: Any, seed: Any = 1.0, *, create_graph: bool = False, accumula
                 yield Event(index, node, s, (), (), (), ())
             continue
         contributions = node._vjps(s, create_graph)
+        totals = []
         for p, c in zip(parents, contributions):
             if c is not None:
                 prev = get(p)
                 S[p] = c if prev is None else prev + c
+            if trace:
+                totals.append(get(p))
         if trace:
-            yield Event(index, node, s, parents, node.partials, tuple(contributions), tuple(get(p) for p in parents))
+            yield Event(index, node, s, parents, node.partials, tuple(contributions), tuple(totals))
     return S
 
 
@@ -156,10 +160,15 @@ class PathLimitError(MicrogradxError):
 
 @dataclass(frozen=True)
 class Path:
-    """One path from ``wrt`` to ``out``: its ``nodes``, the edge derivatives along it and their product."""
+    """One path from ``wrt`` to ``out``: its ``nodes``, the edge derivatives along it and their product.
+
+    ``slots[k]`` says which parent position of ``nodes[k + 1]`` the edge enters, so the two paths through the
+    two edges of ``x * x`` stay apart.
+    """
 
     nodes: tuple
     derivatives: tuple
+    slots: tuple = ()
 
     @property
     def product(self) -> float:
@@ -183,11 +192,16 @@ def count_paths(out: Any, wrt: Any) -> int:
     >>> x = Value(1.0); count_paths(x * x, x)
     2
     """
+    return _path_counts(out, wrt).get(id(out), 0)
+
+
+def _path_counts(out: Any, wrt: Any) -> dict[int, int]:
+    # {id(node): number of paths from wrt to node}; a node reaches wrt exactly when its count is positive.
     count = {id(wrt): 1}
     for node in topological_order(out):
         if node is not wrt:
             count[id(node)] = sum(count.get(id(p), 0) for p in node.parents)
-    return count.get(id(out), 0)
+    return count
 
 
 def paths(out: Any, wrt: Any, *, limit: int = 10_000) -> list[Path]:
@@ -202,26 +216,23 @@ def paths(out: Any, wrt: Any, *, limit: int = 10_000) -> list[Path]:
     >>> len(paths(o, w))
     4
     """
-    n = count_paths(out, wrt)
+    count = _path_counts(out, wrt)
+    n = count.get(id(out), 0)
     if n > limit:
         raise PathLimitError(f"paths: {n} paths lead from {wrt!r} to {out!r}, more than limit={limit}; "
                              "backward computes the same sum in one linear pass")
-    reaches = {id(wrt)}
-    for node in topological_order(out):
-        if any(id(p) in reaches for p in node.parents):
-            reaches.add(id(node))
     found: list[Path] = []
-    # Walk from out towards wrt; each stack entry is the reversed path so far and its derivatives.
-    stack: list[tuple[tuple, tuple]] = [((out,), ())]
+    # Walk from out towards wrt; each stack entry is the reversed path so far, its derivatives and slots.
+    stack: list[tuple[tuple, tuple, tuple]] = [((out,), (), ())]
     while stack:
-        nodes, zs = stack.pop()
+        nodes, zs, slots = stack.pop()
         head = nodes[-1]
         if head is wrt:
-            found.append(Path(tuple(reversed(nodes)), tuple(reversed(zs))))
+            found.append(Path(tuple(reversed(nodes)), tuple(reversed(zs)), tuple(reversed(slots))))
             continue
-        for p, z in reversed(tuple(zip(head.parents, head.partials))):
-            if id(p) in reaches:
-                stack.append((nodes + (p,), zs + (z,)))
+        for k, (p, z) in reversed(tuple(enumerate(zip(head.parents, head.partials)))):
+            if count.get(id(p), 0):
+                stack.append((nodes + (p,), zs + (z,), slots + (k,)))
     return found
 
 

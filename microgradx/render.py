@@ -278,16 +278,20 @@ def _natural(name: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
-def _highlighted(highlight: Any) -> tuple[set[int], set[tuple[int, int]]]:
+def _highlighted(highlight: Any) -> tuple[set[int], set[tuple[int, int, int]]]:
     if highlight is None:
         return set(), set()
     items = [highlight] if isinstance(highlight, Path) else list(highlight)
     nodes: set[int] = set()
-    edges: set[tuple[int, int]] = set()
+    edges: set[tuple[int, int, int]] = set()  # (parent id, child id, parent slot)
     for item in items:
         if isinstance(item, Path):
             nodes.update(id(n) for n in item.nodes)
-            edges.update((id(a), id(b)) for a, b in zip(item.nodes, item.nodes[1:], strict=False))
+            pairs = list(zip(item.nodes[:-1], item.nodes[1:]))
+            for step, (a, b) in enumerate(pairs):
+                # A Path built without slots highlights every edge between the two nodes.
+                slots = [item.slots[step]] if item.slots else [k for k, p in enumerate(b.parents) if p is a]
+                edges.update((id(a), id(b), k) for k in slots)
         else:
             nodes.add(id(item))
     return nodes, edges
@@ -519,7 +523,7 @@ def draw(out: Any, *, grads: bool | Mapping[Any, Any] = True, derivatives: bool 
             s = grad_of(node)
             if contributions and show_grads and s is not None and nid not in partial_ids:
                 label_lines.append(f"S*z = {_esc(num(s * z))}")
-            hot = (pid, nid) in hl_edges or (nid in hl_nodes and pid in hl_nodes and not hl_edges)
+            hot = (pid, nid, k) in hl_edges or (nid in hl_nodes and pid in hl_nodes and not hl_edges)
             hot = hot or (current is not None and node is current)
             emit((), f"{src} -> o{i} {_attrs(label=_Html('<br/>'.join(label_lines)) if label_lines else None, color=th.highlight if hot else None, fontcolor=th.highlight if hot else None, penwidth=th.highlight_penwidth if hot else None, tailport=None, headport=None, id=f'e{i}_{k}')};")  # noqa: E501
             n_edges += 1

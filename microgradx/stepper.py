@@ -29,7 +29,7 @@ def describe(ev: Event, digits: int = 5, total: int | None = None) -> str:
     >>> x = Value(3.0, label="x"); y = x * x; y.label = "y"
     >>> print(describe(next(backprop(y, trace=True))))
     step 1: y = x * x   S = 1
-       -> x     z = 3   S*z = 3   S(x) so far = 6
+       -> x     z = 3   S*z = 3   S(x) so far = 3
        -> x     z = 3   S*z = 3   S(x) so far = 6
     """
     def num(v: Any) -> str:
@@ -37,8 +37,7 @@ def describe(ev: Event, digits: int = 5, total: int | None = None) -> str:
 
     where = f"step {ev.index + 1}" + (f" of {total}" if total else "")
     if not ev.parents:
-        kind = "input" if ev.node.label else "constant"
-        return f"{where}: {node_name(ev.node)} ({kind})   S = {num(ev.grad)}   final gradient"
+        return f"{where}: {node_name(ev.node)} ({formula(ev.node)})   S = {num(ev.grad)}   final gradient"
     head = f"{ev.node.label} = {formula(ev.node)}" if ev.node.label else node_name(ev.node)
     lines = [f"{where}: {head}   S = {num(ev.grad)}"]
     rows = [(node_name(p), num(z), num(c), f"S({node_name(p)}) so far = {num(t)}")
@@ -147,7 +146,7 @@ class Stepper:
         for ev in self.events:
             head = (str(ev.index + 1), node_name(ev.node), num(ev.grad))
             if not ev.parents:
-                rows.append((*head, "(input)" if ev.node.label else "(constant)", "", "", ""))
+                rows.append((*head, f"({formula(ev.node)})", "", "", ""))
             for k, (p, z, c, t) in enumerate(zip(ev.parents, ev.partials, ev.contributions, ev.totals, strict=True)):
                 rows.append((*(head if k == 0 else ("", "", "")), node_name(p), num(z), num(c), num(t)))
         widths = [max(len(r[c]) for r in rows) for c in range(7)]

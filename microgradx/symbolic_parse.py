@@ -9,9 +9,10 @@ from __future__ import annotations
 import ast
 import math
 import numbers
+import operator
 from typing import Any
 
-from .ops import OPS, MicrogradxError, Op
+from .ops import OPS, DomainError, MicrogradxError, Op
 from .value import Value
 
 __all__ = ["parse", "ParseError", "FUNCTIONS", "CONSTANTS", "MAX_LENGTH", "MAX_NODES", "MAX_DEPTH",
@@ -23,11 +24,12 @@ MAX_DEPTH = 60
 MAX_EXPONENT = 100.0
 
 CONSTANTS = {"pi": math.pi, "e": math.e}
+_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+           ast.Pow: operator.pow}
 
 # Function names come from the op table rows' methods; dunder names such as __abs__ are not callable here.
 FUNCTIONS: dict[str, Op] = {m: op for op in OPS.values() for m in op.methods if not m.startswith("_")}
 
-_BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**"}
 _ALLOWED = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Call, ast.Name, ast.Constant, ast.Load, ast.UAdd,
             ast.USub, *_BINOPS)
 _HINTS = {
@@ -128,23 +130,18 @@ class _Builder:
     def _binop(self, node: ast.BinOp) -> Any:
         a, b = self.build(node.left), self.build(node.right)
         op = type(node.op)
-        if op is ast.Pow:
-            if isinstance(b, float) and abs(b) > MAX_EXPONENT:
-                raise ParseError(f"parse: exponent {b:g} is larger than {MAX_EXPONENT:g} in absolute value"
-                                 f"{_where(node, self.text)}")
-            if isinstance(a, float) and isinstance(b, float):
-                try:
-                    return _finite(a ** b, node, self.text)
-                except (OverflowError, ZeroDivisionError) as e:
-                    raise ParseError(f"parse: {a:g} ** {b:g} cannot be computed ({e}){_where(node, self.text)}") \
-                        from None
-            return a ** b
-        if op is ast.Div and isinstance(a, float) and isinstance(b, float):
-            if b == 0:
-                raise ParseError(f"parse: division by zero{_where(node, self.text)}")
-        result = {ast.Add: lambda: a + b, ast.Sub: lambda: a - b, ast.Mult: lambda: a * b,
-                  ast.Div: lambda: a / b}[op]()
-        return _finite(result, node, self.text) if isinstance(result, float) else result
+        if op is ast.Pow and isinstance(b, float) and abs(b) > MAX_EXPONENT:
+            raise ParseError(f"parse: exponent {b:g} is larger than {MAX_EXPONENT:g} in absolute value"
+                             f"{_where(node, self.text)}")
+        if isinstance(a, float) and isinstance(b, float):
+            # Numbers fold through the op table too, so its domains and overflow checks apply: (-8)**0.5 and
+            # 1/0 are refused with the op's own message.
+            try:
+                return _BINOPS[op](Value(a), b).data
+            except DomainError as e:
+                what = "division by zero: " if isinstance(e, ZeroDivisionError) else ""
+                raise ParseError(f"parse: {what}{e}{_where(node, self.text)}") from None
+        return _BINOPS[op](a, b)
 
     def _call(self, node: ast.Call) -> Any:
         fname = node.func.id  # type: ignore[attr-defined]

@@ -144,3 +144,15 @@ def test_program_strategy_shares_subexpressions():
     out, (x,) = p.build()
     out.backward()
     assert x.grad == 4.0
+
+
+def test_running_totals_grow_edge_by_edge_when_a_parent_is_used_twice():
+    x = Value(3.0, label="x")
+    (event, *_) = backprop(x * x, trace=True)
+    assert event.totals == (3.0, 6.0)
+
+
+def test_paths_through_the_two_edges_of_x_times_x_are_told_apart():
+    x = Value(3.0, label="x")
+    first, second = paths(x * x, x)
+    assert (first.slots, second.slots) == ((0,), (1,))

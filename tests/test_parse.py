@@ -150,3 +150,10 @@ def test_parse_never_calls_eval_or_exec(monkeypatch):
     monkeypatch.setattr(builtins, "exec", forbidden)
     out, _ = parse("tanh(x) * sigmoid(x, 2) + x ** 2", x=0.5)
     assert out.data == pytest.approx(math.tanh(0.5) / (1 + math.exp(-1.0)) + 0.25)
+
+
+def test_numbers_fold_through_the_op_table_domains():
+    import microgradx as mx
+
+    with pytest.raises(mx.ParseError, match="pow"):
+        mx.parse("(-8)**0.5 + x", x=1.0)

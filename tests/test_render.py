@@ -313,3 +313,14 @@ def test_values_display_as_drawings_only_when_asked(monkeypatch, two):
     finally:
         R.display_values(False)
     assert not hasattr(o, "_repr_mimebundle_")
+
+
+def test_highlighting_one_path_of_x_times_x_colours_only_its_edge():
+    import microgradx as mx
+
+    x = mx.Value(3.0, label="x")
+    y = x * x
+    source = mx.draw(y, highlight=mx.paths(y, x)[1]).source
+    edges = [line for line in source.splitlines() if "v0 -> o1" in line]
+    assert len(edges) == 2
+    assert ["color=" in line for line in edges] == [False, True]

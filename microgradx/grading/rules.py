@@ -105,16 +105,16 @@ def explain(rule: Rule, finding: dict | None) -> str:
     if rule.kind != "gradient" or finding is None:
         return rule.hint
     param = finding.get("param")
-    if rule.op == "pow" and param is None:  # no counterexample program (the engine did not even import)
-        return rule.hint.format(derivative="n*x**(n - 1)", pow_note=" for every exponent n")
     note = ""
     if rule.op == "pow":
-        note = f" for every exponent n, not only n = 2 (the counterexample has n = {param:g})"
+        note = (" for every exponent n" if param is None  # no counterexample program: the engine did not import
+                else f" for every exponent n, not only n = 2 (the counterexample has n = {param:g})")
     return rule.hint.format(derivative=_derivative(rule.op, param), pow_note=note)
 
 
 def _derivative(op: str, param: float | None) -> str:
-    """The op's local derivative as text, read off the op table's SymPy form."""
+    """The op's local derivative as text, read off the op table's SymPy form; with no parameter value, in terms
+    of the parameter's name (``n*x**(n - 1)`` for pow)."""
     import sympy
 
     x = sympy.Symbol("x", real=True)
@@ -123,8 +123,10 @@ def _derivative(op: str, param: float | None) -> str:
         y = sympy.Symbol("y", real=True)
         f = row.sym(x, y)
         return f"d/dx = {sympy.diff(f, x)}, d/dy = {sympy.diff(f, y)}"
-    p = sympy.nsimplify(param) if param is not None else None
-    return str(sympy.diff(row.sym(x, param=p), x))
+    p = None
+    if row.param:
+        p = sympy.Symbol(row.param, real=True) if param is None else sympy.nsimplify(param)
+    return str(sympy.powsimp(sympy.diff(row.sym(x, param=p), x)))
 
 
 def build_rules(ops: tuple[str, ...], assignment: Assignment | None = None) -> list[Rule]:
@@ -256,10 +258,10 @@ def check(rule: Rule, program: Program, reply: dict, asg: Assignment) -> dict | 
         where = f" at {reply['where']}" if reply.get("where") else ""
         return _finding(program, f"{reply.get('stage', 'forward')} raised {reply.get('error')}{where}")
     data, grads = _oracle(program)
-    if rule.kind == "forward" or not _close(reply["data"], data, asg):
-        if not _close(reply["data"], data, asg):
-            return _finding(program, "the forward value is wrong",
-                            [{"name": "output", "expected": data, "got": reply["data"]}])
+    if not _close(reply["data"], data, asg):
+        return _finding(program, "the forward value is wrong",
+                        [{"name": "output", "expected": data, "got": reply["data"]}])
+    if rule.kind == "forward":
         return None
     if rule.kind == "seed":
         if reply["grad_out"] != 1.0:
