@@ -14,7 +14,7 @@ import numpy as np
 from . import functional as F
 from . import init as _init
 from .ops import OPS, Op
-from .tensor import ShapeError, Tensor, _table_node, as_tensor, concatenate, linear
+from .tensor import ShapeError, Tensor, as_tensor, concatenate, linear
 
 __all__ = [
     "Module", "Linear", "Activation", "ReLU", "Tanh", "Sigmoid", "LeakyReLU", "ELU", "GELU", "Swish", "SiLU",
@@ -230,7 +230,7 @@ class Activation(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """The row applied elementwise."""
-        return _table_node(self.row, (x,), (x.data,), self.param)
+        return as_tensor(x).apply(self.row, param=self.param)
 
     def extra_repr(self) -> str:
         shown = "" if type(self).row is self.row else repr(self.row.name)
@@ -536,7 +536,7 @@ class BatchNorm1d(_BatchNorm):
 
     Training uses the batch's mean and biased variance and moves ``running_mean``/``running_var`` towards them
     by ``momentum`` (the running variance takes the unbiased batch variance, as PyTorch); ``eval()`` uses the
-    running statistics. They are plain arrays, not parameters (``state_dict`` holds gamma and beta only).
+    running statistics. They are plain arrays, not parameters: buffers, saved by ``state_dict`` with gamma and beta.
 
     >>> bn = BatchNorm1d(2); y = bn(Tensor(np.array([[1.0, 2.0], [3.0, 6.0]], np.float32)))
     >>> y.data.round(3).tolist(), bn.running_mean.astype(float).round(3).tolist()

@@ -14,7 +14,7 @@ from typing import Any
 
 __all__ = [
     "OPS", "Op", "Domain", "DomainError", "DivisionByZeroError", "MicrogradxError",
-    "FLOAT", "numpy_math", "sympy_math", "REAL", "POSITIVE", "NONNEG", "NONZERO",
+    "FLOAT", "numpy_math", "sympy_math", "REAL", "POSITIVE", "NONNEG", "NONZERO", "method_names",
 ]
 
 
@@ -203,7 +203,7 @@ class Op:
     forward: Callable[..., Any]   # forward(F, *inputs[, param]) -> out
     partials: Callable[..., tuple]  # partials(F, out, *inputs[, param]) -> one local derivative per input
     label: str                    # short text for drawings; may use {p} for the parameter
-    template: str                 # formula with {0}, {1} for inputs and {p} for the parameter
+    template: str                 # formula with {0}, {1} for inputs, {p} the parameter, {pa} ", p" if not default
     doc: str
     domain: tuple[Domain, ...] | Callable[[Any], tuple[Domain, ...]] = ()
     param: str | None = None      # name of a non-differentiable number parameter (alpha, slope, exponent)
@@ -236,7 +236,9 @@ class Op:
 
     def format(self, *inputs: str, param: Any = None) -> str:
         """The op written as a formula: ``OPS["add"].format("a", "b")`` is ``'a + b'``."""
-        return self.template.format(*inputs, p=_num(param))
+        # {pa} shows a parameter only when it differs from the default: sigmoid(z) but sigmoid(z, 2).
+        shown = "" if param is None or param == self.default else f", {_num(param)}"
+        return self.template.format(*inputs, p=_num(param), pa=shown)
 
     def display(self, param: Any = None) -> str:
         """The short label for a drawing: ``OPS["pow"].display(2)`` is ``'**2'``."""
@@ -261,6 +263,13 @@ def defop(name: str, arity: int, forward, partials, label: str, template: str, d
     op = Op(name, arity, forward, partials, label, template, doc, **kw)
     OPS[name] = op
     return op
+
+
+def method_names(arity: int | None = None) -> dict[str, Op]:
+    """{method name: row} for the ops spelled as methods (dunders such as ``__abs__`` left out), optionally only
+    those taking ``arity`` inputs: ``"tanh" in method_names(1)``."""
+    return {m: op for op in OPS.values() if arity in (None, op.arity)
+            for m in op.methods if not m.startswith("_")}
 
 
 def _pow_domain(n: float) -> tuple[Domain, ...]:
@@ -316,14 +325,14 @@ ARCTAN = defop("arctan", 1, lambda F, x: F.atan(x), lambda F, out, x: (1.0 / (1.
 TANH = defop("tanh", 1, lambda F, x: F.tanh(x), lambda F, out, x: (1.0 - out * out,), "tanh", "tanh({0})",
              "hyperbolic tangent", bounded=True)
 SIGMOID = defop("sigmoid", 1, lambda F, x, a: F.sigmoid(a * x), lambda F, out, x, a: (a * out * (1.0 - out),),
-                "sigmoid", "sigmoid({0})", "1 / (1 + e**(-a*x)), slope a (seed 001 eq. 3)",
+                "sigmoid", "sigmoid({0}{pa})", "1 / (1 + e**(-a*x)), slope a (seed 001 eq. 3)",
                 param="a", default=1.0)
 RELU = defop("relu", 1, lambda F, x: F.relu(x), lambda F, out, x: (F.where(x > 0, 1.0, 0.0),),
              "relu", "relu({0})", "max(0, x)", kink=_dist0,
              subgradient="relu'(0) := 0, as PyTorch", bounded=True)
 LEAKY_RELU = defop("leaky_relu", 1, lambda F, x, a: F.where(x > 0, x, a * x),
                    lambda F, out, x, a: (F.where(x > 0, 1.0, a),),
-                   "leaky_relu", "leaky_relu({0})", "x for x > 0, alpha*x otherwise",
+                   "leaky_relu", "leaky_relu({0}{pa})", "x for x > 0, alpha*x otherwise",
                    param="alpha", default=0.01, kink=_dist0,
                    subgradient="leaky_relu'(0) := alpha, as PyTorch")
 PRELU = defop("prelu", 2, lambda F, x, a: F.where(x > 0, x, a * x),
@@ -333,7 +342,7 @@ PRELU = defop("prelu", 2, lambda F, x, a: F.where(x > 0, x, a * x),
 # NOTE: min(x, 0) keeps exp from overflowing on the branch that where() discards.
 ELU = defop("elu", 1, lambda F, x, a: F.where(x > 0, x, a * F.expm1(F.minimum(x, 0.0))),
             lambda F, out, x, a: (F.where(x > 0, 1.0, out + a),),
-            "elu", "elu({0})", "x for x > 0, alpha*(e**x - 1) otherwise",
+            "elu", "elu({0}{pa})", "x for x > 0, alpha*(e**x - 1) otherwise",
             param="alpha", default=1.0, kink=_dist0, subgradient="elu'(0) := alpha, as PyTorch")
 SOFTPLUS = defop("softplus", 1, lambda F, x: F.softplus(x), lambda F, out, x: (F.sigmoid(x),),
                  "softplus", "softplus({0})", "log(1 + e**x)", bounded=True)

@@ -34,7 +34,8 @@ def _grads(params: Iterable[Any]) -> list[tuple[Any, np.ndarray]]:
 
 def _set_grad(p: Any, g: np.ndarray) -> None:
     # A float grad (scalar Value) stays a float; an array grad keeps its shape.
-    p.grad = float(g) if not isinstance(p.grad, np.ndarray) else g
+    # Clipping works in float64; the clipped array goes back in the gradient's own dtype (float32 stays float32).
+    p.grad = float(g) if not isinstance(p.grad, np.ndarray) else g.astype(p.grad.dtype, copy=False)
 
 
 def global_grad_norm(params: Iterable[Any]) -> float:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from .ops import OPS
+from .ops import method_names
 from .value import Value
 
 __all__ = ["Neuron", "Layer", "MLP", "sgd_step"]
 
 # Any one-input op of the table can be an activation (its number parameter, if any, takes its default).
-_ACTIVATIONS = {m for op in OPS.values() if op.arity == 1 and op.methods for m in op.methods}
+_ACTIVATIONS = set(method_names(1))
 
 
 class Neuron:

@@ -78,8 +78,8 @@ def op_inputs(op: Op | str, *, bound: float = 5.0, kink_margin: float = 1e-3, ed
         p = draw_(choices)
         xs = tuple(draw_(floats_in(d, bound=bound, closed_margin=edge_margin)) for d in row.domains(p))
         args = (*xs, p) if row.param else xs
-        if row.kink is not None and row.kink(*args) < kink_margin:
-            xs = tuple(x + 2 * kink_margin for x in xs[:1]) + xs[1:]
+        # Kinks are excluded by the row's own kink distance, not moved away from.
+        assume(row.kink is None or row.kink(*args) >= kink_margin)
         return xs, p
 
     return draw()
@@ -155,16 +155,15 @@ class Program:
         return len(self.steps)
 
 
-_SPELLING = {"add": "+", "sub": "-", "mul": "*", "div": "/", "neg": "neg", "pow": "**", "power": "**"}
-
-
 def spelling(name: str) -> str:
     """How a row is written in plain Python on any micrograd-like engine: an operator or ``.method``.
 
     >>> spelling("sub"), spelling("tanh"), spelling("swish")
     ('-', '.tanh', '.swish')
     """
-    return _SPELLING.get(name) or "." + OPS[name].methods[0]
+    row = OPS[name]
+    # Rows without a method are the arithmetic ones; their display label is their operator (neg is unary -).
+    return "." + row.methods[0] if row.methods else row.display()
 
 
 def apply_op(name: str, args: Sequence[Any], param: float | None = None) -> Any:

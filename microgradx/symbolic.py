@@ -188,10 +188,6 @@ def to_sympy(out: Any, inputs: Iterable[Any] = ()) -> sp.Expr:
 # SymPy -> graph
 # ---------------------------------------------------------------------------------------------------------
 
-_FUNCTIONS: dict[Any, str] = {sp.exp: "exp", sp.log: "log", sp.sin: "sin", sp.cos: "cos", sp.tan: "tan",
-                              sp.atan: "arctan", sp.tanh: "tanh", sp.Abs: "abs"}
-
-
 def _as_node(v: Any) -> Value:
     return v if isinstance(v, Value) else Value(v)
 
@@ -204,6 +200,20 @@ def _fold(values: Sequence[Any], combine: Callable[[Any, Any], Any]) -> Any:
 
 
 @functools.lru_cache(maxsize=1)
+def _functions() -> dict[Any, Op]:
+    # {SymPy function: row} for the rows whose SymPy form is one SymPy function of their inputs (exp, atan, Max,
+    # ...), read off the op table, so a new row of that kind translates back with no edit here.
+    found = {}
+    for op in OPS.values():
+        if op.methods and not op.param:
+            xs = sp.symbols(f"x0:{op.arity}", real=True)
+            f = op.sym(*xs)
+            if f.args == xs:
+                found[f.func] = op
+    return found
+
+
+@functools.lru_cache(maxsize=1)
 def _patterns() -> list[tuple[Op, sp.Expr, tuple, Any]]:
     # Ops whose SymPy form is a Piecewise (relu, hard_tanh, ...) are found again by matching their row's forward.
     found = []
@@ -212,7 +222,8 @@ def _patterns() -> list[tuple[Op, sp.Expr, tuple, Any]]:
             continue
         wilds = tuple(sp.Wild(f"w{k}") for k in range(op.arity))
         p = sp.Wild("p", properties=[lambda k: k.is_Number]) if op.param else None
-        pattern = _tidy(op.sym(*wilds, param=p))
+        # Expanded, because SymPy distributes a parameter over a sum: alpha*(exp(x) - 1) -> alpha*exp(x) - alpha.
+        pattern = sp.expand(_tidy(op.sym(*wilds, param=p)))
         if isinstance(pattern, sp.Piecewise):
             found.append((op, pattern, wilds, p))
     return found
@@ -266,18 +277,20 @@ def _plan(e: sp.Expr, leaf: Callable[[str], Value]) -> tuple[list, Callable[...,
         if ex == sp.S.Half:
             return [base], lambda b: b.sqrt()
         return [base], lambda b: b ** float(ex)
-    if e.func in _FUNCTIONS and len(e.args) == 1:
-        method = _FUNCTIONS[e.func]
-        return [e.args[0]], lambda a: getattr(a, method)()
-    if e.func in (sp.Max, sp.Min):
-        method = "max" if e.func is sp.Max else "min"
+    op = _functions().get(e.func)
+    if op is not None and (len(e.args) == op.arity or op.arity == 2):
+        method = op.methods[0]
+        if op.arity == 1:
+            return [e.args[0]], lambda a: getattr(a, method)()
+        # SymPy merges Max(Max(a, b), c) into Max(a, b, c): fold it back into two-input nodes.
         return list(e.args), lambda *vs: _fold(vs, lambda a, b: getattr(_as_node(a), method)(b))
+    expanded = sp.expand(e) if isinstance(e, sp.Piecewise) else e
     for op, pattern, wilds, p in _patterns():
-        m = e.match(pattern)
+        m = expanded.match(pattern)
         if m is not None and all(w in m for w in wilds):
             return [m[w] for w in wilds], _op_builder(op, float(m.get(p, op.default)) if op.param else None)
-    supported = "+, -, *, /, **, sqrt, exp, log, sin, cos, tan, atan, tanh, Abs, Max, Min and the Piecewise " \
-                "forms of " + ", ".join(op.name for op, *_ in _patterns())
+    supported = "+, -, *, /, **, sqrt, " + ", ".join(f.__name__ for f in _functions()) + \
+        " and the Piecewise forms of " + ", ".join(op.name for op, *_ in _patterns())
     raise TranslationError(f"from_sympy: no op computes {e.func.__name__} (in {e}); supported: {supported}")
 
 

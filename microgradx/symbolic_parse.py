@@ -12,7 +12,7 @@ import numbers
 import operator
 from typing import Any
 
-from .ops import OPS, DomainError, MicrogradxError, Op
+from .ops import DomainError, MicrogradxError, Op, method_names
 from .value import Value
 
 __all__ = ["parse", "ParseError", "FUNCTIONS", "CONSTANTS", "MAX_LENGTH", "MAX_NODES", "MAX_DEPTH",
@@ -28,7 +28,7 @@ _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.Pow: operator.pow}
 
 # Function names come from the op table rows' methods; dunder names such as __abs__ are not callable here.
-FUNCTIONS: dict[str, Op] = {m: op for op in OPS.values() for m in op.methods if not m.startswith("_")}
+FUNCTIONS: dict[str, Op] = method_names()
 
 _ALLOWED = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Call, ast.Name, ast.Constant, ast.Load, ast.UAdd,
             ast.USub, *_BINOPS)

@@ -471,7 +471,7 @@ class Tensor:
         out = lse if keepdims else np.squeeze(lse, axis=axis)
 
         def back(g: np.ndarray) -> tuple:
-            gk = g if keepdims else np.expand_dims(g, axis)
+            gk = g if keepdims or axis is None else np.expand_dims(g, axis)
             return (gk * (e / s),)
         return _result(out, (self,), back, "logsumexp")
 

@@ -292,3 +292,7 @@ def test_plain_import_reaches_tensor_nn_and_losses():
     assert microgradx.Tensor is Tensor
     assert microgradx.nn.Linear is nn.Linear and microgradx.losses.cross_entropy is cross_entropy
     assert {"Tensor", "nn", "losses", "init"} <= set(microgradx.__all__)
+
+
+def test_activation_modules_accept_plain_arrays_like_linear_does():
+    np.testing.assert_array_equal(nn.ReLU()(np.array([-1.0, 2.0])).data, [0.0, 2.0])

@@ -469,3 +469,13 @@ def test_trajectories_match_torch_optim():
                 assert np.max(np.abs(ours - theirs)) < 1e-12, label
     finally:
         torch.set_default_dtype(previous)
+
+
+def test_clipping_keeps_a_float32_gradient_float32():
+    from microgradx import Tensor
+
+    w = Tensor(np.ones(3, np.float32))
+    (w * w).sum().backward()
+    optim.clip_grad_norm([w], 0.1)
+    assert w.grad.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(w.grad), 0.1, rtol=1e-6)

@@ -433,3 +433,11 @@ def test_cli_check_exit_status_1_when_a_derivative_is_wrong(monkeypatch, capsys)
     monkeypatch.setattr(symbolic, "check_with_sympy", with_bad_tanh)
     assert main(["check", "x*y", "--at", "x=0.3,y=1.7"]) == 1
     assert "tanh edge 0" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0])
+def test_elu_with_any_alpha_translates_back(alpha):
+    x = Value(-0.6, label="x")
+    out, _ = from_sympy(to_sympy(x.elu(alpha)), {"x": -0.6})
+    assert (out.op.name, out.arg) == ("elu", alpha)
+    assert out.data == pytest.approx(alpha * math.expm1(-0.6), rel=1e-14)

@@ -352,3 +352,10 @@ def test_relu_on_arrays_is_max_with_zero_keeping_dtype_and_a_positive_zero(dtype
     assert y.data.tolist() == [0.0, 0.0, 0.0, 3.0, float(dtype(1e-30))]
     assert not np.signbit(y.data).any()  # relu(-0.0) is +0.0, as max(0, x) written with a comparison
     assert x.grad.tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]  # relu'(0) := 0
+
+
+def test_logsumexp_over_all_axes_backpropagates_to_softmax():
+    x = np.array([[1.0, 2.0], [3.0, -1.0]])
+    t = Tensor(x)
+    t.logsumexp(axis=None).backward()
+    np.testing.assert_allclose(t.grad, np.exp(x) / np.exp(x).sum(), rtol=1e-12)

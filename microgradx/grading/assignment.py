@@ -102,7 +102,6 @@ def load_assignment(path: str | Path) -> Assignment:
     >>> a = load_assignment(p); a.ops, a.limits.example
     (('add', 'mul'), 2.0)
     """
-    from ..ops import OPS
     from ..strategies import STUDENT_OPS
 
     path = Path(path)
@@ -121,7 +120,7 @@ def load_assignment(path: str | Path) -> Assignment:
         _check(f"assignment.{key}", value, simple[key], positive=simple[key] is int)
         kw["cls" if key == "class" else key] = value
     if "ops" in kw:
-        bad = [o for o in kw["ops"] if o not in STUDENT_OPS or o not in OPS]
+        bad = [o for o in kw["ops"] if o not in STUDENT_OPS]
         if bad:
             raise AssignmentError(f"assignment.ops: unknown op(s) {bad}; the student protocol has "
                                   f"{', '.join(STUDENT_OPS)}")

@@ -100,7 +100,6 @@ class Sandbox:
         self.engine, self.cls, self.probes, self.limits = Path(engine), cls, list(probes), limits
         self.proc: subprocess.Popen | None = None
         self.hello: dict = {}
-        self.restarts = 0
         self._ids = 0
         self._buf = b""
         self.start()
@@ -209,7 +208,6 @@ class Sandbox:
             except OSError:
                 pass
         self.proc = None
-        self.restarts += 1
 
     def close(self) -> None:
         """Stop the child (and anything it forked) and delete its working directory."""
