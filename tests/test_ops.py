@@ -1,4 +1,4 @@
-"""Every op-table row against independent oracles: math references, SymPy diff, central differences."""
+"""Every op-table row against independent oracles: math references and central differences (SymPy: test_symbolic)."""
 
 import math
 
@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from microgradx import OPS, Value
+from microgradx.ops import FLOAT, numpy_math
 from microgradx.strategies import op_inputs
 
 # Forward references written here, independently of the op table (seed 002's definitions where it has them).
@@ -129,3 +130,59 @@ def test_stable_forms_do_not_overflow(x):
     for name in ("sigmoid", "softplus", "swish", "elu", "gelu", "tanh"):
         v = getattr(Value(x), name)()
         assert math.isfinite(v.data) and all(math.isfinite(z) for z in v.partials)
+
+
+# A bounded row promises: finite inputs give a finite output and partials of magnitude at most 1 (the tensor path
+# skips that row's finiteness scans on the strength of it). Tried at the extremes of each float type: the largest
+# and smallest normal and subnormal numbers, signed zeros, the kinks, and a log-spaced sweep over every exponent.
+def _extremes(dtype):
+    import numpy as np
+    fi = np.finfo(dtype)
+    edge = [fi.max, fi.max / 2, fi.tiny, fi.smallest_subnormal, 0.0, 1.0, 1.5, np.pi / 2, 1e4, 1e15]
+    with np.errstate(over="ignore"):  # the last power may round past the largest float: dropped below
+        sweep = np.geomspace(fi.smallest_subnormal, fi.max, 400, dtype=dtype)
+    sweep = sweep[np.isfinite(sweep)]
+    near_one = [np.nextafter(dtype.type(1), dtype.type(2)), np.nextafter(dtype.type(1), dtype.type(0))]
+    vals = np.concatenate([np.asarray(edge, dtype=dtype), sweep, np.asarray(near_one, dtype=dtype)])
+    return np.concatenate([vals, -vals])
+
+
+BOUNDED = [r for r in ROWS if r.bounded]
+
+
+def test_the_bounded_flag_is_claimed_by_the_activations_the_mlp_uses():
+    assert {"relu", "tanh", "sin", "cos", "abs", "hard_tanh"} <= {r.name for r in BOUNDED}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("row", BOUNDED, ids=lambda r: r.name)
+def test_bounded_rows_keep_finite_inputs_finite_with_partials_at_most_one(row, dtype):
+    import numpy as np
+
+    from microgradx.tensor import _MATH
+    x = _extremes(np.dtype(dtype))
+    args = (x,) if row.arity == 1 else tuple(np.meshgrid(x, x))
+    with np.errstate(all="ignore"):  # an overflowing intermediate is fine as long as the results stay finite
+        for F in (_MATH[np.dtype(dtype)], numpy_math()):
+            out = np.asarray(row.forward(F, *args), dtype=float)
+            assert np.isfinite(out).all(), (row.name, args[0][~np.isfinite(out)][:3])
+            for z in row.partials(F, out.astype(dtype), *args):
+                z = np.broadcast_to(np.asarray(z, dtype=float), out.shape)
+                assert np.isfinite(z).all() and (np.abs(z) <= 1.0).all(), (row.name, z[np.abs(z) > 1][:3])
+
+
+@pytest.mark.parametrize("row", BOUNDED, ids=lambda r: r.name)
+def test_bounded_rows_on_python_floats(row):
+    import numpy as np
+    xs = [float(v) for v in _extremes(np.dtype("float64"))[::7]]
+    for args in (((x,) for x in xs) if row.arity == 1 else ((x, y) for x in xs[::5] for y in xs[::5])):
+        out = row.forward(FLOAT, *args)
+        zs = row.partials(FLOAT, out, *args)
+        assert math.isfinite(out) and all(math.isfinite(z) and abs(z) <= 1.0 for z in zs), (row.name, args)
+
+
+def test_a_parameter_row_cannot_be_bounded():
+    from microgradx.ops import Op
+    with pytest.raises(ValueError, match="bounded"):
+        Op("scaled", 1, lambda F, x, a: a * x, lambda F, out, x, a: (a,), "s", "{0}", "a x", param="a",
+           default=1.0, bounded=True)
