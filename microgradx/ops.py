@@ -57,13 +57,12 @@ class Domain:
     nonzero: bool = False
     zero_division: bool = False  # leaving this domain at 0 is a division by zero
 
-    def contains(self, x: float) -> bool:
-        """True when ``x`` lies in the domain: ``POSITIVE.contains(0.0)`` is False."""
-        if self.nonzero and x == 0:
-            return False
-        if x < self.lo or (x == self.lo and not self.lo_closed):
-            return False
-        return not (x > self.hi or (x == self.hi and not self.hi_closed))
+    def contains(self, x: Any) -> Any:
+        """True where ``x`` lies in the domain, for a float or elementwise for an array:
+        ``POSITIVE.contains(0.0)`` is False."""
+        ok = (x > self.lo) | ((x == self.lo) & self.lo_closed)
+        ok = ok & ((x < self.hi) | ((x == self.hi) & self.hi_closed))
+        return ok & (x != 0) if self.nonzero else ok
 
 
 REAL = Domain("real")

@@ -599,13 +599,7 @@ def _domain_fail(op: Op, inputs: Sequence[Tensor], datas: Sequence[np.ndarray], 
     for k, (x, dom) in enumerate(zip(datas, op.domains(param), strict=True)):
         if dom.lo == -math.inf and dom.hi == math.inf and not dom.nonzero:
             continue
-        bad = np.zeros(np.shape(x), dtype=bool)
-        if dom.lo > -math.inf:
-            bad |= (x < dom.lo) if dom.lo_closed else (x <= dom.lo)
-        if dom.hi < math.inf:
-            bad |= (x > dom.hi) if dom.hi_closed else (x >= dom.hi)
-        if dom.nonzero:
-            bad |= x == 0
+        bad = ~np.asarray(dom.contains(x))
         if bad.any():
             idx = tuple(int(i) for i in np.argwhere(bad)[0])
             value = float(np.asarray(x)[idx])
