@@ -4,9 +4,11 @@ Backpropagation is the dynamic program S(out) = seed, S(i) = sum over children j
 reverse topological order. Every reader (``Value.backward``, ``grad``, the stepper, ``Tensor.backward``) runs
 the same generator, ``backprop``; the stepper simply asks it for one event at a time.
 
-A node is anything with ``parents`` (an ordered tuple), a ``grad`` slot and ``_vjps(g, create_graph)``, which
-returns one contribution per parent (``None`` for a parent that takes no gradient). Scalar nodes also have
-``partials`` (one local derivative per parent), which the readers below use.
+A node is anything with ``parents`` (an ordered tuple), a ``grad`` slot, ``_keeps_grad`` (whether backward
+adds S to that slot: always for a Value, only for leaves and ``retain_grad()`` results for a Tensor, whose
+intermediate gradients would only hold memory) and ``_vjps(g, create_graph)``, which returns one contribution
+per parent (``None`` for a parent that takes no gradient). Scalar nodes also have ``partials`` (one local
+derivative per parent), which the readers below use.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def backprop(root: Any, seed: Any = 1.0, *, create_graph: bool = False, accumula
         s = get(node)
         if s is None:  # only nodes that take no gradient (a Tensor with requires_grad=False) get here
             continue
-        if accumulate:
+        if accumulate and node._keeps_grad:
             g0 = node.grad
             node.grad = s if g0 is None else g0 + s
         parents = node.parents
@@ -97,15 +99,19 @@ def backprop(root: Any, seed: Any = 1.0, *, create_graph: bool = False, accumula
                 yield Event(index, node, s, (), (), (), ())
             continue
         contributions = node._vjps(s, create_graph)
+        if not trace:
+            for p, c in zip(parents, contributions):
+                if c is not None:
+                    prev = get(p)
+                    S[p] = c if prev is None else prev + c
+            continue
         totals = []
         for p, c in zip(parents, contributions):
             if c is not None:
                 prev = get(p)
                 S[p] = c if prev is None else prev + c
-            if trace:
-                totals.append(get(p))
-        if trace:
-            yield Event(index, node, s, parents, node.partials, tuple(contributions), tuple(totals))
+            totals.append(get(p))
+        yield Event(index, node, s, parents, node.partials, tuple(contributions), tuple(totals))
     return S
 
 

@@ -16,6 +16,8 @@ from .tensor import ShapeError, Tensor, _nonfinite, _result, as_tensor, where
 
 __all__ = ["cross_entropy", "binary_cross_entropy_with_logits", "mse", "mae", "huber"]
 
+_UNSIGNED = {np.dtype(f"i{k}"): np.dtype(f"u{k}") for k in (1, 2, 4, 8)}
+
 
 def cross_entropy(logits: Tensor, labels: Any) -> Tensor:
     """Mean of -log softmax(logits)[label] over the rows; one node whose vjp is (softmax - onehot) / N.
@@ -43,18 +45,20 @@ def cross_entropy(logits: Tensor, labels: Any) -> Tensor:
         raise ShapeError(f"cross_entropy: labels of shape {y.shape} do not fit logits of shape {z.shape} "
                          f"(needs ({n},))")
     # NOTE: read as unsigned, a negative label is huge, so one max() checks both ends of [0, C).
-    if n and (y.view(y.dtype.str.replace("i", "u")) if kind == "i" else y).max() >= c:
+    if n and np.maximum.reduce(y.view(_UNSIGNED[y.dtype]) if kind == "i" else y) >= c:
         bad = int(y[(y < 0) | (y >= c)][0])
         raise ShapeError(f"cross_entropy: label {bad} is not a class index in [0, {c}) for logits of shape {z.shape}")
     # NOTE: the work is done on the (C, N) transpose: with few classes, NumPy's reductions along the short last
     # axis of (N, C) cost a call per row (z.max(axis=1) is ~8x slower than the same max across rows here).
     zt = z.T.copy()
-    zt -= zt.max(axis=0)           # shift each example by its largest logit: exp cannot overflow
+    zt -= np.maximum.reduce(zt, axis=0)  # shift each example by its largest logit: exp cannot overflow
     rows = np.arange(n)
     picked = zt[y, rows]           # the shifted logit of each example's label
     e = np.exp(zt, out=zt)
-    s = e.sum(axis=0)
-    loss = np.asarray((np.log(s) - picked).sum() / max(n, 1), dtype=z.dtype)
+    s = np.add.reduce(e, axis=0)
+    losses = np.log(s)
+    losses -= picked
+    loss = np.asarray(np.add.reduce(losses) / max(n, 1), dtype=z.dtype)
     if not math.isfinite(loss):
         raise _nonfinite("cross_entropy", (logits,), loss, "gives")
 

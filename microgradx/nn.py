@@ -14,7 +14,7 @@ import numpy as np
 from . import functional as F
 from . import init as _init
 from .ops import OPS, Op
-from .tensor import ShapeError, Tensor, as_tensor, concatenate, linear
+from .tensor import ShapeError, Tensor, _unary, as_tensor, concatenate, linear
 
 __all__ = [
     "Module", "Linear", "Activation", "ReLU", "Tanh", "Sigmoid", "LeakyReLU", "ELU", "GELU", "Swish", "SiLU",
@@ -193,7 +193,9 @@ class Linear(Module):
             raise ValueError(f"Linear: unknown init {init!r}; choose one of {sorted(_init.INITS)}")
         self.in_features, self.out_features = int(in_features), int(out_features)
         shape = (self.out_features, self.in_features)
-        self.weight = Tensor(_init.INITS[init](shape, rng=_init.make_rng(rng), dtype=dtype), label="weight")
+        # NOTE: stored column-major (W.T row-major): see the note on the layout in microgradx.tensor.linear.
+        weight = np.asfortranarray(_init.INITS[init](shape, rng=_init.make_rng(rng), dtype=dtype))
+        self.weight = Tensor(weight, label="weight")
         self.bias = Tensor(_init.constant((self.out_features,), bias_init, dtype=dtype), label="bias") if bias \
             else None
 
@@ -230,7 +232,7 @@ class Activation(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """The row applied elementwise."""
-        return as_tensor(x).apply(self.row, param=self.param)
+        return _unary(self.row, x if isinstance(x, Tensor) else as_tensor(x), self.param)
 
     def extra_repr(self) -> str:
         shown = "" if type(self).row is self.row else repr(self.row.name)
@@ -430,7 +432,9 @@ class Conv2d(Module):
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
         shape = (self.out_channels, self.in_channels, kh, kw)
-        self.weight = Tensor(_init.INITS[init](shape, rng=_init.make_rng(rng), dtype=dtype), label="weight")
+        # NOTE: stored column-major (W.T row-major): see the note on the layout in microgradx.tensor.linear.
+        weight = np.asfortranarray(_init.INITS[init](shape, rng=_init.make_rng(rng), dtype=dtype))
+        self.weight = Tensor(weight, label="weight")
         self.bias = Tensor(np.zeros(self.out_channels, dtype=dtype), label="bias") if bias else None
 
     def forward(self, x: Any) -> Tensor:

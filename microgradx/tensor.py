@@ -141,7 +141,7 @@ class Tensor:
     (4.0, [4.0, -2.0])
     """
 
-    __slots__ = ("data", "_grad", "requires_grad", "label", "parents", "_back", "_op", "_retain")
+    __slots__ = ("data", "_grad", "requires_grad", "label", "parents", "_back", "_op", "_keeps_grad")
     __array_ufunc__ = None  # so that ndarray + Tensor and ndarray @ Tensor defer to the Tensor's operators
 
     def __init__(self, data: Any, requires_grad: bool = True, label: str | None = None, dtype: Any = None) -> None:
@@ -152,7 +152,7 @@ class Tensor:
         self.parents: tuple[Tensor, ...] = ()  # the op's tensor inputs, in order; empty for a leaf
         self._back: Any = None
         self._op: Any = None
-        self._retain = False
+        self._keeps_grad = True  # a leaf keeps its gradient; results do not, unless retain_grad()
 
     # -- the node protocol of the graph core ---------------------------------------------------------------
 
@@ -165,7 +165,7 @@ class Tensor:
     def grad(self, value: np.ndarray | None) -> None:
         # NOTE: intermediate results drop their gradient (nobody reads it; keeping it would hold memory), and
         # a parameter always owns a writable array, so an optimizer may update it in place.
-        if self.parents and not self._retain:
+        if not self._keeps_grad:
             return
         if value is not None and (value.base is not None or not value.flags.writeable):
             value = value.copy()
@@ -183,11 +183,11 @@ class Tensor:
         return op.name if isinstance(op, Op) else op
 
     def _vjps(self, g: np.ndarray, create_graph: bool) -> tuple:
-        if create_graph:
-            raise MicrogradxError(f"{self.op_name}: Tensor gradients are arrays, so create_graph (higher order) "
-                                  "is not supported; use Value for higher-order derivatives")
-        if type(g) is not np.ndarray:  # a number seed from graph.grad()
-            g = np.asarray(g, dtype=self.data.dtype)
+        if create_graph or type(g) is not np.ndarray:
+            if create_graph:
+                raise MicrogradxError(f"{self.op_name}: Tensor gradients are arrays, so create_graph (higher "
+                                      "order) is not supported; use Value for higher-order derivatives")
+            g = np.asarray(g, dtype=self.data.dtype)  # a number seed from graph.grad()
         return self._back(g)
 
     def _reset_grad(self) -> None:
@@ -195,7 +195,7 @@ class Tensor:
 
     def retain_grad(self) -> Tensor:
         """Keep this intermediate result's gradient too (for inspection); returns self."""
-        self._retain = True
+        self._keeps_grad = True
         return self
 
     # -- differentiation -----------------------------------------------------------------------------------
@@ -534,7 +534,7 @@ class Tensor:
 def _const(data: np.ndarray) -> Tensor:
     t = _new(Tensor)
     t.data, t._grad, t.requires_grad, t.label = data, None, False, None
-    t.parents, t._back, t._op, t._retain = (), None, None, False
+    t.parents, t._back, t._op, t._keeps_grad = (), None, None, True
     return t
 
 
@@ -544,7 +544,7 @@ def _result(data: np.ndarray, parents: tuple, back: Any, op: Any) -> Tensor:
         if p.requires_grad:
             t = _new(Tensor)
             t.data, t._grad, t.requires_grad, t.label = data, None, True, None
-            t.parents, t._back, t._op, t._retain = parents, back, op, False
+            t.parents, t._back, t._op, t._keeps_grad = parents, back, op, False
             return t
     return _const(data)
 
@@ -741,11 +741,20 @@ def matmul(a: Any, b: Any) -> Tensor:
     return _result(out, (a, b), back, "matmul")
 
 
+_TRANSPOSED_GX = 1 << 14  # weight entries above which linear's input gradient is formed as (W.T @ g.T).T
+
+
 def linear(x: Any, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """x @ weight.T + bias in one node (weight of shape (out, in), as seed 003's A in R^{m x n}).
 
     One node instead of three saves the Python overhead and the intermediate arrays of a separate matmul
-    and add; the vjps are g @ W, g.T @ x and the column sums of g.
+    and add; the vjps are g @ W, g.T @ x and the column sums of g. A raw NumPy batch ``x`` is data, not a
+    graph node: the node's parents are then the weight and bias only.
+
+    Any memory layout of W works. ``nn.Linear`` stores W column-major, so that W.T is row-major and both
+    products of a step, x @ W.T and x.T @ g, reach BLAS with untransposed operands: with a small batch the
+    cost of a product is mostly BLAS packing the 784 x 128 weight, and OpenBLAS packs a transposed operand
+    much more slowly (``benchmarks/mlp.py`` measures both layouts).
 
     >>> x = Tensor([[1.0, 2.0]], requires_grad=False)
     >>> W = Tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]); b = Tensor([0.5, 0.5, 0.5])
@@ -755,7 +764,7 @@ def linear(x: Any, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     # NOTE: a raw input array (a batch) is not scanned: a NaN or infinity in it reaches the output, which is.
     W = weight.data
     if type(x) is np.ndarray and x.dtype == W.dtype:  # a raw batch of the weight's dtype: used as it is
-        X, x = x, _const(x)
+        X, x = x, None
     else:
         x = x if isinstance(x, Tensor) else _const(np.asarray(x, dtype=W.dtype))
         X = x.data
@@ -771,17 +780,35 @@ def linear(x: Any, weight: Tensor, bias: Tensor | None = None) -> Tensor:
             raise ShapeError(f"linear: bias of shape {bias.data.shape} does not fit weight of shape {W.shape} "
                              f"(needs ({W.shape[0]},))")
         out += bias.data
-    if not np.isfinite(out).all():
-        raise _nonfinite("linear", (x, weight), out, "gives")
+    parents: tuple = (weight,) if bias is None else (weight, bias)
+    if x is not None:
+        parents = (x, *parents)
+    if not _all_finite(out):
+        raise _nonfinite("linear", parents, out, "gives")
+    column_major = W.strides[0] < W.strides[1]  # W.T is the row-major one (cheaper to ask than W.flags)
+    want_x = x is not None and x.requires_grad
+    first = 0 if x is not None else 1  # where the parents start among (x, weight, bias)
 
     def back(g: np.ndarray) -> tuple:
         g2 = g.reshape(-1, g.shape[-1]) if g.ndim != 2 else g
-        gx = g @ W if x.requires_grad else None
-        gW = g2.T @ X.reshape(-1, X.shape[-1]) if weight.requires_grad else None
-        if bias is None:
-            return gx, gW
-        return gx, gW, (g2.sum(axis=0) if bias.requires_grad else None)
-    parents = (x, weight) if bias is None else (x, weight, bias)
+        X2 = X.reshape(-1, X.shape[-1]) if X.ndim != 2 else X
+        gx = gW = gb = None
+        if column_major:
+            if want_x:
+                # NOTE: g @ W packs the transposed W; for a large W the transposed product is cheaper, but its
+                # result is column-major, which slows the elementwise ops after it: worth it only when W is big.
+                gx = (W.T @ g2.T).T if g.ndim == 2 and W.size > _TRANSPOSED_GX else g @ W
+            if weight.requires_grad:
+                gW = np.empty(W.shape, W.dtype, order="F")  # laid out like W, for the update
+                np.matmul(X2.T, g2, out=gW.T)
+        else:
+            if want_x:
+                gx = g @ W
+            if weight.requires_grad:
+                gW = g2.T @ X2
+        if bias is not None and bias.requires_grad:
+            gb = np.add.reduce(g2, axis=0)
+        return (gx, gW, gb)[first:first + len(parents)]
     return _result(out, parents, back, "linear")
 
 

@@ -108,6 +108,7 @@ class Value:
     """
 
     __slots__ = ("data", "grad", "op", "label", "_a", "_b", "_za", "_zb", "_arg")
+    _keeps_grad = True  # backward adds S to every node's grad (the graph core's node protocol)
 
     def __init__(self, data: float, label: str | None = None) -> None:
         self.data = _to_float(data)

@@ -249,6 +249,21 @@ def test_zero_grad_state_dict_and_load_state_dict():
         other.load_state_dict({**state, "0.weight": np.zeros((2, 3))})
 
 
+def test_linear_keeps_its_weight_column_major_through_training_and_loading():
+    # The layout makes both products of a training step reach BLAS untransposed (see tensor.linear); every path
+    # that writes a weight must keep it.
+    net = nn.Sequential(nn.Linear(6, 4, rng=0), nn.ReLU(), nn.Linear(4, 3, rng=1))
+    weights = [net[0].weight, net[2].weight]
+    assert all(w.data.flags.f_contiguous and not w.data.flags.c_contiguous for w in weights)
+    opt = mgx.optim.Adam(net.parameters(), lr=0.01)
+    x = np.random.default_rng(0).normal(size=(5, 6)).astype(np.float32)
+    cross_entropy(net(x), [0, 1, 2, 0, 1]).backward()
+    assert all(w.grad.flags.f_contiguous for w in weights)
+    opt.step()
+    net.load_state_dict({k: np.ascontiguousarray(v) for k, v in net.state_dict().items()})
+    assert all(w.data.flags.f_contiguous and not w.data.flags.c_contiguous for w in weights)
+
+
 def test_residual_adds_the_skip_and_checks_shapes():
     block = nn.Linear(3, 3, dtype=np.float64, rng=0)
     res = nn.Residual(block)

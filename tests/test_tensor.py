@@ -35,7 +35,7 @@ def central_grad(f, arrays: list[np.ndarray], k: int) -> np.ndarray:
 
 def check_against_differences(build, arrays: list[np.ndarray], rng: np.random.Generator, rtol=1e-5, atol=1e-6):
     """Compare backward() with central differences of L = sum(build(*tensors) * W), W random and fixed."""
-    tensors = [Tensor(a.copy()) for a in arrays]
+    tensors = [Tensor(a.copy(order="K")) for a in arrays]  # keep each array's memory layout
     out = build(*tensors)
     W = rng.normal(size=out.shape)
     (out * Tensor(W, requires_grad=False)).sum().backward()
@@ -189,6 +189,43 @@ def test_tensor_only_op_matches_central_differences(name):
     if name == "clip":  # keep entries away from the clip bounds, where the derivative jumps
         arrays[0] = np.where(abs(abs(arrays[0]) - 1.0) < 0.05, 0.5, arrays[0])
     check_against_differences(build, arrays, rng)
+
+
+# (input shape, weight shape): the last weight has more entries than linear's threshold for forming the input
+# gradient as a transposed product, so both ways are covered.
+LINEAR_SHAPES = [((5, 3), (4, 3)), ((2, 5, 3), (4, 3)), ((6, 150), (120, 150))]
+
+
+@pytest.mark.parametrize("x_shape, w_shape", LINEAR_SHAPES)
+def test_linear_with_a_column_major_weight_matches_central_differences(x_shape, w_shape):
+    rng = np.random.default_rng(7)
+    arrays = [rng.uniform(-1.0, 1.0, size=x_shape), np.asfortranarray(rng.uniform(-1.0, 1.0, size=w_shape)),
+              rng.uniform(-1.0, 1.0, size=w_shape[0])]
+    check_against_differences(lambda x, w, b: linear(x, w, b), arrays, rng)
+
+
+@pytest.mark.parametrize("x_shape, w_shape", LINEAR_SHAPES)
+def test_linear_gives_the_same_results_for_either_weight_layout(x_shape, w_shape):
+    rng = np.random.default_rng(8)
+    X, W, b, G = (rng.normal(size=s) for s in (x_shape, w_shape, w_shape[0], (*x_shape[:-1], w_shape[0])))
+    results = []
+    for layout in (np.ascontiguousarray, np.asfortranarray):
+        x, w, bias = Tensor(X), Tensor(layout(W)), Tensor(b)
+        y = linear(x, w, bias)
+        y.backward(G)
+        assert w.grad.flags.f_contiguous == w.data.flags.f_contiguous  # the gradient is laid out like W
+        results.append((y.data, x.grad, w.grad, bias.grad))
+    for row, col in zip(*results, strict=True):
+        np.testing.assert_allclose(col, row, rtol=1e-12, atol=1e-12)
+
+
+def test_linear_takes_a_raw_batch_as_data_not_as_a_graph_node():
+    w, b = Tensor(np.ones((2, 3))), Tensor(np.zeros(2))
+    y = linear(np.ones((4, 3)), w, b)
+    assert y.parents == (w, b)
+    y.sum().backward()
+    np.testing.assert_array_equal(w.grad, np.full((2, 3), 4.0))
+    np.testing.assert_array_equal(b.grad, np.full(2, 4.0))
 
 
 def test_softmax_family_is_stable_and_matches_formulas():

@@ -491,3 +491,23 @@ def test_cli_help_shows_examples():
     assert r.returncode == 0
     assert "microgradx train --dataset digits --optimizer adam --epochs 30 --seed 0" in r.stdout
     assert "--mnist-dir" in r.stdout and "--metrics-json" in r.stdout
+
+
+def test_the_mlp_benchmark_engines_do_the_same_work():
+    """benchmarks/mlp.py compares engines on one workload: from the same weights and batches, the hand-written
+    NumPy MLPs (both weight layouts) and microgradx must follow the same trajectory."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "mlp.py"
+    spec = importlib.util.spec_from_file_location("mlp_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    X, y = bench.make_data(256)
+    plan = bench.batches(256, 32, np.random.default_rng(0))
+    engines = [bench.numpy_engine, bench.numpy_in_out_engine, bench.microgradx_engine]
+    epochs = [make(X, y, 0.1) for make in engines]
+    losses = [[epoch(plan) for _ in range(3)] for epoch in epochs]
+    assert losses[0][-1] < losses[0][0]  # the shared trajectory does learn
+    for other in losses[1:]:
+        np.testing.assert_allclose(other, losses[0], rtol=1e-4)
