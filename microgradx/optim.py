@@ -183,9 +183,11 @@ class Optimizer(ABC):
         for i, (p, state) in enumerate(zip(self.params, self.state, strict=True)):
             if p.grad is None:
                 continue
+            # NOTE: an array parameter is updated in its own dtype (a float32 model keeps float32 moment buffers,
+            # as PyTorch does); a float parameter (a Value) in float64.
             array = isinstance(p.data, np.ndarray)
-            theta = p.data.astype(np.float64) if array else np.float64(p.data)
-            g = np.asarray(p.grad, dtype=np.float64)
+            theta = p.data if array else np.float64(p.data)
+            g = np.asarray(p.grad, dtype=theta.dtype)
             if g.shape != np.shape(theta):
                 raise ValueError(f"{name}.step: {_where(i, p)} has data of shape {np.shape(theta)} "
                                  f"but a gradient of shape {g.shape}")
@@ -327,7 +329,7 @@ class SGD(Optimizer):
             v = state["velocity"] = mu * state["velocity"] - lr * g
             return mu * v - lr * g if self.nesterov else v
         b = state["momentum_buffer"]
-        b = state["momentum_buffer"] = g.copy() if b is None else mu * b + (1 - self.dampening) * g
+        b = state["momentum_buffer"] = np.copy(g) if b is None else mu * b + (1 - self.dampening) * g
         return -lr * (g + mu * b) if self.nesterov else -lr * b
 
 

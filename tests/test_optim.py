@@ -265,6 +265,27 @@ def test_updates_in_place_and_lowers_the_loss(make):
 
 
 @pytest.mark.parametrize("make", ALL)
+def test_a_float32_parameter_is_updated_in_float32_along_the_float64_path(make):
+    # As PyTorch: the update runs in the parameter's dtype, so a float32 model has float32 moment buffers (and
+    # pays no float64 round trip per step); the path stays within float32 rounding of the float64 one.
+    p64 = P(START)
+    p32 = P(START)
+    p32.data = np.asfortranarray(np.tile(START.astype(np.float32), (2, 1)))  # column-major, like nn.Linear's W
+    alias = p32.data
+    opt64, opt32 = make([p64]), make([p32])
+    for _ in range(30):
+        p64.grad = grad_of(p64.data)
+        p32.grad = np.asfortranarray(np.tile(grad_of(p32.data[0].astype(np.float64)).astype(np.float32), (2, 1)))
+        opt64.step()
+        opt32.step()
+    assert p32.data is alias and p32.data.dtype == np.float32 and p32.data.flags.f_contiguous
+    buffers = [b for b in opt32.state[0].values() if isinstance(b, np.ndarray)]
+    assert all(b.dtype == np.float32 and b.flags.f_contiguous for b in buffers)
+    np.testing.assert_allclose(p32.data[0], p64.data, rtol=1e-3, atol=1e-4)
+    np.testing.assert_array_equal(p32.data[0], p32.data[1])
+
+
+@pytest.mark.parametrize("make", ALL)
 def test_works_on_scalar_values_like_on_0d_arrays(make):
     w = Value(1.5, label="w")
     arr = P(1.5)

@@ -505,7 +505,7 @@ def test_the_mlp_benchmark_engines_do_the_same_work():
     spec.loader.exec_module(bench)
     X, y = bench.make_data(256)
     plan = bench.batches(256, 32, np.random.default_rng(0))
-    engines = [bench.numpy_engine, bench.numpy_in_out_engine, bench.microgradx_engine]
+    engines = [bench.numpy_engine, bench.numpy_in_out_engine, bench.microgradx_engine, bench.microgradx_optim_engine]
     epochs = [make(X, y, 0.1) for make in engines]
     losses = [[epoch(plan) for _ in range(3)] for epoch in epochs]
     assert losses[0][-1] < losses[0][0]  # the shared trajectory does learn
