@@ -14,7 +14,7 @@ import numpy as np
 from . import functional as F
 from . import init as _init
 from .ops import OPS, Op
-from .tensor import ShapeError, Tensor, _unary, as_tensor, concatenate, linear
+from .tensor import FUSABLE_ACTIVATIONS, ShapeError, Tensor, _unary, as_tensor, concatenate, linear
 
 __all__ = [
     "Module", "Linear", "Activation", "ReLU", "Tanh", "Sigmoid", "LeakyReLU", "ELU", "GELU", "Swish", "SiLU",
@@ -368,8 +368,19 @@ class Residual(Module):
         return x + y
 
 
+def _fusable_row(layer: Module) -> Op | None:
+    """The op-table row of an activation layer that linear() can apply inside its own node, else None."""
+    if type(layer).forward is Activation.forward and layer.param is None and layer.row in FUSABLE_ACTIVATIONS:
+        return layer.row
+    return None
+
+
 class Sequential(Module):
     """Modules applied one after another; they are named "0", "1", ...
+
+    A ``Linear`` followed by an activation of ``tensor.FUSABLE_ACTIVATIONS`` (ReLU, Tanh, ...) runs as one
+    fused graph node, ``linear(x, W, b, activation=...)``: the same numbers, one node fewer to build and walk
+    back, and one array fewer per step.
 
     >>> net = Sequential(Linear(4, 3, rng=0), ReLU(), Linear(3, 2, rng=1))
     >>> net(np.ones((5, 4))).shape, len(net)
@@ -390,7 +401,17 @@ class Sequential(Module):
 
     def forward(self, x: Any) -> Any:
         """Each layer applied to the previous one's output."""
-        for layer in self.layers:
+        layers = self.layers
+        i, n = 0, len(layers)
+        while i < n:
+            layer = layers[i]
+            i += 1
+            if type(layer) is Linear and i < n:  # a subclass may compute something else: never fused
+                row = _fusable_row(layers[i])
+                if row is not None:
+                    x = linear(x, layer.weight, layer.bias, activation=row)
+                    i += 1
+                    continue
             x = layer(x)
         return x
 

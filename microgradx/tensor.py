@@ -30,7 +30,7 @@ from .ops import (
     numpy_math,
 )
 
-__all__ = ["Tensor", "ShapeError", "linear", "concatenate", "where", "as_tensor"]
+__all__ = ["Tensor", "ShapeError", "linear", "FUSABLE_ACTIVATIONS", "concatenate", "where", "as_tensor"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _new = object.__new__
@@ -92,10 +92,13 @@ class ShapeError(MicrogradxError, ValueError):
     """
 
 
+_isfinite, _and_reduce = np.isfinite, np.logical_and.reduce
+
+
 def _all_finite(a: np.ndarray) -> bool:
-    # NOTE: np.isfinite(a).all() is one vectorised pass that cannot warn; on this path it costs about as much
-    # as a.sum(), which could itself overflow.
-    return bool(np.isfinite(a).all())
+    # NOTE: one vectorised pass that cannot warn (a.sum() costs as much and could itself overflow); the ufunc's
+    # own reduce, not a.all(), which goes through a Python-level wrapper.
+    return bool(_and_reduce(_isfinite(a), axis=None))
 
 
 def _first_bad(a: np.ndarray) -> tuple[tuple[int, ...], float]:
@@ -637,7 +640,7 @@ def _table_node(op: Op, inputs: tuple, datas: tuple, param: Any) -> Tensor:
     if type(out) is not np.ndarray or out.dtype != dtype:
         out = np.asarray(out, dtype=dtype)
     bounded = op.bounded
-    if not bounded and not np.isfinite(out).all():
+    if not bounded and not _all_finite(out):
         raise _nonfinite(op, inputs, out, "gives")
 
     def back(g: np.ndarray) -> list:
@@ -653,7 +656,7 @@ def _table_node(op: Op, inputs: tuple, datas: tuple, param: Any) -> Tensor:
                 c = g * z
                 if type(c) is not np.ndarray or c.dtype != dtype:
                     c = np.asarray(c, dtype=dtype)
-                if not bounded and not np.isfinite(c).all():
+                if not bounded and not _all_finite(c):
                     raise _nonfinite(op, inputs, c, "has a non-finite gradient")
             res.append(c if c.shape == t.data.shape else _unbroadcast(c, t.data.shape))
         return res
@@ -743,13 +746,35 @@ def matmul(a: Any, b: Any) -> Tensor:
 
 _TRANSPOSED_GX = 1 << 14  # weight entries above which linear's input gradient is formed as (W.T @ g.T).T
 
+# Activations linear() can apply inside its own node: one-input rows without a parameter that need no checks
+# (no domain, and ``bounded``: finite in, finite out, partial of magnitude <= 1), so fusing skips nothing.
+FUSABLE_ACTIVATIONS = frozenset(op for op in OPS.values()
+                                if op.arity == 1 and op.param is None and op.bounded and not op.checked)
 
-def linear(x: Any, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+
+def _linear_misfit(X: np.ndarray, W: np.ndarray, bias: Tensor | None) -> None:
+    """Raise the error that says why x, W and bias do not fit linear()."""
+    if W.ndim != 2 or X.ndim == 0 or X.shape[-1] != W.shape[1]:
+        raise ShapeError(f"linear: input of shape {X.shape} does not fit weight of shape {W.shape} "
+                         f"(needs the last input dimension == {W.shape[1] if W.ndim == 2 else '?'})")
+    if X.dtype != W.dtype:
+        raise TypeError(f"linear: input dtype {X.dtype} differs from weight dtype {W.dtype}; convert the input "
+                        "(float32 data is never silently upcast)")
+    raise ShapeError(f"linear: bias of shape {bias.data.shape} does not fit weight of shape {W.shape} "
+                     f"(needs ({W.shape[0]},))")
+
+
+def linear(x: Any, weight: Tensor, bias: Tensor | None = None, activation: Op | str | None = None) -> Tensor:
     """x @ weight.T + bias in one node (weight of shape (out, in), as seed 003's A in R^{m x n}).
 
     One node instead of three saves the Python overhead and the intermediate arrays of a separate matmul
     and add; the vjps are g @ W, g.T @ x and the column sums of g. A raw NumPy batch ``x`` is data, not a
     graph node: the node's parents are then the weight and bias only.
+
+    ``activation`` (an op-table row or its name, from ``FUSABLE_ACTIVATIONS``: relu, tanh, ...) is applied
+    inside the same node: out = f(x @ W.T + b), and the incoming gradient is first multiplied by the row's own
+    partial f'(z). The numbers are those of the separate ops; ``nn.Sequential`` fuses a Linear followed by such
+    an activation this way.
 
     Any memory layout of W works. ``nn.Linear`` stores W column-major, so that W.T is row-major and both
     products of a step, x @ W.T and x.T @ g, reach BLAS with untransposed operands: with a small batch the
@@ -757,39 +782,47 @@ def linear(x: Any, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     much more slowly (``benchmarks/mlp.py`` measures both layouts).
 
     >>> x = Tensor([[1.0, 2.0]], requires_grad=False)
-    >>> W = Tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]); b = Tensor([0.5, 0.5, 0.5])
-    >>> y = linear(x, W, b); y.data.tolist()
-    [[1.5, 2.5, 3.5]]
+    >>> W = Tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]); b = Tensor([0.5, 0.5, 0.5])
+    >>> linear(x, W, b).data.tolist(), linear(x, W, b, activation="relu").data.tolist()
+    ([[1.5, 2.5, -2.5]], [[1.5, 2.5, 0.0]])
     """
     # NOTE: a raw input array (a batch) is not scanned: a NaN or infinity in it reaches the output, which is.
+    act = OPS[activation] if isinstance(activation, str) else activation
+    if act is not None and act not in FUSABLE_ACTIVATIONS:
+        raise ValueError(f"linear: activation {act.name!r} cannot be fused (it has a parameter or needs checks); "
+                         f"apply it as its own op, or use one of {sorted(op.name for op in FUSABLE_ACTIVATIONS)}")
     W = weight.data
     if type(x) is np.ndarray and x.dtype == W.dtype:  # a raw batch of the weight's dtype: used as it is
         X, x = x, None
     else:
         x = x if isinstance(x, Tensor) else _const(np.asarray(x, dtype=W.dtype))
         X = x.data
-    if W.ndim != 2 or X.ndim == 0 or X.shape[-1] != W.shape[1]:
-        raise ShapeError(f"linear: input of shape {X.shape} does not fit weight of shape {W.shape} "
-                         f"(needs the last input dimension == {W.shape[1] if W.ndim == 2 else '?'})")
-    if X.dtype != W.dtype:
-        raise TypeError(f"linear: input dtype {X.dtype} differs from weight dtype {W.dtype}; convert the input "
-                        "(float32 data is never silently upcast)")
-    out = X @ W.T
+    if (W.ndim != 2 or X.ndim == 0 or X.shape[-1] != W.shape[1] or X.dtype != W.dtype
+            or (bias is not None and bias.data.shape != (W.shape[0],))):
+        _linear_misfit(X, W, bias)
+    z = X @ W.T
     if bias is not None:
-        if bias.data.shape != (W.shape[0],):
-            raise ShapeError(f"linear: bias of shape {bias.data.shape} does not fit weight of shape {W.shape} "
-                             f"(needs ({W.shape[0]},))")
-        out += bias.data
+        z += bias.data
     parents: tuple = (weight,) if bias is None else (weight, bias)
     if x is not None:
         parents = (x, *parents)
-    if not _all_finite(out):
-        raise _nonfinite("linear", parents, out, "gives")
+    if not _and_reduce(_isfinite(z), axis=None):
+        raise _nonfinite("linear", parents, z, "gives")
+    out = z
+    if act is not None:
+        F = _MATH[z.dtype]
+        out = act.forward(F, z)
+        if type(out) is not np.ndarray or out.dtype != z.dtype:
+            out = np.asarray(out, dtype=z.dtype)
     column_major = W.strides[0] < W.strides[1]  # W.T is the row-major one (cheaper to ask than W.flags)
     want_x = x is not None and x.requires_grad
     first = 0 if x is not None else 1  # where the parents start among (x, weight, bias)
 
     def back(g: np.ndarray) -> tuple:
+        if act is not None:
+            g = g * act.partials(F, out, z)[0]
+            if type(g) is not np.ndarray or g.dtype != z.dtype:
+                g = np.asarray(g, dtype=z.dtype)
         g2 = g.reshape(-1, g.shape[-1]) if g.ndim != 2 else g
         X2 = X.reshape(-1, X.shape[-1]) if X.ndim != 2 else X
         gx = gW = gb = None
@@ -809,7 +842,7 @@ def linear(x: Any, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         if bias is not None and bias.requires_grad:
             gb = np.add.reduce(g2, axis=0)
         return (gx, gW, gb)[first:first + len(parents)]
-    return _result(out, parents, back, "linear")
+    return _result(out, parents, back, "linear" if act is None else f"linear+{act.name}")
 
 
 def _reduce_sum(x: Tensor, axis: Any, keepdims: bool, mean: bool) -> Tensor:

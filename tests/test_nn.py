@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import microgradx as mgx
-from microgradx import init, nn
+from microgradx import graph, init, nn
 from microgradx.losses import cross_entropy, mse
 from microgradx.ops import OPS, numpy_math
-from microgradx.tensor import ShapeError, Tensor
+from microgradx.tensor import FUSABLE_ACTIVATIONS, ShapeError, Tensor, linear
 
 # ---------------------------------------------------------------------------------------------------------
 # The same network from Values and from Tensors
@@ -262,6 +262,51 @@ def test_linear_keeps_its_weight_column_major_through_training_and_loading():
     opt.step()
     net.load_state_dict({k: np.ascontiguousarray(v) for k, v in net.state_dict().items()})
     assert all(w.data.flags.f_contiguous and not w.data.flags.c_contiguous for w in weights)
+
+
+FUSED = sorted(op.name for op in FUSABLE_ACTIVATIONS)
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_sequential_fuses_linear_and_activation_with_the_same_numbers(name):
+    net = nn.Sequential(nn.Linear(5, 4, dtype=np.float64, rng=0), nn.Activation(name),
+                        nn.Linear(4, 3, dtype=np.float64, rng=1))
+    x = Tensor(np.random.default_rng(2).normal(size=(6, 5)) * 2.0)
+    labels = [0, 1, 2, 0, 1, 2]
+    fused = cross_entropy(net(x), labels)
+    assert [n.op_name for n in graph.topological_order(fused) if n.parents][0] == f"linear+{name}"
+    fused.backward()
+    grads = [p.grad.copy() for p in [x, *net.parameters()]]
+    net.zero_grad()
+    x.grad = None
+    h = x
+    for layer in net.layers:  # the same layers called one by one: three separate nodes
+        h = layer(h)
+    separate = cross_entropy(h, labels)
+    separate.backward()
+    assert separate.item() == fused.item()
+    for g, p in zip(grads, [x, *net.parameters()], strict=True):
+        np.testing.assert_allclose(g, p.grad, rtol=1e-13, atol=1e-15)
+
+
+def test_sequential_fuses_only_plain_linear_and_activation_layers():
+    class Scaled(nn.Linear):
+        def forward(self, x):
+            return super().forward(x) * 2.0
+
+    class Shifted(nn.ReLU):
+        def forward(self, x):
+            return super().forward(x) + 1.0
+
+    x = np.ones((2, 3))
+    for net in (nn.Sequential(Scaled(3, 2, dtype=np.float64, rng=0), nn.ReLU()),
+                nn.Sequential(nn.Linear(3, 2, dtype=np.float64, rng=0), Shifted()),
+                nn.Sequential(nn.Linear(3, 2, dtype=np.float64, rng=0), nn.LeakyReLU()),
+                nn.Sequential(nn.Linear(3, 2, dtype=np.float64, rng=0), nn.Dropout(0.5, rng=0), nn.ReLU())):
+        ops = [n.op_name for n in graph.topological_order(net(x)) if n.parents]
+        assert not any("+" in op for op in ops), (net, ops)
+    with pytest.raises(ValueError, match="leaky_relu.*cannot be fused"):
+        linear(x, nn.Linear(3, 2, dtype=np.float64).weight, activation="leaky_relu")
 
 
 def test_residual_adds_the_skip_and_checks_shapes():

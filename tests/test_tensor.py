@@ -13,7 +13,7 @@ import pytest
 import microgradx as mgx
 from microgradx import graph
 from microgradx.ops import OPS, REAL, DivisionByZeroError, DomainError, MicrogradxError
-from microgradx.tensor import ShapeError, Tensor, concatenate, linear, where
+from microgradx.tensor import FUSABLE_ACTIVATIONS, ShapeError, Tensor, concatenate, linear, where
 
 H = 1e-6
 
@@ -217,6 +217,21 @@ def test_linear_gives_the_same_results_for_either_weight_layout(x_shape, w_shape
         results.append((y.data, x.grad, w.grad, bias.grad))
     for row, col in zip(*results, strict=True):
         np.testing.assert_allclose(col, row, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(op.name for op in FUSABLE_ACTIVATIONS))
+def test_linear_with_a_fused_activation_matches_central_differences(name):
+    op = OPS[name]
+    rng = np.random.default_rng(sum(map(ord, name)))
+    for _ in range(200):  # resample until every pre-activation is clear of the row's kink
+        arrays = [rng.uniform(-1.0, 1.0, size=(5, 3)), np.asfortranarray(rng.uniform(-1.0, 1.0, size=(4, 3))),
+                  rng.uniform(-1.0, 1.0, size=4)]
+        z = arrays[0] @ arrays[1].T + arrays[2]
+        if op.kink is None or min(op.kink(float(v)) for v in z.ravel()) > 0.05:
+            break
+    else:
+        raise AssertionError(f"{name}: could not sample away from its kink")
+    check_against_differences(lambda x, w, b: linear(x, w, b, activation=name), arrays, rng)
 
 
 def test_linear_takes_a_raw_batch_as_data_not_as_a_graph_node():
