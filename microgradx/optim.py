@@ -17,6 +17,8 @@ import numpy as np
 
 from .ops import DomainError
 
+_and_reduce = np.logical_and.reduce  # all() without the Python-level wrapper of ndarray.all
+
 __all__ = [
     "Optimizer", "SGD", "AdaGrad", "AdaDelta", "RMSprop", "Adam", "AdamW", "AdaMax", "NAdam", "RAdam",
     "clip_grad_norm", "clip_grad_value", "global_grad_norm",
@@ -173,7 +175,7 @@ class Optimizer(ABC):
 
         Raises ``DomainError`` (naming the optimizer and the parameter) when a gradient is not finite, or when
         the step would make a parameter non-finite (the run diverged: lower the learning rate); the
-        parameter is left unchanged then.
+        parameter is left unchanged then (and, for a non-finite gradient, its optimizer state too).
         """
         name = type(self).__name__
         if self.clip_value is not None:
@@ -191,7 +193,8 @@ class Optimizer(ABC):
             if g.shape != np.shape(theta):
                 raise ValueError(f"{name}.step: {_where(i, p)} has data of shape {np.shape(theta)} "
                                  f"but a gradient of shape {g.shape}")
-            if not np.all(np.isfinite(g)):
+            # NOTE: the gradient is scanned before the rule runs, so a refused step leaves the state untouched.
+            if not _and_reduce(np.isfinite(g), axis=None):
                 raise DomainError(f"{name}.step: the gradient of {_where(i, p)} is not finite "
                                   f"({_first_bad(g)})", f"{name}.step", p.grad, getattr(p, "label", None))
             if self._coupled_l2():
@@ -202,7 +205,7 @@ class Optimizer(ABC):
             state["step"] += 1
             with np.errstate(over="ignore", invalid="ignore"):  # a non-finite result is reported just below
                 new = theta + self._update(g, theta, state)
-            if not np.all(np.isfinite(new)):
+            if not _and_reduce(np.isfinite(new), axis=None):
                 raise DomainError(f"{name}.step: {_where(i, p)} would become non-finite at step {state['step']} "
                                   f"(lr={self.lr:g}): the run diverged", f"{name}.step", p.data,
                                   getattr(p, "label", None))

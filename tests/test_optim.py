@@ -429,6 +429,27 @@ def test_non_finite_gradient_names_the_optimizer_and_the_parameter():
     assert w.data == 1.0
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("make", ALL)
+def test_a_non_finite_gradient_is_refused_by_every_rule_leaving_parameter_and_state_unchanged(make, bad):
+    import copy
+
+    p = P(START)
+    opt = make([p])
+    for _ in range(3):  # build up moment buffers first
+        p.grad = grad_of(p.data)
+        opt.step()
+    data, state = p.data.copy(), copy.deepcopy(opt.state)
+    p.grad = grad_of(p.data)
+    p.grad[1] = bad
+    with pytest.raises(DomainError, match=r"step: the gradient of parameter 0 is not finite"):
+        opt.step()
+    np.testing.assert_array_equal(p.data, data)
+    assert opt.state[0].keys() == state[0].keys()
+    for key, value in state[0].items():
+        np.testing.assert_array_equal(opt.state[0][key], value, err_msg=key)
+
+
 def test_divergence_is_an_error_not_a_silent_inf():
     p = P([1e300])
     opt = optim.SGD([p], lr=1e10)
