@@ -95,8 +95,9 @@ def microgradx_engine(X: np.ndarray, y: np.ndarray, lr: float) -> Callable[[list
 
 
 def microgradx_optim_engine(X: np.ndarray, y: np.ndarray, lr: float) -> Callable[[list], float]:
-    """The same with microgradx.optim.SGD, as fit() trains: its step also refuses a non-finite gradient or
-    parameter (two more passes over each array), the price of never training on silently."""
+    """The same with microgradx.optim.SGD, as fit() trains: its step also scans each gradient and each new
+    parameter for NaN and infinity and writes through a separate array, so that a refused step leaves the
+    parameter unchanged (more passes over each array: the price of never training on silently)."""
     model = _microgradx_model()
     opt = mgx.optim.SGD(model.parameters(), lr=lr)
     cross_entropy = mgx.losses.cross_entropy

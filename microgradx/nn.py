@@ -453,9 +453,7 @@ class Conv2d(Module):
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
         shape = (self.out_channels, self.in_channels, kh, kw)
-        # NOTE: stored column-major (W.T row-major): see the note on the layout in microgradx.tensor.linear.
-        weight = np.asfortranarray(_init.INITS[init](shape, rng=_init.make_rng(rng), dtype=dtype))
-        self.weight = Tensor(weight, label="weight")
+        self.weight = Tensor(_init.INITS[init](shape, rng=_init.make_rng(rng), dtype=dtype), label="weight")
         self.bias = Tensor(np.zeros(self.out_channels, dtype=dtype), label="bias") if bias else None
 
     def forward(self, x: Any) -> Tensor:

@@ -787,10 +787,12 @@ def linear(x: Any, weight: Tensor, bias: Tensor | None = None, activation: Op | 
     ([[1.5, 2.5, -2.5]], [[1.5, 2.5, 0.0]])
     """
     # NOTE: a raw input array (a batch) is not scanned: a NaN or infinity in it reaches the output, which is.
-    act = OPS[activation] if isinstance(activation, str) else activation
-    if act is not None and act not in FUSABLE_ACTIVATIONS:
-        raise ValueError(f"linear: activation {act.name!r} cannot be fused (it has a parameter or needs checks); "
-                         f"apply it as its own op, or use one of {sorted(op.name for op in FUSABLE_ACTIVATIONS)}")
+    act = OPS.get(activation) if isinstance(activation, str) else activation
+    if activation is not None and act not in FUSABLE_ACTIVATIONS:
+        shown = act.name if isinstance(act, Op) else activation
+        raise ValueError(f"linear: activation {shown!r} cannot be fused (fusable: one-input rows with no "
+                         f"parameter that need no checks, {sorted(op.name for op in FUSABLE_ACTIVATIONS)}); "
+                         "apply it as its own op")
     W = weight.data
     if type(x) is np.ndarray and x.dtype == W.dtype:  # a raw batch of the weight's dtype: used as it is
         X, x = x, None

@@ -305,8 +305,10 @@ def test_sequential_fuses_only_plain_linear_and_activation_layers():
                 nn.Sequential(nn.Linear(3, 2, dtype=np.float64, rng=0), nn.Dropout(0.5, rng=0), nn.ReLU())):
         ops = [n.op_name for n in graph.topological_order(net(x)) if n.parents]
         assert not any("+" in op for op in ops), (net, ops)
-    with pytest.raises(ValueError, match="leaky_relu.*cannot be fused"):
-        linear(x, nn.Linear(3, 2, dtype=np.float64).weight, activation="leaky_relu")
+    w = nn.Linear(3, 2, dtype=np.float64).weight
+    for bad in ("leaky_relu", "log", "no_such_row"):
+        with pytest.raises(ValueError, match=f"activation '{bad}' cannot be fused"):
+            linear(x, w, activation=bad)
 
 
 def test_residual_adds_the_skip_and_checks_shapes():
