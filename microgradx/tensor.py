@@ -92,13 +92,13 @@ class ShapeError(MicrogradxError, ValueError):
     """
 
 
-_isfinite, _and_reduce = np.isfinite, np.logical_and.reduce
+_and_reduce = np.logical_and.reduce
 
 
 def _all_finite(a: np.ndarray) -> bool:
     # NOTE: one vectorised pass that cannot warn (a.sum() costs as much and could itself overflow); the ufunc's
     # own reduce, not a.all(), which goes through a Python-level wrapper.
-    return bool(_and_reduce(_isfinite(a), axis=None))
+    return bool(_and_reduce(np.isfinite(a), axis=None))
 
 
 def _first_bad(a: np.ndarray) -> tuple[tuple[int, ...], float]:
@@ -808,7 +808,7 @@ def linear(x: Any, weight: Tensor, bias: Tensor | None = None, activation: Op | 
     parents: tuple = (weight,) if bias is None else (weight, bias)
     if x is not None:
         parents = (x, *parents)
-    if not _and_reduce(_isfinite(z), axis=None):
+    if not _all_finite(z):
         raise _nonfinite("linear", parents, z, "gives")
     out = z
     if act is not None:
