@@ -24,6 +24,33 @@ __all__ = [
     "clip_grad_norm", "clip_grad_value", "global_grad_norm",
 ]
 
+# Half the largest finite value of each float dtype: two numbers of at most this size add to a finite number.
+_HEADROOM = {np.dtype(t): float(np.finfo(t).max) / 2 for t in (np.float16, np.float32, np.float64)}
+_ROUNDING = {np.dtype(t): (float(np.finfo(t).eps), float(np.finfo(t).tiny)) for t in (np.float16, np.float32,
+                                                                                         np.float64)}
+
+
+def _max_abs_bound(a: np.ndarray) -> float:
+    """A number >= every |a_i|, from one BLAS dot product; inf or nan when ``a`` holds a NaN or an infinity.
+
+    The sum of squares s = a . a is finite only when every entry is; its rounding error is at most
+    n * eps * s (plus n * tiny for squares that underflow), so sqrt((s + n tiny) / (1 - n eps)) bounds the
+    largest |a_i|. An overflowing s also gives inf: a caller must then decide with an exact scan.
+
+    >>> _max_abs_bound(np.array([3.0, -4.0])) >= 4.0, _max_abs_bound(np.array([1.0, np.nan])) < np.inf
+    (True, False)
+    """
+    flat = a.ravel(order="K")  # a view for any contiguous layout
+    rounding = _ROUNDING.get(flat.dtype)
+    if rounding is None:  # a dtype without a table entry (longdouble): let the exact scan decide
+        return math.inf
+    eps, tiny = rounding
+    n = flat.size
+    slack = 1.0 - n * eps
+    if slack <= 0.0:  # too many entries for the error bound to say anything
+        return math.inf
+    return math.sqrt((float(np.dot(flat, flat)) + n * tiny) / slack)
+
 
 def _where(i: int, p: Any) -> str:
     label = getattr(p, "label", None)
@@ -177,52 +204,74 @@ class Optimizer(ABC):
         the step would make a parameter non-finite (the run diverged: lower the learning rate); the
         parameter is left unchanged then (and, for a non-finite gradient, its optimizer state too).
         """
-        name = type(self).__name__
         if self.clip_value is not None:
             clip_grad_value(self.params, self.clip_value)
         if self.clip_norm is not None:
             clip_grad_norm(self.params, self.clip_norm)
-        for i, (p, state) in enumerate(zip(self.params, self.state, strict=True)):
-            if p.grad is None:
-                continue
-            # NOTE: an array parameter is updated in its own dtype (a float32 model keeps float32 moment buffers,
-            # as PyTorch does); a float parameter (a Value) in float64.
-            array = isinstance(p.data, np.ndarray)
-            theta = p.data if array else np.float64(p.data)
-            g = np.asarray(p.grad, dtype=theta.dtype)
-            if g.shape != np.shape(theta):
-                raise ValueError(f"{name}.step: {_where(i, p)} has data of shape {np.shape(theta)} "
-                                 f"but a gradient of shape {g.shape}")
-            # NOTE: the gradient is scanned before the rule runs, so a refused step leaves the state untouched.
-            if not _and_reduce(np.isfinite(g), axis=None):
-                raise DomainError(f"{name}.step: the gradient of {_where(i, p)} is not finite "
-                                  f"({_first_bad(g)})", f"{name}.step", p.grad, getattr(p, "label", None))
-            if self._coupled_l2():
-                g = g + self._coupled_l2() * theta
-            if not state:
-                state.update(self._init_state(theta))
-                state["step"] = 0
-            state["step"] += 1
-            with np.errstate(over="ignore", invalid="ignore"):  # a non-finite result is reported just below
-                new = theta + self._update(g, theta, state)
-            if not _and_reduce(np.isfinite(new), axis=None):
-                raise DomainError(f"{name}.step: {_where(i, p)} would become non-finite at step {state['step']} "
-                                  f"(lr={self.lr:g}): the run diverged", f"{name}.step", p.data,
-                                  getattr(p, "label", None))
-            if array:
-                p.data[...] = new
-            else:
-                p.data = float(new)
+        l2 = self._coupled_l2()
+        # NOTE: one errstate for the whole loop (entering one costs about 2 us): overflow and NaN in the rule's
+        # arithmetic are not warned about here because the checks below refuse the step that produced them.
+        with np.errstate(over="ignore", invalid="ignore"):
+            for i, (p, state) in enumerate(zip(self.params, self.state, strict=True)):
+                if p.grad is not None:
+                    self._step_one(i, p, state, l2)
+
+    def _step_one(self, i: int, p: Any, state: dict[str, Any], l2: float) -> None:
+        name = type(self).__name__
+        # NOTE: an array parameter is updated in its own dtype (a float32 model keeps float32 moment buffers,
+        # as PyTorch does); a float parameter (a Value) in float64.
+        array = isinstance(p.data, np.ndarray)
+        theta = p.data if array else np.float64(p.data)
+        g = np.asarray(p.grad, dtype=theta.dtype)
+        if g.shape != theta.shape:
+            raise ValueError(f"{name}.step: {_where(i, p)} has data of shape {theta.shape} "
+                             f"but a gradient of shape {g.shape}")
+        # NOTE: the gradient is scanned before the rule runs, so a refused step leaves the state untouched.
+        g_bound = _max_abs_bound(g)
+        if not (g_bound < math.inf or _and_reduce(np.isfinite(g), axis=None)):
+            raise DomainError(f"{name}.step: the gradient of {_where(i, p)} is not finite "
+                              f"({_first_bad(g)})", f"{name}.step", p.grad, getattr(p, "label", None))
+        if l2:
+            g = g + l2 * theta
+        if not state:
+            state.update(self._init_state(theta))
+            state["step"] = 0
+        state["step"] += 1
+        delta = self._update(g, theta, state)
+        if array:
+            delta_bound = self._update_bound(g_bound, theta.dtype)
+            if delta_bound is None:
+                delta_bound = _max_abs_bound(delta)
+            if _max_abs_bound(theta) + delta_bound <= _HEADROOM.get(theta.dtype, 0.0):
+                # NOTE: every |theta_i + delta_i| is at most half the largest float, so the sum is finite: it is
+                # written in place, without the three passes of the general check below.
+                np.add(theta, delta, out=theta)
+                return
+        new = theta + delta
+        if not _and_reduce(np.isfinite(new), axis=None):
+            raise DomainError(f"{name}.step: {_where(i, p)} would become non-finite at step {state['step']} "
+                              f"(lr={self.lr:g}): the run diverged", f"{name}.step", p.data,
+                              getattr(p, "label", None))
+        if array:
+            p.data[...] = new
+        else:
+            p.data = float(new)
 
     def _coupled_l2(self) -> float:
         return self.weight_decay
+
+    def _update_bound(self, g_bound: float, dtype: np.dtype) -> float | None:
+        """A bound on every |delta_i| of the last ``_update`` known without a pass over delta, or None.
+
+        ``g_bound`` bounds the |g_i| the rule saw (before coupled weight decay was added)."""
+        return None
 
     def _init_state(self, theta: np.ndarray) -> dict[str, Any]:
         return {}
 
     @abstractmethod
     def _update(self, g: np.ndarray, theta: np.ndarray, state: dict[str, Any]) -> np.ndarray:
-        """The new parameter value from gradient ``g`` (each optimizer's update rule)."""
+        """The change to add to the parameter, from gradient ``g`` (each optimizer's update rule)."""
 
     # -- saving and restoring ----------------------------------------------------------------------------------
 
@@ -323,6 +372,12 @@ class SGD(Optimizer):
         if self.momentum_form == "velocity":
             return {"velocity": np.zeros_like(theta)}
         return {"momentum_buffer": None}
+
+    def _update_bound(self, g_bound: float, dtype: np.dtype) -> float | None:
+        # Plain SGD's delta is -lr * g: |delta_i| <= lr |g_i| up to two roundings (lr to the dtype, the product).
+        if self.momentum or self.weight_decay or dtype not in _ROUNDING:
+            return None
+        return self.lr * g_bound * (1.0 + 4.0 * _ROUNDING[dtype][0])
 
     def _update(self, g: np.ndarray, theta: np.ndarray, state: dict[str, Any]) -> np.ndarray:
         mu, lr = self.momentum, self.lr

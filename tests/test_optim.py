@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 
+import hypothesis.extra.numpy as hnp
+import hypothesis.strategies as st
 import numpy as np
 import pytest
+from hypothesis import given, settings
 
 from microgradx import DomainError, Value, optim
 
@@ -457,6 +460,56 @@ def test_divergence_is_an_error_not_a_silent_inf():
     with pytest.raises(DomainError, match="diverged"):
         opt.step()
     assert p.data[0] == 1e300
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("make", ALL)
+def test_every_rule_refuses_a_step_that_overflows_leaving_the_parameter_unchanged(make, dtype):
+    # A parameter at the largest float and a huge learning rate: every rule's step would overflow it.
+    top = np.finfo(dtype).max
+    p = P([1.0])
+    p.data = np.array([top, -1.0, 0.5], dtype=dtype)
+    before = p.data.copy()
+    opt = make([p])
+    opt.lr = 1e36 if dtype == np.float32 else 1e300
+    p.grad = np.array([-1.0, 1.0, 0.5], dtype=dtype)
+    with pytest.raises(DomainError, match=r"parameter 0 would become non-finite at step 1 .*diverged"):
+        opt.step()
+    np.testing.assert_array_equal(p.data, before)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_steps_near_the_top_of_the_float_range_are_taken_exactly(dtype):
+    # Above half the largest float the cheap in-place path does not apply; the exact check takes the step.
+    top = np.finfo(dtype).max
+    p = P([1.0])
+    p.data = np.array([top * 0.75, -top * 0.75, 1.0], dtype=dtype)
+    g = np.array([1.0, -1.0, 2.0], dtype=dtype)
+    expected = p.data - dtype(1e-3) * g
+    p.grad = g.copy()
+    optim.SGD([p], lr=1e-3).step()
+    np.testing.assert_array_equal(p.data, expected)
+
+
+def test_a_finite_gradient_whose_sum_of_squares_overflows_is_not_refused():
+    p = P([1.0])
+    p.data = np.array([1.0, 2.0], dtype=np.float32)
+    p.grad = np.array([3e20, -3e20], dtype=np.float32)  # each square overflows float32, each entry is finite
+    optim.SGD([p], lr=1e-21).step()
+    np.testing.assert_allclose(p.data, [0.7, 2.3], rtol=1e-6)
+
+
+@settings(max_examples=200)
+@given(hnp.arrays(st.sampled_from([np.float32, np.float64]), hnp.array_shapes(max_dims=3, max_side=6),
+                  elements={"allow_subnormal": True}), st.booleans())
+def test_max_abs_bound_bounds_every_entry_or_reports_a_non_finite_one(a, transpose):
+    a = a.T if transpose else a  # column-major arrays are read in memory order too
+    with np.errstate(over="ignore"):
+        bound = optim._max_abs_bound(a)
+    if not np.isfinite(a).all():
+        assert not bound < math.inf
+    elif bound < math.inf:
+        assert np.abs(a.astype(np.float64)).max(initial=0.0) <= bound
 
 
 @pytest.mark.parametrize("bad, match", [
