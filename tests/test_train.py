@@ -493,9 +493,7 @@ def test_cli_help_shows_examples():
     assert "--mnist-dir" in r.stdout and "--metrics-json" in r.stdout
 
 
-def test_the_mlp_benchmark_engines_do_the_same_work():
-    """benchmarks/mlp.py compares engines on one workload: from the same weights and batches, the hand-written
-    NumPy MLPs (both weight layouts) and microgradx must follow the same trajectory."""
+def _mlp_benchmark():
     import importlib.util
     from pathlib import Path
 
@@ -503,11 +501,32 @@ def test_the_mlp_benchmark_engines_do_the_same_work():
     spec = importlib.util.spec_from_file_location("mlp_benchmark", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_the_mlp_benchmark_engines_do_the_same_work():
+    """benchmarks/mlp.py compares engines on one workload: from the same weights and batches, the hand-written
+    NumPy MLPs (both weight layouts) and microgradx must follow the same trajectory."""
+    bench = _mlp_benchmark()
     X, y = bench.make_data(256)
     plan = bench.batches(256, 32, np.random.default_rng(0))
     engines = [bench.numpy_engine, bench.numpy_in_out_engine, bench.microgradx_engine, bench.microgradx_optim_engine]
     epochs = [make(X, y, 0.1) for make in engines]
     losses = [[epoch(plan) for _ in range(3)] for epoch in epochs]
     assert losses[0][-1] < losses[0][0]  # the shared trajectory does learn
+    for other in losses[1:]:
+        np.testing.assert_allclose(other, losses[0], rtol=1e-4)
+
+
+def test_the_mlp_benchmark_pytorch_engines_do_the_same_work_too():
+    """When PyTorch is installed, both of its engines (plain update and torch.optim.SGD) follow the hand-written
+    NumPy MLP's trajectory too, so the benchmark's ratios compare the same work."""
+    pytest.importorskip("torch")
+    bench = _mlp_benchmark()
+    X, y = bench.make_data(256)
+    plan = bench.batches(256, 32, np.random.default_rng(0))
+    engines = [bench.numpy_engine, bench.torch_engine, bench.torch_optim_engine]
+    epochs = [make(X, y, 0.1) for make in engines]
+    losses = [[epoch(plan) for _ in range(3)] for epoch in epochs]
     for other in losses[1:]:
         np.testing.assert_allclose(other, losses[0], rtol=1e-4)
