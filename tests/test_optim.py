@@ -479,6 +479,20 @@ def test_every_rule_refuses_a_step_that_overflows_leaving_the_parameter_unchange
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_refuses_a_step_of_overflowing_size_on_a_small_parameter(dtype, momentum):
+    # Parameter and gradient are small, lr * g overflows: plain SGD bounds its step from the gradient's bound
+    # (without a pass over the step), and that bound must send the step to the refusal, not the in-place add.
+    p = P([1.0])
+    p.data = np.array([1.0, -2.0], dtype=dtype)
+    p.grad = np.array([-1e10, 1.0], dtype=dtype)
+    opt = optim.SGD([p], lr=1e30 if dtype == np.float32 else 1e300, momentum=momentum)
+    with pytest.raises(DomainError, match=r"parameter 0 would become non-finite at step 1 .*diverged"):
+        opt.step()
+    np.testing.assert_array_equal(p.data, np.array([1.0, -2.0], dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_steps_near_the_top_of_the_float_range_are_taken_exactly(dtype):
     # Above half the largest float the cheap in-place path does not apply; the exact check takes the step.
     top = np.finfo(dtype).max
