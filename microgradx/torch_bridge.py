@@ -1,0 +1,420 @@
+"""A two-way bridge to PyTorch, the way out when a model outgrows this engine: ``to_torch(module)`` builds the
+equivalent ``torch.nn`` module with the same weights, ``load_torch_state_dict(module, state)`` copies a PyTorch
+state dict back. PyTorch is an optional extra (``pip install microgradx[torch]``), imported only when needed.
+
+Every difference between the two libraries is mapped once, in the table of ``_Kind`` records below:
+constructor arguments, parameter names (``PReLU.slope`` is PyTorch's ``weight``, an unrolled cell's
+``cell.weight_ih`` is ``weight_ih_l0``), and state PyTorch keeps but microgradx does not (BatchNorm's
+``num_batches_tracked``). A module with no PyTorch equivalent is refused with a ``MicrogradxError``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import nn
+from .ops import MicrogradxError
+
+__all__ = ["to_torch", "load_torch_state_dict", "torch_names", "TorchMissingError"]
+
+_INSTALL = "pip install 'microgradx[torch]'"
+
+
+class TorchMissingError(MicrogradxError, ImportError):
+    """PyTorch is not installed; the bridge needs it (``pip install 'microgradx[torch]'``)."""
+
+
+def _torch() -> Any:
+    """The ``torch`` package, imported on first use so that ``import microgradx`` never loads it."""
+    try:
+        return importlib.import_module("torch")
+    except ImportError as e:
+        raise TorchMissingError(f"the PyTorch bridge needs PyTorch, which is not installed: {_INSTALL}") from e
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The table: one record per microgradx module class with a PyTorch equivalent
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Kind:
+    """How one microgradx module class maps to PyTorch.
+
+    ``build(module, torch, children)`` returns the torch module, given the already converted children (in
+    ``named_children`` order). ``rename`` maps a microgradx state name of this module (its own or a child's,
+    for modules whose children PyTorch does not see) to PyTorch's; unnamed ones are kept. ``torch_only`` names
+    state PyTorch keeps and microgradx has no use for (accepted and ignored when loading). ``leaf`` modules own
+    all the state below them, children included (their names are all in ``rename``).
+    """
+
+    build: Callable[[Any, Any, list[Any]], Any]
+    rename: Mapping[str, str] = field(default_factory=dict)
+    torch_only: tuple[str, ...] = ()
+    leaf: bool = False
+
+
+def _attr(module: Any, *names: str) -> Any:
+    """The first of ``names`` the module has (constructor spellings: ``kernel_size`` or the older ``k``)."""
+    for name in names:
+        if hasattr(module, name):
+            return getattr(module, name)
+    raise MicrogradxError(f"to_torch: {type(module).__name__} has none of the attributes {names}")
+
+
+def _pair_or_int(v: Any) -> Any:
+    return tuple(v) if isinstance(v, (list, tuple)) else v
+
+
+def _refuse(module: Any, why: str) -> MicrogradxError:
+    return MicrogradxError(f"to_torch: {_describe(module)} has no PyTorch equivalent: {why}")
+
+
+def _describe(module: Any) -> str:
+    return f"{type(module).__name__}({module.extra_repr()})" if isinstance(module, nn.Module) else repr(module)
+
+
+# One-input op-table rows that PyTorch has as a module: row name -> (builder given the row's parameter, or the
+# reason there is none).
+def _activation(module: nn.Activation, torch: Any, children: list[Any]) -> Any:
+    name, p = module.row.name, module.param
+    tnn = torch.nn
+    simple = {"relu": tnn.ReLU, "tanh": tnn.Tanh, "swish": tnn.SiLU, "softsign": tnn.Softsign,
+              "hard_tanh": tnn.Hardtanh}
+    if name in simple:
+        return simple[name]()
+    if name == "sigmoid":
+        if p != 1.0:
+            raise _refuse(module, f"torch.nn.Sigmoid has slope 1, this one {p:g}")
+        return tnn.Sigmoid()
+    if name == "linear":
+        if p != 1.0:
+            raise _refuse(module, f"a * x with a = {p:g} is not a torch.nn layer (a = 1 is torch.nn.Identity)")
+        return tnn.Identity()
+    if name == "leaky_relu":
+        return tnn.LeakyReLU(negative_slope=p)
+    if name == "elu":
+        return tnn.ELU(alpha=p)
+    if name == "gelu":
+        # NOTE: microgradx's gelu is the tanh form; PyTorch's default is the exact (erf) form.
+        return tnn.GELU(approximate="tanh")
+    if name == "softplus":
+        # NOTE: PyTorch returns x itself above `threshold` (default 20, an error of log(1 + e^-20) = 2e-9);
+        # at 40 the skipped term e^-40 = 4e-18 is below float64 rounding, and e^40 cannot overflow.
+        return tnn.Softplus(beta=1.0, threshold=40.0)
+    raise _refuse(module, f"PyTorch has no layer for the op-table row {name!r}")
+
+
+def _cell(kind: str) -> Callable[[Any, Any, list[Any]], Any]:
+    def build(module: Any, torch: Any, children: list[Any]) -> Any:
+        args = (module.input_size, module.hidden_size)
+        if kind == "RNN":
+            if module.nonlinearity not in ("tanh", "relu"):
+                raise _refuse(module, f"torch.nn.RNNCell takes tanh or relu, not {module.nonlinearity!r}")
+            return torch.nn.RNNCell(*args, bias=True, nonlinearity=module.nonlinearity)
+        return getattr(torch.nn, f"{kind}Cell")(*args, bias=True)
+    return build
+
+
+def _unrolled(module: nn.RNN, torch: Any, children: list[Any]) -> Any:
+    cell = module.cell
+    kind = {nn.RNNCell: "RNN", nn.LSTMCell: "LSTM", nn.GRUCell: "GRU"}.get(type(cell))
+    if kind is None:
+        raise _refuse(module, f"its cell {_describe(cell)} is not one of RNNCell, LSTMCell, GRUCell")
+    args = (cell.input_size, cell.hidden_size)
+    if kind == "RNN":
+        if cell.nonlinearity not in ("tanh", "relu"):
+            raise _refuse(module, f"torch.nn.RNN takes tanh or relu, not {cell.nonlinearity!r}")
+        rnn = torch.nn.RNN(*args, nonlinearity=cell.nonlinearity, batch_first=True)
+    else:
+        rnn = getattr(torch.nn, kind)(*args, batch_first=True)
+    return _torch_classes()["TorchRNN"](rnn, module.return_sequences)
+
+
+_CELL_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+_KINDS: dict[type, _Kind] = {
+    nn.Linear: _Kind(lambda m, torch, c: torch.nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)),
+    nn.Conv2d: _Kind(lambda m, torch, c: torch.nn.Conv2d(
+        m.in_channels, m.out_channels, _pair_or_int(m.kernel_size), stride=_pair_or_int(m.stride),
+        padding=_pair_or_int(m.padding), bias=m.bias is not None)),
+    nn.MaxPool2d: _Kind(lambda m, torch, c: torch.nn.MaxPool2d(
+        _pair_or_int(_attr(m, "kernel_size", "k")), stride=_pair_or_int(m.stride))),
+    nn.AvgPool2d: _Kind(lambda m, torch, c: torch.nn.AvgPool2d(
+        _pair_or_int(_attr(m, "kernel_size", "k")), stride=_pair_or_int(m.stride))),
+    # NOTE: PyTorch has no global pooling layer; adaptive pooling to 1 x 1 then flattening is the same mean.
+    nn.GlobalAvgPool2d: _Kind(lambda m, torch, c: torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1),
+                                                                       torch.nn.Flatten())),
+    nn.Flatten: _Kind(lambda m, torch, c: torch.nn.Flatten()),
+    # NOTE: both libraries move running statistics by r <- (1 - momentum) r + momentum s, with the unbiased
+    # batch variance, so momentum is copied as is. PyTorch also counts batches (used only with momentum=None).
+    nn.BatchNorm1d: _Kind(lambda m, torch, c: torch.nn.BatchNorm1d(m.num_features, eps=m.eps, momentum=m.momentum),
+                          torch_only=("num_batches_tracked",)),
+    nn.BatchNorm2d: _Kind(lambda m, torch, c: torch.nn.BatchNorm2d(m.num_features, eps=m.eps, momentum=m.momentum),
+                          torch_only=("num_batches_tracked",)),
+    nn.Dropout: _Kind(lambda m, torch, c: torch.nn.Dropout(m.p)),
+    nn.Activation: _Kind(_activation),
+    # NOTE: the slope is called weight in PyTorch; both broadcast it over axis 1 of (N, C) input.
+    nn.PReLU: _Kind(lambda m, torch, c: torch.nn.PReLU(num_parameters=m.slope.data.shape[0]),
+                    rename={"slope": "weight"}),
+    nn.Softmax: _Kind(lambda m, torch, c: torch.nn.Softmax(dim=m.axis)),
+    nn.LogSoftmax: _Kind(lambda m, torch, c: torch.nn.LogSoftmax(dim=m.axis)),
+    nn.Sequential: _Kind(lambda m, torch, c: torch.nn.Sequential(*c)),
+    nn.Residual: _Kind(lambda m, torch, c: _torch_classes()["TorchResidual"](c[0])),
+    nn.RNNCell: _Kind(_cell("RNN")),
+    nn.LSTMCell: _Kind(_cell("LSTM")),
+    nn.GRUCell: _Kind(_cell("GRU")),
+    # NOTE: PyTorch's multi-step layers name the first layer's weights weight_ih_l0, ...; the wrapper keeps
+    # them under .rnn, and returns what microgradx's RNN returns (not PyTorch's (output, state) pair).
+    nn.RNN: _Kind(_unrolled, rename={f"cell.{n}": f"rnn.{n}_l0" for n in _CELL_NAMES}, leaf=True),
+}
+
+
+def _kind(module: Any, where: str) -> _Kind:
+    """The table's record for ``module``: found along its class's bases, but only while ``forward`` is the
+    recorded class's own (a subclass that computes something else has no known equivalent)."""
+    if not isinstance(module, nn.Module):
+        raise MicrogradxError(f"to_torch: {where or 'the model'} is a {type(module).__name__}, not a microgradx "
+                              "nn.Module")
+    for cls in type(module).__mro__:
+        if cls in _KINDS:
+            if type(module).forward is not cls.forward:
+                break
+            return _KINDS[cls]
+    raise MicrogradxError(
+        f"to_torch: {where or 'the model'}, {_describe(module)}, has no PyTorch equivalent: the bridge converts "
+        f"{', '.join(sorted(c.__name__ for c in _KINDS))} and the activations with a torch.nn layer (compose "
+        "your layers with Sequential and Residual, or convert the parts one by one)")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Names: the one walk both directions use
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Names:
+    """microgradx state name -> PyTorch state name, PyTorch-only names, and, for a sub-module used twice,
+    the second path's PyTorch names -> the first path's (PyTorch lists a shared module under every path)."""
+
+    to_torch: dict[str, str] = field(default_factory=dict)
+    torch_only: list[str] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)
+
+
+def _walk(module: Any, mx: str, pt: str, names: _Names, seen: dict[int, str], where: str,
+          visit: Callable[[Any, str], None] | None = None) -> None:
+    kind = _kind(module, where)
+    if visit is not None:
+        visit(module, where)
+    if id(module) in seen:  # the same module object twice: PyTorch shares the module, and lists it twice
+        inner = _Names()
+        _walk(module, "", "", inner, {}, where)
+        first = seen[id(module)]
+        names.aliases.update({pt + local: first + local for local in inner.to_torch.values()})
+        names.aliases.update({pt + local: first + local for local in inner.torch_only})
+        return
+    seen[id(module)] = pt
+    children = [] if kind.leaf else list(module.named_children())
+    child_prefixes = tuple(f"{name}." for name, _ in children)
+    for local in module.state_arrays():
+        if not local.startswith(child_prefixes):
+            names.to_torch[mx + local] = pt + kind.rename.get(local, local)
+    names.torch_only.extend(pt + local for local in kind.torch_only)
+    for name, child in children:
+        _walk(child, f"{mx}{name}.", f"{pt}{name}.", names, seen, f"{where}.{name}" if where else name, visit)
+
+
+def _names(module: Any) -> _Names:
+    names = _Names()
+    _walk(module, "", "", names, {}, "")
+    # A parameter tensor shared by two different modules would be two parameters in PyTorch.
+    arrays = module.state_arrays()
+    if len(names.to_torch) != len(arrays):
+        shared = sorted(set(names.to_torch) - set(arrays))
+        raise MicrogradxError(f"to_torch: {shared} share their array with another module's parameter; PyTorch "
+                              "modules share whole modules, so share the module instead")
+    return names
+
+
+def torch_names(module: nn.Module) -> dict[str, str]:
+    """{microgradx state name: PyTorch state name} for every parameter and buffer of ``module`` (no PyTorch
+    needed).
+
+    >>> names = torch_names(nn.Sequential(nn.Linear(2, 3, rng=0), nn.PReLU(), nn.RNN(nn.GRUCell(3, 2, rng=0))))
+    >>> names["1.slope"], names["2.cell.weight_ih"]
+    ('1.weight', '2.rnn.weight_ih_l0')
+    """
+    return dict(_names(module).to_torch)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# microgradx -> PyTorch
+# ---------------------------------------------------------------------------------------------------------
+
+_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
+
+
+def _build(module: Any, torch: Any, built: dict[int, Any], pairs: list[tuple[Any, Any]], where: str) -> Any:
+    if id(module) in built:  # a module used twice stays one (shared) torch module
+        return built[id(module)]
+    kind = _kind(module, where)
+    children = [] if kind.leaf else [_build(child, torch, built, pairs, f"{where}.{name}" if where else name)
+                                     for name, child in module.named_children()]
+    out = kind.build(module, torch, children)
+    built[id(module)] = out
+    pairs.append((module, out))
+    return out
+
+
+def to_torch(module: nn.Module) -> Any:
+    """The equivalent ``torch.nn`` module: same structure, same weights and buffers (copied, in the parameters'
+    dtype), same train/eval mode.
+
+    Example (with PyTorch installed): ``tnet = to_torch(net)``, then ``tnet(torch.from_numpy(x))`` equals
+    ``net(x).data`` to rounding, and ``load_torch_state_dict(net, tnet.state_dict())`` brings training back.
+    A Residual becomes ``TorchResidual`` and an RNN ``TorchRNN`` (a batch-first torch.nn.RNN/LSTM/GRU called
+    like microgradx's), the two modules PyTorch lacks; everything else becomes a torch.nn layer.
+    """
+    torch = _torch()
+    names = _names(module)  # refuses what cannot be converted before anything is built
+    arrays = module.state_arrays()
+    dtypes = {a.dtype for a in arrays.values()}
+    if len(dtypes) > 1:
+        raise MicrogradxError(f"to_torch: the model mixes dtypes {sorted(str(d) for d in dtypes)}; a torch.nn "
+                              "module has one (convert the parameters with astype first)")
+    dtype = dtypes.pop() if dtypes else np.dtype(np.float32)
+    if dtype not in _DTYPES:
+        raise MicrogradxError(f"to_torch: parameters of dtype {dtype} have no torch.nn counterpart here; use "
+                              "float32 or float64")
+    pairs: list[tuple[Any, Any]] = []
+    out = _build(module, torch, {}, pairs, "").to(getattr(torch, _DTYPES[dtype]))
+    target = out.state_dict()  # tensors sharing storage with the module's parameters and buffers
+    expected = set(names.to_torch.values()) | set(names.torch_only) | set(names.aliases)
+    if set(target) != expected:
+        raise MicrogradxError(f"to_torch: the built module's state {sorted(target)} differs from the mapped names "
+                              f"{sorted(expected)}")
+    with torch.no_grad():
+        for mx_name, pt_name in names.to_torch.items():
+            target[pt_name].copy_(torch.from_numpy(np.ascontiguousarray(arrays[mx_name])))
+    for mx_module, pt_module in pairs:
+        pt_module.training = mx_module.training
+    return out
+
+
+_CLASSES: dict[str, type] = {}
+
+
+def _torch_classes() -> dict[str, type]:
+    """The two torch.nn modules PyTorch lacks, made on first use (they subclass torch.nn.Module, so they can
+    only exist once torch is imported); ``microgradx.torch_bridge.TorchResidual`` finds them, so pickling works."""
+    if _CLASSES:
+        return _CLASSES
+    torch = _torch()
+
+    class TorchResidual(torch.nn.Module):
+        """x + block(x), like microgradx.nn.Residual."""
+
+        def __init__(self, block: Any) -> None:
+            super().__init__()
+            self.block = block
+
+        def forward(self, x: Any) -> Any:
+            return x + self.block(x)
+
+    class TorchRNN(torch.nn.Module):
+        """A batch-first torch.nn.RNN/LSTM/GRU (``.rnn``) called like microgradx.nn.RNN: ``(N, T, F)`` in, the
+        last hidden state ``(N, H)`` out, or every step's ``(N, T, H)`` with ``return_sequences``."""
+
+        def __init__(self, rnn: Any, return_sequences: bool) -> None:
+            super().__init__()
+            self.rnn, self.return_sequences = rnn, return_sequences
+
+        def forward(self, x: Any, state: Any = None) -> Any:
+            if state is not None:  # microgradx's (N, H) states; PyTorch's carry a layer axis
+                state = tuple(s.unsqueeze(0) for s in state) if isinstance(state, tuple) else state.unsqueeze(0)
+            out, _ = self.rnn(x, state)
+            return out if self.return_sequences else out[:, -1]
+
+    for cls in (TorchResidual, TorchRNN):
+        cls.__module__ = __name__
+        cls.__qualname__ = cls.__name__
+        _CLASSES[cls.__name__] = cls
+    return _CLASSES
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("TorchResidual", "TorchRNN"):
+        return _torch_classes()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# PyTorch -> microgradx
+# ---------------------------------------------------------------------------------------------------------
+
+def _array(name: str, value: Any) -> np.ndarray:
+    """A state-dict entry (a torch tensor or anything array-like) as a NumPy array, without importing torch."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    a = np.asarray(value)
+    if a.dtype.kind not in "fiu" or a.dtype == np.float16:
+        raise MicrogradxError(f"load_torch_state_dict: {name} has dtype {a.dtype}, not a float32/float64 array")
+    return a
+
+
+def load_torch_state_dict(module: nn.Module, state_dict: Mapping[str, Any] | Any) -> None:
+    """Copy a PyTorch state dict (or a torch.nn module's) into ``module``, in place, keeping its dtypes.
+
+    Names follow ``torch_names(module)``; BatchNorm's ``num_batches_tracked`` is accepted and ignored (it is
+    absent from microgradx, whose momentum is always a number). Every name and shape is checked, and every
+    value must be finite, before anything is copied. PyTorch is not needed when the values are arrays.
+
+    >>> import numpy as np
+    >>> from microgradx import nn
+    >>> layer = nn.PReLU()
+    >>> load_torch_state_dict(layer, {"weight": np.array([0.1])}); layer.slope.data.tolist()
+    [0.10000000149011612]
+    """
+    if not isinstance(state_dict, Mapping) and hasattr(state_dict, "state_dict"):
+        state_dict = state_dict.state_dict()
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"load_torch_state_dict: expected a state dict (a mapping of names to tensors), got "
+                        f"{type(state_dict).__name__}")
+    names = _names(module)
+    wanted = set(names.to_torch.values())
+    optional = set(names.torch_only) | set(names.aliases)
+    missing = sorted(wanted - set(state_dict))
+    unexpected = sorted(set(state_dict) - wanted - optional)
+    if missing or unexpected:
+        raise MicrogradxError(
+            f"load_torch_state_dict: the state dict does not fit this {type(module).__name__}: missing {missing}, "
+            f"unexpected {unexpected} (the names it expects are torch_names(module).values())")
+    params = {name for name, _ in module.named_parameters()}
+    targets = module.state_arrays()
+    arrays: dict[str, np.ndarray] = {}
+    for mx_name, pt_name in names.to_torch.items():
+        a = _array(pt_name, state_dict[pt_name])
+        if a.shape != targets[mx_name].shape:
+            kind = "parameter" if mx_name in params else "buffer"
+            raise MicrogradxError(f"load_torch_state_dict: {pt_name} has shape {tuple(a.shape)}, but the {kind} "
+                                  f"{mx_name} of {type(module).__name__} has shape {targets[mx_name].shape}")
+        if not np.isfinite(a).all():
+            raise MicrogradxError(f"load_torch_state_dict: {pt_name} holds non-finite values "
+                                  f"(at index {tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])})")
+        arrays[mx_name] = a
+    by_torch = {pt: mx for mx, pt in names.to_torch.items()}
+    for alias, first in names.aliases.items():
+        if alias in state_dict and not np.array_equal(_array(alias, state_dict[alias]), arrays[by_torch[first]]):
+            raise MicrogradxError(f"load_torch_state_dict: {alias} and {first} are one shared module here, but the "
+                                  "state dict gives them different values")
+    for name in names.torch_only:
+        if name in state_dict:
+            count = _array(name, state_dict[name])
+            if count.shape != () or count.dtype.kind not in "iu" or count < 0:
+                raise MicrogradxError(f"load_torch_state_dict: {name} should be a count (an integer >= 0), got "
+                                      f"{count!r}")
+    module.load_state_dict(arrays)
