@@ -5,6 +5,7 @@ and what cannot be converted or loaded is refused with a clear error. Tests that
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 import textwrap
@@ -393,3 +394,41 @@ def test_handover_demo_continues_training_in_pytorch(torch, monkeypatch, tmp_pat
     assert (tmp_path / "model.pt").exists()
     state = torch.load(tmp_path / "model.pt")
     assert set(state) == set(r["torch_names"])
+
+
+# -- docs/from-pytorch.md: every Python block runs as written -------------------------------------------------------
+
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "from-pytorch.md"
+PAGE_BLOCKS = re.findall(r"```python\n(.*?)```", PAGE.read_text(), flags=re.S)
+
+
+def test_the_page_has_its_examples():
+    assert len(PAGE_BLOCKS) >= 6 and sum("import torch" in b for b in PAGE_BLOCKS) >= 1
+
+
+@pytest.mark.parametrize("code", PAGE_BLOCKS, ids=[f"block{k}" for k in range(len(PAGE_BLOCKS))])
+def test_from_pytorch_page_block_runs(code, tmp_path):
+    if "import torch" in code and importlib.util.find_spec("torch") is None:
+        pytest.skip(NO_TORCH)
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={"MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin"})
+    assert run.returncode == 0, run.stderr
+
+
+def test_what_the_page_says_pytorch_does(torch):
+    """The PyTorch side of each convention on the page, checked on PyTorch itself."""
+    assert torch.isnan(torch.tensor([-1.0, 2.0]).log()[0])
+    x = torch.tensor([[1.0, 3.0, 3.0]], requires_grad=True)
+    x.max(dim=1).values.sum().backward()
+    assert x.grad.tolist() == [[0.0, 1.0, 0.0]]
+    x.grad = None
+    x.amax(dim=1).sum().backward()
+    assert x.grad.tolist() == [[0.0, 0.5, 0.5]]
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=2)
+    rates = []
+    for loss in [1.0, 1.0, 1.0, 1.0]:
+        plateau.step(loss)
+        rates.append(round(opt.param_groups[0]["lr"], 6))
+    assert rates == [0.1, 0.1, 0.1, 0.01]
+    assert torch.nn.Softplus()(torch.tensor([21.0], dtype=torch.float64)).item() == 21.0
