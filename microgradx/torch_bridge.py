@@ -45,6 +45,8 @@ def _torch() -> Any:
 class _Kind:
     """How one microgradx module class maps to PyTorch.
 
+    ``check(module)`` raises a ``MicrogradxError`` for settings PyTorch cannot express (it needs no PyTorch, so
+    ``torch_names`` and ``load_torch_state_dict`` refuse the same models ``to_torch`` does).
     ``build(module, torch, children)`` returns the torch module, given the already converted children (in
     ``named_children`` order). ``rename`` maps a microgradx state name of this module (its own or a child's,
     for modules whose children PyTorch does not see) to PyTorch's; unnamed ones are kept. ``torch_only`` names
@@ -53,6 +55,7 @@ class _Kind:
     """
 
     build: Callable[[Any, Any, list[Any]], Any]
+    check: Callable[[Any], Any] = lambda module: None
     rename: Mapping[str, str] = field(default_factory=dict)
     torch_only: tuple[str, ...] = ()
     leaf: bool = False
@@ -63,7 +66,7 @@ def _attr(module: Any, *names: str) -> Any:
     for name in names:
         if hasattr(module, name):
             return getattr(module, name)
-    raise MicrogradxError(f"to_torch: {type(module).__name__} has none of the attributes {names}")
+    raise MicrogradxError(f"torch_bridge: {type(module).__name__} has none of the attributes {names}")
 
 
 def _pair_or_int(v: Any) -> Any:
@@ -71,67 +74,60 @@ def _pair_or_int(v: Any) -> Any:
 
 
 def _refuse(module: Any, why: str) -> MicrogradxError:
-    return MicrogradxError(f"to_torch: {_describe(module)} has no PyTorch equivalent: {why}")
+    return MicrogradxError(f"torch_bridge: {_describe(module)} has no PyTorch equivalent: {why}")
 
 
 def _describe(module: Any) -> str:
     return f"{type(module).__name__}({module.extra_repr()})" if isinstance(module, nn.Module) else repr(module)
 
 
-# One-input op-table rows that PyTorch has as a module: row name -> (builder given the row's parameter, or the
-# reason there is none).
-def _activation(module: nn.Activation, torch: Any, children: list[Any]) -> Any:
+# One-input op-table rows with a torch.nn layer: row name -> (layer, its keyword given the row's parameter).
+_ACTIVATIONS: dict[str, tuple[str, str | None]] = {
+    "relu": ("ReLU", None), "tanh": ("Tanh", None), "swish": ("SiLU", None), "softsign": ("Softsign", None),
+    "hard_tanh": ("Hardtanh", None), "leaky_relu": ("LeakyReLU", "negative_slope"), "elu": ("ELU", "alpha"),
+    "sigmoid": ("Sigmoid", None), "linear": ("Identity", None), "gelu": ("GELU", None),
+    "softplus": ("Softplus", None),
+}
+# NOTE: microgradx's gelu is the tanh form; PyTorch's default is the exact (erf) form. PyTorch's softplus returns
+# x itself above `threshold` (default 20: off by log(1 + e^-20) = 2e-9); at 40 the skipped term e^-40 = 4e-18 is
+# below float64 rounding, and e^40 cannot overflow.
+_FIXED = {"gelu": {"approximate": "tanh"}, "softplus": {"beta": 1.0, "threshold": 40.0}}
+
+
+def _activation(module: nn.Activation) -> tuple[str, dict[str, Any]]:
+    """The torch.nn layer name and keyword arguments for an activation layer, or a refusal."""
     name, p = module.row.name, module.param
-    tnn = torch.nn
-    simple = {"relu": tnn.ReLU, "tanh": tnn.Tanh, "swish": tnn.SiLU, "softsign": tnn.Softsign,
-              "hard_tanh": tnn.Hardtanh}
-    if name in simple:
-        return simple[name]()
-    if name == "sigmoid":
-        if p != 1.0:
-            raise _refuse(module, f"torch.nn.Sigmoid has slope 1, this one {p:g}")
-        return tnn.Sigmoid()
-    if name == "linear":
-        if p != 1.0:
-            raise _refuse(module, f"a * x with a = {p:g} is not a torch.nn layer (a = 1 is torch.nn.Identity)")
-        return tnn.Identity()
-    if name == "leaky_relu":
-        return tnn.LeakyReLU(negative_slope=p)
-    if name == "elu":
-        return tnn.ELU(alpha=p)
-    if name == "gelu":
-        # NOTE: microgradx's gelu is the tanh form; PyTorch's default is the exact (erf) form.
-        return tnn.GELU(approximate="tanh")
-    if name == "softplus":
-        # NOTE: PyTorch returns x itself above `threshold` (default 20, an error of log(1 + e^-20) = 2e-9);
-        # at 40 the skipped term e^-40 = 4e-18 is below float64 rounding, and e^40 cannot overflow.
-        return tnn.Softplus(beta=1.0, threshold=40.0)
-    raise _refuse(module, f"PyTorch has no layer for the op-table row {name!r}")
+    if name not in _ACTIVATIONS:
+        raise _refuse(module, f"PyTorch has no layer for the op-table row {name!r}")
+    layer, keyword = _ACTIVATIONS[name]
+    if keyword is None and p is not None and p != 1.0:  # sigmoid's slope and linear's factor
+        raise _refuse(module, f"torch.nn.{layer} has {module.row.param} = 1, this one {p:g}")
+    return layer, {keyword: p} if keyword else dict(_FIXED.get(name, {}))
 
 
-def _cell(kind: str) -> Callable[[Any, Any, list[Any]], Any]:
-    def build(module: Any, torch: Any, children: list[Any]) -> Any:
-        args = (module.input_size, module.hidden_size)
-        if kind == "RNN":
-            if module.nonlinearity not in ("tanh", "relu"):
-                raise _refuse(module, f"torch.nn.RNNCell takes tanh or relu, not {module.nonlinearity!r}")
-            return torch.nn.RNNCell(*args, bias=True, nonlinearity=module.nonlinearity)
-        return getattr(torch.nn, f"{kind}Cell")(*args, bias=True)
-    return build
+_CELLS = {nn.RNNCell: "RNN", nn.LSTMCell: "LSTM", nn.GRUCell: "GRU"}
+
+
+def _recurrent(module: Any, cell: Any) -> tuple[str, dict[str, Any]]:
+    """("RNN" | "LSTM" | "GRU", keyword arguments) for a cell (``module`` is the cell or its RNN), or a refusal."""
+    kind = _CELLS.get(type(cell))
+    if kind is None:
+        raise _refuse(module, f"its cell {_describe(cell)} is not one of RNNCell, LSTMCell, GRUCell")
+    if kind != "RNN":
+        return kind, {}
+    if cell.nonlinearity not in ("tanh", "relu"):
+        raise _refuse(module, f"torch.nn.{type(module).__name__} takes tanh or relu, not {cell.nonlinearity!r}")
+    return kind, {"nonlinearity": cell.nonlinearity}
+
+
+def _cell(module: Any, torch: Any, children: list[Any]) -> Any:
+    kind, kw = _recurrent(module, module)
+    return getattr(torch.nn, f"{kind}Cell")(module.input_size, module.hidden_size, bias=True, **kw)
 
 
 def _unrolled(module: nn.RNN, torch: Any, children: list[Any]) -> Any:
-    cell = module.cell
-    kind = {nn.RNNCell: "RNN", nn.LSTMCell: "LSTM", nn.GRUCell: "GRU"}.get(type(cell))
-    if kind is None:
-        raise _refuse(module, f"its cell {_describe(cell)} is not one of RNNCell, LSTMCell, GRUCell")
-    args = (cell.input_size, cell.hidden_size)
-    if kind == "RNN":
-        if cell.nonlinearity not in ("tanh", "relu"):
-            raise _refuse(module, f"torch.nn.RNN takes tanh or relu, not {cell.nonlinearity!r}")
-        rnn = torch.nn.RNN(*args, nonlinearity=cell.nonlinearity, batch_first=True)
-    else:
-        rnn = getattr(torch.nn, kind)(*args, batch_first=True)
+    kind, kw = _recurrent(module, module.cell)
+    rnn = getattr(torch.nn, kind)(module.cell.input_size, module.cell.hidden_size, batch_first=True, **kw)
     return _torch_classes()["TorchRNN"](rnn, module.return_sequences)
 
 
@@ -157,7 +153,8 @@ _KINDS: dict[type, _Kind] = {
     nn.BatchNorm2d: _Kind(lambda m, torch, c: torch.nn.BatchNorm2d(m.num_features, eps=m.eps, momentum=m.momentum),
                           torch_only=("num_batches_tracked",)),
     nn.Dropout: _Kind(lambda m, torch, c: torch.nn.Dropout(m.p)),
-    nn.Activation: _Kind(_activation),
+    nn.Activation: _Kind(lambda m, torch, c: getattr(torch.nn, _activation(m)[0])(**_activation(m)[1]),
+                         check=_activation),
     # NOTE: the slope is called weight in PyTorch; both broadcast it over axis 1 of (N, C) input.
     nn.PReLU: _Kind(lambda m, torch, c: torch.nn.PReLU(num_parameters=m.slope.data.shape[0]),
                     rename={"slope": "weight"}),
@@ -165,12 +162,13 @@ _KINDS: dict[type, _Kind] = {
     nn.LogSoftmax: _Kind(lambda m, torch, c: torch.nn.LogSoftmax(dim=m.axis)),
     nn.Sequential: _Kind(lambda m, torch, c: torch.nn.Sequential(*c)),
     nn.Residual: _Kind(lambda m, torch, c: _torch_classes()["TorchResidual"](c[0])),
-    nn.RNNCell: _Kind(_cell("RNN")),
-    nn.LSTMCell: _Kind(_cell("LSTM")),
-    nn.GRUCell: _Kind(_cell("GRU")),
+    nn.RNNCell: _Kind(_cell, check=lambda m: _recurrent(m, m)),
+    nn.LSTMCell: _Kind(_cell, check=lambda m: _recurrent(m, m)),
+    nn.GRUCell: _Kind(_cell, check=lambda m: _recurrent(m, m)),
     # NOTE: PyTorch's multi-step layers name the first layer's weights weight_ih_l0, ...; the wrapper keeps
     # them under .rnn, and returns what microgradx's RNN returns (not PyTorch's (output, state) pair).
-    nn.RNN: _Kind(_unrolled, rename={f"cell.{n}": f"rnn.{n}_l0" for n in _CELL_NAMES}, leaf=True),
+    nn.RNN: _Kind(_unrolled, check=lambda m: _recurrent(m, m.cell),
+                  rename={f"cell.{n}": f"rnn.{n}_l0" for n in _CELL_NAMES}, leaf=True),
 }
 
 
@@ -178,15 +176,16 @@ def _kind(module: Any, where: str) -> _Kind:
     """The table's record for ``module``: found along its class's bases, but only while ``forward`` is the
     recorded class's own (a subclass that computes something else has no known equivalent)."""
     if not isinstance(module, nn.Module):
-        raise MicrogradxError(f"to_torch: {where or 'the model'} is a {type(module).__name__}, not a microgradx "
+        raise MicrogradxError(f"torch_bridge: {where or 'the model'} is a {type(module).__name__}, not a microgradx "
                               "nn.Module")
     for cls in type(module).__mro__:
         if cls in _KINDS:
             if type(module).forward is not cls.forward:
                 break
+            _KINDS[cls].check(module)
             return _KINDS[cls]
     raise MicrogradxError(
-        f"to_torch: {where or 'the model'}, {_describe(module)}, has no PyTorch equivalent: the bridge converts "
+        f"torch_bridge: {where or 'the model'}, {_describe(module)}, has no PyTorch equivalent: the bridge converts "
         f"{', '.join(sorted(c.__name__ for c in _KINDS))} and the activations with a torch.nn layer (compose "
         "your layers with Sequential and Residual, or convert the parts one by one)")
 
@@ -197,46 +196,47 @@ def _kind(module: Any, where: str) -> _Kind:
 
 @dataclass
 class _Names:
-    """microgradx state name -> PyTorch state name, PyTorch-only names, and, for a sub-module used twice,
-    the second path's PyTorch names -> the first path's (PyTorch lists a shared module under every path)."""
+    """microgradx state name -> PyTorch state name, and PyTorch-only names. A sub-module used twice is one
+    shared module in PyTorch too, listed under every path: ``aliases`` maps the second path's PyTorch names to
+    the first's, ``mx_aliases`` its microgradx names (buffers are listed under every path here as well)."""
 
     to_torch: dict[str, str] = field(default_factory=dict)
     torch_only: list[str] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)
+    mx_aliases: dict[str, str] = field(default_factory=dict)
+    owners: dict[int, str] = field(default_factory=dict)  # id(array) -> its microgradx name
 
 
-def _walk(module: Any, mx: str, pt: str, names: _Names, seen: dict[int, str], where: str,
-          visit: Callable[[Any, str], None] | None = None) -> None:
+def _walk(module: Any, mx: str, pt: str, names: _Names, seen: dict[int, tuple[str, str]], where: str) -> None:
+    """Fill ``names`` for ``module``, whose state names start with ``mx`` here and ``pt`` in PyTorch."""
     kind = _kind(module, where)
-    if visit is not None:
-        visit(module, where)
-    if id(module) in seen:  # the same module object twice: PyTorch shares the module, and lists it twice
+    if id(module) in seen:
         inner = _Names()
         _walk(module, "", "", inner, {}, where)
-        first = seen[id(module)]
-        names.aliases.update({pt + local: first + local for local in inner.to_torch.values()})
-        names.aliases.update({pt + local: first + local for local in inner.torch_only})
+        first_mx, first_pt = seen[id(module)]
+        names.aliases.update({pt + t: first_pt + t for t in (*inner.to_torch.values(), *inner.torch_only)})
+        names.mx_aliases.update({mx + m: first_mx + m for m in inner.to_torch})
         return
-    seen[id(module)] = pt
+    seen[id(module)] = (mx, pt)
     children = [] if kind.leaf else list(module.named_children())
     child_prefixes = tuple(f"{name}." for name, _ in children)
-    for local in module.state_arrays():
-        if not local.startswith(child_prefixes):
-            names.to_torch[mx + local] = pt + kind.rename.get(local, local)
+    for local, array in module.state_arrays().items():
+        if local.startswith(child_prefixes):
+            continue
+        if id(array) in names.owners:  # one tensor in two different modules: two parameters in PyTorch
+            raise MicrogradxError(f"torch_bridge: {mx + local} is the same array as {names.owners[id(array)]} in "
+                                  "another module; PyTorch shares whole modules, so share the module instead")
+        names.owners[id(array)] = mx + local
+        names.to_torch[mx + local] = pt + kind.rename.get(local, local)
     names.torch_only.extend(pt + local for local in kind.torch_only)
     for name, child in children:
-        _walk(child, f"{mx}{name}.", f"{pt}{name}.", names, seen, f"{where}.{name}" if where else name, visit)
+        _walk(child, f"{mx}{name}.", f"{pt}{name}.", names, seen, f"{where}.{name}" if where else name)
 
 
 def _names(module: Any) -> _Names:
+    """The name map of ``module``, or a refusal of the first part PyTorch cannot express."""
     names = _Names()
     _walk(module, "", "", names, {}, "")
-    # A parameter tensor shared by two different modules would be two parameters in PyTorch.
-    arrays = module.state_arrays()
-    if len(names.to_torch) != len(arrays):
-        shared = sorted(set(names.to_torch) - set(arrays))
-        raise MicrogradxError(f"to_torch: {shared} share their array with another module's parameter; PyTorch "
-                              "modules share whole modules, so share the module instead")
     return names
 
 
@@ -408,7 +408,8 @@ def load_torch_state_dict(module: nn.Module, state_dict: Mapping[str, Any] | Any
         arrays[mx_name] = a
     by_torch = {pt: mx for mx, pt in names.to_torch.items()}
     for alias, first in names.aliases.items():
-        if alias in state_dict and not np.array_equal(_array(alias, state_dict[alias]), arrays[by_torch[first]]):
+        if alias in state_dict and first in by_torch and not np.array_equal(_array(alias, state_dict[alias]),
+                                                                            arrays[by_torch[first]]):
             raise MicrogradxError(f"load_torch_state_dict: {alias} and {first} are one shared module here, but the "
                                   "state dict gives them different values")
     for name in names.torch_only:
@@ -417,4 +418,7 @@ def load_torch_state_dict(module: nn.Module, state_dict: Mapping[str, Any] | Any
             if count.shape != () or count.dtype.kind not in "iu" or count < 0:
                 raise MicrogradxError(f"load_torch_state_dict: {name} should be a count (an integer >= 0), got "
                                       f"{count!r}")
+    for alias, first in names.mx_aliases.items():
+        if alias in targets:  # a shared module's buffers, listed under each of its paths
+            arrays[alias] = arrays[first]
     module.load_state_dict(arrays)

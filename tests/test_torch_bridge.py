@@ -240,17 +240,23 @@ def test_round_trip_from_torch_and_back_is_exact(torch):
 
 
 def test_a_shared_module_stays_shared(torch):
-    layer = nn.Linear(3, 3, rng=0, dtype=F64)
-    net = nn.Sequential(layer, nn.Tanh(), layer)
+    layer, norm = nn.Linear(3, 3, rng=0, dtype=F64), nn.BatchNorm1d(3, dtype=F64)
+    net = nn.Sequential(layer, norm, nn.Tanh(), layer, norm)
     tnet = to_torch(net)
-    assert tnet[0] is tnet[2]
-    x = np.random.default_rng(0).normal(size=(2, 3))
+    assert tnet[0] is tnet[3] and tnet[1] is tnet[4]
+    x = np.random.default_rng(0).normal(size=(4, 3))
     assert np.abs(net(x).data - tnet(torch.from_numpy(x)).detach().numpy()).max() < TOL
+    assert np.abs(norm.running_var - tnet[1].running_var.numpy()).max() < TOL  # updated twice in both
     state = tnet.state_dict()
-    assert set(state) == {"0.weight", "0.bias", "2.weight", "2.bias"}
-    load_torch_state_dict(net, state)
-    state["2.weight"] = state["2.weight"] + 1.0
-    with pytest.raises(MicrogradxError, match="2.weight and 0.weight are one shared module"):
+    assert {"3.weight", "4.running_mean", "4.num_batches_tracked"} < set(state)
+    fresh_layer, fresh_norm = nn.Linear(3, 3, rng=5, dtype=F64), nn.BatchNorm1d(3, dtype=F64)
+    fresh = nn.Sequential(fresh_layer, fresh_norm, nn.Tanh(), fresh_layer, fresh_norm)
+    load_torch_state_dict(fresh, state)
+    names = torch_names(fresh)
+    assert all(np.array_equal(a, state[names[k]].numpy()) for k, a in fresh.state_dict().items() if k in names)
+    assert np.array_equal(fresh.state_dict()["4.running_var"], state["1.running_var"].numpy())
+    state["3.weight"] = state["3.weight"] + 1.0
+    with pytest.raises(MicrogradxError, match="3.weight and 0.weight are one shared module"):
         load_torch_state_dict(net, state)
 
 
@@ -270,14 +276,17 @@ class SquaredLinear(nn.Linear):
     (nn.Arctan(), r"Arctan\(\) has no PyTorch equivalent: PyTorch has no layer for the op-table row 'arctan'"),
     (nn.BinaryStep(), "no layer for the op-table row 'binary_step'"),
     (nn.Activation("exp"), "no layer for the op-table row 'exp'"),
-    (nn.Sigmoid(2.0), "torch.nn.Sigmoid has slope 1, this one 2"),
-    (nn.LinearActivation(3.0), "a = 3 is not a torch.nn layer"),
+    (nn.Sigmoid(2.0), "torch.nn.Sigmoid has a = 1, this one 2"),
+    (nn.LinearActivation(3.0), "torch.nn.Identity has a = 1, this one 3"),
     (nn.RNNCell(2, 3, nonlinearity="sigmoid", rng=0), "torch.nn.RNNCell takes tanh or relu, not 'sigmoid'"),
     (nn.RNN(nn.RNNCell(2, 3, nonlinearity="softsign", rng=0)), "torch.nn.RNN takes tanh or relu"),
 ], ids=["arctan", "binary-step", "exp", "sigmoid-slope", "scaled-linear", "rnn-cell-sigmoid", "rnn-softsign"])
-def test_a_layer_without_equivalent_is_refused(torch, module, message):
+def test_a_layer_without_equivalent_is_refused_without_pytorch(module, message):
+    net = nn.Sequential(nn.Linear(2, 2, rng=0), module)
     with pytest.raises(MicrogradxError, match=message):
-        to_torch(nn.Sequential(nn.Linear(2, 2, rng=0), module))
+        torch_names(net)
+    with pytest.raises(MicrogradxError, match=message):
+        load_torch_state_dict(net, {})
 
 
 @pytest.mark.parametrize("module,where", [(Doubler(), "1, Doubler()"), (SquaredLinear(2, 2, rng=0), "1, SquaredLinear"),
@@ -285,8 +294,15 @@ def test_a_layer_without_equivalent_is_refused(torch, module, message):
                          ids=["custom", "subclass-with-own-forward", "nested"])
 def test_an_unknown_module_is_refused_by_its_path_without_pytorch(module, where):
     net = nn.Sequential(nn.Linear(2, 2, rng=0), module)
-    with pytest.raises(MicrogradxError, match=rf"to_torch: {where}.*has no PyTorch equivalent"):
+    with pytest.raises(MicrogradxError, match=rf"torch_bridge: {where}.*has no PyTorch equivalent"):
         torch_names(net)  # the same walk that to_torch and load_torch_state_dict run first
+
+
+def test_to_torch_refuses_what_torch_names_refuses(torch):
+    with pytest.raises(MicrogradxError, match="no layer for the op-table row 'arctan'"):
+        to_torch(nn.Sequential(nn.Linear(2, 2, rng=0), nn.Arctan()))
+    with pytest.raises(MicrogradxError, match=r"torch_bridge: 0, Doubler\(\), has no PyTorch equivalent"):
+        to_torch(nn.Sequential(Doubler()))
 
 
 def test_mixed_dtypes_and_parameters_shared_between_modules_are_refused(torch):
@@ -294,7 +310,7 @@ def test_mixed_dtypes_and_parameters_shared_between_modules_are_refused(torch):
         to_torch(nn.Sequential(nn.Linear(2, 2, rng=0), nn.Linear(2, 2, rng=0, dtype=F64)))
     a, b = nn.Linear(2, 2, rng=0), nn.Linear(2, 2, rng=1)
     b.weight = a.weight
-    with pytest.raises(MicrogradxError, match=r"\['1.weight'\] share their array"):
+    with pytest.raises(MicrogradxError, match="1.weight is the same array as 0.weight in another module"):
         to_torch(nn.Sequential(a, b))
 
 
