@@ -5,6 +5,7 @@ and what cannot be converted or loaded is refused with a clear error. Tests that
 from __future__ import annotations
 
 import importlib.util
+import pickle
 import re
 import subprocess
 import sys
@@ -448,3 +449,20 @@ def test_what_the_page_says_pytorch_does(torch):
         rates.append(round(opt.param_groups[0]["lr"], 6))
     assert rates == [0.1, 0.1, 0.1, 0.01]
     assert torch.nn.Softplus()(torch.tensor([21.0], dtype=torch.float64)).item() == 21.0
+
+
+def test_an_unrolled_rnn_takes_an_initial_state_and_pickles(torch):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 4, 2))
+    for cell, state in [(nn.LSTMCell(2, 5, rng=0, dtype=F64), (rng.normal(size=(3, 5)), rng.normal(size=(3, 5)))),
+                        (nn.GRUCell(2, 5, rng=0, dtype=F64), rng.normal(size=(3, 5)))]:
+        rnn = nn.RNN(cell, return_sequences=True)
+        trnn = to_torch(rnn)
+        mx_state = tuple(Tensor(s) for s in state) if isinstance(state, tuple) else Tensor(state)
+        t_state = tuple(torch.from_numpy(s) for s in state) if isinstance(state, tuple) else torch.from_numpy(state)
+        assert np.abs(rnn(x, mx_state).data - trnn(torch.from_numpy(x), t_state).detach().numpy()).max() < TOL
+    net = to_torch(nn.Sequential(nn.Residual(nn.Linear(2, 2, rng=0, dtype=F64)), nn.RNN(nn.GRUCell(2, 3, rng=1,
+                                                                                                   dtype=F64))))
+    again = pickle.loads(pickle.dumps(net))  # torch.save(model) pickles the whole module
+    xt = torch.from_numpy(x)
+    assert torch.equal(again(xt), net(xt))
