@@ -27,8 +27,13 @@ NO_TORCH = "PyTorch is not installed: it is the optional extra, pip install 'mic
 
 @pytest.fixture
 def torch():
-    """PyTorch, in float64 math as the oracle; the test is skipped when it is not installed."""
-    return pytest.importorskip("torch", reason=NO_TORCH)
+    """PyTorch, the oracle; the test is skipped when it is not installed. One thread: these arrays are tiny,
+    and on a busy 2-core machine PyTorch's thread pool makes them many times slower."""
+    torch = pytest.importorskip("torch", reason=NO_TORCH)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield torch
+    torch.set_num_threads(threads)
 
 
 def as_tuple(y):
