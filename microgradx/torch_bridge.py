@@ -358,9 +358,10 @@ def __getattr__(name: str) -> Any:
 
 def _array(name: str, value: Any) -> np.ndarray:
     """A state-dict entry (a torch tensor or anything array-like) as a NumPy array, without importing torch."""
-    if hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()
-    a = np.asarray(value)
+    try:
+        a = np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value)
+    except (TypeError, RuntimeError, ValueError) as e:  # bfloat16, a ragged list, ...
+        raise MicrogradxError(f"load_torch_state_dict: {name} cannot be read as a NumPy array: {e}") from e
     if a.dtype.kind not in "fiu" or a.dtype == np.float16:
         raise MicrogradxError(f"load_torch_state_dict: {name} has dtype {a.dtype}, not a float32/float64 array")
     return a
