@@ -479,3 +479,16 @@ def test_an_unrolled_rnn_takes_an_initial_state_and_pickles(torch):
     again = pickle.loads(pickle.dumps(net))  # torch.save(model) pickles the whole module
     xt = torch.from_numpy(x)
     assert torch.equal(again(xt), net(xt))
+
+
+def test_the_page_maps_every_layer_the_bridge_converts():
+    from microgradx.torch_bridge import _ACTIVATIONS, _KINDS
+
+    table = PAGE.read_text().split("What maps to what")[1].split("\n\n")[1]
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    ours, theirs = " ".join(r[0] for r in rows), " ".join(r[1] for r in rows)
+    for cls in _KINDS:
+        if cls is not nn.Activation:  # the generic activation layer is listed by its named classes
+            assert re.search(rf"`{cls.__name__}\b", ours), cls.__name__
+    for layer, _ in _ACTIVATIONS.values():
+        assert re.search(rf"\b{layer}\b", theirs), layer
