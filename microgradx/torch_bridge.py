@@ -300,8 +300,8 @@ def to_torch(module: nn.Module) -> Any:
     with torch.no_grad():
         for mx_name, pt_name in names.to_torch.items():
             target[pt_name].copy_(torch.from_numpy(np.ascontiguousarray(arrays[mx_name])))
-    for mx_module, pt_module in pairs:
-        pt_module.training = mx_module.training
+    for mx_module, pt_module in reversed(pairs):  # parents first, so each module ends in its own mode
+        pt_module.train(mx_module.training)
     return out
 
 

@@ -143,6 +143,10 @@ def test_dropout_keeps_its_rate_and_the_mode(torch):
     t = to_torch(drop)
     assert isinstance(t, torch.nn.Dropout) and t.p == 0.3 and t.training
     assert not to_torch(nn.Sequential(nn.Linear(2, 2, rng=0), drop).eval())[1].training
+    net = nn.Sequential(nn.GlobalAvgPool2d(), nn.Dropout(0.5), nn.RNN(nn.LSTMCell(1, 2, rng=0))).eval()
+    net.layers[1].train()  # a module may differ from its parent
+    modes = [m.training for m in to_torch(net).modules()]
+    assert modes == [False, False, False, False, True, False, False], modes
 
 
 # -- training the same networks in both ------------------------------------------------------------------------
