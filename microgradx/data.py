@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .validation import integer as _size
+
 __all__ = [
     "DataLoader", "load_digits", "load_diabetes", "make_moons", "make_spirals", "make_polynomial",
     "SEED001_POLYNOMIAL", "make_housing", "HOUSING_FEATURES", "train_test_split", "read_idx", "load_mnist",
@@ -28,12 +30,6 @@ def _xy(where: str, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     if len(X) != len(y):
         raise ValueError(f"{where}: X has {len(X)} samples but y has {len(y)}")
     return X, y
-
-
-def _size(where: str, name: str, x: Any, least: int = 1) -> int:
-    if isinstance(x, bool) or not isinstance(x, numbers.Integral) or x < least:
-        raise ValueError(f"{where}: {name} must be an integer >= {least}, got {x!r}")
-    return int(x)
 
 
 # ---------------------------------------------------------------------------------------------------------
