@@ -530,3 +530,64 @@ def test_the_mlp_benchmark_pytorch_engines_do_the_same_work_too():
     losses = [[epoch(plan) for _ in range(3)] for epoch in epochs]
     for other in losses[1:]:
         np.testing.assert_allclose(other, losses[0], rtol=1e-4)
+
+
+def _npz_bytes(members):
+    """A zip of raw members {name: bytes}, as np.savez would lay it out."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, raw in members.items():
+            z.writestr(name, raw)
+    return buf.getvalue()
+
+
+def test_load_refuses_hostile_parameter_files_with_a_checkpoint_error(tmp_path):
+    import io
+
+    net = mlp([4, 5, 3], rng=0)
+    state = net.state_dict()
+    good = save_parameters(net, tmp_path / "good.npz")
+    single = tmp_path / "single.npy"
+    np.save(single, state["0.weight"])
+    with pytest.raises(CheckpointError, match=r"single\.npy.*a single \.npy array, not an \.npz"):
+        load_parameters(net, single)
+    text_member = tmp_path / "text.npz"
+    text_member.write_bytes(_npz_bytes({"0.weight.npy": b"hello, not an array"}))
+    with pytest.raises(CheckpointError, match="not a parameter file"):
+        load_parameters(net, text_member)
+    other = tmp_path / "other.npz"
+    other.write_bytes(_npz_bytes({"notes.txt": b"hi"}))
+    with pytest.raises(CheckpointError, match=r"member 'notes\.txt' is not an \.npy array"):
+        load_parameters(net, other)
+    truncated = tmp_path / "truncated.npz"
+    raw = open(good, "rb").read()
+    truncated.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(CheckpointError, match="not a parameter file"):
+        load_parameters(net, truncated)
+    # A header claiming 10**10 float64 elements over a few bytes of data: refused before any allocation.
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**5, 10**5)})
+    liar = tmp_path / "liar.npz"
+    liar.write_bytes(_npz_bytes({"0.weight.npy": header.getvalue() + b"\0" * 64}))
+    with pytest.raises(CheckpointError, match=r"0\.weight claims shape \(100000, 100000\).*truncated or corrupt"):
+        load_parameters(net, liar)
+    for k, v in net.state_dict().items():  # no refused file changed anything
+        np.testing.assert_array_equal(v, state[k])
+
+
+def test_load_refuses_a_small_file_that_unpacks_to_a_huge_member_before_unpacking(tmp_path):
+    import zipfile
+
+    net = mlp([4, 5, 3], rng=0)
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z, z.open("junk.npy", "w", force_zip64=True) as m:
+        np.lib.format.write_array_header_1_0(m, {"descr": "|u1", "fortran_order": False, "shape": (40 * 2**20,)})
+        zeros = bytes(2**20)
+        for _ in range(40):
+            m.write(zeros)
+    assert bomb.stat().st_size < 200_000
+    with pytest.raises(CheckpointError, match=r"unpack to 41,943,\d+ bytes, more than .*; not read"):
+        load_parameters(net, bomb)
