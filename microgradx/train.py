@@ -19,7 +19,7 @@ from .ops import MicrogradxError
 from .tensor import Tensor
 
 __all__ = ["fit", "evaluate", "History", "Metric", "METRICS", "save_parameters", "load_parameters",
-           "CheckpointError", "plot_histories", "make_optimizer", "rolling_variance"]
+           "CheckpointError", "plot_histories", "make_optimizer", "rolling_variance", "TrainingInterrupted"]
 
 # ---------------------------------------------------------------------------------------------------------
 # Metrics
@@ -350,6 +350,7 @@ def fit(model: Any, loss: str | Callable[..., Tensor], optimizer: Any, data: Any
       (recorded while the weights change, as Keras does), validation values are computed after the epoch
       with ``evaluate`` on ``validation=(X_val, y_val)`` and logged as ``val_<name>``.
     - ``progress``: a tqdm bar; None (default) shows it only when stderr is a terminal.
+    - Ctrl-C raises ``TrainingInterrupted`` (a ``KeyboardInterrupt``) whose ``history`` has the epochs done.
 
     The model is in training mode while it trains (dropout on) and in evaluation mode for validation; it is
     left in the mode it had before.
@@ -428,12 +429,28 @@ def fit(model: Any, loss: str | Callable[..., Tensor], optimizer: Any, data: Any
             if _stop(callbacks, epoch, epoch_logs):
                 history.stopped_epoch = epoch
                 break
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(history) from None  # Ctrl-C: the caller still gets the epochs done
     finally:
         bar.close()
         model.train(was_training)
     for cb in callbacks:
         _call(cb, "on_train_end", history)
     return history
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped ``fit``; ``history`` holds every epoch finished before it (and the batches of the
+    interrupted one), so a caller can still plot and save them.
+
+    >>> e = TrainingInterrupted(History(label="adam")); e.history.epochs, isinstance(e, KeyboardInterrupt)
+    (0, True)
+    """
+
+    def __init__(self, history: History) -> None:
+        super().__init__(f"training interrupted after {history.epochs} finished epoch"
+                         f"{'s' if history.epochs != 1 else ''}")
+        self.history = history
 
 
 def _wants_metric(schedule: Any) -> bool:

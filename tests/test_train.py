@@ -591,3 +591,72 @@ def test_load_refuses_a_small_file_that_unpacks_to_a_huge_member_before_unpackin
     assert bomb.stat().st_size < 200_000
     with pytest.raises(CheckpointError, match=r"unpack to 41,943,\d+ bytes, more than .*; not read"):
         load_parameters(net, bomb)
+
+
+def test_ctrl_c_in_fit_raises_training_interrupted_with_the_epochs_done():
+    from microgradx.train import TrainingInterrupted
+
+    X, y = regression_data()
+    net = nn.Linear(3, 1, rng=0)
+    seen = []
+
+    def on_batch_end(batch, loss):
+        seen.append(batch)
+        if batch == 12:  # during the third epoch (5 batches of 8 per epoch)
+            raise KeyboardInterrupt
+
+    cb = type("Stopper", (), {"on_batch_end": staticmethod(on_batch_end)})()
+    with pytest.raises(TrainingInterrupted) as info:
+        fit(net, "mse", optim.SGD(net.parameters(), lr=0.05), (X, y), epochs=10, batch_size=8, callbacks=[cb])
+    h = info.value.history
+    assert isinstance(info.value, KeyboardInterrupt)
+    assert h.epochs == 2 and len(h.batch_loss) == 13 and h.batch_epoch[-1] == 2
+    assert net.training  # the model's mode is restored
+
+
+def test_cli_train_ctrl_c_saves_history_plot_and_json_of_the_epochs_done(tmp_path, monkeypatch, capsys):
+    from microgradx.cli import main
+
+    calls = {"n": 0}
+    real_step = optim.Adam.step
+
+    def step(self):
+        calls["n"] += 1
+        if calls["n"] == 100:  # digits: 43 batches of 32 per epoch, so Ctrl-C lands inside the third epoch
+            raise KeyboardInterrupt
+        real_step(self)
+    monkeypatch.setattr(optim.Adam, "step", step)
+    out = tmp_path / "m.json"
+    status = main(["train", "--dataset", "digits", "--optimizer", "adam", "--epochs", "30", "--no-progress",
+                   "--metrics-json", str(out), "--plot", str(tmp_path / "p.png")])
+    captured = capsys.readouterr()
+    assert status == 130
+    assert captured.err == "microgradx train: interrupted after 2 finished epochs\n"
+    m = json.loads(out.read_text())
+    assert m["interrupted"] is True and m["epochs"] == 2 and len(m["history"]["loss"]) == 2
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    assert "2 epochs in" in captured.out
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--dataset", "moons", "--hidden", "64,,32"), "--hidden needs positive layer sizes"),
+    (("--dataset", "moons", "--hidden", "64,"), "--hidden needs positive layer sizes"),
+    (("--dataset", "wine", "--csv", "w.csv", "--sep", ";;"), "sep must be one character"),
+])
+def test_cli_train_refuses_bad_options_in_one_line(tmp_path, args, message):
+    (tmp_path / "w.csv").write_text("a;b\n1;2\n3;4\n5;6\n7;8\n")
+    r = cli(*args, cwd=tmp_path)
+    assert r.returncode == 2 and message in r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_cli_train_mnist_with_a_truncated_gzip_prints_one_line(tmp_path):
+    images = np.zeros((20, 28, 28), np.uint8)
+    for name, a in (("train-images-idx3-ubyte", images), ("train-labels-idx1-ubyte", np.zeros(20, np.uint8)),
+                    ("t10k-images-idx3-ubyte", images), ("t10k-labels-idx1-ubyte", np.zeros(20, np.uint8))):
+        write_idx(tmp_path / (name + ".gz"), a, gz=True)
+    cut = tmp_path / "train-images-idx3-ubyte.gz"
+    cut.write_bytes(cut.read_bytes()[:-40])
+    r = cli("--dataset", "mnist", "--mnist-dir", str(tmp_path), "--epochs", "1")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+    assert "train-images-idx3-ubyte.gz' is truncated or corrupt" in r.stderr
