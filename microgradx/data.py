@@ -9,15 +9,19 @@ import gzip
 import math
 import numbers
 import os
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
+from .ops import MicrogradxError
+from .validation import integer as _size
+
 __all__ = [
     "DataLoader", "load_digits", "load_diabetes", "make_moons", "make_spirals", "make_polynomial",
     "SEED001_POLYNOMIAL", "make_housing", "HOUSING_FEATURES", "train_test_split", "read_idx", "load_mnist",
-    "read_csv", "StandardScaler", "MinMaxScaler",
+    "read_csv", "StandardScaler", "MinMaxScaler", "DataFileError", "IDX_MAX_BYTES",
 ]
 
 
@@ -28,12 +32,6 @@ def _xy(where: str, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     if len(X) != len(y):
         raise ValueError(f"{where}: X has {len(X)} samples but y has {len(y)}")
     return X, y
-
-
-def _size(where: str, name: str, x: Any, least: int = 1) -> int:
-    if isinstance(x, bool) or not isinstance(x, numbers.Integral) or x < least:
-        raise ValueError(f"{where}: {name} must be an integer >= {least}, got {x!r}")
-    return int(x)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -349,28 +347,50 @@ _IDX_TYPES = {0x08: np.dtype(np.uint8), 0x09: np.dtype(np.int8), 0x0B: np.dtype(
               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
+# The largest array read_idx unpacks unless told otherwise: MNIST's training images are 47 MB (EMNIST's largest
+# file, about 550 MB, needs a larger max_bytes).
+IDX_MAX_BYTES = 1 << 28
+
+
+class DataFileError(MicrogradxError, ValueError):
+    """A data file that is not what its reader expects (format, size, encoding, a cell that is not a number)."""
+
+
+def read_idx(path: str | os.PathLike, *, max_bytes: int = IDX_MAX_BYTES) -> np.ndarray:
     """Read one IDX file (the MNIST format), gzipped or not (told apart by the gzip magic bytes, not the name).
 
     The header is two zero bytes, a type code (0x08 = unsigned byte, ...), the number of dimensions, then each
-    dimension as a big-endian 32-bit integer; the data follow in C order.
+    dimension as a big-endian 32-bit integer; the data follow in C order. The size the header declares is
+    checked against ``max_bytes`` BEFORE the data are unpacked, so a small gzip file cannot inflate to gigabytes.
     """
+    name = os.fspath(path)
     with open(path, "rb") as f:
-        raw = f.read()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in _IDX_TYPES:
-        raise ValueError(f"read_idx: {os.fspath(path)!r} is not an IDX file (header {raw[:4]!r})")
-    dtype, ndim = _IDX_TYPES[raw[2]], raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ValueError(f"read_idx: {os.fspath(path)!r} is truncated inside its header")
-    shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, 4))
-    expected = header + math.prod(shape) * dtype.itemsize
-    if len(raw) != expected:
-        raise ValueError(f"read_idx: {os.fspath(path)!r} declares shape {shape} ({expected} bytes) "
-                         f"but has {len(raw)} bytes")
-    return np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+        gzipped = f.read(2) == b"\x1f\x8b"
+    try:
+        with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as f:
+            head = f.read(4)
+            if len(head) < 4 or head[:2] != b"\x00\x00" or head[2] not in _IDX_TYPES:
+                raise DataFileError(f"read_idx: {name!r} is not an IDX file (header {head!r})")
+            dtype, ndim = _IDX_TYPES[head[2]], head[3]
+            dims = f.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise DataFileError(f"read_idx: {name!r} is truncated inside its header")
+            shape = tuple(int(d) for d in np.frombuffer(dims, ">u4"))
+            header, nbytes = 4 + 4 * ndim, math.prod(shape) * dtype.itemsize
+            if nbytes > max_bytes:
+                raise DataFileError(f"read_idx: {name!r} declares shape {shape} ({nbytes:,} bytes), more than "
+                                    f"max_bytes={max_bytes:,}; not unpacked")
+            body = f.read(nbytes)
+            extra = len(f.read(1))
+    except (EOFError, OSError, zlib.error) as e:
+        if isinstance(e, FileNotFoundError | PermissionError):
+            raise
+        raise DataFileError(f"read_idx: {name!r} is truncated or corrupt ({e})") from None
+    if len(body) != nbytes or extra:
+        has = f"more than {header + nbytes}" if extra else str(header + len(body))
+        raise DataFileError(f"read_idx: {name!r} declares shape {shape} ({header + nbytes} bytes) but has {has} "
+                            "bytes")
+    return np.frombuffer(body, dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 _MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
@@ -410,28 +430,59 @@ def load_mnist(directory: str | os.PathLike, *, flatten: bool = False,
     return out[0], out[1]
 
 
+def _first_non_utf8(path: str | os.PathLike) -> str:
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        return f"byte {raw[e.start]:#04x} on line {line}"
+    return "an invalid byte"
+
+
 def read_csv(path: str | os.PathLike, sep: str = ";") -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Read a numeric CSV with a header row, like UCI's ``winequality-white.csv`` (seed 001): the ``sep``
     separator (default ";"), quoted column names, the last column the target. Returns (X, y, feature_names).
+
+    UTF-8 (a byte-order mark is dropped); every cell must be a finite number (nan, inf and 1e999 are refused);
+    errors give the file's line number as an editor shows it.
     """
     where = f"read_csv({os.fspath(path)!r})"
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = [(i, row) for i, row in enumerate(csv.reader(f, delimiter=sep), start=1) if row]
+    if not isinstance(sep, str) or len(sep) != 1 or sep in "\r\n\"":
+        raise ValueError(f"{where}: sep must be one character (not a quote or a line break), got {sep!r}")
+    rows: list[tuple[int, list[str]]] = []
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f, delimiter=sep)
+        start = 1  # the line a row starts on (a quoted field may span lines)
+        try:
+            for row in reader:
+                if row:
+                    rows.append((start, row))
+                start = reader.line_num + 1
+        except csv.Error as e:  # a field longer than the csv module's limit, a NUL byte, ...
+            raise DataFileError(f"{where}: line {start}: {e}") from None
+        except UnicodeDecodeError:
+            raise DataFileError(f"{where}: not UTF-8 text ({_first_non_utf8(path)}): save the file as UTF-8 "
+                                "(it may be Latin-1)") from None
     if not rows:
-        raise ValueError(f"{where}: the file is empty")
+        raise DataFileError(f"{where}: the file is empty")
     (_, header), body = rows[0], rows[1:]
     names = [h.strip() for h in header]
     if len(names) < 2:
-        raise ValueError(f"{where}: the header has {len(names)} column; is the separator {sep!r} right?")
+        raise DataFileError(f"{where}: the header has {len(names)} column; is the separator {sep!r} right?")
     if not body:
-        raise ValueError(f"{where}: the file has a header but no data rows")
+        raise DataFileError(f"{where}: the file has a header but no data rows")
     values = np.empty((len(body), len(names)))
     for r, (line, row) in enumerate(body):
         if len(row) != len(names):
-            raise ValueError(f"{where}: line {line} has {len(row)} fields, the header has {len(names)}")
+            raise DataFileError(f"{where}: line {line} has {len(row)} fields, the header has {len(names)}")
         for c, cell in enumerate(row):
             try:
-                values[r, c] = float(cell)
+                values[r, c] = v = float(cell)
             except ValueError:
-                raise ValueError(f"{where}: line {line}, column {names[c]!r}: {cell!r} is not a number") from None
+                raise DataFileError(f"{where}: line {line}, column {names[c]!r}: {cell!r} is not a number") from None
+            if not math.isfinite(v):
+                raise DataFileError(f"{where}: line {line}, column {names[c]!r}: {cell.strip()!r} is not a finite "
+                                    "number")
     return values[:, :-1], values[:, -1], names[:-1]

@@ -228,18 +228,39 @@ def paths(out: Any, wrt: Any, *, limit: int = 10_000) -> list[Path]:
         raise PathLimitError(f"paths: {n} paths lead from {wrt!r} to {out!r}, more than limit={limit}; "
                              "backward computes the same sum in one linear pass")
     found: list[Path] = []
-    # Walk from out towards wrt; each stack entry is the reversed path so far, its derivatives and slots.
-    stack: list[tuple[tuple, tuple, tuple]] = [((out,), (), ())]
-    while stack:
-        nodes, zs, slots = stack.pop()
-        head = nodes[-1]
-        if head is wrt:
-            found.append(Path(tuple(reversed(nodes)), tuple(reversed(zs)), tuple(reversed(slots))))
+    if out is wrt:
+        return [Path((out,), (), ())]
+    # Depth-first from out towards wrt with ONE path under construction (push on the way down, pop on the way
+    # back): each edge step is O(1), so the work is linear in the nodes visited plus the length of each path
+    # found (copying the path is the only per-path cost).
+    nodes: list[Any] = [out]
+    zs: list[Any] = []
+    slots: list[int] = []
+    edges = [_edges_towards(out, count)]
+    while edges:
+        edge = next(edges[-1], None)
+        if edge is None:  # every edge of the head is done: step back
+            edges.pop()
+            nodes.pop()
+            if zs:
+                zs.pop()
+                slots.pop()
             continue
-        for k, (p, z) in reversed(tuple(enumerate(zip(head.parents, head.partials)))):
-            if count.get(id(p), 0):
-                stack.append((nodes + (p,), zs + (z,), slots + (k,)))
+        k, p, z = edge
+        if p is wrt:
+            found.append(Path(tuple(reversed(nodes + [p])), tuple(reversed(zs + [z])),
+                              tuple(reversed(slots + [k]))))
+            continue
+        nodes.append(p)
+        zs.append(z)
+        slots.append(k)
+        edges.append(_edges_towards(p, count))
     return found
+
+
+def _edges_towards(node: Any, count: dict[int, int]) -> Generator[tuple[int, Any, Any], None, None]:
+    # (slot, parent, partial) for each parent edge of node that lies on a path to wrt, in parent order.
+    return ((k, p, z) for k, (p, z) in enumerate(zip(node.parents, node.partials)) if count.get(id(p), 0))
 
 
 def jvp(out: Any, tangents: Mapping[Any, float]) -> float:

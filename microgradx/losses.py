@@ -40,7 +40,11 @@ def cross_entropy(logits: Tensor, labels: Any) -> Tensor:
     kind = y.dtype.kind
     if kind not in "iu":
         raise TypeError(f"cross_entropy: labels must be integer class indices, got dtype {y.dtype}")
+    if not y.dtype.isnative:  # labels read from a big-endian file ('>i4'): the same numbers in native order
+        y = y.astype(y.dtype.newbyteorder("="))
     n, c = z.shape
+    if c == 0:
+        raise ShapeError(f"cross_entropy: logits of shape {z.shape} have no classes")
     if y.shape != (n,):
         raise ShapeError(f"cross_entropy: labels of shape {y.shape} do not fit logits of shape {z.shape} "
                          f"(needs ({n},))")

@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 
 from .ops import DomainError
+from .validation import nonnegative as _nonneg
+from .validation import positive as _positive
+from .validation import unit_interval as _unit
 
 _and_reduce = np.logical_and.reduce  # all() without the Python-level wrapper of ndarray.all
 
@@ -49,7 +52,11 @@ def _max_abs_bound(a: np.ndarray) -> float:
     slack = 1.0 - n * eps
     if slack <= 0.0:  # too many entries for the error bound to say anything
         return math.inf
-    return math.sqrt((float(np.dot(flat, flat)) + n * tiny) / slack)
+    try:
+        squares = float(np.dot(flat, flat))
+    except FloatingPointError:  # inside Optimizer.step overflow raises: the caller's exact scan decides
+        return math.inf
+    return math.sqrt((squares + n * tiny) / slack)
 
 
 def _where(i: int, p: Any) -> str:
@@ -70,12 +77,30 @@ def _set_grad(p: Any, g: np.ndarray) -> None:
 def global_grad_norm(params: Iterable[Any]) -> float:
     """The Euclidean norm of all gradients taken together, sqrt(sum over params of sum g**2) (None grads skipped).
 
+    Finite whenever the gradients are and the norm itself fits a float64: gradients so large (or so small) that
+    g**2 would overflow (or underflow) are scaled by their largest |g| before squaring, the norm multiplied
+    back after. inf or nan when a gradient holds one.
+
     >>> from microgradx import Value
     >>> a, b = Value(3.0), Value(4.0); a.grad, b.grad = 3.0, 4.0
     >>> global_grad_norm([a, b])
     5.0
+    >>> a.grad, b.grad = 3e200, 4e200; round(global_grad_norm([a, b]) / 1e200, 12)
+    5.0
     """
-    return math.sqrt(sum(float(np.sum(g * g)) for _, g in _grads(params)))
+    grads = [g.ravel() for _, g in _grads(params)]
+    with np.errstate(over="ignore", under="ignore"):  # an overflowing square is handled just below
+        total = math.fsum(float(np.dot(g, g)) for g in grads)
+    if _SQUARES_SAFE[0] <= total < _SQUARES_SAFE[1]:  # no square overflowed and underflow cannot matter
+        return math.sqrt(total)
+    peak = max((float(np.max(np.abs(g))) for g in grads if g.size), default=0.0)
+    if peak == 0.0 or not math.isfinite(peak):
+        return peak if peak == peak else math.nan
+    return peak * math.sqrt(math.fsum(float(np.dot(g / peak, g / peak)) for g in grads))
+
+
+# A sum of squares in this range had no square overflow and none that underflowed below 1e-290 could change it.
+_SQUARES_SAFE = (1e-290, float(np.finfo(np.float64).max))
 
 
 def clip_grad_norm(params: Iterable[Any], max_norm: float) -> float:
@@ -83,6 +108,8 @@ def clip_grad_norm(params: Iterable[Any], max_norm: float) -> float:
 
     The direction of the whole gradient is kept (unlike clipping by value). The grads are replaced on the
     parameters, as ``torch.nn.utils.clip_grad_norm_`` does (which divides by ||g|| + 1e-6; this divides by ||g||).
+    A gradient holding inf or NaN (or a norm beyond the largest float) is refused with a ``DomainError`` naming
+    the parameter, and no gradient is changed.
 
     >>> from microgradx import Value
     >>> a, b = Value(0.0), Value(0.0); a.grad, b.grad = 3.0, 4.0
@@ -92,6 +119,14 @@ def clip_grad_norm(params: Iterable[Any], max_norm: float) -> float:
     max_norm = _positive("clip_grad_norm", "max_norm", max_norm)
     params = list(params)
     total = global_grad_norm(params)
+    if not math.isfinite(total):
+        for i, p in enumerate(params):
+            if p.grad is not None and not np.all(np.isfinite(p.grad)):
+                g = np.asarray(p.grad, dtype=np.float64)
+                raise DomainError(f"clip_grad_norm: the gradient of {_where(i, p)} is not finite ({_first_bad(g)})",
+                                  "clip_grad_norm", p.grad, getattr(p, "label", None))
+        raise DomainError(f"clip_grad_norm: the gradients' norm {total} exceeds the largest float",
+                          "clip_grad_norm", total)
     if total > max_norm:
         scale = max_norm / total
         for p, g in _grads(params):
@@ -110,33 +145,6 @@ def clip_grad_value(params: Iterable[Any], clip_value: float) -> None:
     c = _positive("clip_grad_value", "clip_value", clip_value)
     for p, g in _grads(params):
         _set_grad(p, np.clip(g, -c, c))
-
-
-def _finite(where: str, name: str, x: Any) -> float:
-    if isinstance(x, bool) or not isinstance(x, numbers.Real) or not math.isfinite(x):
-        raise ValueError(f"{where}: {name} must be a finite number, got {x!r}")
-    return float(x)
-
-
-def _positive(where: str, name: str, x: Any) -> float:
-    x = _finite(where, name, x)
-    if x <= 0:
-        raise ValueError(f"{where}: {name} must be > 0, got {x!r}")
-    return x
-
-
-def _nonneg(where: str, name: str, x: Any) -> float:
-    x = _finite(where, name, x)
-    if x < 0:
-        raise ValueError(f"{where}: {name} must be >= 0, got {x!r}")
-    return x
-
-
-def _unit(where: str, name: str, x: Any) -> float:
-    x = _finite(where, name, x)
-    if not 0 <= x < 1:
-        raise ValueError(f"{where}: {name} must be in [0, 1), got {x!r}")
-    return x
 
 
 class Optimizer(ABC):
@@ -200,18 +208,21 @@ class Optimizer(ABC):
     def step(self) -> None:
         """Update every parameter whose ``.grad`` is not None by one step of the rule.
 
-        Raises ``DomainError`` (naming the optimizer and the parameter) when a gradient is not finite, or when
-        the step would make a parameter non-finite (the run diverged: lower the learning rate); the
-        parameter is left unchanged then (and, for a non-finite gradient, its optimizer state too).
+        Raises ``DomainError`` (naming the optimizer and the parameter) when a gradient is not finite, when a
+        finite gradient is so large that a state buffer would overflow (g**2 past the dtype's largest float), or
+        when the step would make a parameter non-finite (the run diverged: lower the learning rate); the
+        parameter and its optimizer state are left unchanged then (docs/training.md says why this refuses
+        rather than rescales).
         """
         if self.clip_value is not None:
             clip_grad_value(self.params, self.clip_value)
         if self.clip_norm is not None:
             clip_grad_norm(self.params, self.clip_norm)
         l2 = self._coupled_l2()
-        # NOTE: one errstate for the whole loop (entering one costs about 2 us): overflow and NaN in the rule's
-        # arithmetic are not warned about here because the checks below refuse the step that produced them.
-        with np.errstate(over="ignore", invalid="ignore"):
+        # NOTE: one errstate for the whole loop (entering one costs about 2 us). An overflow, 0/0 or inf - inf
+        # anywhere in a rule's arithmetic raises, so a finite gradient can never leave inf or NaN in the state or
+        # a zero step from an infinite denominator: _step_one turns it into a DomainError and restores the state.
+        with np.errstate(over="raise", invalid="raise", divide="raise"):
             for i, (p, state) in enumerate(zip(self.params, self.state, strict=True)):
                 if p.grad is not None:
                     self._step_one(i, p, state, l2)
@@ -231,6 +242,24 @@ class Optimizer(ABC):
         if not (g_bound < math.inf or _and_reduce(np.isfinite(g), axis=None)):
             raise DomainError(f"{name}.step: the gradient of {_where(i, p)} is not finite "
                               f"({_first_bad(g)})", f"{name}.step", p.grad, getattr(p, "label", None))
+        # NOTE: every rule REPLACES its buffers (never writes into them), so this shallow copy restores the
+        # state exactly when the step is refused below.
+        before = dict(state)
+        try:
+            self._apply(p, array, theta, g, g_bound, l2, state)
+        except FloatingPointError as e:
+            # The step's arithmetic overflowed (or made 0/0, inf - inf) although the gradient is finite.
+            state.clear()
+            state.update(before)
+            raise DomainError(f"{name}.step: {_where(i, p)} would become non-finite at step "
+                              f"{before.get('step', 0) + 1} (lr={self.lr:g}, largest |g| {_peak(g):.3g}: {e} in "
+                              f"{theta.dtype}): the run diverged; the parameter and the optimizer state are left "
+                              "unchanged: clip the gradients (clip_norm=...) or lower the learning rate",
+                              f"{name}.step", p.grad, getattr(p, "label", None)) from None
+
+    def _apply(self, p: Any, array: bool, theta: np.ndarray, g: np.ndarray, g_bound: float, l2: float,
+               state: dict[str, Any]) -> None:
+        # Runs under errstate(over/invalid/divide="raise"): any non-finite number raises FloatingPointError.
         if l2:
             g = g + l2 * theta
         if not state:
@@ -244,14 +273,10 @@ class Optimizer(ABC):
                 delta_bound = _max_abs_bound(delta)
             if _max_abs_bound(theta) + delta_bound <= _HEADROOM.get(theta.dtype, 0.0):
                 # NOTE: every |theta_i + delta_i| is at most half the largest float, so the sum is finite: it is
-                # written in place, without the three passes of the general check below.
+                # written in place, without the two passes of the general path below.
                 np.add(theta, delta, out=theta)
                 return
         new = theta + delta
-        if not _and_reduce(np.isfinite(new), axis=None):
-            raise DomainError(f"{name}.step: {_where(i, p)} would become non-finite at step {state['step']} "
-                              f"(lr={self.lr:g}): the run diverged", f"{name}.step", p.data,
-                              getattr(p, "label", None))
         if array:
             p.data[...] = new
         else:
@@ -308,6 +333,9 @@ class Optimizer(ABC):
                 if isinstance(buf, np.ndarray) and buf.shape != np.shape(p.data):
                     raise ValueError(f"{name}.load_state_dict: buffer {key!r} of {_where(i, p)} has shape "
                                      f"{buf.shape}, the parameter has shape {np.shape(p.data)}")
+                if isinstance(buf, np.ndarray | float) and not np.all(np.isfinite(buf)):
+                    raise ValueError(f"{name}.load_state_dict: buffer {key!r} of {_where(i, p)} holds non-finite "
+                                     "values")
         for k, v in state_dict["hyper"].items():
             setattr(self, k, copy.deepcopy(v))
         self.lr = state_dict["lr"]
@@ -318,6 +346,10 @@ class Optimizer(ABC):
         extra = f", weight_decay={self.weight_decay!r}" if self.weight_decay else ""
         return f"{type(self).__name__}({len(self.params)} parameters, lr={self.lr!r}{', ' if hyper else ''}" \
                f"{hyper}{extra})"
+
+
+def _peak(g: np.ndarray) -> float:
+    return float(np.max(np.abs(g))) if g.size else 0.0
 
 
 def _first_bad(g: np.ndarray) -> str:
@@ -554,7 +586,8 @@ class Adam(_Moments):
         m, v = self._moments(g, state)
         if self.amsgrad:
             v = state["max_exp_avg_sq"] = np.maximum(state["max_exp_avg_sq"], v)
-        delta = -self.lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + self.eps)
+        # NOTE: sqrt(v_hat) as sqrt(v) / sqrt(1 - b2**t) (as PyTorch): v / (1 - b2**t) can overflow where v fits.
+        delta = -self.lr * (m / (1 - b1 ** t)) / (np.sqrt(v) / math.sqrt(1 - b2 ** t) + self.eps)
         if self.decoupled_weight_decay:
             delta = delta - self.lr * self.weight_decay * theta
         return delta
@@ -637,7 +670,7 @@ class NAdam(_Moments):
         mu_next = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * psi))
         prod = state["mu_product"] = state["mu_product"] * mu
         m, v = self._moments(g, state)
-        d = np.sqrt(v / (1 - b2 ** t)) + self.eps
+        d = np.sqrt(v) / math.sqrt(1 - b2 ** t) + self.eps  # not sqrt(v / ...): that quotient can overflow
         return -self.lr * (1 - mu) / (1 - prod) * g / d - self.lr * mu_next / (1 - prod * mu_next) * m / d
 
 

@@ -7,23 +7,18 @@ built with ``lr0`` and no optimizer simply computes the numbers.
 from __future__ import annotations
 
 import math
-import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from .optim import _finite, _nonneg
+from .validation import finite as _finite
+from .validation import integer as _count
+from .validation import nonnegative as _nonneg
 
 __all__ = ["Schedule", "ExponentialDecay", "InverseTimeDecay", "StepDecay", "ManualSchedule",
            "ReduceLROnPlateau", "EarlyStopping"]
-
-
-def _count(where: str, name: str, x: Any, least: int) -> int:
-    if isinstance(x, bool) or not isinstance(x, numbers.Integral) or x < least:
-        raise ValueError(f"{where}: {name} must be an integer >= {least}, got {x!r}")
-    return int(x)
 
 
 def _mode(where: str, mode: str, monitor: str) -> str:

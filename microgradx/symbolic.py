@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import html
 import math
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,12 @@ EDGES, ACCUMULATION, WHOLE = "per-edge", "accumulation", "whole-expression"
 # The whole-expression layer also refuses graphs whose expression, written out without sharing, is larger than
 # this many times ``max_nodes``: SymPy's diff walks the written-out tree, so chains with sharing blow up.
 _TREE_FACTOR = 40
+# Budgets of the whole-expression layer. SymPy's diff cannot be interrupted, so the size of the expression it is
+# given is bounded BEFORE it runs: its written-out size (SymPy's forms swell: gelu(x) writes x twice, so seven
+# nested gelus are 18,578 nodes from an 8-node graph) may be at most _WHOLE_SIZE_FACTOR * max_nodes. Measured:
+# four nested gelus (680 nodes) take 2.8 s to differentiate to order 2, three (222 nodes) 0.65 s. The time
+# budget is checked between SymPy's steps, as a second line of defence.
+_WHOLE_SIZE_FACTOR = 10
 
 
 class TranslationError(MicrogradxError, ValueError):
@@ -68,6 +75,10 @@ class _Local:
         self.param = None if op.param is None else _exact(arg)
         self.forward = _tidy(op.sym(*self.syms, param=self.param))
         self.first = tuple(_no_delta(sp.diff(self.forward, s)) for s in self.syms)
+        # The forward written out as a tree: its size, and how many times each input appears in it.
+        written = list(sp.preorder_traversal(self.forward))
+        self.size = len(written)
+        self.uses = tuple(sum(1 for t in written if t == u) for u in self.syms)
         self._first_fns: list | None = None
         self._second: list | None = None
 
@@ -389,6 +400,7 @@ class Row:
     rel_error: float
     ok: bool
     layers: tuple[str, ...]  # the layers that checked this row
+    skipped: str = ""        # why the row was not checked (a Hessian entry through a kink), else ""
 
 
 @dataclass
@@ -423,6 +435,10 @@ class SymbolicCheck:
             lines.append(f"  {'leaf':<{width}}  {'autodiff':>14}  {'SymPy':>14}  {'abs err':>9}  {'rel err':>9}  ok  "
                          "layers")
             for r in rows:
+                if r.skipped:
+                    lines.append(f"  {r.name:<{width}}  {r.autodiff:>14.8g}  {'-':>14}  {'-':>9}  {'-':>9}  "
+                                 f"--  skipped: {r.skipped}")
+                    continue
                 lines.append(f"  {r.name:<{width}}  {r.autodiff:>14.8g}  {r.sympy:>14.8g}  {r.abs_error:>9.2e}  "
                              f"{r.rel_error:>9.2e}  {'yes' if r.ok else 'NO ':<3} {', '.join(r.layers)}")
             exprs = [r for r in rows if r.expression is not None]
@@ -447,6 +463,10 @@ class SymbolicCheck:
             parts.append(f"<table><caption>{esc(title)}</caption><tr><th>leaf</th><th>autodiff</th><th>SymPy</th>"
                          "<th>SymPy expression</th><th>abs err</th><th>rel err</th><th>ok</th><th>layers</th></tr>")
             for r in rows:
+                if r.skipped:
+                    parts.append(f"<tr><td>{esc(r.name)}</td><td>{r.autodiff:.8g}</td><td colspan='6'>skipped: "
+                                 f"{esc(r.skipped)}</td></tr>")
+                    continue
                 expr = "" if r.expression is None else f"${esc(sp.latex(r.expression))}$"
                 parts.append(f"<tr><td>{esc(r.name)}</td><td>{r.autodiff:.8g}</td><td>{r.sympy:.8g}</td>"
                              f"<td>{expr}</td><td>{r.abs_error:.2e}</td><td>{r.rel_error:.2e}</td>"
@@ -572,6 +592,19 @@ def _forward_second(nodes: list, wrt: list, z: list[tuple], z2: list) -> tuple[n
     return H, HA
 
 
+def _kinks_by_inputs(nodes: list, targets: list, kinks: list[EdgeCheck]) -> list[tuple[int, Any]]:
+    """(bit mask of the targets a node depends on, node) for every node with an edge at a kink."""
+    bit = {id(t): 1 << k for k, t in enumerate(targets)}
+    mask: dict[int, int] = {}
+    for node in nodes:
+        m = bit.get(id(node), 0)
+        for p in node.parents:
+            m |= mask[id(p)]
+        mask[id(node)] = m
+    at = {id(e.node): e.node for e in kinks}
+    return [(mask[key], node) for key, node in at.items()]
+
+
 def _tree_size(nodes: list) -> int:
     size: dict[Any, int] = {}
     for node in nodes:
@@ -579,34 +612,69 @@ def _tree_size(nodes: list) -> int:
     return size[nodes[-1]]
 
 
-def _whole(expr: sp.Expr, symbols: list[sp.Symbol], point: dict, order: int) -> tuple[list, list]:
+class _OverBudget(Exception):
+    """The whole-expression layer ran out of its time budget (the message says after which step)."""
+
+
+def _written_out_size(nodes: list) -> int:
+    """The size of the graph's SymPy expression written out as a tree (each use of an input is a copy of it),
+    from each op's SymPy form alone: known BEFORE SymPy builds the expression (which can itself take minutes)."""
+    size: dict[int, int] = {}
+    for node in nodes:
+        if not node.parents:
+            size[id(node)] = 1
+            continue
+        loc = _local(node.op, node.arg)
+        size[id(node)] = loc.size + sum(u * (size[id(p)] - 1) for u, p in zip(loc.uses, node.parents, strict=True))
+    return size[id(nodes[-1])]
+
+
+def _whole(expr: sp.Expr, symbols: list[sp.Symbol], point: dict, order: int,
+           deadline: float) -> tuple[list, list]:
     """The whole-expression layer: SymPy's derivatives of the whole expression, evaluated with cse at 30 digits.
 
-    Returns (expressions, values): gradients first, then (order 2) the Hessian entries i <= j."""
-    exprs = [sp.diff(expr, s) for s in symbols]
+    Returns (expressions, values): gradients first, then (order 2) the Hessian entries i <= j. Raises
+    ``_OverBudget`` when ``time.monotonic()`` passes ``deadline`` between two of SymPy's steps."""
+    def within_budget(step: str) -> None:
+        if time.monotonic() > deadline:
+            raise _OverBudget(step)
+
+    exprs = []
+    for s in symbols:
+        exprs.append(sp.diff(expr, s))
+        within_budget(f"differentiating by {s}")
     if order == 2:
-        exprs += [sp.diff(exprs[i], symbols[j]) for i in range(len(symbols)) for j in range(i, len(symbols))]
+        for i in range(len(symbols)):
+            for j in range(i, len(symbols)):
+                exprs.append(sp.diff(exprs[i], symbols[j]))
+                within_budget(f"the second derivative by {symbols[i]} and {symbols[j]}")
     exprs = [_no_delta(e) for e in exprs]
     keys = sorted(point, key=str)
     fn = sp.lambdify(keys, exprs, "mpmath", cse=True)
+    within_budget("compiling the derivatives")
     with mpmath.workdps(30):
         values = fn(*(mpmath.mpf(point[k]) for k in keys))
         return exprs, [float(mpmath.re(v)) for v in values]
 
 
 def check_with_sympy(out: Any, wrt: Sequence[Any] | None = None, order: int = 1, *, rtol: float = 1e-7,
-                     atol: float = 1e-10, max_nodes: int = 60, kink_tol: float = 1e-12) -> SymbolicCheck:
+                     atol: float = 1e-10, max_nodes: int = 60, kink_tol: float = 1e-12,
+                     max_seconds: float = 5.0) -> SymbolicCheck:
     """Check the gradients of ``out`` (and with ``order=2`` its Hessian) against SymPy, in layers.
 
     * per-edge (any size): every recorded local derivative against SymPy's derivative of that op's forward;
     * accumulation (any size): the leaves' gradients recomputed from SymPy's local derivatives in a separate
       reverse sweep (order 2: a second-order forward sweep), so neither the engine's partials nor its backward
       are trusted;
-    * whole-expression (graphs up to ``max_nodes`` nodes): SymPy's derivative of the whole expression.
+    * whole-expression (graphs up to ``max_nodes`` nodes): SymPy's derivative of the whole expression; skipped,
+      with the reason in ``layers``, when the expression written out has more than 10 * ``max_nodes`` nodes
+      (checked before SymPy differentiates) or SymPy takes more than ``max_seconds``.
 
     ``wrt`` defaults to every leaf (unlabelled ones get generated names such as ``v0``); with an explicit ``wrt``,
     unlabelled leaves outside it are the constants they hold. Edges whose kink
-    distance is at most ``kink_tol`` are skipped and listed with the row's subgradient convention. A value passes
+    distance is at most ``kink_tol`` are skipped and listed with the row's subgradient convention; so are the
+    Hessian entries d2/dxi dxj that a node at a kink depending on both xi and xj enters (``Row.skipped`` says
+    which node). A value passes
     when ``|autodiff - sympy| <= atol + rtol * scale``, scale being the larger of the two and the sum of the
     absolute values of the terms that were added up.
 
@@ -649,13 +717,23 @@ def check_with_sympy(out: Any, wrt: Sequence[Any] | None = None, order: int = 1,
         layers[WHOLE] = f"skipped: {len(kinks)} edge(s) at kinks, where SymPy's convention may differ"
     else:
         point = {s: leaf.data for leaf, s in symbols.items()}
+        started = time.monotonic()
         try:
-            expr = _expressions(nodes, symbols)[out]
-            whole_exprs, whole_values = _whole(expr, [symbols[w] for w in targets], point, order)
+            written = _written_out_size(nodes)
+            if written > _WHOLE_SIZE_FACTOR * max_nodes:
+                layers[WHOLE] = (f"skipped: SymPy's form of the expression written out has {written} nodes "
+                                 f"> {_WHOLE_SIZE_FACTOR} * max_nodes={max_nodes} (SymPy would take too long)")
+            else:
+                expr = _expressions(nodes, symbols)[out]
+                whole_exprs, whole_values = _whole(expr, [symbols[w] for w in targets], point, order,
+                                                   started + max_seconds)
+        except _OverBudget as e:
+            layers[WHOLE] = f"skipped: SymPy took more than max_seconds={max_seconds:g} ({e})"
         except Exception as e:  # SymPy's own limits (e.g. nested Piecewise conditions)
             layers[WHOLE] = f"skipped: SymPy could not differentiate the whole expression ({type(e).__name__}: {e})"
         else:
-            layers[WHOLE] = f"ran: {len(whole_exprs)} derivative(s) of an expression over {len(nodes)} nodes"
+            if whole_exprs is not None:
+                layers[WHOLE] = f"ran: {len(whole_exprs)} derivative(s) of an expression over {len(nodes)} nodes"
 
     def row(label: str, key: tuple, auto: float, refs: list[tuple[str, float]], scale: float, expression: Any) -> Row:
         errs = [abs(auto - v) for _, v in refs]
@@ -677,13 +755,21 @@ def check_with_sympy(out: Any, wrt: Sequence[Any] | None = None, order: int = 1,
     if order == 2:
         first = graph.grad(out, targets, create_graph=True)
         n, entry = len(targets), len(targets)
+        kinked = _kinks_by_inputs(nodes, targets, kinks)
         for i in range(n):
             second = graph.grad(first[i], targets)
             for j in range(i, n):
+                label = f"d2/d{names[i]}d{names[j]}"
+                at = next((node for mask, node in kinked if mask >> i & 1 and mask >> j & 1), None)
+                if at is not None:  # the second derivative there is a convention, not SymPy's to check
+                    hessian.append(Row(label, (targets[i], targets[j]), float(second[j]), math.nan, None, 0.0, 0.0,
+                                       True, (), f"{node_name(at)} is at a kink and depends on {names[i]} and "
+                                                f"{names[j]}"))
+                    entry += 1
+                    continue
                 refs = [(ACCUMULATION, float(H_ref[i, j]))]
                 if whole_exprs is not None:
                     refs.append((WHOLE, whole_values[entry]))
-                label = f"d2/d{names[i]}d{names[j]}"
                 hessian.append(row(label, (targets[i], targets[j]), float(second[j]), refs, float(H_scale[i, j]),
                                    whole_exprs[entry] if whole_exprs is not None else None))
                 entry += 1

@@ -10,6 +10,8 @@ import ast
 import math
 import numbers
 import operator
+import unicodedata
+import warnings
 from typing import Any
 
 from .ops import DomainError, MicrogradxError, Op, method_names
@@ -141,7 +143,10 @@ class _Builder:
             except DomainError as e:
                 what = "division by zero: " if isinstance(e, ZeroDivisionError) else ""
                 raise ParseError(f"parse: {what}{e}{_where(node, self.text)}") from None
-        return _BINOPS[op](a, b)
+        try:
+            return _BINOPS[op](a, b)
+        except DomainError as e:
+            raise _located(e, node, self.text) from None
 
     def _call(self, node: ast.Call) -> Any:
         fname = node.func.id  # type: ignore[attr-defined]
@@ -165,7 +170,25 @@ class _Builder:
             raise ParseError(f"parse: the {op.param} of {fname} must be a number, not an expression of the inputs"
                              f"{_where(node, self.text)}")
         x = args[0] if isinstance(args[0], Value) else Value(args[0])
-        return getattr(x, fname)(*args[1:])
+        try:
+            return getattr(x, fname)(*args[1:])
+        except DomainError as e:  # log(0): the op's own message, and where it is in the text
+            raise _located(e, node, self.text) from None
+
+
+def _located(e: DomainError, node: ast.AST, text: str) -> DomainError:
+    """The same error (same class, op, value and label) with the column of ``node`` added to its message."""
+    return type(e)(f"{e}{_where(node, text)}", e.op, e.value, e.label)
+
+
+def _refuse_folded_characters(text: str, what: str) -> None:
+    # Python reads identifiers in NFKC form: 'ｘ' (fullwidth) and '𝐱' (bold) would silently become x. Such
+    # characters are refused; ones NFKC keeps (Greek letters such as α) are allowed.
+    for i, c in enumerate(text):
+        if not c.isascii() and unicodedata.normalize("NFKC", c) != c:
+            folded = unicodedata.normalize("NFKC", c)
+            raise ParseError(f"parse: {what} has {c!r} ({unicodedata.name(c, 'a compatibility character')}) at "
+                             f"column {i + 1}, which Python would silently read as {folded!r}: write {folded!r}")
 
 
 def _finite(x: float, node: ast.AST, text: str) -> float:
@@ -197,17 +220,26 @@ def parse(text: str, share: bool = True, **values: float) -> tuple[Value, dict[s
         raise ParseError("parse: the expression is empty")
     leaves: dict[str, Value] = {}
     for key, v in values.items():
+        _refuse_folded_characters(key, f"input name {key!r}")
         if not key.isidentifier() or "__" in key or key in FUNCTIONS:
             raise ParseError(f"parse: {key!r} cannot be an input name (it must be an identifier that is not a "
                              "function name and has no double underscores)")
         if isinstance(v, Value):
             leaves[key] = v
         elif isinstance(v, numbers.Real) and not isinstance(v, bool):
+            try:
+                v = float(v)
+            except OverflowError:  # an int such as 10**400
+                raise ParseError(f"parse: input {key} is too large for a float") from None
             leaves[key] = Value(v, label=key)
         else:
             raise ParseError(f"parse: input {key} needs a number, got {type(v).__name__}: {v!r}")
+    _refuse_folded_characters(text.strip(), "the expression")
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        with warnings.catch_warnings():
+            # NOTE: "1and x" or "1if x" make Python print a SyntaxWarning; as errors they become our ParseError.
+            warnings.simplefilter("error")
+            tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as e:
         col = f" at column {e.offset}" if e.offset else ""
         raise ParseError(f"parse: not a valid expression{col}: {e.msg}") from None

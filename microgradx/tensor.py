@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -467,6 +468,9 @@ class Tensor:
         True
         """
         x = self.data
+        if x.size == 0 if axis is None else x.shape[axis] == 0:
+            raise ShapeError(f"logsumexp: {_describe(self)} of shape {x.shape} is empty along axis {axis}: "
+                             "log(sum(exp(x))) of no numbers is -inf")
         m = x.max(axis=axis, keepdims=True)
         e = np.exp(x - m)
         s = e.sum(axis=axis, keepdims=True)
@@ -623,6 +627,11 @@ def _nonfinite(op: Any, inputs: Sequence[Tensor], a: np.ndarray, what: str) -> D
 
 
 _CHECKS_DOMAIN = frozenset(op for op in OPS.values() if op.checked)
+# NOTE: an overflow inside a row's forward or a cast to float32 is always followed by the DomainError that names
+# the op or the data (every unbounded result is checked), so NumPy's own warning would only be noise printed
+# before it. Filtered once here, for warnings raised from these two modules only: no errstate cost per op.
+for _module in ("microgradx.ops", "microgradx.tensor"):
+    warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning, _module)
 
 
 def _table_node(op: Op, inputs: tuple, datas: tuple, param: Any) -> Tensor:

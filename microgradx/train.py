@@ -19,7 +19,7 @@ from .ops import MicrogradxError
 from .tensor import Tensor
 
 __all__ = ["fit", "evaluate", "History", "Metric", "METRICS", "save_parameters", "load_parameters",
-           "CheckpointError", "plot_histories", "make_optimizer", "rolling_variance"]
+           "CheckpointError", "plot_histories", "make_optimizer", "rolling_variance", "TrainingInterrupted"]
 
 # ---------------------------------------------------------------------------------------------------------
 # Metrics
@@ -350,6 +350,7 @@ def fit(model: Any, loss: str | Callable[..., Tensor], optimizer: Any, data: Any
       (recorded while the weights change, as Keras does), validation values are computed after the epoch
       with ``evaluate`` on ``validation=(X_val, y_val)`` and logged as ``val_<name>``.
     - ``progress``: a tqdm bar; None (default) shows it only when stderr is a terminal.
+    - Ctrl-C raises ``TrainingInterrupted`` (a ``KeyboardInterrupt``) whose ``history`` has the epochs done.
 
     The model is in training mode while it trains (dropout on) and in evaluation mode for validation; it is
     left in the mode it had before.
@@ -428,12 +429,28 @@ def fit(model: Any, loss: str | Callable[..., Tensor], optimizer: Any, data: Any
             if _stop(callbacks, epoch, epoch_logs):
                 history.stopped_epoch = epoch
                 break
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(history) from None  # Ctrl-C: the caller still gets the epochs done
     finally:
         bar.close()
         model.train(was_training)
     for cb in callbacks:
         _call(cb, "on_train_end", history)
     return history
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped ``fit``; ``history`` holds every epoch finished before it (and the batches of the
+    interrupted one), so a caller can still plot and save them.
+
+    >>> e = TrainingInterrupted(History(label="adam")); e.history.epochs, isinstance(e, KeyboardInterrupt)
+    (0, True)
+    """
+
+    def __init__(self, history: History) -> None:
+        super().__init__(f"training interrupted after {history.epochs} finished epoch"
+                         f"{'s' if history.epochs != 1 else ''}")
+        self.history = history
 
 
 def _wants_metric(schedule: Any) -> bool:
@@ -496,33 +513,70 @@ def load_parameters(model: Any, path: str | os.PathLike) -> None:
     True
     """
     where = f"load_parameters({os.fspath(path)!r})"
+    state = _read_npz(where, path, model.state_arrays())
     try:
-        with np.load(path, allow_pickle=False) as f:
-            if not hasattr(f, "files"):
-                raise CheckpointError(f"{where}: a single .npy array, not an .npz of named parameters")
-            state = {k: f[k] for k in f.files}
+        model.load_state_dict(state)  # the one place that matches names, shapes and finiteness
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{where}: {e.args[0] if e.args else e}") from None
+
+
+# Room for one .npy header (NumPy writes 128 bytes, more for long dtype descriptions) in the unpacked size budget.
+_NPY_HEADER_ROOM = 4096
+
+
+def _read_npz(where: str, path: str | os.PathLike, targets: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The arrays of an .npz, read with every size checked BEFORE anything is unpacked or allocated.
+
+    The zip's directory gives each member's unpacked size: together they may not exceed what the model's arrays
+    need in float64 (plus header room), so a small file cannot unpack to gigabytes. Each member's .npy header is
+    read on its own first: a dtype that is not numbers (objects would need pickle) or a shape claiming more
+    bytes than the member holds is refused before the array is allocated.
+    """
+    import zipfile
+    import zlib
+
+    budget = sum(8 * t.size + _NPY_HEADER_ROOM for t in targets.values())
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
     except FileNotFoundError:
         raise CheckpointError(f"{where}: no such file") from None
-    except (OSError, ValueError) as e:
-        if isinstance(e, CheckpointError):
-            raise
-        # NumPy's ValueError here means an object array, which would need pickle: refused.
+    except OSError as e:
+        raise CheckpointError(f"{where}: cannot read it ({e.strerror or e})") from None
+    if magic == b"\x93NUMPY":
+        raise CheckpointError(f"{where}: a single .npy array, not an .npz of named parameters "
+                              "(write one with save_parameters)")
+    state: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+            unpacked = sum(info.file_size for info in infos)
+            if unpacked > budget:
+                raise CheckpointError(f"{where}: its {len(infos)} members unpack to {unpacked:,} bytes, more than "
+                                      f"the {budget:,} the model's {len(targets)} arrays can need; not read")
+            for info in infos:
+                if not info.filename.endswith(".npy"):
+                    raise CheckpointError(f"{where}: not a parameter file: member {info.filename!r} is not an "
+                                          ".npy array")
+                name = info.filename[:-4]
+                with z.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(member)
+                if dtype.hasobject or dtype.kind not in "fiu":
+                    raise CheckpointError(f"{where}: not a parameter file: {name} holds {dtype} data, not numbers "
+                                          "(objects would need pickle, which is never used)")
+                if math.prod(shape) * dtype.itemsize > info.file_size:
+                    raise CheckpointError(f"{where}: {name} claims shape {shape} ({math.prod(shape):,} elements) "
+                                          f"but its member holds {info.file_size:,} bytes: truncated or corrupt")
+                with z.open(info) as member:
+                    state[name] = np.lib.format.read_array(member, allow_pickle=False)
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"{where}: not a parameter file ({e})") from None
-    targets = model.state_arrays()
-    missing = [k for k in targets if k not in state]
-    unexpected = [k for k in state if k not in targets]
-    if missing or unexpected:
-        raise CheckpointError(f"{where}: the names do not match the model: missing {missing}, "
-                              f"unexpected {unexpected}")
-    for k, target in targets.items():
-        a = state[k]
-        if a.shape != target.shape:
-            raise CheckpointError(f"{where}: {k} has shape {a.shape} in the file, the model's is {target.shape}")
-        if a.dtype.kind not in "fiu":
-            raise CheckpointError(f"{where}: {k} holds {a.dtype} data, not numbers")
-        if not np.isfinite(a).all():
-            raise CheckpointError(f"{where}: {k} holds non-finite values")
-    model.load_state_dict(state)
+    return state
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -185,3 +185,18 @@ def test_interactive_step_session_next_back_table_quit():
     finally:
         code = term.close()
     assert code == 0
+
+
+@pytest.mark.parametrize("command", ["draw", "step", "paths", "check"])
+def test_an_unused_at_name_is_an_error_naming_it(command):
+    extra = {"step": ["--all"], "paths": ["--wrt", "x"]}.get(command, [])
+    done = run(command, "x*y", "--at", "x=1,y=2,z=3", *extra)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and done.stderr.count("\n") == 1
+    assert f"microgradx {command}: error: --at z: not used by the expression 'x*y'" in done.stderr
+
+
+def test_parse_errors_and_domain_errors_are_one_line():
+    for expr, at, message in [("ｘ*2", "x=1", "FULLWIDTH LATIN SMALL LETTER X"), ("1and x", "x=1", "invalid decimal"),
+                              ("log(x)", "x=0", "at column 1")]:
+        done = run("check", expr, "--at", at)
+        assert done.returncode == 2 and message in done.stderr and done.stderr.count("\n") == 1, done.stderr

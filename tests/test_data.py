@@ -311,3 +311,63 @@ def test_read_csv_errors(tmp_path):
         data.read_csv(path)
     with pytest.raises(ValueError, match="separator ','"):
         data.read_csv(tmp_path / "w.csv", sep=",")
+
+
+# -- hostile files ----------------------------------------------------------------------------------------------
+
+def test_read_idx_refuses_a_truncated_gzip_with_a_data_file_error(tmp_path):
+    raw = gzip.compress(idx_bytes(np.arange(600, dtype=np.uint8).reshape(20, 30), 0x08, "u1"))
+    path = tmp_path / "cut.gz"
+    path.write_bytes(raw[: len(raw) - 12])
+    with pytest.raises(data.DataFileError, match=r"cut\.gz' is truncated or corrupt"):
+        data.read_idx(path)
+
+
+def test_read_idx_checks_the_declared_size_before_unpacking(tmp_path):
+    # A gzip whose header declares 588 MB: refused from the header alone (the body is never inflated, so the
+    # test does not need to write it all).
+    header = b"\x00\x00\x08\x03" + np.array([750_000, 28, 28], ">u4").tobytes()
+    path = tmp_path / "bomb-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(header + bytes(1 << 20)))
+    with pytest.raises(data.DataFileError, match=r"declares shape \(750000, 28, 28\) \(588,000,000 bytes\), more "
+                                                 r"than max_bytes=268,435,456; not unpacked"):
+        data.read_idx(path)
+    small = tmp_path / "small"
+    small.write_bytes(idx_bytes(np.zeros((4, 5), np.uint8), 0x08, "u1"))
+    with pytest.raises(data.DataFileError, match=r"\(4, 5\) \(20 bytes\), more than max_bytes=19"):
+        data.read_idx(small, max_bytes=19)
+    assert data.read_idx(small, max_bytes=20).shape == (4, 5)
+
+
+@pytest.mark.parametrize("text, match", [
+    ('"a";"b"\n1;2\n\n\n"4\n";3\n1;nan\n', r"line 7, column 'b': 'nan' is not a finite number"),
+    ("a;b\n1;inf\n", r"line 2, column 'b': 'inf' is not a finite number"),
+    ("a;b\n1e999;2\n", r"line 2, column 'a': '1e999' is not a finite number"),
+    ("a;b\n1;2\n" + "1" * 140_000 + ";3\n", r"line 3: field larger than field limit"),
+    ('a;b\n1;2\n"x\ny";3\n', r"line 3, column 'a': 'x\\ny' is not a number"),
+])
+def test_read_csv_refuses_bad_cells_naming_the_line_an_editor_shows(tmp_path, text, match):
+    path = tmp_path / "t.csv"
+    path.write_text(text)
+    with pytest.raises(data.DataFileError, match=match):
+        data.read_csv(path)
+
+
+def test_read_csv_names_the_file_of_a_latin1_error_and_drops_a_bom(tmp_path):
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("a;b\n1;2\nr\xe9;3\n".encode("latin-1"))
+    with pytest.raises(data.DataFileError, match=r"latin\.csv'\): not UTF-8 text \(byte 0xe9 on line 3\)"):
+        data.read_csv(latin)
+    bom = tmp_path / "bom.csv"
+    bom.write_text("alcohol;quality\n9.5;6\n", encoding="utf-8-sig")
+    assert bom.read_bytes().startswith(b"\xef\xbb\xbf")
+    X, y, names = data.read_csv(bom)
+    assert names == ["alcohol"] and X.tolist() == [[9.5]] and y.tolist() == [6.0]
+
+
+@pytest.mark.parametrize("sep", [";;", "", "\n", '"'])
+def test_read_csv_refuses_a_separator_that_is_not_one_character(tmp_path, sep):
+    path = tmp_path / "t.csv"
+    path.write_text("a;b\n1;2\n")
+    with pytest.raises(ValueError, match=r"sep must be one character"):
+        data.read_csv(path, sep=sep)

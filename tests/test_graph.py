@@ -156,3 +156,17 @@ def test_paths_through_the_two_edges_of_x_times_x_are_told_apart():
     x = Value(3.0, label="x")
     first, second = paths(x * x, x)
     assert (first.slots, second.slots) == ((0,), (1,))
+
+
+def test_paths_walks_a_long_single_path_chain():
+    """A 20,000-deep chain has one path; its product equals backward's gradient (the walk keeps one path under
+    construction, so a deep chain costs linear work, see benchmarks/paths.py)."""
+    x = Value(1.0, label="x")
+    y = x
+    for _ in range(20_000):
+        y = y * 1.00001
+    (found,) = paths(y, x)
+    assert len(found.nodes) == 20_001 and found.nodes[0] is x and found.nodes[-1] is y
+    assert found.slots == (0,) * 20_000
+    assert found.product == pytest.approx(1.00001 ** 20_000, rel=1e-9)
+    assert found.product == pytest.approx(grad(y, [x])[0], rel=1e-12)

@@ -162,3 +162,43 @@ def test_losses_keep_float32():
                  binary_cross_entropy_with_logits(p, [1.0, 0.0])):
         assert loss.dtype == np.float32
     assert math.isfinite(mse(p, [0.0, 0.0]).item())
+
+
+def test_cross_entropy_reads_big_endian_labels_as_the_same_numbers():
+    from microgradx.losses import cross_entropy
+
+    z = np.array([[1.0, 2.0, -1.0], [0.5, 0.1, 3.0]])
+    native, swapped = Tensor(z.copy()), Tensor(z.copy())
+    a = cross_entropy(native, np.array([0, 2]))
+    b = cross_entropy(swapped, np.array([0, 2], ">i4"))
+    a.backward()
+    b.backward()
+    assert b.item() == a.item()
+    np.testing.assert_array_equal(swapped.grad, native.grad)
+    with pytest.raises(ShapeError, match=r"label 3 is not a class index"):
+        cross_entropy(Tensor(z), np.array([0, 3], ">i8"))
+
+
+def test_empty_logits_and_an_empty_logsumexp_axis_are_shape_errors():
+    from microgradx.losses import cross_entropy
+
+    with pytest.raises(ShapeError, match=r"logits of shape \(0, 0\) have no classes"):
+        cross_entropy(Tensor(np.zeros((0, 0))), np.array([], np.int64))
+    with pytest.raises(ShapeError, match=r"logsumexp: .* of shape \(2, 0\) is empty along axis -1"):
+        Tensor(np.zeros((2, 0))).logsumexp()
+    assert Tensor(np.zeros((2, 0))).logsumexp(axis=0).data.shape == (0,)
+
+
+def test_an_overflow_gives_the_domain_error_without_a_numpy_warning_first():
+    """Run with every RuntimeWarning an error: a NumPy warning printed before our DomainError would surface."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np\nfrom microgradx.tensor import Tensor\nfrom microgradx import DomainError\n"
+            "for f in (lambda: Tensor([1000.0]).exp(), lambda: Tensor(np.array([1e300]), dtype=np.float32),\n"
+            "          lambda: Tensor([1e200]) * Tensor([1e200])):\n"
+            "    try:\n        f()\n    except DomainError as e:\n        print(type(e).__name__)\n")
+    done = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", code], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.split() == ["DomainError"] * 3

@@ -592,3 +592,128 @@ def test_clipping_keeps_a_float32_gradient_float32():
     optim.clip_grad_norm([w], 0.1)
     assert w.grad.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(w.grad), 0.1, rtol=1e-6)
+
+
+# -- extreme but finite gradients ------------------------------------------------------------------------------
+
+def _snapshot(opt, p):
+    import copy
+
+    return p.data.copy(), copy.deepcopy(opt.state)
+
+
+def _assert_unchanged(opt, p, snap):
+    data, state = snap
+    np.testing.assert_array_equal(p.data, data)
+    assert opt.state[0].keys() == state[0].keys()
+    for key, value in state[0].items():
+        np.testing.assert_array_equal(opt.state[0][key], value, err_msg=key)
+
+
+def _assert_finite(opt, p):
+    assert np.isfinite(p.data).all()
+    for key, value in opt.state[0].items():
+        if value is not None:
+            assert np.isfinite(value).all(), key
+
+
+@pytest.mark.parametrize("dtype, huge", [(np.float32, 3e20), (np.float64, 1e160)])
+@pytest.mark.parametrize("make", ALL)
+def test_a_huge_finite_gradient_never_puts_inf_into_the_state(make, dtype, huge):
+    # g**2 overflows the dtype: either the step is taken with finite state (and moves the parameter) or it is
+    # refused naming the parameter, with parameter and state exactly as before.
+    p = P([1.0])
+    p.data = START.astype(dtype)
+    opt = make([p])
+    for _ in range(2):
+        p.grad = grad_of(p.data).astype(dtype)
+        opt.step()
+    snap = _snapshot(opt, p)
+    p.grad = np.array([huge, -huge, 1.0], dtype=dtype)
+    try:
+        opt.step()
+    except DomainError as e:
+        assert "parameter 0 would become non-finite at step 3" in str(e) and "left unchanged" in str(e)
+        _assert_unchanged(opt, p, snap)
+    else:
+        _assert_finite(opt, p)
+        assert not np.array_equal(p.data, snap[0])
+    assert np.isfinite(opt.state_dict()["state"][0].get("exp_avg_sq", 0.0)).all()
+
+
+def test_adam_takes_a_float32_step_where_v_over_its_bias_correction_would_overflow():
+    # v = 1e-3 g**2 fits float32 but v / (1 - b2) does not; sqrt(v) / sqrt(1 - b2) does. Oracle: the update
+    # at step 1 computed exactly in 50-digit arithmetic (mpmath), m_hat / sqrt(v_hat) = sign(g).
+    import mpmath
+
+    mpmath.mp.dps = 50
+    g, lr, eps = mpmath.mpf(3e20), mpmath.mpf(0.05), mpmath.mpf(1e-8)
+    m_hat = (1 - mpmath.mpf(0.9)) * g / (1 - mpmath.mpf(0.9))
+    v_hat = (1 - mpmath.mpf(0.999)) * g * g / (1 - mpmath.mpf(0.999))
+    expected = 1 - lr * m_hat / (mpmath.sqrt(v_hat) + eps)
+    p = P([1.0])
+    p.data = np.array([1.0], dtype=np.float32)
+    p.grad = np.array([3e20], dtype=np.float32)
+    optim.Adam([p], lr=0.05).step()
+    assert p.data.dtype == np.float32 and p.data[0] == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_load_state_dict_refuses_a_non_finite_buffer():
+    p = P(START)
+    opt = optim.Adam([p], lr=0.1)
+    p.grad = grad_of(p.data)
+    opt.step()
+    saved = opt.state_dict()
+    saved["state"][0]["exp_avg_sq"][1] = np.inf
+    with pytest.raises(ValueError, match="'exp_avg_sq' of parameter 0 holds non-finite"):
+        optim.Adam([P(START)], lr=0.1).load_state_dict(saved)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, len(ALL) - 1), st.sampled_from([np.float32, np.float64]),
+       st.lists(st.tuples(st.sampled_from([-1.0, 1.0]), st.integers(-320, 310)), min_size=1, max_size=6))
+def test_extreme_gradient_magnitudes_give_finite_state_or_a_clear_error(k, dtype, exponents):
+    """Every step of every rule, fed gradients from 1e-320 to 1e310 (cast to the dtype: overflowing ones
+    become inf), ends with finite parameters and state, or a MicrogradxError that leaves both unchanged."""
+    from microgradx import MicrogradxError
+
+    p = P([1.0])
+    p.data = START.astype(dtype)
+    opt = ALL[k]([p])
+    for sign, e in exponents:
+        with np.errstate(over="ignore"):
+            p.grad = (grad_of(p.data.astype(np.float64)) * sign * 10.0 ** min(e, 308) * (10.0 if e > 308 else 1.0)
+                      ).astype(dtype)
+        snap = _snapshot(opt, p)
+        try:
+            opt.step()
+        except MicrogradxError:
+            _assert_unchanged(opt, p, snap)
+        else:
+            _assert_finite(opt, p)
+
+
+def test_clip_grad_norm_refuses_a_non_finite_gradient_naming_it_and_changes_nothing():
+    a, b = Value(0.0, label="a"), Value(0.0, label="b")
+    a.grad, b.grad = 3.0, float("nan")
+    with pytest.raises(DomainError, match=r"clip_grad_norm: the gradient of parameter 1 \('b'\) is not finite"):
+        optim.clip_grad_norm([a, b], 1.0)
+    assert a.grad == 3.0
+
+
+@settings(max_examples=100)
+@given(st.lists(st.floats(-1e300, 1e300, allow_subnormal=True), min_size=1, max_size=8))
+def test_global_grad_norm_scales_before_squaring(values):
+    # Oracle: math.hypot, which computes the Euclidean norm without overflow or underflow.
+    params = []
+    for v in values:
+        q = P([0.0])
+        q.grad = np.array([v])
+        params.append(q)
+    expected = math.hypot(*values)
+    got = optim.global_grad_norm(params)
+    if math.isinf(expected):
+        with pytest.raises(DomainError, match="exceeds the largest float"):
+            optim.clip_grad_norm(params, 1.0)
+    else:
+        assert got == pytest.approx(expected, rel=1e-12, abs=0)

@@ -157,3 +157,41 @@ def test_numbers_fold_through_the_op_table_domains():
 
     with pytest.raises(mx.ParseError, match="pow"):
         mx.parse("(-8)**0.5 + x", x=1.0)
+
+
+@pytest.mark.parametrize("text, char", [("ｘ*2", "ｘ"), ("𝐱*2", "𝐱"), ("2*x²", "²"), ("ﬁ + x", "ﬁ")])
+def test_characters_python_would_fold_into_other_names_are_refused(text, char):
+    """Python reads identifiers in NFKC form, so 'ｘ' and '𝐱' would silently be x: refused, naming the column."""
+    import unicodedata
+
+    with pytest.raises(ParseError, match=f"has '{char}' .* at column {text.index(char) + 1}, which Python would "
+                                         f"silently read as '{unicodedata.normalize('NFKC', char)}'"):
+        parse(text, x=1.0)
+    with pytest.raises(ParseError, match="input name"):
+        parse("x", **{"ｘ": 1.0})
+    out, _ = parse("α * 2", α=1.5)  # letters that NFKC keeps are ordinary names
+    assert out.data == 3.0
+
+
+@pytest.mark.parametrize("text", ["1and x", "1if x else 2", "0x1for x"])
+def test_text_python_only_warns_about_is_a_parse_error_and_nothing_is_printed(text, recwarn, capfd):
+    with pytest.raises(ParseError, match="not a valid expression at column"):
+        parse(text, x=1.0)
+    assert not recwarn.list and capfd.readouterr().err == ""
+
+
+@pytest.mark.parametrize("text, values, cls, column", [
+    ("log(0)", {}, microgradx.DomainError, "at column 1 ('log(0)')"),
+    ("2 + log(x)", {"x": 0.0}, microgradx.DomainError, "at column 5 ('log(x)')"),
+    ("1 + x / y", {"x": 1.0, "y": 0.0}, microgradx.DivisionByZeroError, "at column 5 ('x / y')"),
+    ("1/0", {}, ParseError, "at column 1 ('1/0')"),
+])
+def test_domain_errors_carry_the_column_like_division_by_zero(text, values, cls, column):
+    with pytest.raises(cls) as info:
+        parse(text, **values)
+    assert str(info.value).endswith(column)
+
+
+def test_an_input_too_large_for_a_float_is_a_parse_error():
+    with pytest.raises(ParseError, match="input x is too large for a float"):
+        parse("x", x=10**400)

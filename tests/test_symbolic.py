@@ -30,6 +30,7 @@ from microgradx.symbolic import (
     leaf_symbols,
     to_sympy,
 )
+from microgradx.symbolic_parse import parse
 
 # The arithmetic rows have no method name: they are reached through Python's operators.
 _OPERATORS = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "div": operator.truediv,
@@ -441,3 +442,38 @@ def test_elu_with_any_alpha_translates_back(alpha):
     out, _ = from_sympy(to_sympy(x.elu(alpha)), {"x": -0.6})
     assert (out.op.name, out.arg) == ("elu", alpha)
     assert out.data == pytest.approx(alpha * math.expm1(-0.6), rel=1e-14)
+
+
+def test_expression_swell_skips_the_whole_expression_layer_before_sympy_runs():
+    """Seven nested gelus: an 8-node graph whose SymPy form written out has about 20,000 nodes (gelu writes its
+    argument twice). The layer is refused from that size, before SymPy builds or differentiates anything; the
+    other layers still check the gradients."""
+    out, _ = parse("gelu(gelu(gelu(gelu(gelu(gelu(gelu(x*y)))))))", x=0.3, y=1.7)
+    report = check_with_sympy(out)
+    assert report.ok and report.nodes == 10
+    assert report.layers[WHOLE].startswith("skipped: SymPy's form of the expression written out has")
+    assert "> 10 * max_nodes=60" in report.layers[WHOLE]
+    assert [r.layers for r in report.gradients] == [(EDGES, ACCUMULATION)] * 2
+    small, _ = parse("gelu(gelu(x*y))", x=0.3, y=1.7)
+    assert check_with_sympy(small).layers[WHOLE].startswith("ran:")
+
+
+def test_the_time_budget_skips_the_whole_expression_layer_with_the_reason():
+    out, _ = parse("tanh(x*y) + sin(x)", x=0.3, y=1.7)
+    report = check_with_sympy(out, max_seconds=0.0)
+    assert report.ok
+    assert report.layers[WHOLE].startswith("skipped: SymPy took more than max_seconds=0 (differentiating by x)")
+
+
+def test_hessian_entries_through_a_kink_are_skipped_with_the_node_named():
+    """elu(x*y) at x*y = 0: elu'' there is a convention, so d2/dx2, d2/dxdy and d2/dy2 are skipped, named."""
+    x, y = Value(0.0, label="x"), Value(1.0, label="y")
+    z = Value(0.5, label="z")
+    report = check_with_sympy((x * y).elu() + z.tanh() * z, order=2)
+    assert report.ok, str(report)
+    skipped = {r.name: r.skipped for r in report.hessian if r.skipped}
+    assert set(skipped) == {"d2/dxdx", "d2/dxdy", "d2/dydy"}
+    assert all("elu((x * y)) is at a kink" in why for why in skipped.values())
+    (zz,) = [r for r in report.hessian if r.name == "d2/dzdz"]
+    assert not zz.skipped and zz.sympy == pytest.approx(2 * (1 - math.tanh(0.5) ** 2) * (1 - 0.5 * math.tanh(0.5)))
+    assert "skipped: elu((x * y)) is at a kink" in str(report)

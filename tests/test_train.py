@@ -530,3 +530,133 @@ def test_the_mlp_benchmark_pytorch_engines_do_the_same_work_too():
     losses = [[epoch(plan) for _ in range(3)] for epoch in epochs]
     for other in losses[1:]:
         np.testing.assert_allclose(other, losses[0], rtol=1e-4)
+
+
+def _npz_bytes(members):
+    """A zip of raw members {name: bytes}, as np.savez would lay it out."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, raw in members.items():
+            z.writestr(name, raw)
+    return buf.getvalue()
+
+
+def test_load_refuses_hostile_parameter_files_with_a_checkpoint_error(tmp_path):
+    import io
+
+    net = mlp([4, 5, 3], rng=0)
+    state = net.state_dict()
+    good = save_parameters(net, tmp_path / "good.npz")
+    single = tmp_path / "single.npy"
+    np.save(single, state["0.weight"])
+    with pytest.raises(CheckpointError, match=r"single\.npy.*a single \.npy array, not an \.npz"):
+        load_parameters(net, single)
+    text_member = tmp_path / "text.npz"
+    text_member.write_bytes(_npz_bytes({"0.weight.npy": b"hello, not an array"}))
+    with pytest.raises(CheckpointError, match="not a parameter file"):
+        load_parameters(net, text_member)
+    other = tmp_path / "other.npz"
+    other.write_bytes(_npz_bytes({"notes.txt": b"hi"}))
+    with pytest.raises(CheckpointError, match=r"member 'notes\.txt' is not an \.npy array"):
+        load_parameters(net, other)
+    truncated = tmp_path / "truncated.npz"
+    raw = open(good, "rb").read()
+    truncated.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(CheckpointError, match="not a parameter file"):
+        load_parameters(net, truncated)
+    # A header claiming 10**10 float64 elements over a few bytes of data: refused before any allocation.
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**5, 10**5)})
+    liar = tmp_path / "liar.npz"
+    liar.write_bytes(_npz_bytes({"0.weight.npy": header.getvalue() + b"\0" * 64}))
+    with pytest.raises(CheckpointError, match=r"0\.weight claims shape \(100000, 100000\).*truncated or corrupt"):
+        load_parameters(net, liar)
+    for k, v in net.state_dict().items():  # no refused file changed anything
+        np.testing.assert_array_equal(v, state[k])
+
+
+def test_load_refuses_a_small_file_that_unpacks_to_a_huge_member_before_unpacking(tmp_path):
+    import zipfile
+
+    net = mlp([4, 5, 3], rng=0)
+    bomb = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z, z.open("junk.npy", "w", force_zip64=True) as m:
+        np.lib.format.write_array_header_1_0(m, {"descr": "|u1", "fortran_order": False, "shape": (40 * 2**20,)})
+        zeros = bytes(2**20)
+        for _ in range(40):
+            m.write(zeros)
+    assert bomb.stat().st_size < 200_000
+    with pytest.raises(CheckpointError, match=r"unpack to 41,943,\d+ bytes, more than .*; not read"):
+        load_parameters(net, bomb)
+
+
+def test_ctrl_c_in_fit_raises_training_interrupted_with_the_epochs_done():
+    from microgradx.train import TrainingInterrupted
+
+    X, y = regression_data()
+    net = nn.Linear(3, 1, rng=0)
+    seen = []
+
+    def on_batch_end(batch, loss):
+        seen.append(batch)
+        if batch == 12:  # during the third epoch (5 batches of 8 per epoch)
+            raise KeyboardInterrupt
+
+    cb = type("Stopper", (), {"on_batch_end": staticmethod(on_batch_end)})()
+    with pytest.raises(TrainingInterrupted) as info:
+        fit(net, "mse", optim.SGD(net.parameters(), lr=0.05), (X, y), epochs=10, batch_size=8, callbacks=[cb])
+    h = info.value.history
+    assert isinstance(info.value, KeyboardInterrupt)
+    assert h.epochs == 2 and len(h.batch_loss) == 13 and h.batch_epoch[-1] == 2
+    assert net.training  # the model's mode is restored
+
+
+def test_cli_train_ctrl_c_saves_history_plot_and_json_of_the_epochs_done(tmp_path, monkeypatch, capsys):
+    from microgradx.cli import main
+
+    calls = {"n": 0}
+    real_step = optim.Adam.step
+
+    def step(self):
+        calls["n"] += 1
+        if calls["n"] == 100:  # digits: 43 batches of 32 per epoch, so Ctrl-C lands inside the third epoch
+            raise KeyboardInterrupt
+        real_step(self)
+    monkeypatch.setattr(optim.Adam, "step", step)
+    out = tmp_path / "m.json"
+    status = main(["train", "--dataset", "digits", "--optimizer", "adam", "--epochs", "30", "--no-progress",
+                   "--metrics-json", str(out), "--plot", str(tmp_path / "p.png")])
+    captured = capsys.readouterr()
+    assert status == 130
+    assert captured.err == "microgradx train: interrupted after 2 finished epochs\n"
+    m = json.loads(out.read_text())
+    assert m["interrupted"] is True and m["epochs"] == 2 and len(m["history"]["loss"]) == 2
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    assert "2 epochs in" in captured.out
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--dataset", "moons", "--hidden", "64,,32"), "--hidden needs positive layer sizes"),
+    (("--dataset", "moons", "--hidden", "64,"), "--hidden needs positive layer sizes"),
+    (("--dataset", "wine", "--csv", "w.csv", "--sep", ";;"), "sep must be one character"),
+])
+def test_cli_train_refuses_bad_options_in_one_line(tmp_path, args, message):
+    (tmp_path / "w.csv").write_text("a;b\n1;2\n3;4\n5;6\n7;8\n")
+    r = cli(*args, cwd=tmp_path)
+    assert r.returncode == 2 and message in r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_cli_train_mnist_with_a_truncated_gzip_prints_one_line(tmp_path):
+    images = np.zeros((20, 28, 28), np.uint8)
+    for name, a in (("train-images-idx3-ubyte", images), ("train-labels-idx1-ubyte", np.zeros(20, np.uint8)),
+                    ("t10k-images-idx3-ubyte", images), ("t10k-labels-idx1-ubyte", np.zeros(20, np.uint8))):
+        write_idx(tmp_path / (name + ".gz"), a, gz=True)
+    cut = tmp_path / "train-images-idx3-ubyte.gz"
+    cut.write_bytes(cut.read_bytes()[:-40])
+    r = cli("--dataset", "mnist", "--mnist-dir", str(tmp_path), "--epochs", "1")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.count("\n") == 1
+    assert "train-images-idx3-ubyte.gz' is truncated or corrupt" in r.stderr

@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 a check failed, 2 usage error)."""
+    """Run the command line; returns the exit status (0 ok, 1 a check failed, 2 usage error, 130 Ctrl-C)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -49,7 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"microgradx {args.command}: error: {e}", file=sys.stderr)
         return 1 if isinstance(e, RenderError) else 2
-    except ValueError as e:
+    except (ValueError, OSError) as e:  # a bad option value, a missing or unreadable file: one line, no traceback
         print(f"microgradx {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: the conventional status 128 + SIGINT, and no traceback
+        print(f"microgradx {args.command}: interrupted", file=sys.stderr)
+        return 130
 

@@ -45,9 +45,17 @@ def add_at_option(p: argparse.ArgumentParser) -> None:
 
 
 def expression(args: argparse.Namespace):
+    """The graph of ``EXPR`` at the ``--at`` values and its inputs {name: leaf}; an unused --at name is an error."""
+    from ..graph import topological_order
     from ..symbolic_parse import parse
 
     out, leaves = parse(args.expr, **parse_at(args.at))
+    in_graph = {id(node) for node in topological_order(out)}
+    unused = [name for name, leaf in leaves.items() if id(leaf) not in in_graph]
+    if unused:  # most likely a typo in a name, which would otherwise go unnoticed
+        used = [name for name in leaves if name not in unused]
+        raise ValueError(f"--at {', '.join(unused)}: not used by the expression {args.expr!r} (its inputs given: "
+                         f"{', '.join(used) or 'none'})")
     if not out.label and out.parents:
         out.label = "out"  # so that steps, paths and drawings can name it as the printed d out / d w does
     return out, leaves

@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
         description="Train a multilayer perceptron (inputs-HIDDEN-outputs) with the NumPy path and report its test "
                     "accuracy (classification) or test loss (regression). Each data set has its own defaults, "
                     "which the options override. Exit status: 0 done, 2 usage error (unknown data set, missing "
-                    f"file, bad option).\n\ndata sets and their defaults:\n{defaults}\n  csv      the same as wine",
+                    "file, bad option), 130 interrupted by Ctrl-C (the epochs done are still reported, plotted and "
+                    f"saved).\n\ndata sets and their defaults:\n{defaults}\n  csv      the same as wine",
         epilog="examples:\n"
                "  microgradx train --dataset digits --optimizer adam --epochs 30 --seed 0\n"
                "  microgradx train --dataset housing --optimizer sgd --lr 0.01 --plot housing.png\n"
@@ -56,19 +57,27 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..schedules import EarlyStopping
-    from ..train import RECIPES, evaluate, fit, make_optimizer, mlp, plot_histories, prepare, save_parameters
+    from ..train import (
+        RECIPES,
+        TrainingInterrupted,
+        evaluate,
+        fit,
+        make_optimizer,
+        mlp,
+        plot_histories,
+        prepare,
+        save_parameters,
+    )
 
     err = sys.stderr.write
     recipe = RECIPES[args.dataset]
-    try:
-        hidden = [int(h) for h in args.hidden.split(",") if h.strip()]
-    except ValueError:
-        hidden = []
-    epochs = recipe.epochs if args.epochs is None else args.epochs
-    batch_size = recipe.batch_size if args.batch_size is None else args.batch_size
-    if not hidden or min(hidden) < 1:
+    items = [h.strip() for h in args.hidden.split(",")]
+    if not all(h.isdecimal() and int(h) >= 1 for h in items):  # an empty item (64,,32) is refused too
         err(f"microgradx train: --hidden needs positive layer sizes such as 128 or 128,64, got {args.hidden!r}\n")
         return 2
+    hidden = [int(h) for h in items]
+    epochs = recipe.epochs if args.epochs is None else args.epochs
+    batch_size = recipe.batch_size if args.batch_size is None else args.batch_size
     for flag, value in (("--epochs", epochs), ("--batch-size", batch_size)):
         if value < 1:
             err(f"microgradx train: {flag} must be a positive integer, got {value}\n")
@@ -94,10 +103,18 @@ def run(args: argparse.Namespace) -> int:
     callbacks = [EarlyStopping("loss", patience=args.patience, min_delta=1e-4)] if args.patience else []
     from threadpoolctl import threadpool_limits
 
+    interrupted = False
     with threadpool_limits(limits=args.threads if args.threads > 0 else None):
-        history = fit(model, loss, opt, (data.X_train, data.y_train), epochs, batch_size, metrics=metrics,
-                      callbacks=callbacks, seed=args.seed, progress=False if args.no_progress else None,
-                      label=f"{opt_name} lr {opt.lr:g}")
+        try:
+            history = fit(model, loss, opt, (data.X_train, data.y_train), epochs, batch_size, metrics=metrics,
+                          callbacks=callbacks, seed=args.seed, progress=False if args.no_progress else None,
+                          label=f"{opt_name} lr {opt.lr:g}")
+        except TrainingInterrupted as e:  # Ctrl-C: report and save the epochs done, then exit 130
+            history, interrupted = e.history, True
+            err(f"microgradx train: interrupted after {history.epochs} finished epoch"
+                f"{'s' if history.epochs != 1 else ''}\n")
+            if not history.epochs:
+                return 130
         test = evaluate(model, loss, (data.X_test, data.y_test), metrics)
     seconds = float(np.sum(history.seconds))
     layers = "-".join(str(n) for n in [n_in, *hidden, n_out])
@@ -106,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
     result = {"dataset": args.dataset, "task": data.task, "layers": [n_in, *hidden, n_out],
               "activation": args.activation, "optimizer": opt_name, "lr": opt.lr, "batch_size": batch_size,
               "seed": args.seed, "epochs": history.epochs, "seconds": seconds, "n_train": len(data.X_train),
-              "n_test": len(data.X_test), "train_loss": history.loss[-1], "test_loss": test["loss"]}
+              "n_test": len(data.X_test), "train_loss": history.loss[-1], "test_loss": test["loss"],
+              "interrupted": interrupted}
     if classify:
         result["test_accuracy"] = test["accuracy"]
         right = round(test["accuracy"] * len(data.X_test))
@@ -126,4 +144,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"  wrote {args.metrics_json}")
     if args.save:
         print(f"  wrote {save_parameters(model, args.save)}")
-    return 0
+    return 130 if interrupted else 0
