@@ -197,10 +197,11 @@ class Theme:
 THEMES: dict[str, Theme] = {
     "default": Theme("default"),
     # Large, high-contrast: readable from the back of a lecture hall and on a projector that washes out colour.
-    "slide": Theme("slide", fontsize=24, edge_fontsize=22, penwidth=2.2, color="#000000",
+    # Sized so that a 12-node chain cut into rows for a 16:9 frame shows edge labels over 24 px tall at 1080p.
+    "slide": Theme("slide", fontsize=26, edge_fontsize=26, penwidth=2.2, color="#000000",
                    edge_label_color="#000000", op_fill="#d9d9d9", leaf_fill="#ffffff", highlight="#c00000",
-                   highlight_fill="#ffd6d6", current_fill="#ffe14d", highlight_penwidth=5.0, nodesep=0.35,
-                   ranksep=0.5, cellpadding=6),
+                   highlight_fill="#ffd6d6", current_fill="#ffe14d", highlight_penwidth=5.0, nodesep=0.2,
+                   ranksep=0.3, cellpadding=6),
     "compact": Theme("compact", fontsize=8, edge_fontsize=7, penwidth=0.8, nodesep=0.12, ranksep=0.25,
                      cellpadding=1, op_shape="plaintext"),
 }
@@ -763,7 +764,7 @@ def draw(out: Any, *, grads: bool | Mapping[Any, Any] | None = None, derivatives
     # -- grouping and selection ------------------------------------------------------------------------------
     if group == "prefix" or (group is None and model is not None):
         group_fn: Any = lambda n: _prefix_of(label_of(n))  # noqa: E731
-    elif group is None and len(order) > max_nodes and any(_prefix_group(n) for n in order):
+    elif group is None and (collapse is not None or len(order) > max_nodes) and any(map(_prefix_group, order)):
         group_fn = _prefix_group
     else:
         group_fn = group if callable(group) else None

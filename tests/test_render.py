@@ -116,7 +116,7 @@ def test_options_hide_grads_derivatives_and_contributions(two):
 
 def test_themes_change_font_sizes(two):
     o, _ = two
-    assert "fontsize=24" in R.draw(o, theme="slide").source
+    assert "fontsize=26" in R.draw(o, theme="slide").source
     assert "fontsize=8" in R.draw(o, theme="compact").source
 
 
