@@ -185,7 +185,9 @@ class Path:
         return p
 
     def __repr__(self) -> str:
-        names = " -> ".join(n.label or (n.op.name if n.op else f"{n.data:g}") for n in self.nodes)
+        from .text import node_name  # the one naming function (text reads graph, so imported when used)
+
+        names = " -> ".join(node_name(n) for n in self.nodes)
         return f"Path({names}; product={self.product:.6g})"
 
 

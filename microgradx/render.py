@@ -696,7 +696,7 @@ def draw(out: Any, *, grads: bool | Mapping[Any, Any] | None = None, derivatives
       ``compact`` or a ``Theme``. ``number_format``: a format spec (``".4g"``) or a function for the numbers.
     * ``size``: fill a frame, ``"16:9"`` (1920 x 1080 pixels), ``"4:3"`` or ``"1280x720"``; a long left-to-right
       graph is cut into rows so it fills the frame instead of shrinking into a strip. ``dpi``: pixels per inch
-      of PNG output (96: the frame's pixel size).
+      of PNG output; 96 (the default) gives the frame's pixels, 192 the same picture at twice the pixels.
     * ``highlight``: a ``Path`` (``paths(out, w)[k]``, ``nth_path``), a list of them, or a collection of nodes
       (``path_nodes(out, w)`` lights every path from w). ``current``: one node to emphasise (the stepper's).
     * Big graphs: ``group="prefix"`` clusters nodes by label prefix (``L1.n0.w0`` is in ``L1`` and ``L1.n0``)
@@ -789,7 +789,8 @@ def draw(out: Any, *, grads: bool | Mapping[Any, Any] | None = None, derivatives
     if title:
         graph_attr["label"] = _html(_esc(title))
     if frame is not None:
-        graph_attr.update(size=f"{frame[0] / dpi:.4g},{frame[1] / dpi:.4g}!", ratio="fill", dpi=f"{dpi:g}",
+        # The frame's pixels are at 96 per inch; dpi then scales the PNG (192 gives the same slide at 2x).
+        graph_attr.update(size=f"{frame[0] / 96:.4g},{frame[1] / 96:.4g}!", ratio="fill", dpi=f"{dpi:g}",
                           pad="0.2")
     else:
         graph_attr["dpi"] = f"{dpi:g}"
