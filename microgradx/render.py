@@ -705,8 +705,8 @@ def draw(out: Any, *, grads: bool | Mapping[Any, Any] | None = None, derivatives
       is not enough only the ``max_nodes`` nodes nearest the output are drawn, with a summary node for the rest.
     * Tensor graphs: ``model=net`` names parameters from ``net.named_parameters()`` (``0.weight``) and groups
       nodes by module, so ``collapse=1`` draws each child of a ``Sequential`` as one box.
-    * A leaf used at very different depths (``h = h * x + y`` in a loop) is drawn once per use, so the layout
-      stays fast; ``Drawing.node_ids(x)`` lists its copies.
+    * A node used far (more than two ops) from where it is drawn, such as ``x`` in ``h = h * x + y`` in a loop,
+      gets a dashed copy beside each far use, so the layout stays fast; ``Drawing.node_ids(x)`` lists them.
 
     >>> from microgradx import paths
     >>> from microgradx.examples import two_paths
@@ -771,16 +771,28 @@ def draw(out: Any, *, grads: bool | Mapping[Any, Any] | None = None, derivatives
     groups, box_of, hidden = _select(out, order, group_fn, collapse, max_nodes)
     visible = [n for n in order if id(n) not in box_of and id(n) not in hidden]
 
-    # A leaf whose uses lie far apart would pull long edges across the whole layout (their crossings make
-    # dot's ordering step slow): it is drawn once beside each use instead.
+    # A node used far from where it is drawn pulls a long edge across the layout, and many such edges crossing
+    # make dot's ordering step slow (a 60-op chain reusing its inputs at every level took most of a minute).
+    # Each far use reads a dashed copy of the box drawn beside it instead. A leaf's place is before its first
+    # use; "far" is more than two ops away.
     depth = _depths(order)
-    uses: dict[int, list[Any]] = {}
+    drawn = {id(n) for n in visible}
+    home: dict[int, int] = {}
     for n in visible:
         for p in n.parents:
             if not p.parents:
-                uses.setdefault(id(p), []).append(n)
-    copied = {pid for pid, users in uses.items()
-              if len(users) > 1 and max(depth[id(u)] for u in users) - min(depth[id(u)] for u in users) > 4}
+                home[id(p)] = min(home.get(id(p), depth[id(n)] - 2), depth[id(n)] - 2)
+    proxy_of: dict[tuple[int, int], str] = {}  # (consumer id, slot) -> copy name
+    copies_of: dict[int, list[str]] = {}
+    for n in visible:
+        for k, p in enumerate(n.parents):
+            if id(p) not in drawn or id(n) in box_of:
+                continue
+            if depth[id(n)] - home.get(id(p), depth[id(p)]) > 4:
+                names_ = copies_of.setdefault(id(p), [])
+                if not (k > 0 and n.parents[k - 1] is p):
+                    names_.append(f"v{index[id(p)]}_{len(names_) + 1}")
+                proxy_of[(id(n), k)] = names_[-1]
 
     d = Drawing(name="microgradx")
     d.frame = frame
@@ -850,10 +862,11 @@ def draw(out: Any, *, grads: bool | Mapping[Any, Any] | None = None, derivatives
         width = th.highlight_penwidth if (hot or is_current) else th.penwidth
         w, h = _estimate(rows, th)
         label = _html(_table(rows, th, fill, border, width))
-        copies = [f"v{i}_{k}" for k in range(len(uses[id(node)]))] if id(node) in copied else [f"v{i}"]
-        d._ids[id(node)] = copies
-        for name in copies:
-            add(_Box(name, dict(shape="plain", label=label, id=name), w, h, where))
+        d._ids[id(node)] = [f"v{i}", *copies_of.get(id(node), ())]
+        add(_Box(f"v{i}", dict(shape="plain", label=label, id=f"v{i}"), w, h, where))
+        for name in copies_of.get(id(node), ()):
+            copy = label.replace("<table ", '<table style="dashed" ', 1)
+            add(_Box(name, dict(shape="plain", label=copy, id=name), w, h, where))
         if node.parents:
             text = op_label(node)
             # A circle fits a symbol; a word such as "sigmoid" would blow it up, so words get an ellipse.
@@ -905,7 +918,6 @@ def draw(out: Any, *, grads: bool | Mapping[Any, Any] | None = None, derivatives
     # -- edges ----------------------------------------------------------------------------------------------
     seen_box_edges: set[tuple[str, str]] = set()
     summary_targets: list[str] = []
-    copy_used: dict[int, int] = {}
     for node in order:
         nid = id(node)
         if nid in hidden:
@@ -919,10 +931,8 @@ def draw(out: Any, *, grads: bool | Mapping[Any, Any] | None = None, derivatives
                 if target not in summary_targets:
                     summary_targets.append(target)
                 continue
-            if pid in copied:
-                src = d._ids[pid][copy_used.get(pid, 0)]
-                if not (k > 0 and node.parents[k - 1] is p):
-                    copy_used[pid] = copy_used.get(pid, 0) + 1
+            if (nid, k) in proxy_of:
+                src = proxy_of[(nid, k)]
             else:
                 src = box_ids[box_of[pid]] if pid in box_of else f"v{index[pid]}"
             if nid in box_of or pid in box_of:

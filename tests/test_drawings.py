@@ -239,19 +239,37 @@ def test_one_path_of_many_is_found_without_enumerating_them():
     assert p.nodes[0] is x and p.nodes[-1] is h
 
 
-def test_a_chain_reusing_its_leaves_draws_each_far_use_beside_its_op():
-    # dot spends its time on long edges that cross each other; a leaf used at every level would make 2 x 60
-    # of them. Drawn once per use, no operand edge spans more than a few ranks.
+@pytest.mark.parametrize("shared", ["leaves", "results"])
+def test_a_chain_reusing_nodes_at_every_level_draws_far_uses_as_copies_beside_them(shared):
+    # dot spends its time on long edges that cross each other; a node used at every level of a 60-op chain
+    # would make 2 x 30 of them. Each far use reads a dashed copy drawn beside it: no operand edge is long.
     x, y = Value(0.5, label="x"), Value(0.3, label="y")
+    a, b = ((x * y).tanh(), (x * y).tanh() + x) if shared == "results" else (x, y)
     h = x
     for _ in range(30):
-        h = h * x + y
+        h = h * a + b
     h.backward()
     d = mx.draw(h, max_nodes=1000)
-    assert len(d.node_ids(x)) == 31 and len(d.node_ids(y)) == 30
-    root = svg_of(d)  # and it renders
-    titles = [g.find(f"{SVG}title").text for g in root.iter(f"{SVG}g") if g.get("class") == "node"]
-    assert len(titles) == d.nodes
+    src = d.source
+    assert len(d.node_ids(a)) > 20 and len(d.node_ids(b)) > 20
+    for copy in d.node_ids(a)[1:]:
+        assert re.search(rf"^\s*{copy} \[label=<<table style=\"dashed\"", src, re.M)
+    # Ranks along the drawn edges: every operand edge joins boxes at most three ranks apart.
+    rank: dict[str, int] = {}
+    edges = re.findall(r"^\s*(\w+) -> (\w+)", src, re.M)
+    for _ in range(len(edges)):
+        for s_, t in edges:
+            rank[t] = max(rank.get(t, 0), rank.get(s_, 0) + 1)
+    targets: dict[str, list[int]] = {}
+    for s_, t in edges:
+        targets.setdefault(s_, []).append(rank[t])
+        if s_ in rank:
+            assert rank[t] - rank[s_] <= 3
+    for s_, ranks in targets.items():
+        if s_ not in rank:  # an input box sits before its first use: its other uses must be close too
+            assert max(ranks) - min(ranks) <= 3
+    root = svg_of(d)  # and it renders, one SVG node per box
+    assert sum(g.get("class") == "node" for g in root.iter(f"{SVG}g")) == d.nodes
 
 
 # -- tensor graphs ---------------------------------------------------------------------------------------------
