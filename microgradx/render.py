@@ -773,22 +773,21 @@ def draw(out: Any, *, grads: bool | Mapping[Any, Any] | None = None, derivatives
 
     # A node used far from where it is drawn pulls a long edge across the layout, and many such edges crossing
     # make dot's ordering step slow (a 60-op chain reusing its inputs at every level took most of a minute).
-    # Each far use reads a dashed copy of the box drawn beside it instead. A leaf's place is before its first
-    # use; "far" is more than two ops away.
+    # Each far use reads a dashed copy of the box drawn beside it instead. A node's place is just before its
+    # nearest use (where dot puts it); "far" is more than two ops beyond that.
     depth = _depths(order)
     drawn = {id(n) for n in visible}
     home: dict[int, int] = {}
     for n in visible:
         for p in n.parents:
-            if not p.parents:
-                home[id(p)] = min(home.get(id(p), depth[id(n)] - 2), depth[id(n)] - 2)
+            home[id(p)] = min(home.get(id(p), depth[id(n)] - 2), depth[id(n)] - 2)
     proxy_of: dict[tuple[int, int], str] = {}  # (consumer id, slot) -> copy name
     copies_of: dict[int, list[str]] = {}
     for n in visible:
         for k, p in enumerate(n.parents):
             if id(p) not in drawn or id(n) in box_of:
                 continue
-            if depth[id(n)] - home.get(id(p), depth[id(p)]) > 4:
+            if depth[id(n)] - home[id(p)] > 4:
                 names_ = copies_of.setdefault(id(p), [])
                 if not (k > 0 and n.parents[k - 1] is p):
                     names_.append(f"v{index[id(p)]}_{len(names_) + 1}")
