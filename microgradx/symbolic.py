@@ -768,7 +768,7 @@ def compare_formula(formula: Any, op_name: str, at: Sequence[float] = (-2.0, -0.
 
     The formula is a SymPy expression, or text in the variable ``var`` read by the safe parser
     (``microgradx.parse``, built at the first point). It is evaluated exactly by SymPy; the op by its row's
-    forward and partial (the engine's numbers). Seed 002 prints swish as x / (1 - e^-x); the row computes
+    forward and partial (the engine's numbers). Ajmaldeen's assignment prints swish as x / (1 - e^-x); the row computes
     x * sigmoid(x):
 
     >>> compare_formula("x / (1 - exp(-x))", "swish", at=[4.0]).ok
