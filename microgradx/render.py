@@ -304,7 +304,12 @@ class Drawing(graphviz.Digraph):
         if fmt == "dot":
             return self.source.encode()
         kwargs.setdefault("quiet", True)
-        with _dot_program(fmt):
+        with _dot_program(fmt) as renderer:
+            if renderer.kind == "pure" and fmt == "png" and f'fontname="{FONT}"' in self.source:
+                # graphviz-pure knows DejaVu Sans's widths but draws pixels only with its bundled fonts, where the
+                # name falls back to a serif; its own sans, Arimo, is laid out and drawn with the same metrics.
+                data = self.source.replace(f'fontname="{FONT}"', "fontname=Arimo").encode()
+                return graphviz.pipe("dot", fmt, data, quiet=True)
             return super().pipe(fmt, *args, **kwargs)
 
     def render(self, *args: Any, **kwargs: Any) -> str:
@@ -616,21 +621,21 @@ def _depths(order: list) -> dict[int, int]:
 
 
 def _rows(boxes: dict[str, _Box], links: list[tuple[str, str, float, float]], aspect: float, th: Theme,
-          ) -> dict[str, int]:
+          ) -> tuple[dict[str, int], dict[str, int]]:
     """Cut a left-to-right layout into rows so that its shape comes near ``aspect`` (width / height).
 
-    ``links`` are (tail, head, label width, label height). A box's rank is its longest distance from a source;
-    a source sits just before its first use. Rows take consecutive ranks of about equal width.
+    ``links`` are (tail, head, label width, label height). A box's rank is its longest distance from an input.
+    Each row is drawn as one line of the boxes computed in it, with their inputs in a band above; rows take
+    consecutive ranks. Returns each box's row and rank.
     """
     rank: dict[str, int] = {}
     incoming: dict[str, list[str]] = {}
-    for a, b, _, _ in links:
-        incoming.setdefault(b, []).append(a)
     users: dict[str, list[str]] = {}
     for a, b, _, _ in links:
+        incoming.setdefault(b, []).append(a)
         users.setdefault(a, []).append(b)
 
-    def rank_of(name: str) -> int:
+    for name in boxes:
         stack = [name]
         while stack:
             top = stack[-1]
@@ -640,27 +645,24 @@ def _rows(boxes: dict[str, _Box], links: list[tuple[str, str, float, float]], as
                 continue
             stack.pop()
             rank[top] = 1 + max((rank[p] for p in incoming.get(top, ())), default=-1)
-        return rank[name]
-
-    for name in boxes:
-        rank_of(name)
-    for name in boxes:
-        if name not in incoming and name in users:
-            rank[name] = max(0, min(rank[u] for u in users[name]) - 1)
+    sources = {n for n in boxes if n not in incoming}
     n_ranks = 1 + max(rank.values(), default=0)
-    col_w = [0.0] * n_ranks
-    col_h = [0.0] * n_ranks
-    gap = [th.ranksep * 72] * n_ranks
+    span = [0.0] * n_ranks  # width a rank adds to its row's line
+    chain_h = [0.0] * n_ranks
+    band_h = [0.0] * n_ranks  # inputs and edge labels above the line
     for name, box in boxes.items():
         r = rank[name]
-        col_w[r] = max(col_w[r], box.width)
-        col_h[r] += box.height + th.nodesep * 72
+        if name in sources:
+            band_h[min((rank[u] for u in users.get(name, ())), default=r)] = max(
+                band_h[r], box.height + 2 * th.ranksep * 72)
+        else:
+            span[r] += box.width + th.nodesep * 72
+            chain_h[r] = max(chain_h[r], box.height)
     for a, b, lw, lh in links:
-        if a in rank and b in rank:
-            r = rank[b]
-            gap[r] = max(gap[r], lw + th.ranksep * 72)
-            col_h[r] = max(col_h[r], lh)
-    span = [col_w[r] + gap[r] for r in range(n_ranks)]
+        if a in sources:
+            band_h[rank[b]] = max(band_h[rank[b]], lh + 2 * th.ranksep * 72)
+        else:
+            span[rank[b]] += lw
     best, best_cut = math.inf, [0] * n_ranks
     for n_rows in range(1, n_ranks + 1):
         target = sum(span) / n_rows
@@ -670,12 +672,19 @@ def _rows(boxes: dict[str, _Box], links: list[tuple[str, str, float, float]], as
                 row += 1
             cut.append(row)
             acc += span[r]
-        widths = [sum(s for s, c in zip(span, cut) if c == k) for k in range(row + 1)]
-        heights = [max(h for h, c in zip(col_h, cut) if c == k) + 36 for k in range(row + 1)]
-        miss = abs(math.log(max(widths) / sum(heights)) - math.log(aspect))
+        rows = range(row + 1)
+        widths = [sum(w for w, c in zip(span, cut) if c == k) for k in rows]
+        heights = [max(h for h, c in zip(chain_h, cut) if c == k) + max(h for h, c in zip(band_h, cut) if c == k)
+                   + th.ranksep * 72 for k in rows]
+        miss = abs(math.log(max(max(widths), 1.0) / max(sum(heights), 1.0)) - math.log(aspect))
         if miss < best - 1e-9:
             best, best_cut = miss, cut
-    return {name: best_cut[rank[name]] for name in boxes}
+    row_of = {name: best_cut[rank[name]] for name in boxes}
+    for name in sources:
+        if name in users:
+            # An input stands above its first use.
+            row_of[name] = min(row_of[u] for u in users[name])
+    return row_of, rank
 
 
 def draw(out: Any, *, grads: bool | Mapping[Any, Any] | None = None, derivatives: bool = True,
@@ -801,7 +810,7 @@ def draw(out: Any, *, grads: bool | Mapping[Any, Any] | None = None, derivatives
         graph_attr["label"] = _html(_esc(title))
     if frame is not None:
         # The frame's pixels are at 96 per inch; dpi then scales the PNG (192 gives the same slide at 2x).
-        graph_attr.update(size=f"{frame[0] / 96:.4g},{frame[1] / 96:.4g}!", ratio="fill", dpi=f"{dpi:g}",
+        graph_attr.update(size=f"{frame[0] / 96:.4g},{frame[1] / 96:.4g}!", dpi=f"{dpi:g}",
                           pad="0.2")
     else:
         graph_attr["dpi"] = f"{dpi:g}"
@@ -964,18 +973,19 @@ def draw(out: Any, *, grads: bool | Mapping[Any, Any] | None = None, derivatives
             link("more", t, style="dashed")
 
     # -- rows for a slide, then nested clusters -------------------------------------------------------------
+    # A long left-to-right graph is cut into rows read top to bottom: each row is one line (rank=same) of the
+    # boxes computed in it, its inputs stand above it, and an invisible heavy edge aligns the rows' first boxes
+    # so every row starts at the left.
     row_of: dict[str, int] = {}
+    rank_of: dict[str, int] = {}
     if frame is not None and rankdir == "LR" and not any(b.where for b in boxes.values()):
         label_sizes = []
         for a, b, attrs in links:
             text = re.sub(r"<[^>]*>", "\n", attrs.get("label", "")).split("\n")
             label_sizes.append((a, b, max((_text_w(t, th.edge_fontsize) for t in text), default=0.0),
                                 th.edge_fontsize * 1.3 * sum(1 for t in text if t)))
-        row_of = _rows(boxes, label_sizes, frame[0] / frame[1], th)
-        if len(set(row_of.values())) > 1:
-            for box in boxes.values():
-                box.where = (f"row {row_of[box.name]}",)
-        else:
+        row_of, rank_of = _rows(boxes, label_sizes, frame[0] / frame[1], th)
+        if len(set(row_of.values())) < 2:
             row_of = {}
 
     body: dict[tuple[str, ...], list[tuple[str, dict]]] = {}
@@ -990,18 +1000,29 @@ def draw(out: Any, *, grads: bool | Mapping[Any, Any] | None = None, derivatives
             cid = f"cluster_{len(clusters)}"
             clusters.append(cid)
             sub = graphviz.Digraph(name=cid)
-            if row_of:
-                sub.attr("graph", style="invis", margin="4")
-            else:
-                sub.attr("graph", label=child[-1], style="rounded,dashed", color="#999999", fontcolor="#555555")
+            sub.attr("graph", label=child[-1], style="rounded,dashed", color="#999999", fontcolor="#555555")
             fill(sub, child)
             g.subgraph(sub)
 
     clusters: list[str] = []
     fill(d, ())
+    if row_of:
+        d.attr("graph", rankdir="TB")
+        heads = {b for _, b, _ in links}
+        lines: dict[int, list[str]] = {}
+        for name in boxes:
+            if name in heads:
+                lines.setdefault(row_of[name], []).append(name)
+        firsts = []
+        for k in sorted(lines):
+            with d.subgraph() as line:
+                line.attr(rank="same")
+                for name in lines[k]:
+                    line.node(name)
+            firsts.append(min(lines[k], key=lambda n: rank_of[n]))
+        for a, b in zip(firsts, firsts[1:]):
+            d.edge(a, b, style="invis", weight="50")
     for a, b, attrs in links:
-        if row_of and row_of.get(a) != row_of.get(b):
-            attrs = {**attrs, "constraint": "false"}
         d.edge(a, b, **attrs)
     d.nodes, d.edges = len(boxes), len(links)
     return d
