@@ -211,6 +211,9 @@ THEMES: dict[str, Theme] = {
 # Slide sizes
 # ---------------------------------------------------------------------------------------------------------
 
+FAR_USE = 4
+"""A use more than this many ranks (two ops) beyond a node's nearest use reads a dashed copy of its box."""
+
 SLIDE_WIDTH = 1920
 """Pixel width of a frame given only as an aspect ratio (``size="16:9"`` is 1920 x 1080)."""
 
@@ -796,7 +799,7 @@ def draw(out: Any, *, grads: bool | Mapping[Any, Any] | None = None, derivatives
         for k, p in enumerate(n.parents):
             if id(p) not in drawn or id(n) in box_of:
                 continue
-            if depth[id(n)] - home[id(p)] > 4:
+            if depth[id(n)] - home[id(p)] > FAR_USE:
                 names_ = copies_of.setdefault(id(p), [])
                 if not (k > 0 and n.parents[k - 1] is p):
                     names_.append(f"v{index[id(p)]}_{len(names_) + 1}")
