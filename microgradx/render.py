@@ -301,6 +301,14 @@ class Drawing(graphviz.Digraph):
         """The id of the op circle that made ``node`` (None for a leaf or a node not drawn on its own)."""
         return self._op_ids.get(id(node))
 
+    def edge_id(self, node: Any, k: int) -> str | None:
+        """The id of the edge from ``node``'s k-th parent into its op (None if that edge is not drawn on its own).
+
+        The edge from the op to ``node`` itself is ``'r' + op_id(node)[1:]``.
+        """
+        op = self._op_ids.get(id(node))
+        return f"e{op[1:]}_{k}" if op is not None and 0 <= k < len(node.parents) else None
+
     def pipe(self, format: str | None = None, *args: Any, **kwargs: Any) -> Any:  # noqa: A002 (graphviz's name)
         """The drawing rendered to ``format`` (svg, png, pdf or dot) as bytes, like ``graphviz.Digraph.pipe``."""
         fmt = format or self.format
@@ -891,7 +899,7 @@ def draw(out: Any, *, grads: bool | Mapping[Any, Any] | None = None, derivatives
             add(_Box(name, {k: v for k, v in attrs.items() if v is not None},
                      max(_text_w(text, th.fontsize) * 1.3, th.fontsize * 1.8), th.fontsize * 1.8, where))
             link(name, f"v{i}", color=th.highlight if hot or is_current else None,
-                 penwidth=width if hot or is_current else None)
+                 penwidth=width if hot or is_current else None, id=f"r{i}")
 
     # -- group boxes (collapsed) ----------------------------------------------------------------------------
     members: dict[str, list] = {}

@@ -348,6 +348,12 @@ def test_a_drawing_is_a_graphviz_digraph_and_keeps_standard_svg_with_stable_ids(
         if node.parents:
             assert d.op_id(node) in nodes
     assert "note" in {g.find(f"{SVG}title").text for g in nodes.values()}
+    edges = {g.get("id") for g in root.iter(f"{SVG}g") if g.get("class") == "edge"}
+    for node in mx.topological_order(o):
+        for k in range(len(node.parents)):
+            assert d.edge_id(node, k) in edges
+        if node.parents:
+            assert "r" + d.op_id(node)[1:] in edges
     assert mx.draw(o).node_id(w) == d.node_id(w)  # the same graph gives the same ids
 
 
