@@ -39,9 +39,16 @@ def op_label(node: Any) -> str:
     if isinstance(op, str):
         return op
     display = getattr(op, "display", None)
-    if callable(display):
+    if callable(display) and not _param_unknown(node):
         return display(getattr(node, "arg", None))
+    if callable(display):
+        return op.name
     return getattr(op, "label", None) or op.name
+
+
+def _param_unknown(node: Any) -> bool:
+    # A row with a parameter (pow's exponent) whose node does not record it (a Tensor): name the op instead.
+    return bool(getattr(node.op, "param", None)) and not hasattr(node, "arg")
 
 
 def _constant(node: Any) -> str:
@@ -58,6 +65,8 @@ def _template(node: Any) -> str | None:
     # An op-table row writes itself with a template ("{0} * {1}", "tanh({0})"); other ops read as calls.
     op = node.op
     template = getattr(op, "template", None)
+    if _param_unknown(node):
+        return None
     return template if isinstance(template, str) and callable(getattr(op, "format", None)) else None
 
 

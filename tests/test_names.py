@@ -118,3 +118,17 @@ def test_tour_writes_slide_sized_images(tmp_path, capsys, monkeypatch):
         w, h = Image.open(tmp_path / "t" / name).size
         assert w <= 1930 and h <= 1090 and max(w / 1920, h / 1080) > 0.98
     assert "seed 00" not in capsys.readouterr().out
+
+
+def test_op_label_reads_a_row_object_with_name_and_label():
+    # Tensor ops are becoming rows with .name and .label: the accessor reads those as it reads strings.
+    from types import SimpleNamespace
+
+    node = SimpleNamespace(op=SimpleNamespace(name="matmul", label="@"), parents=(), label=None)
+    assert op_label(node) == "@"
+    node.op.label = None
+    assert op_label(node) == "matmul"
+    from microgradx import Tensor
+
+    t = Tensor([1.0, 2.0], label="t")
+    assert op_label(t ** 2) == "pow" and node_name(t ** 2) == "pow(t)"  # the exponent is not recorded on tensors
