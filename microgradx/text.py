@@ -11,7 +11,7 @@ from typing import Any
 
 __all__ = ["node_name", "op_label", "name", "formula", "number", "MAX_NAME"]
 
-MAX_NAME = 32
+MAX_NAME = 40
 """Names longer than this are shortened: deep sub-formulas become ``…``."""
 
 _ELIDED = "…"
