@@ -1,6 +1,6 @@
 """Regenerate the training-loop picture in docs/img/training: ``python docs/make_training_images.py``.
 
-Seed 000's optimizer comparison on the synthetic housing regression: the same 8-64-1 ReLU network trained by
+Blain's optimizer comparison on the synthetic housing regression: the same 8-64-1 ReLU network trained by
 SGD, AdaGrad and Adam (each at its PyTorch default rate; SGD at 0.01) for 10 epochs of mini-batches of 32, then
 one plot of the three histories (epoch loss, mini-batch loss, its rolling variance) and a table of the numbers.
 """
@@ -33,7 +33,7 @@ def main() -> None:
               f"{last.var(ddof=1):.5f}  {sum(h.seconds):.1f} s")
     path = plot_histories(histories, TARGET / "optimizers-housing.png", panels=["loss", "batch_loss",
                                                                                "rolling_variance"],
-                          window=50, title="Synthetic housing, MLP 8-64-1, MSE, batch 32 (seed 000's comparison)")
+                          window=50, title="Synthetic housing, MLP 8-64-1, MSE, batch 32 (Blain's comparison)")
     print(path)
 
 

@@ -41,7 +41,7 @@ def _xy(where: str, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
 class DataLoader:
     """Yield (X_batch, y_batch) pairs over one epoch per iteration; shuffled by a seeded generator.
 
-    ``batch_size=None`` is full-batch gradient descent, ``1`` is stochastic gradient descent (seed 001's
+    ``batch_size=None`` is full-batch gradient descent, ``1`` is stochastic gradient descent (Slettevold's
     Algorithms 5-7); each new ``for`` loop is a new epoch with a new order, and the whole sequence of orders
     is fixed by ``seed``. ``drop_last`` drops a final batch smaller than ``batch_size``.
 
@@ -149,14 +149,14 @@ def make_spirals(n: int = 300, classes: int = 3, noise: float = 0.2,
 
 
 SEED001_POLYNOMIAL = (0.000017, -0.001133, 0.029241, -0.36691, 2.234115, -5.510020, 4.722197)
-"""Seed 001's Figure 1 polynomial, highest power first (for ``np.polyval``): local minima near x = 2.10 and
+"""Slettevold's Figure 1 polynomial, highest power first (for ``np.polyval``): local minima near x = 2.10 and
 x = 20.52, a local maximum near x = 7.22."""
 
 
 def make_polynomial(n: int = 100, coefficients: tuple[float, ...] = SEED001_POLYNOMIAL,
                     x_range: tuple[float, float] = (0.0, 23.0), noise: float = 0.0,
                     seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Samples of a polynomial (default: seed 001's 6th-degree one): X (n, 1) uniform in ``x_range``, sorted,
+    """Samples of a polynomial (default: Slettevold's 6th-degree one): X (n, 1) uniform in ``x_range``, sorted,
     y = polyval(coefficients, x) + Gaussian noise.
 
     >>> X, y = make_polynomial(3, coefficients=(1.0, 0.0, -1.0), x_range=(2.0, 2.0)); y.tolist()
@@ -182,7 +182,7 @@ _CITIES = np.array([[34.05, -118.25], [37.77, -122.42]])  # two coastal centres,
 
 def make_housing(n: int = 20640, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A SYNTHETIC housing regression with the 8 features of the California housing data (``HOUSING_FEATURES``),
-    for seed 000's optimizer comparison offline. It is not the real data (that download is not available
+    for Blain's optimizer comparison offline. It is not the real data (that download is not available
     here); its columns are drawn as follows (N = normal, U = uniform, LN = log-normal):
 
         MedInc     ~ LN(log 3.5, 0.45) clipped to [0.5, 15]
@@ -227,7 +227,7 @@ def train_test_split(X: Any, y: Any, test_size: float | int = 0.25, *, seed: int
                      shuffle: bool = True, stratify: bool = False) -> tuple[np.ndarray, ...]:
     """Split into X_train, X_test, y_train, y_test; ``test_size`` a fraction or a count (ceil(fraction * n)).
 
-    ``shuffle=False`` takes the last rows as the test set (seed 001's wine split: first 75% train).
+    ``shuffle=False`` takes the last rows as the test set (Slettevold's wine split: first 75% train).
     ``stratify`` keeps each class's share in both parts (each class gives round(its count * test fraction)).
 
     >>> X, y = np.arange(8.0).reshape(8, 1), np.arange(8)
@@ -412,7 +412,7 @@ def load_mnist(directory: str | os.PathLike, *, flatten: bool = False,
                scale: bool = False) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Read the four standard MNIST IDX files from ``directory``: ((X_train, y_train), (X_test, y_test)).
 
-    Images come as uint8 arrays (n, 28, 28), as Keras's ``mnist.load_data()`` gives them (seed 001);
+    Images come as uint8 arrays (n, 28, 28), as Keras's ``mnist.load_data()`` gives them (Slettevold's thesis);
     ``flatten`` makes them (n, 784) and ``scale`` floats in [0, 1] (pixel / 255).
     """
     arrays = [read_idx(_find_mnist(directory, stem)) for stem in _MNIST_FILES]
@@ -442,7 +442,7 @@ def _first_non_utf8(path: str | os.PathLike) -> str:
 
 
 def read_csv(path: str | os.PathLike, sep: str = ";") -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Read a numeric CSV with a header row, like UCI's ``winequality-white.csv`` (seed 001): the ``sep``
+    """Read a numeric CSV with a header row, like UCI's ``winequality-white.csv`` (Slettevold's thesis): the ``sep``
     separator (default ";"), quoted column names, the last column the target. Returns (X, y, feature_names).
 
     UTF-8 (a byte-order mark is dropped); every cell must be a finite number (nan, inf and 1e999 are refused);

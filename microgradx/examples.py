@@ -1,4 +1,8 @@
-"""Worked examples from the course material, built as labelled graphs (used by the tour, the tests and demos)."""
+"""Worked examples from the course documents, built as labelled graphs (used by the tour, the tests and demos).
+
+Example 3 is from Simon Slettevold's thesis "Gradient Descent Methods for Training Neural Networks"; the
+two-path example o = cos(w**2) + sin(w**2) is from the lecture slides "Introduction to Deep Learning" (Unit 1).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,15 @@ from dataclasses import dataclass
 
 from .value import Value
 
-__all__ = ["Example3", "seed001_example3", "two_paths"]
+__all__ = ["Example3", "example3", "seed001_example3", "two_paths", "SOURCE"]
+
+SOURCE = 'Simon Slettevold\'s thesis "Gradient Descent Methods for Training Neural Networks"'
+"""Where Example 3 comes from, as user-facing text cites it."""
 
 
 @dataclass
 class Example3:
-    """Seed 001, Example 3: one input, one sigmoid neuron per layer, squared error J = (yhat - y)**2."""
+    """Example 3 of the thesis: one input, one sigmoid neuron per layer, squared error J = (yhat - y)**2."""
 
     x: Value
     y: Value
@@ -25,14 +32,14 @@ class Example3:
 
     @property
     def nodes(self) -> list[Value]:
-        """The named nodes in the order the seed computes them."""
+        """The named nodes in the order the thesis computes them."""
         return [self.x, self.w1, self.z1, self.g1, self.w2, self.z2, self.yhat, self.y, self.J]
 
 
-def seed001_example3(w1: float = 0.75, w2: float = 0.5, x: float = 2.0, y: float = 0.25) -> Example3:
-    """Build seed 001's Example 3: z1 = x w1, z2 = g(z1) w2, yhat = g(z2), J = (yhat - y)**2 with g = sigmoid.
+def example3(w1: float = 0.75, w2: float = 0.5, x: float = 2.0, y: float = 0.25) -> Example3:
+    """Build Example 3: z1 = x w1, z2 = g(z1) w2, yhat = g(z2), J = (yhat - y)**2 with g = sigmoid.
 
-    >>> ex = seed001_example3(); round(ex.yhat.data, 5)
+    >>> ex = example3(); round(ex.yhat.data, 5)
     0.6008
     >>> ex.J.backward(); round(ex.w1.grad, 5), round(ex.w2.grad, 5)
     (0.0251, 0.13757)
@@ -52,8 +59,12 @@ def seed001_example3(w1: float = 0.75, w2: float = 0.5, x: float = 2.0, y: float
     return Example3(xv, yv, w1v, w2v, z1, g1, z2, yhat, J)
 
 
+seed001_example3 = example3
+"""The former name of ``example3``, kept so existing notebooks and scripts still run."""
+
+
 def two_paths(w: float = 2.0) -> tuple[Value, Value]:
-    """Seed 004's two-path example o = cos(w**2) + sin(w**2); returns (o, w).
+    """The two-path example of "Introduction to Deep Learning": o = cos(w**2) + sin(w**2); returns (o, w).
 
     >>> o, w = two_paths(); o.backward(); round(w.grad, 6)
     0.412635

@@ -185,7 +185,9 @@ class Path:
         return p
 
     def __repr__(self) -> str:
-        names = " -> ".join(n.label or (n.op.name if n.op else f"{n.data:g}") for n in self.nodes)
+        from .text import node_name  # the one naming function (text reads graph, so imported when used)
+
+        names = " -> ".join(node_name(n) for n in self.nodes)
         return f"Path({names}; product={self.product:.6g})"
 
 
@@ -214,7 +216,7 @@ def paths(out: Any, wrt: Any, *, limit: int = 10_000) -> list[Path]:
     """Every path from ``wrt`` to ``out`` with its edge derivatives; their products sum to d out / d wrt.
 
     Paths are counted first and refused above ``limit``: their number grows exponentially with depth
-    (seed 004: 10 layers of 2 nodes give 1024 paths) while backward stays linear.
+    (the Unit 1 lecture: 10 layers of 2 nodes give 1024 paths) while backward stays linear.
 
     >>> from microgradx import Value
     >>> w = Value(2.0, label="w"); a = w * w

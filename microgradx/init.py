@@ -1,6 +1,6 @@
-"""Weight initialisation: Xavier/Glorot and He/Kaiming, uniform and normal (seed 003), with seeded RNGs.
+"""Weight initialisation: Xavier/Glorot and He/Kaiming, uniform and normal (Gerald's lecture), with seeded RNGs.
 
-A weight has shape (fan_out, fan_in) = (m, n), as seed 003's A in R^{m x n} with y = A x + b.
+A weight has shape (fan_out, fan_in) = (m, n), as Gerald's A in R^{m x n} with y = A x + b.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def _normal(shape: tuple[int, ...], std: float, rng: Any, dtype: Any) -> np.ndar
 
 
 def xavier_uniform(shape: tuple[int, ...], rng: Any = None, dtype: Any = np.float32) -> np.ndarray:
-    """Glorot uniform: A ~ U[-sqrt(6)/sqrt(m+n), sqrt(6)/sqrt(m+n)] (seed 003, for tanh; Glorot & Bengio 2010).
+    """Glorot uniform: A ~ U[-sqrt(6)/sqrt(m+n), sqrt(6)/sqrt(m+n)] (Gerald's lecture, for tanh; Glorot & Bengio 2010).
 
     >>> W = xavier_uniform((3, 5), rng=0); W.shape, bool(abs(W).max() <= math.sqrt(6 / 8))
     ((3, 5), True)
@@ -54,7 +54,7 @@ def xavier_uniform(shape: tuple[int, ...], rng: Any = None, dtype: Any = np.floa
 
 
 def xavier_normal(shape: tuple[int, ...], rng: Any = None, dtype: Any = np.float32) -> np.ndarray:
-    """Glorot normal: A ~ N(0, 2/(m+n)), the same variance as seed 003's U[-sqrt(6/(m+n)), sqrt(6/(m+n))]
+    """Glorot normal: A ~ N(0, 2/(m+n)), the same variance as Gerald's U[-sqrt(6/(m+n)), sqrt(6/(m+n))]
     (a uniform on [-a, a] has variance a**2/3).
 
     >>> xavier_normal((2, 2), rng=0).dtype
@@ -65,7 +65,7 @@ def xavier_normal(shape: tuple[int, ...], rng: Any = None, dtype: Any = np.float
 
 
 def he_uniform(shape: tuple[int, ...], rng: Any = None, dtype: Any = np.float32) -> np.ndarray:
-    """He/Kaiming uniform: A ~ U[-sqrt(6)/sqrt(n), sqrt(6)/sqrt(n)], n = fan_in (seed 003, for ReLU; He 2015).
+    """He/Kaiming uniform: A ~ U[-sqrt(6)/sqrt(n), sqrt(6)/sqrt(n)], n = fan_in (Gerald's lecture, for ReLU; He 2015).
 
     >>> W = he_uniform((3, 6), rng=0); bool(abs(W).max() <= 1.0)
     True
@@ -75,7 +75,7 @@ def he_uniform(shape: tuple[int, ...], rng: Any = None, dtype: Any = np.float32)
 
 
 def he_normal(shape: tuple[int, ...], rng: Any = None, dtype: Any = np.float32) -> np.ndarray:
-    """He/Kaiming normal: A ~ N(0, 2/n), n = fan_in: the variance of seed 003's U[-sqrt(6/n), sqrt(6/n)].
+    """He/Kaiming normal: A ~ N(0, 2/n), n = fan_in: the variance of Gerald's U[-sqrt(6/n), sqrt(6/n)].
 
     >>> he_normal((4, 2), rng=1).shape
     (4, 2)
@@ -85,12 +85,12 @@ def he_normal(shape: tuple[int, ...], rng: Any = None, dtype: Any = np.float32) 
 
 
 def zeros(shape: tuple[int, ...], rng: Any = None, dtype: Any = np.float32) -> np.ndarray:
-    """All zeros (seed 003's default bias b = 0): ``zeros((2,)).tolist() == [0.0, 0.0]``."""
+    """All zeros (Gerald's default bias b = 0): ``zeros((2,)).tolist() == [0.0, 0.0]``."""
     return np.zeros(shape, dtype=dtype)
 
 
 def constant(shape: tuple[int, ...], value: float, dtype: Any = np.float32) -> np.ndarray:
-    """All ``value`` (seed 003's small ReLU bias b = 0.01): ``constant((2,), 0.01)[0] == np.float32(0.01)``."""
+    """All ``value`` (Gerald's small ReLU bias b = 0.01): ``constant((2,), 0.01)[0] == np.float32(0.01)``."""
     return np.full(shape, value, dtype=dtype)
 
 

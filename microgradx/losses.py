@@ -1,6 +1,6 @@
 """Loss functions on Tensors: cross-entropy fused with softmax, binary cross-entropy with logits, MSE, MAE, Huber.
 
-Every loss is the mean over the batch. Only ``cross_entropy`` is one fused node (its gradient is seed 004's
+Every loss is the mean over the batch. Only ``cross_entropy`` is one fused node (its gradient is the Unit 1 lecture's
 o - y, divided by the batch size); the others are compositions of op-table rows, so they need no derivative
 of their own.
 """
@@ -22,7 +22,7 @@ _UNSIGNED = {np.dtype(f"i{k}"): np.dtype(f"u{k}") for k in (1, 2, 4, 8)}
 def cross_entropy(logits: Tensor, labels: Any) -> Tensor:
     """Mean of -log softmax(logits)[label] over the rows; one node whose vjp is (softmax - onehot) / N.
 
-    Seed 004 derives dL/dv_i = o_i - y_i for one example (o = softmax(v), y one-hot); the mean over N
+    The Unit 1 lecture derives dL/dv_i = o_i - y_i for one example (o = softmax(v), y one-hot); the mean over N
     examples divides it by N. The log-sum-exp is taken after subtracting the row maximum, so large logits
     do not overflow.
 

@@ -1,5 +1,5 @@
 """Neural-network modules on Tensors: ``Module``, ``Linear``, activations read from the op table, ``PReLU``,
-``Softmax``, inverted ``Dropout`` (seed 003), a residual block (seed 000), ``Sequential``; convolution, pooling
+``Softmax``, inverted ``Dropout`` (Gerald), a residual block (Blain), ``Sequential``; convolution, pooling
 and batch-norm layers (ops in ``functional``) and recurrent cells built from existing Tensor ops.
 """
 
@@ -176,11 +176,11 @@ class Module(ABC):
 
 
 class Linear(Module):
-    """y = x @ W.T + b with W of shape (out, in) (seed 003's A in R^{m x n}); one fused graph node.
+    """y = x @ W.T + b with W of shape (out, in) (Gerald's A in R^{m x n}); one fused graph node.
 
     ``init`` names a scheme of ``microgradx.init`` (default He uniform, U[-sqrt(6/n), sqrt(6/n)], for ReLU
     networks; use ``"xavier_uniform"``, U[-sqrt(6/(m+n)), sqrt(6/(m+n))], for tanh). ``bias_init`` is the
-    constant bias: 0, or seed 003's small 0.01 for ReLU.
+    constant bias: 0, or Gerald's small 0.01 for ReLU.
 
     >>> layer = Linear(3, 2, rng=0); layer(np.ones((4, 3))).shape
     (4, 2)
@@ -315,7 +315,7 @@ class LogSoftmax(Softmax):
 
 
 class Dropout(Module):
-    """Inverted dropout (seed 003): in training m ~ Bernoulli(1 - p) and z' = z * m / (1 - p); in eval z' = z.
+    """Inverted dropout (Gerald's lecture): in training m ~ Bernoulli(1 - p) and z' = z * m / (1 - p); in eval z' = z.
 
     The backward is dz'/dz = m / (1 - p): switched-off units get no gradient. Scaling in training keeps the
     expected activation unchanged, so evaluation needs no rescaling.
@@ -349,7 +349,7 @@ class Dropout(Module):
 
 
 class Residual(Module):
-    """A skip connection around ``block``: y = x + block(x) (seed 000: gradients reach early layers via the +).
+    """A skip connection around ``block``: y = x + block(x) (Blain's report: gradients reach early layers via the +).
 
     >>> blk = Residual(Linear(2, 2, rng=0)); blk(Tensor(np.zeros((1, 2), np.float32))).shape
     (1, 2)

@@ -320,11 +320,11 @@ COS = defop("cos", 1, lambda F, x: F.cos(x), lambda F, out, x: (-F.sin(x),), "co
 TAN = defop("tan", 1, lambda F, x: F.tan(x), lambda F, out, x: (1.0 + out * out,), "tan", "tan({0})",
             "tangent")
 ARCTAN = defop("arctan", 1, lambda F, x: F.atan(x), lambda F, out, x: (1.0 / (1.0 + x * x),),
-               "arctan", "arctan({0})", "inverse tangent (seed 000's arctan activation)", bounded=True)
+               "arctan", "arctan({0})", "inverse tangent (Blain's arctan activation)", bounded=True)
 TANH = defop("tanh", 1, lambda F, x: F.tanh(x), lambda F, out, x: (1.0 - out * out,), "tanh", "tanh({0})",
              "hyperbolic tangent", bounded=True)
 SIGMOID = defop("sigmoid", 1, lambda F, x, a: F.sigmoid(a * x), lambda F, out, x, a: (a * out * (1.0 - out),),
-                "sigmoid", "sigmoid({0}{pa})", "1 / (1 + e**(-a*x)), slope a (seed 001 eq. 3)",
+                "sigmoid", "sigmoid({0}{pa})", "1 / (1 + e**(-a*x)), slope a (Slettevold's thesis eq. 3)",
                 param="a", default=1.0)
 RELU = defop("relu", 1, lambda F, x: F.relu(x), lambda F, out, x: (F.where(x > 0, 1.0, 0.0),),
              "relu", "relu({0})", "max(0, x)", kink=_dist0,
@@ -347,7 +347,7 @@ SOFTPLUS = defop("softplus", 1, lambda F, x: F.softplus(x), lambda F, out, x: (F
                  "softplus", "softplus({0})", "log(1 + e**x)", bounded=True)
 SOFTSIGN = defop("softsign", 1, lambda F, x: x / (1.0 + F.abs(x)),
                  lambda F, out, x: (1.0 / ((1.0 + F.abs(x)) * (1.0 + F.abs(x))),),
-                 "softsign", "softsign({0})", "x / (1 + |x|) (seed 000 eq. 11)", bounded=True)
+                 "softsign", "softsign({0})", "x / (1 + |x|) (Blain's report eq. 11)", bounded=True)
 
 
 def _swish_partials(F, out, x):
@@ -356,7 +356,7 @@ def _swish_partials(F, out, x):
 
 
 SWISH = defop("swish", 1, lambda F, x: x * F.sigmoid(x), _swish_partials, "swish", "swish({0})",
-              "x * sigmoid(x), also called SiLU (seed 002 prints a wrong formula)", methods=("swish", "silu"))
+              "x * sigmoid(x), also called SiLU (Ajmaldeen's assignment gets it wrong)", methods=("swish", "silu"))
 
 _GELU_C = math.sqrt(2.0 / math.pi)
 
@@ -374,7 +374,7 @@ GELU = defop("gelu", 1, _gelu_forward, _gelu_partials, "gelu", "gelu({0})",
              "0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x**3))), the tanh form")
 HARD_TANH = defop("hard_tanh", 1, lambda F, x: F.where(x > 1, 1.0, F.where(x < -1, -1.0, x)),
                   lambda F, out, x: (F.where(x >= 1, 0.0, F.where(x <= -1, 0.0, 1.0)),),
-                  "hard_tanh", "hard_tanh({0})", "x clipped to [-1, 1] (seed 004)",
+                  "hard_tanh", "hard_tanh({0})", "x clipped to [-1, 1] (the Unit 1 lecture)",
                   kink=lambda x: min(abs(x - 1.0), abs(x + 1.0)),
                   subgradient="hard_tanh'(+-1) := 0, as PyTorch's hardtanh", bounded=True)
 ABS = defop("abs", 1, lambda F, x: F.abs(x),
@@ -386,7 +386,7 @@ ABS = defop("abs", 1, lambda F, x: F.abs(x),
 MAX = defop("max", 2, lambda F, x, y: F.maximum(x, y),
             lambda F, out, x, y: (F.where(x > y, 1.0, F.where(x < y, 0.0, 0.5)),
                                   F.where(x > y, 0.0, F.where(x < y, 1.0, 0.5))),
-            "max", "max({0}, {1})", "the larger of two values (seed 004's max gate)",
+            "max", "max({0}, {1})", "the larger of two values (the Unit 1 lecture's max gate)",
             kink=lambda x, y: abs(x - y), subgradient="on a tie each input gets half the gradient",
             methods=("max", "maximum"), bounded=True)
 MIN = defop("min", 2, lambda F, x, y: F.minimum(x, y),
@@ -399,4 +399,4 @@ BINARY_STEP = defop("binary_step", 1, lambda F, x: F.where(x >= 0, 1.0, 0.0), la
                     "step", "step({0})", "1 for x >= 0, else 0: its derivative is 0, so it cannot train",
                     kink=_dist0, subgradient="step'(0) := 0 (the jump has no derivative)", bounded=True)
 LINEAR = defop("linear", 1, lambda F, x, a: a * x, lambda F, out, x, a: (a,), "linear", "{p}*{0}",
-               "a * x (seed 002's linear activation)", param="a", default=1.0)
+               "a * x (Ajmaldeen's linear activation)", param="a", default=1.0)

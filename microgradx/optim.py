@@ -155,7 +155,7 @@ class Optimizer(ABC):
     value ``theta`` and the parameter's own ``state`` (its moment buffers and its ``step`` count t).
 
     Options every optimizer takes: ``weight_decay`` (coupled L2: g <- g + weight_decay * theta, the gradient
-    of (weight_decay / 2) ||theta||^2, seed 003's "L2 / weight decay" slide), ``clip_norm`` (clip the gradients
+    of (weight_decay / 2) ||theta||^2, Gerald's "L2 / weight decay" slide), ``clip_norm`` (clip the gradients
     by their global norm before each step) and ``clip_value`` (clip each entry; done first when both are set).
     """
 
@@ -360,15 +360,15 @@ def _first_bad(g: np.ndarray) -> str:
 class SGD(Optimizer):
     """Stochastic gradient descent, plain or with momentum in either of the two forms the course uses.
 
-    ``momentum_form="pytorch"`` (seed 003, Polyak momentum as PyTorch implements it): the buffer holds a sum of
+    ``momentum_form="pytorch"`` (Gerald's lecture, Polyak momentum as PyTorch implements it): the buffer holds a sum of
     gradients and the learning rate multiplies it at each step,
         b <- mu * b + (1 - dampening) * g   (b <- g at the first step),   theta <- theta - lr * b,
     and with ``nesterov``: theta <- theta - lr * (g + mu * b).
 
-    ``momentum_form="velocity"`` (seed 004, and seed 001's Delta W): the velocity holds past steps already
+    ``momentum_form="velocity"`` (the Unit 1 lecture, and Slettevold's Delta W): the velocity holds past steps already
     scaled by the learning rate,
         V <- beta * V - lr * g,   theta <- theta + V,
-    and with ``nesterov`` (seed 004: the gradient taken at the look-ahead point theta + beta * V) the same rule
+    and with ``nesterov`` (Unit 1 lecture: the gradient taken at the look-ahead point theta + beta * V) the same rule
     written on the look-ahead parameters phi = theta + beta * V, so the gradient is the one at the current
     parameters: V <- beta * V - lr * g(phi),  phi <- phi + beta * V - lr * g(phi).
 
@@ -424,9 +424,9 @@ class SGD(Optimizer):
 
 
 class AdaGrad(Optimizer):
-    """AdaGrad (Duchi et al. 2011; seeds 000, 003, 004): G <- G + g**2,  theta <- theta - lr * g / (sqrt(G) + eps).
+    """AdaGrad (Duchi et al. 2011; Blain, Gerald, Unit 1 lecture): G <- G + g**2; theta -= lr g / (sqrt G + eps).
 
-    NOTE: eps sits outside the square root, as in seed 000 and PyTorch; seed 004 writes sqrt(G + eps).
+    NOTE: eps sits outside the square root, as in Blain's report and PyTorch; the Unit 1 lecture writes sqrt(G + eps).
 
     >>> from microgradx import Value
     >>> w = Value(1.0); opt = AdaGrad([w], lr=0.5); w.grad = 2.0; opt.step(); round(w.data, 9)
@@ -449,7 +449,7 @@ class AdaGrad(Optimizer):
 
 
 class AdaDelta(Optimizer):
-    """AdaDelta (Zeiler 2012; seed 003): running averages of g**2 and of the steps themselves set each step size.
+    """AdaDelta (Zeiler 2012; Gerald): running averages of g**2 and of the steps themselves set each step size.
 
         E[g2] <- rho E[g2] + (1 - rho) g**2,   dx = sqrt(E[dx2] + eps) / sqrt(E[g2] + eps) * g,
         E[dx2] <- rho E[dx2] + (1 - rho) dx**2,   theta <- theta - lr * dx      (lr = 1 in Zeiler's paper)
@@ -480,11 +480,11 @@ class AdaDelta(Optimizer):
 
 
 class RMSprop(Optimizer):
-    """RMSprop (seed 004): v <- alpha v + (1 - alpha) g**2,  theta <- theta - lr * g / (sqrt(v) + eps).
+    """RMSprop (the Unit 1 lecture): v <- alpha v + (1 - alpha) g**2,  theta <- theta - lr * g / (sqrt(v) + eps).
 
     ``centered`` divides by sqrt(v - gbar**2) + eps instead, gbar the running mean of g; ``momentum`` mu
     keeps a buffer b <- mu b + g / denominator and steps theta <- theta - lr * b (as PyTorch).
-    NOTE: eps outside the square root, as PyTorch; seed 004 writes sqrt(v + eps).
+    NOTE: eps outside the square root, as PyTorch; the Unit 1 lecture writes sqrt(v + eps).
 
     >>> from microgradx import Value
     >>> w = Value(1.0); opt = RMSprop([w], lr=0.01); w.grad = 2.0; opt.step(); round(w.data, 6)
@@ -547,12 +547,12 @@ class _Moments(Optimizer):
 
 
 class Adam(_Moments):
-    """Adam (Kingma & Ba 2015; seeds 000, 001, 003, 004), bias corrected:
+    """Adam (Kingma & Ba 2015; Blain, Slettevold, Gerald, Unit 1 lecture), bias corrected:
 
         m <- b1 m + (1 - b1) g,   v <- b2 v + (1 - b2) g**2,   m_hat = m / (1 - b1**t),   v_hat = v / (1 - b2**t),
         theta <- theta - lr * m_hat / (sqrt(v_hat) + eps)
 
-    (seed 001's Algorithm 8; seed 004 writes sqrt(v + eps) without the hat, seed 000 sqrt(v_hat + eps)).
+    (Slettevold's Algorithm 8; the Unit 1 lecture writes sqrt(v + eps) without the hat, Blain sqrt(v_hat + eps)).
     ``amsgrad`` (Reddi et al. 2018) divides by the running maximum instead: v_max <- max(v_max, v), and
     v_hat = v_max / (1 - b2**t). ``decoupled_weight_decay=True`` is AdamW (see ``AdamW``).
 
@@ -594,7 +594,7 @@ class Adam(_Moments):
 
 
 class AdamW(Adam):
-    """AdamW (Loshchilov & Hutter 2019): Adam with weight decay taken out of the gradient (seed 003: "weight decay
+    """AdamW (Loshchilov & Hutter 2019): Adam with weight decay taken out of the gradient (Gerald: "weight decay
     is not equivalent to L2 when using adaptive learning rates"):
 
         theta <- theta - lr * weight_decay * theta - lr * m_hat / (sqrt(v_hat) + eps)
@@ -614,7 +614,7 @@ class AdamW(Adam):
 
 
 class AdaMax(_Moments):
-    """AdaMax (Kingma & Ba 2015, section 7; seed 003): Adam with the infinity norm in place of v.
+    """AdaMax (Kingma & Ba 2015, section 7; Gerald's lecture): Adam with the infinity norm in place of v.
 
         m <- b1 m + (1 - b1) g,   u <- max(b2 u, |g| + eps),   theta <- theta - lr / (1 - b1**t) * m / u
 
@@ -641,7 +641,7 @@ class AdaMax(_Moments):
 
 
 class NAdam(_Moments):
-    """NAdam (Dozat 2016; seed 003): Adam with Nesterov momentum and a momentum schedule mu_t, as PyTorch:
+    """NAdam (Dozat 2016; Gerald's lecture): Adam with Nesterov momentum and a momentum schedule mu_t, as PyTorch:
 
         mu_t = b1 (1 - 0.5 * 0.96**(t psi)),   P_t = mu_1 mu_2 ... mu_t   (psi = momentum_decay),
         m, v as Adam,   d = sqrt(v / (1 - b2**t)) + eps,
@@ -675,7 +675,7 @@ class NAdam(_Moments):
 
 
 class RAdam(_Moments):
-    """RAdam (Liu et al. 2019; seed 003): Adam whose adaptive step is switched on, and rectified, only once the
+    """RAdam (Liu et al. 2019; Gerald's lecture): Adam whose adaptive step is switched on, and rectified, only once the
     variance of the adaptive rate is tractable:
 
         rho_inf = 2 / (1 - b2) - 1,   rho_t = rho_inf - 2 t b2**t / (1 - b2**t),   m_hat = m / (1 - b1**t)

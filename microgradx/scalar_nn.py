@@ -61,6 +61,8 @@ class Layer:
         self.label = label
 
     def __call__(self, x: Sequence[Value | float]) -> list[Value]:
+        # A float input becomes one Value shared by every neuron (not one per neuron): one node x0 in drawings.
+        x = [xi if isinstance(xi, Value) else Value(float(xi), label=f"x{i}") for i, xi in enumerate(x)]
         return [n(x) for n in self.neurons]
 
     def parameters(self) -> list[Value]:

@@ -1,4 +1,4 @@
-"""Per-epoch training controllers: learning-rate schedules (seed 004's decay methods) and early stopping.
+"""Per-epoch training controllers: learning-rate schedules (the Unit 1 lecture's decay methods) and early stopping.
 
 A schedule sets ``optimizer.lr`` once per epoch; anything with a settable ``lr`` attribute works, and a schedule
 built with ``lr0`` and no optimizer simply computes the numbers.
@@ -78,9 +78,9 @@ class Schedule(ABC):
 
 
 class ExponentialDecay(Schedule):
-    """Exponential decay (seed 004): alpha_t = alpha_0 * exp(-k t).
+    """Exponential decay (the Unit 1 lecture): alpha_t = alpha_0 * exp(-k t).
 
-    >>> ExponentialDecay(lr0=0.1, k=0.01).lr_at(10)  # seed 004's example, ~0.09
+    >>> ExponentialDecay(lr0=0.1, k=0.01).lr_at(10)  # the Unit 1 lecture's example, ~0.09
     0.09048374180359596
     """
 
@@ -93,9 +93,9 @@ class ExponentialDecay(Schedule):
 
 
 class InverseTimeDecay(Schedule):
-    """Inverse (time) decay (seed 004): alpha_t = alpha_0 / (1 + k t).
+    """Inverse (time) decay (the Unit 1 lecture): alpha_t = alpha_0 / (1 + k t).
 
-    >>> InverseTimeDecay(lr0=0.1, k=0.01).lr_at(10)  # seed 004's example, ~0.091
+    >>> InverseTimeDecay(lr0=0.1, k=0.01).lr_at(10)  # the Unit 1 lecture's example, ~0.091
     0.09090909090909091
     """
 
@@ -108,9 +108,9 @@ class InverseTimeDecay(Schedule):
 
 
 class StepDecay(Schedule):
-    """Step decay (seed 004): multiply by ``factor`` every ``every`` epochs, alpha_t = alpha_0 factor**floor(t / every).
+    """Step decay (Unit 1 lecture): multiply by ``factor`` every ``every`` epochs: alpha_0 factor**floor(t / every).
 
-    >>> s = StepDecay(lr0=0.1, factor=0.5, every=5)  # seed 004: 0.05 after 5 epochs, 0.025 after 10
+    >>> s = StepDecay(lr0=0.1, factor=0.5, every=5)  # the Unit 1 lecture: 0.05 after 5 epochs, 0.025 after 10
     >>> [s.lr_at(t) for t in (0, 4, 5, 9, 10)]
     [0.1, 0.1, 0.05, 0.05, 0.025]
     """
@@ -126,7 +126,7 @@ class StepDecay(Schedule):
 
 
 class ManualSchedule(Schedule):
-    """Manual adjustment (seed 004): the rates are given, as a list (the last one is kept after the list
+    """Manual adjustment (the Unit 1 lecture): the rates are given, as a list (the last one is kept after the list
     ends) or as a function of the epoch.
 
     >>> s = ManualSchedule(lrs=[0.1, 0.1, 0.01])
@@ -152,7 +152,7 @@ class ManualSchedule(Schedule):
 
 
 class ReduceLROnPlateau:
-    """Reduce the rate when a monitored quantity stops improving (seed 004: "if the validation loss doesn't
+    """Reduce the rate when a monitored quantity stops improving (the Unit 1 lecture: "if the validation loss doesn't
     decrease for 3 consecutive epochs, reduce the learning rate by a factor of 0.1").
 
     ``step(metric)`` at the end of each epoch. An epoch improves when metric < best - min_delta (``mode="max"``:
@@ -216,7 +216,7 @@ class ReduceLROnPlateau:
 
 
 class EarlyStopping:
-    """Stop training when a monitored quantity stops improving, Keras-style (seed 001 uses
+    """Stop training when a monitored quantity stops improving, Keras-style (Slettevold's thesis uses
     ``EarlyStopping(monitor='loss', min_delta=0.0001, patience=3)``).
 
     ``update(logs)`` at the end of each epoch, with the monitored number or a dict holding it; it returns True
@@ -226,7 +226,7 @@ class EarlyStopping:
     improvement resets the count only if it also beats the baseline. With ``restore_best_weights`` and
     ``params``, the parameters' data are copied at the best epoch and copied back (in place) on stopping.
 
-    NOTE: seed 001 describes improvement as |x_t - x_{t-1}| > min_delta, i.e. against the previous epoch;
+    NOTE: Slettevold's thesis describes improvement as |x_t - x_{t-1}| > min_delta, i.e. against the previous epoch;
     Keras, which it ran, compares with the best value so far, and so does this class.
 
     >>> stop = EarlyStopping(monitor="loss", patience=3, min_delta=1e-4)

@@ -19,7 +19,7 @@ import sympy as sp
 
 from . import graph
 from .ops import FLOAT, OPS, MicrogradxError, Op
-from .text import name as node_name
+from .text import node_name
 from .value import Value
 
 __all__ = [
@@ -790,7 +790,14 @@ def latex(out: Any, *, simplify: bool = False, inputs: Iterable[Any] = ()) -> st
     '\\\\frac{x}{1 + e^{- x}}'
     """
     e = to_sympy(out, inputs)
-    return sp.latex(sp.simplify(e) if simplify else e)
+    e = sp.simplify(e) if simplify else e
+    return sp.latex(e, symbol_names=_upright(e.free_symbols))
+
+
+def _upright(symbols: Iterable[Any]) -> dict:
+    # NOTE: a multi-letter name such as "out" or "yhat" is one word, set upright, not a product of italic letters.
+    return {s: rf"\mathrm{{{s.name}}}" for s in symbols
+            if len(s.name) > 1 and s.name.isalpha() and sp.latex(s) == s.name}
 
 
 def derivative_latex(out: Any, wrt: Any, *, simplify: bool = False) -> str:
@@ -807,8 +814,10 @@ def derivative_latex(out: Any, wrt: Any, *, simplify: bool = False) -> str:
         symbols.update(_symbols([wrt], lambda leaf: True))
     d = sp.diff(_expressions(nodes, symbols)[out], symbols[wrt])
     d = sp.simplify(d) if simplify else d
-    lhs = sp.latex(sp.Symbol(out.label)) if out.label else "f"
-    return rf"\frac{{\partial {lhs}}}{{\partial {sp.latex(symbols[wrt])}}} = {sp.latex(d)}"
+    lhs = sp.Symbol(out.label) if out.label else sp.Symbol("f")
+    names = _upright({lhs, symbols[wrt], *d.free_symbols})
+    return (rf"\frac{{\partial {sp.latex(lhs, symbol_names=names)}}}{{\partial "
+            rf"{sp.latex(symbols[wrt], symbol_names=names)}}} = {sp.latex(d, symbol_names=names)}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -845,7 +854,7 @@ def compare_formula(formula: Any, op_name: str, at: Sequence[float] = (-2.0, -0.
 
     The formula is a SymPy expression, or text in the variable ``var`` read by the safe parser
     (``microgradx.parse``, built at the first point). It is evaluated exactly by SymPy; the op by its row's
-    forward and partial (the engine's numbers). Seed 002 prints swish as x / (1 - e^-x); the row computes
+    forward and partial (the engine's numbers). Ajmaldeen's assignment prints swish as x / (1 - e^-x); the row computes
     x * sigmoid(x):
 
     >>> compare_formula("x / (1 - exp(-x))", "swish", at=[4.0]).ok

@@ -774,7 +774,7 @@ def _linear_misfit(X: np.ndarray, W: np.ndarray, bias: Tensor | None) -> None:
 
 
 def linear(x: Any, weight: Tensor, bias: Tensor | None = None, activation: Op | str | None = None) -> Tensor:
-    """x @ weight.T + bias in one node (weight of shape (out, in), as seed 003's A in R^{m x n}).
+    """x @ weight.T + bias in one node (weight of shape (out, in), as Gerald's A in R^{m x n}).
 
     One node instead of three saves the Python overhead and the intermediate arrays of a separate matmul
     and add; the vjps are g @ W, g.T @ x and the column sums of g. A raw NumPy batch ``x`` is data, not a

@@ -107,7 +107,7 @@ class _Running:
 def rolling_variance(x: Sequence[float] | np.ndarray, window: int) -> np.ndarray:
     """The variance (ddof = 1, as pandas' ``rolling(window).var()``) of each run of ``window`` consecutive values.
 
-    Seed 000's Figure 6 plots it over the mini-batch losses to show how noisy each optimizer is.
+    Blain's Figure 6 plots it over the mini-batch losses to show how noisy each optimizer is.
 
     >>> rolling_variance([1.0, 2.0, 3.0, 5.0], 2).tolist()
     [0.5, 0.5, 2.0]
@@ -592,7 +592,7 @@ def plot_histories(histories: History | Sequence[History], path: str | os.PathLi
 
     Panels: ``loss`` (training solid, validation dashed, per epoch), ``metrics`` (one panel per metric name,
     training and validation), ``batch_loss`` (every mini-batch's loss), ``rolling_variance`` (of the
-    mini-batch loss over ``window`` batches, seed 000's Figure 6) and ``lr``. The default is every panel
+    mini-batch loss over ``window`` batches, Blain's Figure 6) and ``lr``. The default is every panel
     except ``lr`` that has data. The format comes from the extension (png, svg, pdf); matplotlib's Agg canvas
     draws it, so no display is needed.
 
@@ -679,12 +679,12 @@ def plot_histories(histories: History | Sequence[History], path: str | os.PathLi
 
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "swish", "softplus", "tanh", "sigmoid", "softsign", "arctan",
                "hard_tanh")
-_XAVIER = {"tanh", "sigmoid", "softsign", "arctan", "hard_tanh"}  # saturating: Glorot's variance (seed 003)
+_XAVIER = {"tanh", "sigmoid", "softsign", "arctan", "hard_tanh"}  # saturating: Glorot's variance (Gerald's lecture)
 
 
 def mlp(sizes: Sequence[int], activation: str = "relu", rng: Any = None) -> Any:
     """A multilayer perceptron: ``Linear`` layers of ``sizes`` with ``activation`` between them (not after the
-    last), He-initialised for ReLU-like activations and Xavier/Glorot for saturating ones (seed 003).
+    last), He-initialised for ReLU-like activations and Xavier/Glorot for saturating ones (Gerald's lecture).
 
     >>> mlp([64, 128, 10], rng=0)
     Sequential(
@@ -739,7 +739,7 @@ RECIPES: dict[str, Recipe] = {
                     "the four MNIST IDX files from --mnist-dir; 784 pixels / 255; the official 10,000 test images"),
     "wine": Recipe("regression", "sgd", 0.01, 50, 32,
                    "a semicolon CSV from --csv (UCI winequality-white); last column the target; features "
-                   "standardised; first 75% of the rows train (seed 001)"),
+                   "standardised; first 75% of the rows train (Slettevold's thesis)"),
 }
 RECIPES["csv"] = RECIPES["wine"]
 

@@ -18,18 +18,21 @@ from microgradx import Value, paths
 from microgradx import render as R
 from microgradx.examples import two_paths
 
-NODE = re.compile(r"^\s*(v\d+|o\d+|g\d+|more) \[", re.M)
-EDGE = re.compile(r"^\s*(\w+) -> (\w+)(?: \[(.*)\])?;$", re.M)
+NODE = re.compile(r"^\s*(v\d+(?:_\d+)?|o\d+|g\d+|more) \[(.*)\]$", re.M)
+EDGE = re.compile(r"^\s*(\w+) -> (\w+)(?: \[(.*)\])?$", re.M)
 HL = R.THEMES["default"].highlight
 
 
 def nodes_and_edges(source: str) -> tuple[list[str], list[tuple[str, str, str]]]:
-    return NODE.findall(source), [(a, b, attrs or "") for a, b, attrs in EDGE.findall(source)]
+    return [m.group(1) for m in NODE.finditer(source)], [(a, b, attrs or "") for a, b, attrs in EDGE.findall(source)]
 
 
 def op_ids(source: str) -> dict[str, str]:
-    """{op label: op node id}, from lines such as ``o2 [shape="ellipse" label="cos" ...]``."""
-    return {m.group(2): m.group(1) for m in re.finditer(r'^\s*(o\d+) \[shape="\w+" label="([^"]*)"', source, re.M)}
+    """{op label: op node id}, from lines such as ``o2 [label=cos fillcolor=...]``."""
+    found = {}
+    for m in re.finditer(r"^\s*(o\d+) \[label=(\"[^\"]*\"|\S+)", source, re.M):
+        found[m.group(2).strip('"')] = m.group(1)
+    return found
 
 
 def value_id(source: str, label: str) -> str:
@@ -62,7 +65,7 @@ def test_two_paths_has_one_node_per_value_and_op_and_one_edge_per_use(two):
 
 def test_edge_labels_are_the_recorded_partials_and_the_hand_derived_ones(two):
     o, w = two
-    src = R.draw(o, fmt=".17g").source
+    src = R.draw(o, number_format=".17g").source
     ops = op_ids(src)
     by_edge = {(a, b): attrs for a, b, attrs in nodes_and_edges(src)[1]}
     a = o.parents[0].parents[0]
@@ -98,9 +101,13 @@ def test_options_hide_grads_derivatives_and_contributions(two):
     assert "S*z" not in R.draw(o, contributions=False).source
     fresh, _ = two_paths()
     assert "S*z" not in R.draw(fresh).source  # not backpropagated yet: no contributions to show
-    assert 'rankdir="TB"' in R.draw(o, direction="TB").source
-    assert 'rankdir="LR"' in R.draw(o, direction="left-right").source
-    assert "data 2.00</td>" in R.draw(o, fmt=".2f").source
+    assert "rankdir=TB" in R.draw(o, direction="TB").source
+    assert "rankdir=LR" in R.draw(o, direction="left-right").source
+    assert "data 2.00</td>" in R.draw(o, number_format=".2f").source
+    with pytest.raises(ValueError, match="number_format 'png'.*file extension"):
+        R.draw(o, number_format="png")
+    with pytest.warns(DeprecationWarning, match="number_format"):
+        assert "data 2.00</td>" in R.draw(o, fmt=".2f").source
     with pytest.raises(ValueError, match="direction"):
         R.draw(o, direction="diagonal")
     with pytest.raises(ValueError, match="theme"):
@@ -109,8 +116,8 @@ def test_options_hide_grads_derivatives_and_contributions(two):
 
 def test_themes_change_font_sizes(two):
     o, _ = two
-    assert 'fontsize="22"' in R.draw(o, theme="slide").source
-    assert 'fontsize="8"' in R.draw(o, theme="compact").source
+    assert "fontsize=26" in R.draw(o, theme="slide").source
+    assert "fontsize=8" in R.draw(o, theme="compact").source
 
 
 def test_highlighting_a_path_colours_exactly_its_edges(two):
@@ -170,7 +177,7 @@ def test_mlp_2_16_16_1_collapses_to_one_box_per_neuron_inside_layer_clusters():
     assert sum(n.startswith("g") for n in nodes) == 16 + 16 + 1
     assert len(nodes) < 50
     for layer in ("L1", "L2", "L3"):
-        assert f'label="{layer}"' in src  # a cluster per layer
+        assert f"label={layer}" in src  # a cluster per layer
     # Neuron L1.n0 holds b, w0, w1, two products, two sums and tanh: 8 nodes, 3 parameters.
     assert "<b>L1.n0</b></td></tr><tr><td>8 nodes, 3 params" in src
     layers = R.draw(loss, collapse=1)
@@ -274,13 +281,10 @@ def fake_dot(tmp_path, body: str) -> str:
     return str(exe)
 
 
-def test_a_failing_or_hanging_dot_gives_a_clear_error(monkeypatch, tmp_path, two):
+def test_a_failing_dot_gives_a_clear_error(monkeypatch, tmp_path, two):
     monkeypatch.setenv(R.ENV_VAR, fake_dot(tmp_path, "echo 'syntax error in line 1' >&2; exit 3"))
     with pytest.raises(R.RenderError, match="exit 3.*syntax error in line 1"):
         R.draw(two[0]).svg()
-    monkeypatch.setenv(R.ENV_VAR, fake_dot(tmp_path, "exec sleep 30"))
-    with pytest.raises(R.RenderError, match="took more than"):
-        R.draw(two[0]).pipe("svg", timeout=0.5)
 
 
 def test_graphviz_pure_binary_is_found_from_its_package_metadata():

@@ -130,18 +130,23 @@ def pyapprox(x):
     return pytest.approx(x, rel=1e-12)
 
 
-def test_draw_leaves_unreached_gradients_blank_and_marks_the_current_node():
+def test_draw_shows_only_reached_gradients_and_marks_the_current_node():
+    import re
+
     o, w = two_paths()
     s = step(o)
-    blank = "grad &#160;"
-    assert s.draw().source.count(blank) == 5
+
+    def grads_shown(src):
+        return len(re.findall(r"<td>grad ", src))
+
+    assert grads_shown(s.draw().source) == 0  # nothing reached yet: no grad cell, not an empty one
     s.next()
     src = s.draw().source
     # o is finished; cos and sin hold running totals; a and w are not reached yet.
-    assert src.count(blank) == 2 and src.count("so far") == 2
+    assert grads_shown(src) == 3 and src.count("so far") == 2
     assert microgradx.render.THEMES["default"].current_fill in src
     s.run()
-    assert blank not in s.draw().source and "so far" not in s.draw().source
+    assert grads_shown(s.draw().source) == 5 and "so far" not in s.draw().source
 
 
 def test_notebook_display_shows_the_step_text_and_the_drawing(monkeypatch):

@@ -9,8 +9,7 @@ from ._common import expr_command, expression, leaf_names
 
 def run(args: argparse.Namespace) -> int:
     from ..graph import grad, paths
-    from ..stepper import node_name
-    from ..text import number
+    from ..text import node_name, number
 
     out, leaves = expression(args)
     for w in leaf_names(leaves, args.wrt, "--wrt"):

@@ -37,7 +37,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the initial weights and the "
                                                        "mini-batch order (default 0)")
     p.add_argument("--patience", type=int, metavar="N", help="stop after N epochs without the training loss "
-                                                             "improving by 1e-4 (seed 001's early stopping)")
+                                                             "improving by 1e-4 (Slettevold's early stopping)")
     p.add_argument("--plot", metavar="FILE", help="save loss, metric and mini-batch-loss plots (png, svg, pdf)")
     p.add_argument("--metrics-json", metavar="FILE", help="write the results and per-epoch history as JSON")
     p.add_argument("--save", metavar="FILE.npz", help="save the trained parameters")
