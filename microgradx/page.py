@@ -364,11 +364,7 @@ def save_gif(stepper: Stepper, path: str | os.PathLike[str], seconds_per_frame: 
 def save_pdf(stepper: Stepper, path: str | os.PathLike[str], **options: Any) -> FilePath:
     """A handout, one page per event: the drawing, then the chain-rule lines (matplotlib); see
     ``Stepper.save_pdf``."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    import numpy as np
     from matplotlib.backends.backend_pdf import PdfPages
 
     images = _images(stepper, **options)
@@ -376,15 +372,22 @@ def save_pdf(stepper: Stepper, path: str | os.PathLike[str], **options: Any) -> 
     target = FilePath(path)
     with PdfPages(target) as pdf:
         for k, (img, (v, _S, _fin)) in enumerate(zip(images, states, strict=True), start=1):
-            fig = plt.figure(figsize=(11.69, 8.27))  # A4 landscape
-            ax = fig.add_axes((0.03, 0.3, 0.94, 0.65))
-            ax.imshow(np.asarray(img))
-            ax.set_axis_off()
-            lines = chain_lines(v, stepper.digits) or [f"S({node_name(v.node)}) = "
-                                                         f"{quantity(v.grad, stepper.digits)} is final"]
-            fig.text(0.05, 0.25, f"Step {k} of {len(states)}: {node_name(v.node)}", fontsize=14, weight="bold",
-                     va="top")
-            fig.text(0.05, 0.2, "\n".join(lines), family="monospace", fontsize=10, va="top")
+            fig = handout_page(img, v, k, len(states), stepper.digits)
             pdf.savefig(fig)
             plt.close(fig)
     return target
+
+
+def handout_page(image: Any, v: StepView, k: int, total: int, digits: int = 5) -> Any:
+    """One handout page (a matplotlib figure, A4 landscape): the drawing after step ``k``, then its chain rule."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig = plt.figure(figsize=(11.69, 8.27))
+    ax = fig.add_axes((0.03, 0.32, 0.94, 0.6))
+    ax.imshow(np.asarray(image))
+    ax.set_axis_off()
+    lines = chain_lines(v, digits) or [f"S({node_name(v.node)}) = {quantity(v.grad, digits)} is final"]
+    fig.text(0.05, 0.28, f"Step {k} of {total}: {node_name(v.node)}", fontsize=14, weight="bold", va="top")
+    fig.text(0.05, 0.22, "\n".join(lines), family="monospace", fontsize=10, va="top")
+    return fig

@@ -217,6 +217,15 @@ class Drawing:
         target.write_bytes(data)
         return target
 
+    def to_html(self, path: str | os.PathLike[str] | None = None, title: str = "microgradx drawing") -> Any:
+        """The drawing as one self-contained HTML page (its SVG inline); with ``path`` also written there."""
+        from .page import drawing_page
+
+        page = drawing_page(self, title)
+        if path is not None:
+            page.save(path)
+        return page
+
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         # NOTE: Jupyter must never show a traceback for a drawing: without a renderer it shows the DOT text.
         try:
