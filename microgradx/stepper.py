@@ -209,8 +209,8 @@ def _apply(v: StepView, S: dict, finished: set[int]) -> None:
 class Stepper:
     """The backward pass of ``out`` one event at a time; see ``step``."""
 
-    def __init__(self, out: Any, seed: Any = 1.0, digits: int = 5) -> None:
-        self.out, self.seed, self.digits = out, seed, digits
+    def __init__(self, out: Any, seed: Any = None, digits: int = 5) -> None:
+        self.out, self.seed, self.digits = out, _seed(out, seed), digits
         self._order = topological_order(out)
         # Grads before the first step: back() restores them and replays, so undo is exact.
         self._saved = [(n, n.grad) for n in self._order]
@@ -392,6 +392,28 @@ class Stepper:
         return f"<Stepper: {self._where()}\n{text}\n{tail}>"
 
 
+def _seed(out: Any, seed: Any) -> Any:
+    """S(out) at the start, as ``backward()`` sets it: 1 for a Value; ones of the output's dtype for a Tensor."""
+    if not _is_tensor(out):
+        return 1.0 if seed is None else seed
+    import numpy as np
+
+    from .ops import MicrogradxError
+
+    if not getattr(out, "requires_grad", True):
+        raise MicrogradxError(f"step: {node_name(out)} does not require a gradient, so there is no backward pass")
+    if seed is None:
+        if out.data.size != 1:
+            raise MicrogradxError(f"step: {node_name(out)} has shape {out.data.shape}, not a scalar; pass a seed "
+                                  "of that shape (step(out, seed=...)), as backward(seed) takes")
+        return np.ones_like(out.data)
+    s = np.asarray(seed, dtype=out.data.dtype)
+    if s.shape != out.data.shape or not np.all(np.isfinite(s)):
+        raise MicrogradxError(f"step: the seed must be a finite array of shape {out.data.shape} like "
+                              f"{node_name(out)}, got shape {s.shape}")
+    return s
+
+
 def where(out: Any, taken: int, total: int, done: bool) -> str:
     """Where the pass is, as a drawing's title says it: ``backward of o: step 2 of 5``."""
     if not taken:
@@ -406,7 +428,7 @@ def _draw_state(out: Any, S: dict[Any, Any], finished: set[int], current: Any, *
     return draw(out, grads=S, partial=partial, current=current, **options)
 
 
-def step(out: Any, seed: Any = 1.0, digits: int = 5) -> Stepper:
+def step(out: Any, seed: Any = None, digits: int = 5) -> Stepper:
     """Step through the backward pass of ``out``: ``next(s)`` or ``s.next()``, ``s.back()``, ``s.run()``.
 
     >>> from microgradx.examples import seed001_example3
