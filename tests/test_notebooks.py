@@ -97,5 +97,8 @@ def test_lecture_notebook_shows_a_progress_bar_a_drawing_a_stepper_table_a_page_
     assert any('class="microgradx-table"' in h for h in html)  # the stepper table, as a table
     assert any("microgradxPage(" in h for h in html)  # the backprop page, inline
     assert any("<img alt='training curves'" in h for h in html)  # the History: table and curves
+    # Slettevold's Example 3 by hand: dJ/dw1 ~ 0.02510, dJ/dw2 ~ 0.13757.
+    text = "".join(o.get("text", "") for o in outputs(notebook) if o.get("name") == "stdout")
+    assert "dJ/dw1 = 0.02510, dJ/dw2 = 0.13757" in text
     stderr = "".join(o.get("text", "") for o in outputs(notebook) if o.get("name") == "stderr")
     assert "TqdmWarning" not in stderr and "IProgress not found" not in stderr
