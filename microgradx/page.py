@@ -49,11 +49,28 @@ class Page(str):
 
     def save(self, path: str | os.PathLike[str]) -> FilePath:
         """Write the page (UTF-8) and return its path."""
-        target = FilePath(path)
-        if target.parent.exists() and not target.parent.is_dir():
-            raise MicrogradxError(f"cannot write {str(target)!r}: {str(target.parent)!r} is a file, not a folder")
+        target = writable(path)
         target.write_text(str(self), encoding="utf-8")
         return target
+
+
+def writable(path: str | os.PathLike[str]) -> FilePath:
+    """``path`` as a Path whose folder exists (a clear error otherwise: no folder is created on a typo).
+
+    >>> writable("/no/such/folder/page.html")
+    Traceback (most recent call last):
+    ...
+    microgradx.ops.MicrogradxError: cannot write '/no/such/folder/page.html': the folder ... does not exist
+    """
+    target = FilePath(path)
+    folder = target.parent
+    if not folder.exists():
+        raise MicrogradxError(f"cannot write {str(target)!r}: the folder {str(folder)!r} does not exist")
+    if not folder.is_dir():
+        raise MicrogradxError(f"cannot write {str(target)!r}: {str(folder)!r} is a file, not a folder")
+    if target.is_dir():
+        raise MicrogradxError(f"cannot write {str(target)!r}: it is a folder")
+    return target
 
 
 def _asset(name: str) -> str:
@@ -323,7 +340,9 @@ def save_frames(stepper: Stepper, folder: str | os.PathLike[str], fmt: str = "sv
     target = FilePath(folder)
     if target.exists() and not target.is_dir():
         raise MicrogradxError(f"cannot write frames into {str(target)!r}: it is a file, not a folder")
-    target.mkdir(parents=True, exist_ok=True)
+    if not target.exists():
+        writable(target)  # its parent must exist: no folder tree is created on a typo
+        target.mkdir()
     written = []
     for k, data in enumerate(_frames(stepper, fmt, **options), start=1):
         p = target / f"step-{k:03d}.{fmt}"
@@ -354,8 +373,8 @@ def save_gif(stepper: Stepper, path: str | os.PathLike[str], seconds_per_frame: 
     """An animated GIF, one frame per event (Pillow); see ``Stepper.save_gif``."""
     if not seconds_per_frame > 0:
         raise ValueError(f"save_gif: seconds_per_frame must be positive, got {seconds_per_frame!r}")
+    target = writable(path)
     images = _images(stepper, **options)
-    target = FilePath(path)
     images[0].save(target, save_all=True, append_images=images[1:], duration=round(1000 * seconds_per_frame),
                    loop=0)
     return target
@@ -367,9 +386,9 @@ def save_pdf(stepper: Stepper, path: str | os.PathLike[str], **options: Any) -> 
     import matplotlib.pyplot as plt
     from matplotlib.backends.backend_pdf import PdfPages
 
+    target = writable(path)
     images = _images(stepper, **options)
     states = list(stepper.states())
-    target = FilePath(path)
     with PdfPages(target) as pdf:
         for k, (img, (v, _S, _fin)) in enumerate(zip(images, states, strict=True), start=1):
             fig = handout_page(img, v, k, len(states), stepper.digits)

@@ -165,6 +165,11 @@ def test_step_writes_page_frames_gif_pdf_and_latex(tmp_path):
     assert (tmp_path / "d.tex").read_text().startswith(r"\begin{align*}")
     bad = cli("step", "x*2", "--at", "x=1", "--frames", "b.html", cwd=tmp_path)
     assert bad.returncode == 2 and "is a file" in bad.stderr and "Traceback" not in bad.stderr
+    for option, target in [("--html", "no/such/b.html"), ("--gif", "b.html/x.gif"), ("--pdf", "f"),
+                           ("--latex", "no/d.tex"), ("--frames", "no/such/f")]:
+        bad = cli("step", "x*2", "--at", "x=1", option, target, cwd=tmp_path)
+        assert bad.returncode == 2 and "cannot write" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+    assert not (tmp_path / "no").exists()
 
 
 @pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a POSIX pseudo-terminal")

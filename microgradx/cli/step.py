@@ -34,9 +34,9 @@ def _export(s, args: argparse.Namespace) -> bool:
     if args.pdf:
         written.append(s.save_pdf(args.pdf))
     if args.latex:
-        from pathlib import Path
+        from ..page import writable
 
-        target = Path(args.latex)
+        target = writable(args.latex)
         target.write_text(s.to_latex() + "\n", encoding="utf-8")
         written.append(target)
     for path in written:
