@@ -178,11 +178,14 @@ def test_ctrl_c_at_the_step_prompt_ends_cleanly():
     import signal
 
     master, slave = os.openpty()
-    # NOTE: a shell's background job starts with SIGINT ignored, and the child would inherit that; a user at a
-    # terminal has the default, so the child gets it back before it starts.
+    def as_at_a_terminal():
+        # NOTE: a shell's background job starts with SIGINT ignored, and a test runner's thread may have it
+        # blocked; the child would inherit either. A user at a terminal has neither, so the child starts so.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
     proc = subprocess.Popen([sys.executable, "-m", "microgradx.cli", "step", "x*x", "--at", "x=3"], stdin=slave,
-                            stdout=slave, stderr=slave, close_fds=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            stdout=slave, stderr=slave, close_fds=True, preexec_fn=as_at_a_terminal)
     os.close(slave)
     seen = ""
     end = time.monotonic() + 30
