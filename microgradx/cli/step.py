@@ -17,7 +17,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _session(s, args, leaves)
     except KeyboardInterrupt:
-        # NOTE: Ctrl-C at the prompt ends the session like q does: one line, no traceback.
+        # NOTE: Ctrl-C at the prompt ends the session like q does: one line, no traceback (a second Ctrl-C
+        # while it is printed is ignored, not turned into a traceback).
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         print("\ninterrupted: the session ends here")
         return 130
 
