@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Run", "start", "table", "fmt", "pyplot", "save_figure", "save_drawing", "timed", "one_blas_thread"]
+DEMOS = Path(__file__).resolve().parent
+"""The demos' folder (a notebook has no ``__file__``, so the demos find their data files from here)."""
+
+__all__ = ["DEMOS", "Run", "start", "show", "table", "fmt", "pyplot", "save_figure", "save_drawing", "timed",
+           "one_blas_thread"]
 
 
 @dataclass
@@ -49,6 +53,16 @@ def start(name: str, description: str, argv: Sequence[str] | None = None,
     The default folder is ``./demo-output/<name>/`` under the current directory. ``options(parser)`` adds a
     demo's own arguments; their values are in ``run.args``.
     """
+    import os
+    import shlex
+    import sys
+
+    from microgradx.train import in_notebook
+
+    if in_notebook() and (argv is None or list(argv) == sys.argv[1:]):
+        # NOTE: in a notebook sys.argv is the kernel's command line; the demo's own arguments (--fast, --out)
+        # come from MICROGRADX_DEMO_ARGS instead, and without it the notebook is the full run.
+        argv = shlex.split(os.environ.get("MICROGRADX_DEMO_ARGS", ""))
     parser = argparse.ArgumentParser(prog=f"{name}.py", description=description)
     parser.add_argument("--fast", action="store_true",
                         help="a smaller run that takes a few seconds (used by the tests)")
@@ -96,9 +110,26 @@ def pyplot():
     return plt
 
 
+def show(obj: Any) -> None:
+    """In a notebook, show ``obj`` inline (a figure, a drawing, a table, a page); in a script, do nothing."""
+    from microgradx.train import in_notebook
+
+    if in_notebook():
+        from IPython.display import Image, display
+
+        if hasattr(obj, "savefig"):  # a matplotlib figure: as PNG, whichever backend the demo chose
+            import io
+
+            buf = io.BytesIO()
+            obj.savefig(buf, format="png", dpi=80)
+            obj = Image(data=buf.getvalue())
+        display(obj)
+
+
 def save_figure(run: Run, fig: Any, stem: str) -> list[Path]:
-    """Save a matplotlib figure as ``stem.png`` (and ``stem.svg`` in full mode), then close it."""
+    """Save a matplotlib figure as ``stem.png`` (and ``stem.svg`` in full mode), show it in a notebook, close it."""
     plt = pyplot()
+    show(fig)
     saved = []
     for ext in ("png",) if run.fast else ("png", "svg"):
         p = run.path(f"{stem}.{ext}")
@@ -111,12 +142,13 @@ def save_figure(run: Run, fig: Any, stem: str) -> list[Path]:
 
 
 def save_drawing(run: Run, drawing: Any, stem: str) -> Path:
-    """Save a ``microgradx.draw`` drawing as ``stem.svg`` (and ``stem.png`` in full mode).
+    """Save a ``microgradx.draw`` drawing as ``stem.svg`` (and ``stem.png`` in full mode); show it in a notebook.
 
     Without a renderer it saves ``stem.dot`` instead and says so.
     """
     from microgradx.render import RenderError
 
+    show(drawing)
     try:
         saved = drawing.save(run.path(f"{stem}.svg"))
         if not run.fast:

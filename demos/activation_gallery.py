@@ -1,4 +1,5 @@
-"""Every activation of the op table with its derivative (seeds 000, 002, 004), and seed 002's printed outputs.
+"""Every activation of the op table with its derivative (Blain's report, Ajmaldeen's assignment, the
+Introduction to Deep Learning unit slides), and Ajmaldeen's printed outputs.
 
 Forward values and derivatives are read from the op rows themselves (``row.forward``, ``row.partials``), so the
 pictures show exactly what the engine differentiates.
@@ -43,9 +44,9 @@ class Entry:
 
 
 def gallery() -> list[Entry]:
-    """The activations drawn, in the order of seed 002's list, then the seed 000 and 004 ones and GELU.
+    """The activations drawn, in the order of Ajmaldeen's list, then Blain's and the intro slides' ones and GELU.
 
-    The numbers are the ops' defaults except where a seed uses another: seed 002's linear is 4x and its ELU
+    The numbers are the ops' defaults except where a document uses another: Ajmaldeen's linear is 4x and its ELU
     example uses alpha = 0.1; PReLU's learnable slope is drawn at 0.25, PyTorch's initial value.
     """
     ops = mx.OPS
@@ -101,7 +102,7 @@ def plot_gallery(run: Run, entries: Sequence[Entry], xs, found: dict[str, tuple]
 
 
 def sigmoid_family(run: Run, xs, found: dict[str, tuple]) -> dict[str, float]:
-    """Seed 000 Figs. 7 and 8: the bounded sigmoid-family functions and their derivatives on shared axes.
+    """Blain's report Figs. 7 and 8: the bounded sigmoid-family functions and their derivatives on shared axes.
 
     Returns each one's largest derivative: a chain of n sigmoid layers scales a gradient by at most 0.25**n.
     """
@@ -114,7 +115,7 @@ def sigmoid_family(run: Run, xs, found: dict[str, tuple]) -> dict[str, float]:
         y, dy = found[name]
         left.plot(xs, y, label=name)
         right.plot(xs, dy, label=f"{name}'")
-    for ax, title in ((left, "sigmoid family (seed 000, Fig. 7)"), (right, "their derivatives (Fig. 8)")):
+    for ax, title in ((left, "sigmoid family (Blain's report, Fig. 7)"), (right, "their derivatives (Fig. 8)")):
         ax.set_title(title, fontsize=10)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
@@ -123,17 +124,17 @@ def sigmoid_family(run: Run, xs, found: dict[str, tuple]) -> dict[str, float]:
     peaks = {name: float(np.max(found[name][1])) for name in family}
     rows = [(name, peaks[name], peaks[name] ** 10) for name in family]
     table(run, "sigmoid-family.txt", ("activation", "max f'(x)", "max f' ** 10 (10 layers)"), rows,
-          title="Vanishing gradients (seed 000): the largest derivative of each bounded activation", digits=6)
+          title="Vanishing gradients (Blain's report): the largest derivative of each bounded activation", digits=6)
     return peaks
 
 
-def seed002_swish(x: float) -> float:
-    """Seed 002's swish code, ``x / (1 - exp(-x))``: a wrong formula, kept only to reproduce its printed output."""
+def assignment_swish(x: float) -> float:
+    """Ajmaldeen's swish code, ``x / (1 - exp(-x))``: a wrong formula, kept only to reproduce its printed output."""
     return x / (1 - math.exp(-x))
 
 
-# (call as seed 002 writes it, Value method and argument, the output seed 002 prints)
-SEED002 = (
+# (call as Ajmaldeen's assignment writes it, Value method and argument, the output Ajmaldeen's assignment prints)
+ASSIGNMENT_CALLS = (
     ("binary_step(5)", "binary_step", 5.0, None, 1),
     ("binary_step(-1)", "binary_step", -1.0, None, 0),
     ("linear_function(4)  [4x]", "linear", 4.0, 4.0, 16),
@@ -149,38 +150,41 @@ SEED002 = (
     ("elu_function(5, 0.1)", "elu", 5.0, 0.1, 5),
     ("elu_function(-5, 0.1)", "elu", -5.0, 0.1, -0.09932620530009145),
 )
-SEED002_SWISH = (("swish_function(-67)", -67.0, 5.349885844610276e-28),
+ASSIGNMENT_SWISH = (("swish_function(-67)", -67.0, 5.349885844610276e-28),
                  ("swish_function(4)", 4.0, 4.074629441455096))
 
 
-def seed002_outputs(run: Run) -> dict[str, float]:
-    """Seed 002's example calls recomputed with Value methods, next to the numbers it prints."""
+def assignment_outputs(run: Run) -> dict[str, float]:
+    """Ajmaldeen's example calls recomputed with Value methods, next to the numbers it prints."""
     rows, engine = [], {}
-    for call, method, x, arg, printed in SEED002:
+    for call, method, x, arg, printed in ASSIGNMENT_CALLS:
         v = mx.Value(x)
         out = getattr(v, method)() if arg is None else getattr(v, method)(arg)
         out.backward()
         engine[call.split()[0]] = out.data
         rows.append((call, printed, out.data, abs(out.data - printed), v.grad))
-    table(run, "seed002-outputs.txt", ("seed 002 call", "seed 002 prints", "engine", "|difference|", "engine f'(x)"),
-          rows, title="Seed 002's printed outputs, recomputed by the engine", digits=10)
+    table(run, "assignment-outputs.txt",
+          ("Ajmaldeen's call", "Ajmaldeen prints", "engine", "|difference|", "engine f'(x)"),
+          rows, title="Ajmaldeen's printed outputs, recomputed by the engine", digits=10)
 
-    run.say("Swish: seed 002 defines swish as x * sigmoid(x) but codes x / (1 - e**-x), a different function;")
+    run.say("Swish: Ajmaldeen's assignment defines swish as x * sigmoid(x) but codes x / (1 - e**-x), a different "
+            "function;")
     run.say("its printed numbers come from that code. The engine's swish is x * sigmoid(x) (also called SiLU).")
     rows = []
-    for call, x, printed in SEED002_SWISH:
-        wrong = seed002_swish(x)
+    for call, x, printed in ASSIGNMENT_SWISH:
+        wrong = assignment_swish(x)
         right = mx.Value(x).swish().data
         engine[call] = right
         engine[f"{call} seed formula"] = wrong
         rows.append((call, printed, wrong, right, x * FLOAT.sigmoid(x)))
-    table(run, "seed002-swish.txt", ("call", "seed 002 prints", "x/(1-e**-x)", "engine swish", "x*sigmoid(x)"), rows,
-          title="Swish: the seed's wrong formula next to the correct one", digits=10)
+    table(run, "assignment-swish.txt", ("call", "Ajmaldeen prints", "x/(1-e**-x)", "engine swish", "x*sigmoid(x)"),
+          rows,
+          title="Swish: the document's wrong formula next to the correct one", digits=10)
     return engine
 
 
 def swish_check(run: Run) -> dict:
-    """The SymPy check: seed 002's printed formula differs from the swish row in value and derivative."""
+    """The SymPy check: Ajmaldeen's printed formula differs from the swish row in value and derivative."""
     from microgradx.symbolic import compare_formula
 
     at = (-2.0, -0.5, 0.5, 2.0, 4.0)
@@ -197,27 +201,28 @@ def kinks(run: Run, entries: Sequence[Entry]) -> None:
     """Where the derivative does not exist, which subgradient the engine takes (from each op row)."""
     rows = [(e.op.name, e.op.subgradient) for e in entries if e.op.subgradient]
     table(run, "kinks.txt", ("activation", "derivative at the kink"), rows,
-          title="Kinks: seed 002 writes f'(0) = 1 for ReLU and leaky ReLU (x >= 0); the engine follows PyTorch")
+          title="Kinks: Ajmaldeen's assignment writes f'(0) = 1 for ReLU and leaky ReLU (x >= 0); the engine "
+                "follows PyTorch")
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    """Run the demo; returns seed 002's recomputed outputs, the sigmoid-family peaks and the curves."""
+    """Run the demo; returns Ajmaldeen's recomputed outputs, the sigmoid-family peaks and the curves."""
     import numpy as np
 
-    run = start(NAME, "activations and derivatives from the op table; seed 002's printed outputs", argv)
+    run = start(NAME, "activations and derivatives from the op table; Ajmaldeen's printed outputs", argv)
     entries = gallery()
     xs = np.linspace(-5.0, 5.0, 201 if run.fast else 2001)
     found = curves(entries, xs)
     plot_gallery(run, entries, xs, found)
     peaks = sigmoid_family(run, xs, found)
-    outputs = seed002_outputs(run)
+    outputs = assignment_outputs(run)
     checked = swish_check(run)
     kinks(run, entries)
     run.say(f"Key numbers: sigmoid(7) = {outputs['sigmoid_function(7)']!r}, "
             f"tanh(-1) = {outputs['tanh_function(-1)']!r}, elu(-5, 0.1) = {outputs['elu_function(-5,']!r}; "
-            f"swish(4): seed formula "
+            f"swish(4): document's formula "
             f"{outputs['swish_function(4) seed formula']!r}, correct {outputs['swish_function(4)']!r}; "
-            f"max sigmoid' = {peaks['sigmoid']:g}; SymPy check of the seed's swish formula: "
+            f"max sigmoid' = {peaks['sigmoid']:g}; SymPy check of the document's swish formula: "
             f"{'agrees' if checked['seed'].ok else 'differs'}")
     run.finish()
     return {"outputs": outputs, "peaks": peaks, "xs": xs, "curves": found, "entries": [e.op.name for e in entries],

@@ -1,7 +1,7 @@
-"""Seed 001 §4.2: SGD and Adam across mini-batch sizes, from 1 (stochastic) to the full training set (batch),
-with the same number of epochs for all: training time and loss, like the seed's Figures 20-21.
+"""Slettevold's thesis §4.2: SGD and Adam across mini-batch sizes, from 1 (stochastic) to the full training set (batch),
+with the same number of epochs for all: training time and loss, like the document's Figures 20-21.
 
-Seed 001 trains its MNIST network 784-128-10 (ReLU, softmax, cross-entropy) for 100 epochs with Keras's SGD
+Slettevold's thesis trains its MNIST network 784-128-10 (ReLU, softmax, cross-entropy) for 100 epochs with Keras's SGD
 (rate 0.01) and Adam (rate 0.001), batch sizes 1, 8, 16, ..., 256 and the full 60,000; batch size 1 on a random
 sample of 10,000 images. This demo does the same on scikit-learn's 8x8 digits (64-128-10, 100 epochs) unless
 ``--mnist-dir`` gives the MNIST files; every run starts from the same initial weights (He uniform; Keras's default
@@ -26,15 +26,16 @@ from microgradx.train import History, mlp
 
 NAME = "batch_size_study"
 HIDDEN = 128
-RATES = {"adam": (optim.Adam, 0.001), "sgd": (optim.SGD, 0.01)}  # Keras's defaults, as seed 001 used them
-SEED_BATCHES = (1, 8, 16, 32, 64, 128, 256)  # seed 001's powers of two; the full training set is added
-STOCHASTIC_SAMPLE = 10_000  # seed 001 trains batch size 1 on a random 10,000 of MNIST's 60,000 images
+RATES = {"adam": (optim.Adam, 0.001), "sgd": (optim.SGD, 0.01)}  # Keras's defaults, as Slettevold's thesis used them
+SEED_BATCHES = (1, 8, 16, 32, 64, 128, 256)  # Slettevold's powers of two; the full training set is added
+STOCHASTIC_SAMPLE = 10_000  # Slettevold's thesis trains batch size 1 on a random 10,000 of MNIST's 60,000 images
 
 
 def options(parser) -> None:
     add_mnist_option(parser)
     parser.add_argument("--epochs", type=int, default=None,
-                        help="epochs for every run (default: 100 on the digits as seed 001, 10 on MNIST; fast: 3)")
+                        help="epochs for every run (default: 100 on the digits as Slettevold's thesis, 10 on MNIST; "
+                             "fast: 3)")
 
 
 def run_one(opt_name: str, batch: int, init: dict, X: np.ndarray, y: np.ndarray, epochs: int) -> tuple[History, object]:
@@ -49,7 +50,7 @@ def run_one(opt_name: str, batch: int, init: dict, X: np.ndarray, y: np.ndarray,
 
 
 def plot(run: Run, histories: dict[tuple[str, int], History], full: int) -> None:
-    """Training loss per epoch for every batch size, one panel per optimizer (seed 001's Figure 20)."""
+    """Training loss per epoch for every batch size, one panel per optimizer (Slettevold's Figure 20)."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
     for ax, opt_name in zip(axes, RATES):
@@ -65,7 +66,8 @@ def plot(run: Run, histories: dict[tuple[str, int], History], full: int) -> None
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the demo; returns every run's history, time, final loss and accuracies, and the initial weights."""
-    run = start(NAME, "seed 001 §4.2: SGD vs Adam across batch sizes, from 1 to the full training set", argv, options)
+    run = start(NAME, "Slettevold's thesis §4.2: SGD vs Adam across batch sizes, from 1 to the full training set",
+                argv, options)
     mnist = run.args.mnist_dir is not None
     data, about = digits_or_mnist(run.args.mnist_dir)
     full = len(data.X_train)
@@ -96,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                          f"{100 * test_eval['accuracy']:.2f}%"))
     table(run, "batch-sizes.txt", ("optimizer", "batch size", "rows", "steps/epoch", "seconds",
                                    f"training loss (epoch {epochs})", "training accuracy", "test accuracy"), rows,
-          title=f"{epochs} epochs per run ({'MNIST' if mnist else 'digits'}), as seed 001's Figures 21/23", digits=4)
+          title=f"{epochs} epochs per run ({'MNIST' if mnist else 'digits'}), as Slettevold's Figures 21/23", digits=4)
     plot(run, histories, full)
     run.say("Key numbers: final training loss " + "; ".join(
         f"{o} batch {b}: {r['loss']:.4g} in {r['seconds']:.1f} s" for (o, b), r in results.items()))

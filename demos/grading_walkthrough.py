@@ -17,12 +17,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from _common import Run, start, table
+from _common import DEMOS, Run, start, table
 
 from microgradx.grading import grade
 
 NAME = "grading_walkthrough"
-ENGINE = Path(__file__).resolve().parent / "data" / "student_engine.py"
+ENGINE = DEMOS / "data" / "student_engine.py"
 BUG = "self.grad = (1.0 if self.data > 0 else 0.0) * out.grad"
 FIX = "self.grad += (1.0 if self.data > 0 else 0.0) * out.grad"
 FAST_OPS = ("add", "mul", "relu")

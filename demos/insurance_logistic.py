@@ -1,5 +1,6 @@
-"""Seed 004's insurance example: age (and affordability) -> has insurance, through a sigmoid; its gradient by
-hand against the engine's, and the decoupled view (a linear node, then an activation node).
+"""The Introduction to Deep Learning unit slides' insurance example: age (and affordability) -> has insurance,
+through a sigmoid; its gradient by hand against the engine's, and the decoupled view (a linear node, then an
+activation node).
 
 Run ``python demos/insurance_logistic.py [--fast] [--out DIR]``.
 """
@@ -17,16 +18,16 @@ from microgradx.optim import Adam
 
 NAME = "insurance_logistic"
 
-# Seed 004, "REGRESSION": age -> have insurance (15 people).
+# The intro slides, "REGRESSION": age -> have insurance (15 people).
 AGE = (22, 25, 47, 52, 46, 56, 55, 60, 62, 61, 18, 28, 27, 29, 49)
 HAVE = (0, 0, 1, 0, 1, 1, 0, 1, 1, 1, 0, 0, 0, 0, 1)
-SEED_M, SEED_B = 0.042, -1.53  # seed 004's fitted line y = 0.042 x - 1.53 fed to the sigmoid
+SEED_M, SEED_B = 0.042, -1.53  # the intro slides' fitted line y = 0.042 x - 1.53 fed to the sigmoid
 
-# Seed 004, "Application of derivative in the neural network": age, affordability -> have insurance (13 people).
+# The intro slides, "Application of derivative in the neural network": age, affordability -> have insurance (13 people).
 AGE2 = (22, 25, 47, 52, 46, 56, 55, 60, 62, 61, 18, 28, 27)
 AFFORD = (1, 0, 1, 0, 1, 1, 0, 0, 1, 1, 1, 1, 0)
 HAVE2 = (0, 0, 1, 0, 1, 1, 0, 1, 1, 1, 0, 0, 0)
-W1, W2, BIAS = 1.0, 1.0, 0.0  # seed 004: "w1 = 1, w2 = 1 and bias = 0"
+W1, W2, BIAS = 1.0, 1.0, 0.0  # the intro slides: "w1 = 1, w2 = 1 and bias = 0"
 
 
 def sigmoid(z: float) -> float:
@@ -41,7 +42,7 @@ def log_loss(z: mx.Value, y: float) -> mx.Value:
 
 
 def seed_line(run: Run) -> dict:
-    """Seed 004's sigmoid(0.042 age - 1.53) on its 15 people; and the least-squares line it starts from."""
+    """The intro slides' sigmoid(0.042 age - 1.53) on its 15 people; and the least-squares line it starts from."""
     import numpy as np
 
     rows, correct = [], 0
@@ -50,15 +51,15 @@ def seed_line(run: Run) -> dict:
         pred = int(p >= 0.5)
         correct += pred == have
         rows.append((age, have, SEED_M * age + SEED_B, p, pred))
-    table(run, "seed-line.txt", ("age", "has insurance", "y = 0.042 age - 1.53", "sigmoid(y)", "predicted"), rows,
-          title="Seed 004: z = sigmoid(0.042 age - 1.53); >= 0.5 means 'will buy'")
+    table(run, "source-line.txt", ("age", "has insurance", "y = 0.042 age - 1.53", "sigmoid(y)", "predicted"), rows,
+          title="The intro slides: z = sigmoid(0.042 age - 1.53); >= 0.5 means 'will buy'")
     threshold = -SEED_B / SEED_M
-    # Seed 004 first fits a straight line ("any value above 0.5 will buy; anyone above 42 will buy").
+    # The intro slides first fits a straight line ("any value above 0.5 will buy; anyone above 42 will buy").
     slope, intercept = np.polyfit(np.array(AGE, float), np.array(HAVE, float), 1)
     crossing = (0.5 - intercept) / slope
     run.say(f"sigmoid(0.042 age - 1.53) = 0.5 at age {threshold:.2f}; it classifies {correct} of {len(AGE)} correctly.")
     run.say(f"The least-squares straight line is {slope:.5f} age {intercept:+.5f}; it crosses 0.5 at age "
-            f"{crossing:.2f} (the seed reads 'above 42' off its plot).\n")
+            f"{crossing:.2f} (the document reads 'above 42' off its plot).\n")
     return {"seed_threshold": threshold, "seed_correct": int(correct), "linear_slope": float(slope),
             "linear_intercept": float(intercept), "linear_crossing": float(crossing)}
 
@@ -84,8 +85,8 @@ def fit(run: Run, steps: int) -> dict:
 
 
 def gradients(run: Run) -> dict:
-    """Seed 004's two-feature network at w1 = w2 = 1, b = 0: the highlighted row, the log loss and its gradient
-    by the seed's formulas (1/n) sum x (yhat - y) against the engine's backward."""
+    """The intro slides' two-feature network at w1 = w2 = 1, b = 0: the highlighted row, the log loss and its gradient
+    by the document's formulas (1/n) sum x (yhat - y) against the engine's backward."""
     n = len(AGE2)
     w1, w2, b = mx.Value(W1, label="w1"), mx.Value(W2, label="w2"), mx.Value(BIAS, label="b")
     zs = [w1 * x1 + w2 * x2 + b for x1, x2 in zip(AGE2, AFFORD)]
@@ -97,12 +98,13 @@ def gradients(run: Run) -> dict:
                sum(p - y for p, y in zip(yhat, HAVE2)) / n)
     rows = [(name, hand, v.grad, abs(hand - v.grad)) for name, hand, v in zip(("w1", "w2", "b"), by_hand, (w1, w2, b))]
     table(run, "gradient.txt", ("parameter", "(1/n) sum x (yhat - y)", "engine backward", "|difference|"), rows,
-          title=f"Mean log loss at w1 = w2 = 1, b = 0 on seed 004's 13 people: {loss.data:.5f}", digits=8)
+          title=f"Mean log loss at w1 = w2 = 1, b = 0 on the intro slides' 13 people: {loss.data:.5f}", digits=8)
     z0, p0 = zs[0].data, yhat[0]
     run.say(f"Highlighted row (age 22, affordability 1, no insurance): y = 1*22 + 1*1 + 0 = {z0:g}, "
-            f"yhat = sigmoid({z0:g}) = {p0:.12f} (the seed rounds to 0.99);")
-    run.say(f"  error (0 - yhat)**2 = {(0 - p0) ** 2:.10f}; with the seed's rounded 0.99: {(0 - 0.99) ** 2:.4f}")
-    run.say(f"The seed's 'log loss = 4.31 after the first epoch' does not follow from these weights: the mean log loss "
+            f"yhat = sigmoid({z0:g}) = {p0:.12f} (the document rounds to 0.99);")
+    run.say(f"  error (0 - yhat)**2 = {(0 - p0) ** 2:.10f}; with the document's rounded 0.99: {(0 - 0.99) ** 2:.4f}")
+    run.say(f"The document's 'log loss = 4.31 after the first epoch' does not follow from these weights: the mean "
+            f"log loss "
             f"at w1 = w2 = 1, b = 0 is {loss.data:.4f} (ages unscaled).\n")
     return {"z_row0": z0, "yhat_row0": p0, "error_row0": (0 - p0) ** 2, "log_loss": loss.data,
             "grad_by_hand": by_hand, "grad_engine": (w1.grad, w2.grad, b.grad)}
@@ -117,7 +119,7 @@ def decoupled(run: Run) -> dict:
         a.label = "a"
         yhat = a.sigmoid()
         yhat.label = "yhat"
-        err = (0.0 - yhat) ** 2  # seed 004's Error = (y - yhat)**2 for the highlighted row (y = 0)
+        err = (0.0 - yhat) ** 2  # the intro slides' Error = (y - yhat)**2 for the highlighted row (y = 0)
         err.backward()
         g_yhat = 2 * (yhat.data - 0.0)              # through the loss: dE/dyhat
         g_a = g_yhat * yhat.data * (1 - yhat.data)  # through the activation: times sigmoid'(a)
@@ -134,13 +136,13 @@ def decoupled(run: Run) -> dict:
 
 
 def plot(run: Run, found: dict) -> None:
-    """The 15 people, the seed's sigmoid, the engine's fitted sigmoid and the least-squares line."""
+    """The 15 people, the document's sigmoid, the engine's fitted sigmoid and the least-squares line."""
     import numpy as np
 
     plt = pyplot()
     ages = np.linspace(10, 70, 300)
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    ax.scatter(AGE, HAVE, color="black", zorder=3, label="seed 004 data")
+    ax.scatter(AGE, HAVE, color="black", zorder=3, label="the intro slides data")
     ax.plot(ages, [sigmoid(SEED_M * a + SEED_B) for a in ages], label="seed: sigmoid(0.042 age - 1.53)")
     ax.plot(ages, [sigmoid(found["fit_slope"] * a + found["fit_intercept"]) for a in ages],
             label=f"engine fit: sigmoid({found['fit_slope']:.3f} age {found['fit_intercept']:+.2f})")
@@ -152,13 +154,13 @@ def plot(run: Run, found: dict) -> None:
     ax.set_ylim(-0.2, 1.2)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
-    ax.set_title("Seed 004: who buys insurance?", fontsize=10)
+    ax.set_title("The intro slides: who buys insurance?", fontsize=10)
     save_figure(run, fig, "insurance")
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    """Run the demo; returns the seed-line threshold, the engine fit, the gradients and the decoupled deltas."""
-    run = start(NAME, "seed 004's insurance example: sigmoid, gradient by hand vs engine, decoupled view", argv)
+    """Run the demo; returns the source line's threshold, the engine fit, the gradients and the decoupled deltas."""
+    run = start(NAME, "the intro slides' insurance example: sigmoid, gradient by hand vs engine, decoupled view", argv)
     found = seed_line(run)
     found.update(fit(run, 300 if run.fast else 2000))
     found.update(gradients(run))

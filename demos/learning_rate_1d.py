@@ -1,7 +1,7 @@
-"""Seed 001's Figures 1, 18 and 19: gradient descent on a 6th-degree polynomial with a small and a large learning
+"""Slettevold's Figures 1, 18 and 19: gradient descent on a 6th-degree polynomial with a small and a large learning
 rate, with momentum, and with Adam; x is a scalar ``Value`` updated by the ``microgradx.optim`` optimizers.
 
-Seed 001 states the rates (Fig. 18: lambda = 0.1 and "alpha = 40"; Fig. 19: lambda = 5, betas 0.9/0.999,
+Slettevold's thesis states the rates (Fig. 18: lambda = 0.1 and "alpha = 40"; Fig. 19: lambda = 5, betas 0.9/0.999,
 eps 1e-8) but not the starting points or Figure 1's two rates; the choices below are stated where they are made.
 
 Run ``python demos/learning_rate_1d.py [--fast] [--out DIR]``.
@@ -23,7 +23,7 @@ NAME = "learning_rate_1d"
 TOL = 1e-4        # converged: |f'(x)| < TOL and the last step moved x by less than TOL
 BOUND = 50.0      # diverged: x left [-BOUND, BOUND] (the picture shows [-1, 24])
 MAX_STEPS = 3000
-# Our choices where seed 001 does not say:
+# Our choices where Slettevold's thesis does not say:
 X_LEFT, X_RIGHT = 0.0, 23.0       # Fig. 1 and 19 start at the left end of the plotted range, Fig. 18 "from the right"
 SMALL_LR, LARGE_LR = 0.01, 5.0    # Fig. 1: converges to a local minimum slowly; diverges after two iterations
 # Fig. 18's "alpha = 40" cannot be a momentum factor (it must lie in [0, 1), else the velocity grows 40-fold per
@@ -34,7 +34,7 @@ ADAM_STEPS = 500
 
 
 def f(x):
-    """Seed 001's Figure 1 polynomial by Horner's rule; works on floats and on Values."""
+    """Slettevold's Figure 1 polynomial by Horner's rule; works on floats and on Values."""
     acc = SEED001_POLYNOMIAL[0]
     for c in SEED001_POLYNOMIAL[1:]:
         acc = acc * x + c
@@ -85,7 +85,7 @@ def runs() -> dict[str, Trajectory]:
                          lambda p: SGD(p, lr=LARGE_LR)),
         "gd_right": descend("GD from the right", f"x0={X_RIGHT:g}, lr={MOMENTUM_LR:g}", X_RIGHT,
                             lambda p: SGD(p, lr=MOMENTUM_LR)),
-        # Seed 001's momentum: dW <- alpha dW - lr grad, W <- W + dW (the optimizer's "velocity" form).
+        # Slettevold's momentum: dW <- alpha dW - lr grad, W <- W + dW (the optimizer's "velocity" form).
         "momentum": descend("GD with momentum", f"x0={X_RIGHT:g}, lr={MOMENTUM_LR:g}, alpha={MOMENTUM:g}", X_RIGHT,
                             lambda p: SGD(p, lr=MOMENTUM_LR, momentum=MOMENTUM, momentum_form="velocity")),
         "adam": descend("Adam", f"x0={X_LEFT:g}, lr={ADAM_LR:g}, betas={ADAM_BETAS}, eps={ADAM_EPS:g}", X_LEFT,
@@ -133,12 +133,12 @@ def plot(run: Run, found: dict[str, Trajectory]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the demo; returns each trajectory's end point, status and step count."""
-    run = start(NAME, "seed 001 Figs. 1, 18, 19: learning rate, momentum and Adam on a 1-D polynomial", argv)
+    run = start(NAME, "Slettevold's thesis Figs. 1, 18, 19: learning rate, momentum and Adam on a 1-D polynomial", argv)
     found = runs()
     rows = [(t.label, t.settings, t.status, t.steps, t.end if abs(t.end) <= BOUND else f"{t.end:.4g}",
              f(t.end) if abs(t.end) <= BOUND else "") for t in found.values()]
     table(run, "runs.txt", ("run", "settings", "result", "steps", "last x", "f(last x)"), rows,
-          title=f"Descents on seed 001's polynomial (converged: |f'(x)| < {TOL:g} and |step| < {TOL:g})")
+          title=f"Descents on Slettevold's polynomial (converged: |f'(x)| < {TOL:g} and |step| < {TOL:g})")
     large = found["large"]
     run.say("Large rate, first iterates: " + ", ".join(f"{x:.6g}" for x in large.xs[:4]))
     run.say("Fig. 18 reads 'alpha = 40'; a momentum factor must be below 1, so this demo uses alpha = 0.40.\n")

@@ -1,4 +1,4 @@
-"""Seed 001's Example 1: steepest descent with an exact line search on f = x1**2 + 2 x2**2 - 2 x1 x2 - 2 x2.
+"""Slettevold's Example 1: steepest descent with an exact line search on f = x1**2 + 2 x2**2 - 2 x1 x2 - 2 x2.
 
 At each iterate the engine gives the gradient (checked against SymPy's), and SymPy solves the step-size
 subproblem d/dlambda f(x - lambda grad f(x)) = 0 exactly. From (0, 0): lambda* = 1/4, x1 = (0, 1/2), ... -> (1, 1).
@@ -16,11 +16,11 @@ from _common import Run, pyplot, save_figure, start, table
 import microgradx as mx
 
 NAME = "line_search"
-START = (0, 0)  # seed 001: "I'll choose x(0) = (0, 0)"
+START = (0, 0)  # Slettevold's thesis: "I'll choose x(0) = (0, 0)"
 
 
 def f(x1, x2):
-    """Seed 001's Example 1 function; plain arithmetic, so it works on floats, Values and SymPy symbols."""
+    """Slettevold's Example 1 function; plain arithmetic, so it works on floats, Values and SymPy symbols."""
     return x1 * x1 + 2 * x2 * x2 - 2 * x1 * x2 - 2 * x2
 
 
@@ -82,7 +82,7 @@ def plot(run: Run, steps: list[dict]) -> None:
     ax.set_xlabel("x1")
     ax.set_ylabel("x2")
     ax.set_aspect("equal")
-    ax.set_title("Seed 001, Example 1: f = x1² + 2x2² − 2x1x2 − 2x2", fontsize=10)
+    ax.set_title("Slettevold's thesis, Example 1: f = x1² + 2x2² − 2x1x2 − 2x2", fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     save_figure(run, fig, "iterates")
 
@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     """Run the demo; returns the iterates, step sizes and the SymPy minimiser of f."""
     import sympy as sp
 
-    run = start(NAME, "seed 001 Example 1: exact line search, step size solved by SymPy", argv)
+    run = start(NAME, "Slettevold's thesis Example 1: exact line search, step size solved by SymPy", argv)
     steps = iterate(8 if run.fast else 30)
     first = steps[0]
     slope = sp.diff(first["phi"], sp.Symbol("lambda", nonnegative=True))

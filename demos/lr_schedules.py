@@ -1,9 +1,9 @@
-"""Seed 004's learning-rate decay: exponential a0 exp(-k t), inverse a0 / (1 + k t), step (halve every 5 epochs)
-and reduce-on-plateau (x 0.1 after 3 epochs without a lower validation loss); the seed's worked numbers, then
-the effect of each schedule on one training run.
+"""The Introduction to Deep Learning unit slides' learning-rate decay: exponential a0 exp(-k t), inverse a0 / (1 + k
+t), step (halve every 5 epochs) and reduce-on-plateau (x 0.1 after 3 epochs without a lower validation loss); the
+document's worked numbers, then the effect of each schedule on one training run.
 
 The training runs: MLP 64-128-10 (ReLU) on scikit-learn's 8x8 digits, plain SGD from a0 = 0.1, mini-batches of
-32, every run from the same initial weights and batch order. With the seed's k = 0.01 the rate falls by only 26%
+32, every run from the same initial weights and batch order. With the document's k = 0.01 the rate falls by only 26%
 in 30 epochs, so the runs use k = 0.1 for exponential and inverse decay (the table of rates shows both).
 
 Run ``python demos/lr_schedules.py [--fast] [--out DIR]``.
@@ -24,7 +24,7 @@ LR0, K_SEED, K_RUN = 0.1, 0.01, 0.1
 
 
 def seed_numbers(run: Run) -> dict:
-    """The seed's examples through the schedule classes: rates at epochs 0, 5, 10 (and 30)."""
+    """The document's examples through the schedule classes: rates at epochs 0, 5, 10 (and 30)."""
     made = {"exponential (k = 0.01)": schedules.ExponentialDecay(lr0=LR0, k=K_SEED),
             "inverse (k = 0.01)": schedules.InverseTimeDecay(lr0=LR0, k=K_SEED),
             "step (x 0.5 every 5)": schedules.StepDecay(lr0=LR0, factor=0.5, every=5),
@@ -32,16 +32,17 @@ def seed_numbers(run: Run) -> dict:
             f"inverse (k = {K_RUN:g})": schedules.InverseTimeDecay(lr0=LR0, k=K_RUN)}
     epochs = (0, 1, 5, 10, 30)
     rates = {name: [s.lr_at(t) for t in epochs] for name, s in made.items()}
-    table(run, "seed-rates.txt", ["schedule"] + [f"epoch {t}" for t in epochs],
+    table(run, "source-rates.txt", ["schedule"] + [f"epoch {t}" for t in epochs],
           [[name] + r for name, r in rates.items()], digits=6,
-          title="Seed 004: a0 = 0.1; exponential and inverse after 10 epochs ~ 0.0905 and 0.0909 (the seed prints "
+          title="The intro slides: a0 = 0.1; exponential and inverse after 10 epochs ~ 0.0905 and 0.0909 "
+                "(the document prints "
                 "0.09 and 0.091); step 0.05 at 5, 0.025 at 10")
     plateau = schedules.ReduceLROnPlateau(lr0=LR0, factor=0.1, patience=3)
     losses = [1.0, 0.8, 0.81, 0.8, 0.85, 0.7, 0.7, 0.72, 0.71]
     steps = [plateau.step(v) for v in losses]
-    table(run, "seed-plateau.txt", ("epoch", "validation loss", "rate for the next epoch"),
+    table(run, "source-plateau.txt", ("epoch", "validation loss", "rate for the next epoch"),
           [(t, v, r) for t, (v, r) in enumerate(zip(losses, steps))], digits=4,
-          title="Seed 004's plateau rule: no lower validation loss for 3 epochs -> rate x 0.1")
+          title="The intro slides' plateau rule: no lower validation loss for 3 epochs -> rate x 0.1")
     return {"rates": rates, "epochs": epochs, "plateau_losses": losses, "plateau_rates": steps}
 
 
@@ -93,8 +94,8 @@ def plot(run: Run, histories: dict[str, History]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    """Run the demo; returns the seed's rates and every run's history."""
-    run = start(NAME, "seed 004: exponential, inverse, step and plateau learning-rate decay", argv)
+    """Run the demo; returns the document's rates and every run's history."""
+    run = start(NAME, "the intro slides: exponential, inverse, step and plateau learning-rate decay", argv)
     found = seed_numbers(run)
     with one_blas_thread():
         histories = train_runs(run, 6 if run.fast else 40)

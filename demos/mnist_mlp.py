@@ -1,10 +1,10 @@
-"""Seed 001 §3.1: the MNIST network 784-128-10 (ReLU, softmax, cross-entropy) trained with plain SGD (Keras's rate
-0.01), mini-batches of 32 and early stopping on the training accuracy (min_delta 1e-4, patience 3), up to 1000
-epochs. The seed stops after 129 epochs at 98.97% training accuracy and tests at 97.39%.
+"""Slettevold's thesis §3.1: the MNIST network 784-128-10 (ReLU, softmax, cross-entropy) trained with plain SGD
+(Keras's rate 0.01), mini-batches of 32 and early stopping on the training accuracy (min_delta 1e-4, patience 3), up
+to 1000 epochs. The document stops after 129 epochs at 98.97% training accuracy and tests at 97.39%.
 
 Without ``--mnist-dir`` this runs on scikit-learn's 8x8 DIGITS (64-128-10), not on MNIST: MNIST needs a download.
 The initial weights are He uniform (Keras's default would be Glorot uniform); pixels are divided by 16 (digits) or
-255 (MNIST), where the seed normalises with tf.keras.utils.normalize.
+255 (MNIST), where the document normalises with tf.keras.utils.normalize.
 
 Run ``python demos/mnist_mlp.py [--fast] [--out DIR] [--mnist-dir DIR] [--max-epochs N]``.
 """
@@ -24,17 +24,17 @@ from microgradx.train import History, mlp
 
 NAME = "mnist_mlp"
 HIDDEN, LR, BATCH, PATIENCE, MIN_DELTA = 128, 0.01, 32, 3, 1e-4
-SEED_EPOCHS, SEED_TRAIN_ACC, SEED_TEST_ACC = 129, 0.9897, 0.9739  # seed 001, Figures 13 and 14
+SEED_EPOCHS, SEED_TRAIN_ACC, SEED_TEST_ACC = 129, 0.9897, 0.9739  # Slettevold's thesis, Figures 13 and 14
 
 
 def options(parser) -> None:
     add_mnist_option(parser)
     parser.add_argument("--max-epochs", type=int, default=None,
-                        help="upper limit on the epochs (default 1000 as seed 001; fast mode 60)")
+                        help="upper limit on the epochs (default 1000 as Slettevold's thesis; fast mode 60)")
 
 
 def plot(run: Run, h: History, title: str) -> None:
-    """Training loss and accuracy per epoch (seed 001's Figure 13 plots the loss), the stopping epoch marked."""
+    """Training loss and accuracy per epoch (Slettevold's Figure 13 plots the loss), the stopping epoch marked."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     epochs = range(1, h.epochs + 1)
@@ -53,7 +53,8 @@ def plot(run: Run, h: History, title: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the demo; returns the history, the trained network, the data and the final numbers."""
-    run = start(NAME, "seed 001 §3.1: MLP 784-128-10 with SGD and early stopping (digits unless --mnist-dir)", argv,
+    run = start(NAME, "Slettevold's thesis §3.1: MLP 784-128-10 with SGD and early stopping "
+                "(digits unless --mnist-dir)", argv,
                 options)
     data, about = digits_or_mnist(run.args.mnist_dir)
     max_epochs = run.args.max_epochs or (60 if run.fast else 1000)
@@ -72,14 +73,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
         test = evaluate(net, "cross_entropy", (data.X_test, data.y_test), ["accuracy"])
     stopped = "stopped early" if h.stopped_epoch is not None else f"did not stop within {max_epochs} epochs"
     dataset = "MNIST" if run.args.mnist_dir is not None else "digits (not MNIST)"
-    table(run, "result.txt", ("", "seed 001 (MNIST, Keras)", f"here ({dataset})"), [
+    table(run, "result.txt", ("", "Slettevold's thesis (MNIST, Keras)", f"here ({dataset})"), [
         ("epochs", SEED_EPOCHS, f"{h.epochs} ({stopped})"),
         ("training time", "0:12:14", f"{seconds:.1f} s"),
         ("training loss", 0.042, round(h.loss[-1], 4)),
         ("training accuracy", f"{100 * SEED_TRAIN_ACC:.2f}%", f"{100 * h['accuracy'][-1]:.2f}%"),
         ("test loss", 0.084, round(test["loss"], 4)),
         ("test accuracy", f"{100 * SEED_TEST_ACC:.2f}%", f"{100 * test['accuracy']:.2f}%"),
-    ], title="Seed 001's printed result (Figures 13-14) and this run")
+    ], title="Slettevold's printed result (Figures 13-14) and this run")
     plot(run, h, f"{n_in}-{HIDDEN}-10 on {dataset}: SGD {LR:g}, batch {BATCH}, early stopping on training accuracy")
     run.say(f"Key numbers ({dataset}): {h.epochs} epochs ({stopped}), training accuracy "
             f"{100 * h['accuracy'][-1]:.2f}%, test accuracy {100 * test['accuracy']:.2f}%, {seconds:.1f} s")

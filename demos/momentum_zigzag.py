@@ -1,7 +1,8 @@
-"""Seed 004's elliptical bowl L = x**2 + 4 y**2: plain gradient descent zig-zags across the steep direction;
-momentum (V <- beta V - lr dL/dW, W <- W + V) and Nesterov momentum (gradient at the look-ahead W + beta V) damp it.
+"""The Introduction to Deep Learning unit slides' elliptical bowl L = x**2 + 4 y**2: plain gradient descent zig-zags
+across the steep direction; momentum (V <- beta V - lr dL/dW, W <- W + V) and Nesterov momentum (gradient at the
+look-ahead W + beta V) damp it.
 
-Seed 004 gives neither a starting point nor rates; this demo starts at (-4, 1) with lr = 0.15 (so the steep
+The intro slides gives neither a starting point nor rates; this demo starts at (-4, 1) with lr = 0.15 (so the steep
 y-direction flips sign every plain step: y <- (1 - 8 lr) y = -0.2 y) and beta = 0.5, and sweeps beta. On this
 quadratic Nesterov is stable only while 8 lr < (2 + 2 beta) / (1 + 2 beta): the sweep shows where it stops.
 
@@ -29,12 +30,12 @@ SWEEP_FULL = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def loss(x, y):
-    """Seed 004's L = x**2 + 4 y**2 (floats or Values)."""
+    """The intro slides' L = x**2 + 4 y**2 (floats or Values)."""
     return x * x + 4 * y * y
 
 
 def descend(lr: float, beta: float = 0.0, nesterov: bool = False) -> tuple[list[tuple[float, float]], int | None]:
-    """Run SGD (seed 004's velocity form) on L from START; the iterates and the steps to reach TOL (None: never).
+    """Run SGD (the intro slides' velocity form) on L from START; the iterates and the steps to reach TOL (None: never).
 
     NOTE: the optimizer's Nesterov stores the look-ahead point W + beta V as the parameter, so that the gradient it
     needs is the one at the parameter; the iterates are those look-ahead points, which converge with W.
@@ -86,7 +87,7 @@ def plot(run: Run, paths: dict[str, tuple[list, int | None]]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the demo; returns the iterates and the steps each method needs to reach the tolerance."""
-    run = start(NAME, "seed 004: gradient descent, momentum and Nesterov on L = x^2 + 4y^2", argv)
+    run = start(NAME, "the intro slides: gradient descent, momentum and Nesterov on L = x^2 + 4y^2", argv)
     paths = {"gradient descent": descend(LR), "momentum": descend(LR, BETA),
              "Nesterov": descend(LR, BETA, nesterov=True)}
     rows = []

@@ -1,10 +1,10 @@
-"""Seed 000 §3.1: SGD, Adam and AdaGrad (and here also momentum, RMSprop and AdaDelta) training the same 8-feature
+"""Blain's report §3.1: SGD, Adam and AdaGrad (and here also momentum, RMSprop and AdaDelta) training the same 8-feature
 ReLU regression network, 10 epochs of mini-batches of 32: loss per epoch, mini-batch loss and its rolling variance
-(seed 000's Figures 4-6).
+(Blain's Figures 4-6).
 
-Seed 000 used the California housing data, which needs a download. This demo uses ``data.make_housing``, a
+Blain's report used the California housing data, which needs a download. This demo uses ``data.make_housing``, a
 **synthetic** stand-in with the same 8 feature names and a price drawn from a documented formula: the numbers say
-how the optimizers behave on a housing-like regression, not what they give on the real data. Seed 000 gives
+how the optimizers behave on a housing-like regression, not what they give on the real data. Blain's report gives
 neither the hidden size nor the learning rates: one hidden layer of 64 ReLU units, and each optimizer's PyTorch
 default rate (SGD, which has none, 0.01; momentum 0.9). Every network starts from the same weights and sees the
 same mini-batches.
@@ -64,13 +64,13 @@ def train(name: str, init: dict[str, np.ndarray], split: tuple, epochs: int) -> 
 
 
 def plot(run: Run, histories: dict[str, History]) -> None:
-    """Seed 000's three figures side by side: epoch loss, mini-batch loss (a window of batches), rolling variance."""
+    """Blain's three figures side by side: epoch loss, mini-batch loss (a window of batches), rolling variance."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for name, h in histories.items():
         axes[0].plot(range(1, h.epochs + 1), h.loss, marker="o", markersize=3, label=name)
         n = len(h.batch_loss)
-        lo = n // 2  # seed 000's Figure 5 shows "a selected range of mini-batches"
+        lo = n // 2  # Blain's Figure 5 shows "a selected range of mini-batches"
         axes[1].plot(range(lo, min(n, lo + 300)), h.batch_loss[lo:lo + 300], linewidth=0.8, label=name)
         var = h.rolling_variance(WINDOW)
         axes[2].plot(range(WINDOW, WINDOW + len(var)), var, linewidth=0.8, label=name)
@@ -87,7 +87,7 @@ def plot(run: Run, histories: dict[str, History]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the demo; returns each optimizer's history and the data and initial weights they used."""
-    run = start(NAME, "seed 000 §3.1: SGD, momentum, AdaGrad, RMSprop, AdaDelta and Adam on a housing regression",
+    run = start(NAME, "Blain's report §3.1: SGD, momentum, AdaGrad, RMSprop, AdaDelta and Adam on a housing regression",
                 argv)
     n, epochs = (1200, 2) if run.fast else (20640, EPOCHS)
     split = housing(n)

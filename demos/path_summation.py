@@ -1,5 +1,6 @@
-"""Seed 004's path summation: do/dw is the sum over paths of the product of edge derivatives, and backward is
-the dynamic program that computes that sum in one linear pass while the number of paths grows as 2**depth.
+"""The Introduction to Deep Learning unit slides' path summation: do/dw is the sum over paths of the product of edge
+derivatives, and backward is the dynamic program that computes that sum in one linear pass while the number of paths
+grows as 2**depth.
 
 Run ``python demos/path_summation.py [--fast] [--out DIR]``.
 """
@@ -17,7 +18,7 @@ from microgradx.examples import two_paths
 
 NAME = "path_summation"
 W0 = 2.0  # the point at which the two-path example is evaluated
-# Seed 004: "a network with 10 layers and 2 nodes per layer" has 2**10 = 1024 paths from w to the output.
+# The intro slides: "a network with 10 layers and 2 nodes per layer" has 2**10 = 1024 paths from w to the output.
 FULL_DEPTHS = tuple(range(1, 18))
 FAST_DEPTHS = tuple(range(1, 11))
 
@@ -38,7 +39,7 @@ def layered(depth: int) -> tuple[mx.Value, mx.Value]:
 
 
 def two_path_example(run: Run) -> dict:
-    """Seed 004's o = cos(w**2) + sin(w**2): its two paths, their products, and backward's S table."""
+    """The intro slides' o = cos(w**2) + sin(w**2): its two paths, their products, and backward's S table."""
     o, w = two_paths(W0)
     found = mx.paths(o, w)
     rows = [(k + 1, " -> ".join(mx.stepper.node_name(n) for n in p.nodes),
@@ -94,7 +95,7 @@ def scaling(run: Run, depths: Sequence[int]) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the demo; returns the two-path numbers and the depth/paths/timing table."""
-    run = start(NAME, "seed 004 path summation and its dynamic program", argv)
+    run = start(NAME, "the intro slides path summation and its dynamic program", argv)
     results = two_path_example(run)
     results.update(scaling(run, FAST_DEPTHS if run.fast else FULL_DEPTHS))
     k = results["depths"].index(10)

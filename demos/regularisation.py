@@ -1,10 +1,11 @@
-"""Seed 003's regularisation: L2 and weight decay (the same thing for SGD, not for Adam), dropout in training and
+"""Gerald's regularisation: L2 and weight decay (the same thing for SGD, not for Adam), dropout in training and
 evaluation mode, and overfitting curves with and without regularisation.
 
 1. A linear regression trained full-batch three ways per optimizer: the L2 term (lambda/2)||theta||^2 added to
    the loss; the optimizer's coupled ``weight_decay`` (g <- g + lambda theta); and decoupled decay (theta <- theta
    - lr lambda theta beside the step: by hand for SGD, ``optim.AdamW`` for Adam). With SGD all three give the same
-   trajectory; with Adam the decoupled one differs (seed 003: "it is coupled with the optimisation of a loss").
+   trajectory; with Adam the decoupled one differs (Gerald's lecture slides: "it is coupled with the optimisation
+   of a loss").
 2. One input through Linear-ReLU-Dropout(0.5)-Linear: in training mode every pass differs, in evaluation mode it
    is the same every time and equals the expectation over all dropout masks (inverted dropout: z m / (1 - p)).
 3. A network much larger than its training set (100 digits): training and test loss per epoch without
@@ -181,7 +182,7 @@ def plot(run: Run, found: dict) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the demo; returns the trajectories, the dropout outputs and the overfitting histories."""
-    run = start(NAME, "seed 003: L2 vs weight decay, dropout modes, overfitting", argv)
+    run = start(NAME, "Gerald's lecture slides: L2 vs weight decay, dropout modes, overfitting", argv)
     with one_blas_thread():
         found = {"l2": l2_versus_decay(run), "dropout": dropout_modes(run, 20_000 if run.fast else 200_000),
                  "overfit": overfitting(run, 30 if run.fast else 150)}

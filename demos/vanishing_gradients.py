@@ -1,12 +1,12 @@
-"""Seed 000's Figure 9 and seed 003's vanishing gradient: the gradient norm of every layer of a 20-layer network
-with sigmoid, tanh and ReLU, first with a naive initialisation, then with Xavier/He (seed 003), then with
-residual connections (seed 000, ``nn.Residual``).
+"""Blain's Figure 9 and Gerald's vanishing gradient: the gradient norm of every layer of a 20-layer network
+with sigmoid, tanh and ReLU, first with a naive initialisation, then with Xavier/He (Gerald's lecture slides), then with
+residual connections (Blain's report, ``nn.Residual``).
 
-Seed 000 says only "a 20 layer network ... simple example created with synthetic data". Chosen here: 20 linear
+Blain's report says only "a 20 layer network ... simple example created with synthetic data". Chosen here: 20 linear
 layers (32 -> 32 ... -> 1) on 64 standard-normal rows, MSE against standard-normal targets, float64; naive
 initialisation U[-1/sqrt(n), 1/sqrt(n)] (PyTorch's default for a linear layer's weights), biases 0. One backward
 pass; for each layer the norm of its weight gradient dL/dW and of the gradient reaching its output dL/dz (z = W a +
-b, seed 003's chain of factors), and the ratios first layer / last layer. dL/dW = dL/dz a^T also shrinks when the
+b, Gerald's chain of factors), and the ratios first layer / last layer. dL/dW = dL/dz a^T also shrinks when the
 forward signal a fades; dL/dz shows the backward pass alone.
 
 Run ``python demos/vanishing_gradients.py [--fast] [--out DIR]``.
@@ -26,7 +26,7 @@ from microgradx.losses import mse
 NAME = "vanishing_gradients"
 DEPTH, WIDTH, ROWS = 20, 32, 64
 ACTIVATIONS = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
-MATCHED = {"sigmoid": "xavier_uniform", "tanh": "xavier_uniform", "relu": "he_uniform"}  # seed 003
+MATCHED = {"sigmoid": "xavier_uniform", "tanh": "xavier_uniform", "relu": "he_uniform"}  # Gerald's lecture slides
 INIT_NAMES = {"naive": "U[-1/sqrt(n), 1/sqrt(n)]", "xavier_uniform": "Xavier", "he_uniform": "He"}
 
 
@@ -109,7 +109,7 @@ def plot(run: Run, norms: dict[str, list[float]], deltas: dict[str, list[float]]
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the demo; returns the per-layer gradient norms and the first/last ratios of every configuration."""
-    run = start(NAME, "seeds 000 and 003: per-layer gradient norms in a 20-layer network", argv)
+    run = start(NAME, "Blain's report and Gerald's slides: per-layer gradient norms in a 20-layer network", argv)
     rng = np.random.default_rng(1)
     X, y = rng.standard_normal((ROWS, WIDTH)), rng.standard_normal(ROWS)
     norms, deltas, ratios, delta_ratios, models = {}, {}, {}, {}, {}

@@ -1,4 +1,5 @@
-"""Seed 001, Example 3, worked by the engine: forward values, the backward pass step by step, one descent step.
+"""Slettevold's thesis, Example 3, worked by the engine: forward values, the backward pass step by step, one descent
+step.
 
 Run ``python demos/worked_backprop.py [--fast] [--out DIR]``.
 """
@@ -15,7 +16,7 @@ from microgradx.examples import Example3, seed001_example3
 from microgradx.text import formula, name
 
 NAME = "worked_backprop"
-LR = 1.0  # seed 001: "let us set the learning rate constant and equal to 1"
+LR = 1.0  # Slettevold's thesis: "let us set the learning rate constant and equal to 1"
 
 
 def forward_table(run: Run, ex: Example3, filename: str, title: str) -> None:
@@ -26,7 +27,7 @@ def forward_table(run: Run, ex: Example3, filename: str, title: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the demo; returns its key numbers (forward values, gradients, updated weights, new prediction)."""
-    run = start(NAME, "seed 001 Example 3: forward, stepped backward, one step with learning rate 1", argv)
+    run = start(NAME, "Slettevold's thesis Example 3: forward, stepped backward, one step with learning rate 1", argv)
     ex = seed001_example3()
     forward_table(run, ex, "forward.txt", "Forward pass (x = 2, y = 0.25, w1 = 0.75, w2 = 0.5, g = sigmoid)")
     save_drawing(run, mx.draw(ex.J, grads=False, direction="TB", title="Example 3: forward pass"), "1-forward")
@@ -52,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     forward_table(run, after, "forward-after.txt", "Forward pass with the new weights")
     save_drawing(run, mx.draw(after.J, grads=False, direction="TB", title="Example 3 after one step: forward pass"),
                  "3-after-step")
-    # The seed redoes the forward pass with the weights rounded to 5 decimals; so do we, to show its z values.
+    # The document redoes the forward pass with the weights rounded to 5 decimals; so do we, to show its z values.
     rounded = seed001_example3(w1=round(w1, 5), w2=round(w2, 5))
     run.say(f"With the weights rounded as in the seed, ({round(w1, 5):.5f}, {round(w2, 5):.5f}): "
             f"z1 = {rounded.z1.data:.5f}, g(z1) = {rounded.g1.data:.5f}, z2 = {rounded.z2.data:.5f}, "
@@ -63,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                "g1_new": after.g1.data, "z2_new": after.z2.data, "yhat_new": after.yhat.data,
                "z1_rounded": rounded.z1.data, "z2_rounded": rounded.z2.data,
                "backward_steps": stepper.total}
-    run.say("Key numbers (seed 001 prints dJ/dw1 = 0.02510, dJ/dw2 = 0.13757, W = (0.72490, 0.36243), "
+    run.say("Key numbers (Slettevold's thesis prints dJ/dw1 = 0.02510, dJ/dw2 = 0.13757, W = (0.72490, 0.36243), "
             "yhat 0.60080 -> 0.57287):")
     run.say(f"  dJ/dw1 = {dw1:.5f}   dJ/dw2 = {dw2:.5f}   W = ({w1:.5f}, {w2:.5f})   "
             f"yhat {ex.yhat.data:.5f} -> {after.yhat.data:.5f}")

@@ -111,7 +111,8 @@ def backprop(root: Any, seed: Any = 1.0, *, create_graph: bool = False, accumula
                 prev = get(p)
                 S[p] = c if prev is None else prev + c
             totals.append(get(p))
-        yield Event(index, node, s, parents, node.partials, tuple(contributions), tuple(totals))
+        # NOTE: only scalar nodes have local derivatives as numbers; a tensor node's event carries its VJPs alone.
+        yield Event(index, node, s, parents, getattr(node, "partials", ()), tuple(contributions), tuple(totals))
     return S
 
 

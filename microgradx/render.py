@@ -354,7 +354,16 @@ class Drawing(graphviz.Digraph):
         target.write_bytes(self.pipe(fmt))
         return target
 
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None, **kwargs: Any) -> dict[str, str]:
+    def to_html(self, path: str | os.PathLike[str] | None = None, title: str = "microgradx drawing") -> Any:
+        """The drawing as one self-contained HTML page (its SVG inline); with ``path`` also written there."""
+        from .page import drawing_page
+
+        page = drawing_page(self, title)
+        if path is not None:
+            page.save(path)
+        return page
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         # NOTE: Jupyter must never show a traceback for a drawing: without a renderer it shows the DOT text.
         try:
             return {"image/svg+xml": self.svg(), "text/plain": repr(self)}

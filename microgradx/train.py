@@ -18,7 +18,7 @@ from .data import DataLoader
 from .ops import MicrogradxError
 from .tensor import Tensor
 
-__all__ = ["fit", "evaluate", "History", "Metric", "METRICS", "save_parameters", "load_parameters",
+__all__ = ["fit", "evaluate", "in_notebook", "History", "Metric", "METRICS", "save_parameters", "load_parameters",
            "CheckpointError", "plot_histories", "make_optimizer", "rolling_variance", "TrainingInterrupted"]
 
 # ---------------------------------------------------------------------------------------------------------
@@ -121,7 +121,7 @@ def rolling_variance(x: Sequence[float] | np.ndarray, window: int) -> np.ndarray
     return runs.var(axis=1, ddof=1)
 
 
-@dataclass
+@dataclass(repr=False)
 class History:
     """What ``fit`` recorded: per epoch the training ``loss``, the ``metrics`` (training ones by name, validation
     ones as ``val_<name>``, and ``val_loss``), the ``seconds`` it took and the learning rate ``lr`` it trained
@@ -168,6 +168,38 @@ class History:
         out.update({k: v[epoch] for k, v in self.metrics.items()})
         out.update(seconds=self.seconds[epoch], lr=self.lr[epoch])
         return out
+
+    def __repr__(self) -> str:
+        if not self.epochs:
+            return f"<History {self.label!r}: no epoch yet>"
+        last = ", ".join(f"{k} {v:.4g}" for k, v in self.logs().items() if k not in ("seconds", "lr"))
+        stop = f", stopped at epoch {self.stopped_epoch + 1}" if self.stopped_epoch is not None else ""
+        return (f"<History {self.label!r}: {self.epochs} epochs, loss {self.loss[0]:.4g} -> {self.loss[-1]:.4g}; "
+                f"last epoch: {last}{stop}>")
+
+    def _repr_html_(self) -> str:
+        # In a notebook: the first and last epochs as a table, then the curves (PNG inline, no file written).
+        import base64
+        import html
+        import io
+
+        if not self.epochs:
+            return f"<p>{html.escape(repr(self))}</p>"
+        keys = ["loss", *self.metrics, "seconds", "lr"]
+        shown = list(range(self.epochs)) if self.epochs <= 6 else [0, 1, 2, -3, -2, -1]
+        head = "".join(f"<th>{html.escape(k)}</th>" for k in ["epoch", *keys])
+        body = []
+        for i, e in enumerate(shown):
+            if self.epochs > 6 and i == 3:
+                body.append(f"<tr><td colspan='{len(keys) + 1}'>...</td></tr>")
+            row = self.logs(e)
+            cells = "".join(f"<td>{row[k]:.4g}</td>" for k in keys)
+            body.append(f"<tr><td>{e % self.epochs + 1}</td>{cells}</tr>")
+        buf = io.BytesIO()
+        plot_histories(self).savefig(buf, format="png", dpi=72)
+        img = base64.b64encode(buf.getvalue()).decode()
+        return (f"<div><p>{html.escape(repr(self))}</p><table><tr>{head}</tr>{''.join(body)}</table>"
+                f"<img alt='training curves' src='data:image/png;base64,{img}'/></div>")
 
     def rolling_variance(self, window: int = 50) -> np.ndarray:
         """The rolling variance of the mini-batch losses over ``window`` batches (see ``rolling_variance``)."""
@@ -293,18 +325,17 @@ def evaluate(model: Any, loss: str | Callable[..., Tensor], data: Any,
 
 
 class _Progress:
-    """A tqdm bar over all mini-batches, or nothing: off with ``progress=False`` and, by default, when stderr
-    is not a terminal (CI logs stay clean)."""
+    """A tqdm bar over all mini-batches, or nothing: off with ``progress=False`` and, by default, on only on a
+    terminal or in a Jupyter kernel (a widget there), so logs and CI output stay clean."""
 
     def __init__(self, enabled: bool | None, total: int | None, epochs: int) -> None:
+        kernel = in_notebook()
         if enabled is None:
-            enabled = sys.stderr.isatty()
+            enabled = kernel or sys.stderr.isatty()
         self.bar = None
         self.epochs = epochs
         if enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, unit="batch", leave=True, dynamic_ncols=True, file=sys.stderr)
+            self.bar = _tqdm(kernel)(total=total, unit="batch", leave=True, dynamic_ncols=True, file=sys.stderr)
 
     def epoch(self, epoch: int) -> None:
         if self.bar is not None:
@@ -322,6 +353,31 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (an IPython shell with a kernel attached), where rich output renders.
+
+    >>> in_notebook()
+    False
+    """
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def _tqdm(kernel: bool) -> Any:
+    # NOTE: tqdm.auto picks the widget bar in a kernel but, without ipywidgets, falls back to text with a
+    # TqdmWarning; the text bar is chosen here instead, quietly, and the widget whenever it can render.
+    if kernel:
+        try:
+            import ipywidgets  # noqa: F401
+            from tqdm.notebook import tqdm as bar
+            return bar
+        except ImportError:
+            pass
+    from tqdm.std import tqdm as text_bar
+    return text_bar
 
 
 def _call(cb: Any, method: str, *args: Any) -> Any:
@@ -586,9 +642,10 @@ def _read_npz(where: str, path: str | os.PathLike, targets: Mapping[str, np.ndar
 PANELS = ("loss", "metrics", "batch_loss", "rolling_variance", "lr")
 
 
-def plot_histories(histories: History | Sequence[History], path: str | os.PathLike,
-                   panels: Sequence[str] | None = None, *, window: int = 50, title: str | None = None) -> str:
-    """Plot one history or several side by side (one colour each) into an image file; return the path.
+def plot_histories(histories: History | Sequence[History], path: str | os.PathLike | None = None,
+                   panels: Sequence[str] | None = None, *, window: int = 50, title: str | None = None) -> Any:
+    """Plot one history or several side by side (one colour each) into an image file and return the path; with
+    no ``path``, return the matplotlib ``Figure`` (Jupyter shows it inline).
 
     Panels: ``loss`` (training solid, validation dashed, per epoch), ``metrics`` (one panel per metric name,
     training and validation), ``batch_loss`` (every mini-batch's loss), ``rolling_variance`` (of the
@@ -667,6 +724,8 @@ def plot_histories(histories: History | Sequence[History], path: str | os.PathLi
         ax.set_visible(False)
     if title:
         fig.suptitle(title)
+    if path is None:
+        return fig
     path = os.fspath(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -126,7 +126,7 @@ def test_activation_gallery_reproduces_seed002_outputs_and_derivatives(demo):
     assert r["peaks"]["sigmoid"] == pytest.approx(0.25, abs=1e-12)  # xs includes 0: sigmoid'(0) = 1/4
     for name in ("tanh", "arctan", "softsign"):
         assert r["peaks"][name] == pytest.approx(1.0, abs=1e-12)
-    assert (out / "gallery.png").exists() and (out / "seed002-swish.txt").exists()
+    assert (out / "gallery.png").exists() and (out / "assignment-swish.txt").exists()
     # The drawn derivatives against central differences of the drawn forward curves.
     xs = r["xs"]
     step = xs[1] - xs[0]
@@ -459,7 +459,7 @@ def test_lr_schedules_reproduce_seed004_and_follow_the_formulas(demo):
     assert hs["plateau"].lr == pytest.approx(keras_plateau(hs["plateau"]["val_loss"], 0.1), rel=1e-12)
     # Same weights, batches and rate in epoch 1: every run's first epoch is the same.
     assert len({round(h.loss[0], 6) for h in hs.values()}) == 1
-    assert (out / "schedules.png").exists() and (out / "seed-rates.txt").exists()
+    assert (out / "schedules.png").exists() and (out / "source-rates.txt").exists()
 
 
 # -- 11. regularisation (seed 003) --------------------------------------------------------------------------------
