@@ -312,7 +312,7 @@ def _probe(namespaces: bool, drop: bool) -> bool:
         return done.returncode == 0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _detect(mode: str, root: bool, linux: bool) -> Confinement:
     bwrap = linux and mode != "plain" and shutil.which("bwrap") is not None
     if bwrap and _probe(True, root):
