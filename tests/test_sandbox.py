@@ -161,10 +161,12 @@ def test_a_double_forked_setsid_daemon_does_not_survive_and_cannot_rewrite_the_r
                     target = args[args.index("--gradescope") + 1]
                 except Exception:
                     pass
-                for _ in range(40):
+                for _ in range(200):  # wait for the grader's report, then forge it
                     time.sleep(0.05)
                     try:
-                        open(target, "w").write('{{"score": 999}}')
+                        if os.path.exists(target) and "999" not in open(target).read():
+                            open(target, "w").write('{{"score": 999}}')
+                            break
                     except OSError:
                         pass
                 os._exit(0)
@@ -175,7 +177,7 @@ def test_a_double_forked_setsid_daemon_does_not_survive_and_cannot_rewrite_the_r
                    "--gradescope", str(results)])
     assert status == 0
     no_survivors()
-    time.sleep(2.5)  # longer than the daemon would wait
+    time.sleep(0.5)  # ten times the daemon's polling interval
     res = json.loads(results.read_text())
     assert res["score"] == FULL and res["score"] != 999
 

@@ -14,7 +14,7 @@ _PACKAGE = Path(__file__).resolve().parent.parent
 _SETUP = """#!/usr/bin/env bash
 # Gradescope runs this once when the autograder image is built.
 set -euo pipefail
-apt-get update -qq && apt-get install -y -qq python3 python3-pip > /dev/null
+apt-get update -qq && apt-get install -y -qq python3 python3-pip bubblewrap > /dev/null
 python3 -m pip install --quiet {requirements}
 """
 
