@@ -135,8 +135,7 @@ def test_forged_replies_on_the_private_pipe_are_that_engines_crash(tmp_path):
     no_survivors()
 
 
-def test_an_engine_without_backward_answering_empty_gradient_lists_scores_nothing(tmp_path):
-    path = hostile(tmp_path, at_import="""
+EMPTY_GRADS = """
         import __main__
         _real = __main__.run_program
         def run_program(value, req, engine):
@@ -145,7 +144,26 @@ def test_an_engine_without_backward_answering_empty_gradient_lists_scores_nothin
                 reply.update(seconds=0.0, grad_out=1.0, grads=[], after=[])
             return reply
         __main__.run_program = run_program
-        """)
+        """
+SUBCLASS = """
+        import microgradx
+        class Value(microgradx.Value):
+            pass
+        """
+READ_PROC = """
+        seen = []
+        for pid in (os.getppid(), 1):
+            for part in ("environ", "cmdline"):
+                try:
+                    seen.append(open(f"/proc/{pid}/{part}").read())
+                except OSError as e:
+                    seen.append(str(e))
+        raise ValueError(" | ".join(seen))
+        """
+
+
+def test_an_engine_without_backward_answering_empty_gradient_lists_scores_nothing(tmp_path):
+    path = hostile(tmp_path, at_import=EMPTY_GRADS)
     rep = grade(path, QUICK, only=RULES)
     assert score(rep) == 0
     assert "grads has 0 numbers" in rep.results[0].finding["problem"]
@@ -212,16 +230,7 @@ def test_killing_the_parent_and_forging_results_fails(tmp_path):
 def test_the_grader_environment_and_command_line_do_not_reach_the_report(tmp_path, monkeypatch):
     monkeypatch.setenv("MGX_GRADER_SECRET", "s3cr3t-token")
     results = tmp_path / "results-cmdline-token.json"
-    path = hostile(tmp_path / "eng", in_backward="""
-        seen = []
-        for pid in (os.getppid(), 1):
-            for part in ("environ", "cmdline"):
-                try:
-                    seen.append(open(f"/proc/{pid}/{part}").read())
-                except OSError as e:
-                    seen.append(str(e))
-        raise ValueError(" | ".join(seen))
-        """)
+    path = hostile(tmp_path / "eng", in_backward=READ_PROC)
     main(["grade", str(path), "--rules", ",".join(RULES), "--examples", "5", "--gradescope", str(results)])
     text = results.read_text()
     assert "ValueError" in text
@@ -264,11 +273,7 @@ def test_nothing_outside_the_engines_folder_changes(tmp_path):
 
 
 def test_microgradx_is_not_reachable_from_the_engine(tmp_path):
-    path = hostile(tmp_path / "eng", at_import="""
-        import microgradx
-        class Value(microgradx.Value):
-            pass
-        """)
+    path = hostile(tmp_path / "eng", at_import=SUBCLASS)
     rep = grade(path, QUICK, only=RULES)
     assert score(rep) == 0
     assert "microgradx" in rep.results[0].finding["problem"]
@@ -355,7 +360,8 @@ def test_the_autograder_bundle_quotes_the_file_name(tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 
 @needs_confinement
-def test_a_batch_with_two_jobs_survives_every_hostile_engine(tmp_path):
+def test_a_batch_with_two_jobs_survives_every_hostile_engine(tmp_path, monkeypatch):
+    monkeypatch.setenv("MGX_GRADER_SECRET", "s3cr3t-token")
     subs = tmp_path / "submissions"
     first = correct(subs / "a_first")
     victim = correct(subs / "b_victim")
@@ -383,6 +389,10 @@ def test_a_batch_with_two_jobs_survives_every_hostile_engine(tmp_path):
                     time.sleep(30)
                 os._exit(0)
             """),
+        hostile(subs / "g_empty_grads", at_import=EMPTY_GRADS),
+        hostile(subs / "h_microgradx", at_import=SUBCLASS),
+        hostile(subs / "i_long_line", in_backward=f"raise ValueError('{'x' * 200_000}')\n"),
+        hostile(subs / "j_proc", in_backward=READ_PROC),
         victim,
     ]
     csv = tmp_path / "grades.csv"
@@ -392,7 +402,9 @@ def test_a_batch_with_two_jobs_survives_every_hostile_engine(tmp_path):
     reports = json.loads((tmp_path / "all.json").read_text())
     scores = {Path(r["engine"]).parent.name: r["score"] for r in reports}
     assert scores["a_first"] == scores["b_victim"] == scores["c_overwrite"] == scores["f_daemon"] == FULL
-    assert scores["d_nested"] == 0
+    assert scores["d_nested"] == scores["g_empty_grads"] == scores["h_microgradx"] == scores["i_long_line"] == 0
+    text = (tmp_path / "all.json").read_text()
+    assert "s3cr3t-token" not in text and len(text) < 200_000
     assert len(csv.read_text().splitlines()) == 1 + len(engines)
     no_survivors()
 
@@ -403,3 +415,27 @@ def test_a_dead_grading_process_is_that_engines_crash(tmp_path):
     reports = grade_many([str(ok), str(tmp_path / "missing.py")], QUICK, only=RULES, jobs=1)
     assert score(reports[0]) == FULL and score(reports[1]) == 0
     assert "grading process" in reports[1].results[0].finding["problem"]
+
+
+def test_a_dead_grader_leaves_a_zero_result_not_a_forged_one(tmp_path):
+    import zipfile
+
+    toml = tmp_path / "hw.toml"
+    toml.write_text('[assignment]\nfile = "engine.py"\n')
+    script = zipfile.ZipFile(make_autograder(toml, tmp_path / "a.zip")).read("run_autograder").decode()
+    root = tmp_path / "autograder"
+    for folder in ("source", "submission", "results"):
+        (root / folder).mkdir(parents=True)
+    correct(root / "submission")
+    run = tmp_path / "run_autograder"
+    run.write_text(script.replace("/autograder", str(root)))
+    # A stand-in for a grader that an engine forged results for and then killed.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python3").write_text('#!/bin/bash\nfor a; do [ "$prev" = --gradescope ] && out=$a; prev=$a; done\n'
+                                  'echo \'{"score": 999}\' > "$out"\nkill -9 $$\n')
+    (fake / "python3").chmod(0o755)
+    done = subprocess.run(["bash", str(run)], env={"PATH": f"{fake}:/usr/bin:/bin"}, capture_output=True)
+    assert done.returncode == 137
+    result = json.loads((root / "results" / "results.json").read_text())
+    assert result["score"] == 0 and "exit status 137" in result["output"]
