@@ -120,7 +120,10 @@ def test_validation_refuses_deep_nesting_without_decoding(monkeypatch):
 # Hostile engines graded one at a time
 # ---------------------------------------------------------------------------------------------------------
 
-def test_forged_replies_on_the_private_pipe_are_that_engines_crash(tmp_path):
+def test_forged_replies_on_the_private_pipe_are_that_engines_crash(tmp_path, monkeypatch):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     out_fd = "int(sys.argv[2])"
     cases = {
         "nested": f"os.write({out_fd}, b'[' * 200000 + b'\\n')\n",
@@ -133,6 +136,7 @@ def test_forged_replies_on_the_private_pipe_are_that_engines_crash(tmp_path):
                 QUICK, only=RULES)
     assert score(rep) == 0 and "malformed reply" in rep.results[0].finding["problem"]
     no_survivors()
+    assert list(scratch.iterdir()) == []  # the copies of a sandbox that failed at import are gone too
 
 
 EMPTY_GRADS = """

@@ -472,7 +472,11 @@ class Sandbox:
         except OSError as e:
             self.close()
             raise EngineCrash(f"the sandbox could not start: {e}") from None
-        self.hello = self._read(self.limits.start, "importing the engine", None)
+        try:
+            self.hello = self._read(self.limits.start, "importing the engine", None)
+        except EngineCrash:
+            self.close()  # nobody else holds this sandbox: its processes and copies go now
+            raise
 
     def _spawn(self) -> None:
         self.tmp = tempfile.mkdtemp(prefix="mgx-grade-")
