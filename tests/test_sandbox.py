@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import subprocess
+import sysconfig
 import tempfile
 import textwrap
 import time
@@ -259,8 +260,9 @@ def test_nothing_outside_the_engines_folder_changes(tmp_path):
     outside = Path(tempfile.gettempdir()) / f"mgx-escape-{os.getpid()}"
     home = Path(os.path.expanduser("~")) / f".mgx-escape-{os.getpid()}"
     package = Path(sb._PACKAGE) / "grading" / f"pwned_{os.getpid()}.py"
+    site = Path(sysconfig.get_paths()["purelib"]) / f"pwned_{os.getpid()}.pth"
     path = hostile(tmp_path / "eng", at_import=f"""
-        for target in ({str(victim)!r}, {str(outside)!r}, {str(home)!r}, {str(package)!r}):
+        for target in ({str(victim)!r}, {str(outside)!r}, {str(home)!r}, {str(package)!r}, {str(site)!r}):
             try:
                 open(target, "w").write("class Value: pass\\n")
             except OSError:
@@ -271,7 +273,7 @@ def test_nothing_outside_the_engines_folder_changes(tmp_path):
     assert score(rep) == FULL
     no_survivors()
     assert victim.read_text() == before
-    for made in (outside, Path(f"{outside}-system"), home, package):
+    for made in (outside, Path(f"{outside}-system"), home, package, site):
         assert not made.exists(), made
     assert score(grade(victim, QUICK, only=RULES)) == FULL
 
