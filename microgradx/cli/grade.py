@@ -65,12 +65,13 @@ def run(args: argparse.Namespace) -> int:
         missing = [e for e in args.engines if not os.path.isfile(e)]
         if missing:
             if args.gradescope:  # the student submitted no engine file: that is a zero, not a crash
-                with open(args.gradescope, "w") as f:
-                    json.dump({"score": 0, "output": f"no engine file {missing[0]!r} was submitted "
-                                                     f"(expected {asg.file})"}, f)
+                from ..grading.report import write_atomic
+
+                why = f"no engine file {missing[0]!r} was submitted (expected {asg.file})"
+                write_atomic(args.gradescope, json.dumps({"score": 0, "output": why}))
             err(f"microgradx grade: no such engine file: {', '.join(missing)}\n")
             return 2
-        from ..grading.report import write_csv
+        from ..grading.report import write_atomic, write_csv
         from ..grading.runner import grade, grade_many
 
         if len(args.engines) == 1:
@@ -88,8 +89,7 @@ def run(args: argparse.Namespace) -> int:
             print(rep.text(), end="")
     if args.json:
         data = reports[0].to_dict() if len(reports) == 1 else [r.to_dict() for r in reports]
-        with open(args.json, "w") as f:
-            json.dump(data, f, indent=2)
+        write_atomic(args.json, json.dumps(data, indent=2))
     reports[0].write(gradescope=args.gradescope, junit=args.junit)
     if args.csv:
         write_csv(reports, args.csv)

@@ -3,14 +3,47 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
+import os
+import tempfile
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-__all__ = ["RuleResult", "Report", "write_csv"]
+__all__ = ["RuleResult", "Report", "write_csv", "write_atomic", "MAX_LINE"]
+
+MAX_LINE = 2000  # characters of one report line; the longer ones hold student-controlled text, clipped
+
+
+def _clip(line: str) -> str:
+    return line if len(line) <= MAX_LINE else line[:MAX_LINE - 40] + f"... ({len(line) - MAX_LINE + 40} more)"
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: a reader sees the old
+    file or the whole new one, never half of it, and a grader killed midway leaves the old file.
+
+    >>> import pathlib, tempfile
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "r.json"; write_atomic(out, "{}\\n"); out.read_text()
+    '{}\\n'
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".mgx-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _num(x: Any) -> str:
@@ -54,7 +87,7 @@ class RuleResult:
             lines.append(f"  {row['name']}: expected {_num(row['expected'])}, got {_num(row['got'])}{cd}{mark}")
         if self.hint:
             lines.append(f"hint: {self.hint}")
-        return "\n".join(lines)
+        return "\n".join(_clip(line) for line in lines)
 
 
 @dataclass
@@ -139,11 +172,11 @@ class Report:
     def write(self, json_path: str | None = None, gradescope: str | None = None, junit: str | None = None) -> None:
         """Write the requested report files."""
         if json_path:
-            Path(json_path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+            write_atomic(json_path, json.dumps(self.to_dict(), indent=2) + "\n")
         if gradescope:
-            Path(gradescope).write_text(json.dumps(self.gradescope(), indent=2) + "\n")
+            write_atomic(gradescope, json.dumps(self.gradescope(), indent=2) + "\n")
         if junit:
-            Path(junit).write_text(self.junit())
+            write_atomic(junit, self.junit())
 
 
 def write_csv(reports: list[Report], path: str) -> None:
@@ -151,10 +184,11 @@ def write_csv(reports: list[Report], path: str) -> None:
     names: list[str] = []
     for rep in reports:
         names += [r.name for r in rep.results if r.name not in names]
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["engine", "score", "max_score", "passed", "seconds", *names])
-        for rep in reports:
-            by = {r.name: r.score for r in rep.results}
-            w.writerow([rep.engine, _num(rep.score), _num(rep.max_score), rep.passed, f"{rep.seconds:.1f}",
-                        *(_num(by.get(n)) for n in names)])
+    f = io.StringIO()
+    w = csv.writer(f)
+    w.writerow(["engine", "score", "max_score", "passed", "seconds", *names])
+    for rep in reports:
+        by = {r.name: r.score for r in rep.results}
+        w.writerow([rep.engine, _num(rep.score), _num(rep.max_score), rep.passed, f"{rep.seconds:.1f}",
+                    *(_num(by.get(n)) for n in names)])
+    write_atomic(path, f.getvalue())

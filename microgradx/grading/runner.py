@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import multiprocessing.connection as mp_connection
 import os
+import shutil
+import tempfile
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from ..strategies import STUDENT_OPS, spelling
 from .assignment import Assignment, AssignmentError, matches
 from .report import Report, RuleResult
 from .rules import Outcome, Rule, build_rules, explain, run_rule
-from .sandbox import EngineCrash, Sandbox
+from .sandbox import EngineCrash, Sandbox, confinement, kill_user, sandbox_uid
 
 __all__ = ["grade", "grade_many", "REQUIRED_OPS", "OPTIONAL_OPS"]
 
@@ -49,6 +54,28 @@ def grade(engine: str | os.PathLike, assignment: Assignment | None = None, *, op
     for o in ops or ():
         if o not in STUDENT_OPS:
             raise AssignmentError(f"unknown op {o!r} in --ops; the student protocol has {', '.join(STUDENT_OPS)}")
+    with _hypothesis_home():
+        return _grade(path, engine, assignment, ops, seed, only, progress)
+
+
+@contextmanager
+def _hypothesis_home() -> Iterator[None]:
+    """Hypothesis keeps a cache folder (``.hypothesis``) in the current directory: grading puts it in a temporary
+    folder of its own, deleted afterwards, so a grader run leaves nothing where it was started."""
+    from hypothesis import configuration
+
+    before = vars(configuration).get("__hypothesis_home_directory")
+    tmp = tempfile.mkdtemp(prefix="mgx-hypothesis-")
+    configuration.set_hypothesis_home_dir(tmp)
+    try:
+        yield
+    finally:
+        configuration.set_hypothesis_home_dir(before)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _grade(path: Path, engine: str | os.PathLike, assignment: Assignment, ops: Sequence[str] | None,
+           seed: int | None, only: Sequence[str] | None, progress: Callable[[RuleResult], None] | None) -> Report:
     start = time.monotonic()
     deadline = start + assignment.limits.total
     probes = [spelling(o)[1:] for o in OPTIONAL_OPS]
@@ -90,16 +117,68 @@ def grade(engine: str | os.PathLike, assignment: Assignment | None = None, *, op
     return Report(str(engine), assignment.name, graded, results, time.monotonic() - start, seed, notes)
 
 
-def _grade_one(args: tuple) -> Report:
-    engine, assignment, ops, seed, only = args
-    return grade(engine, assignment, ops=ops, seed=seed, only=only)
+def _crashed(engine: str, assignment: Assignment | None, ops: Sequence[str] | None, only: Sequence[str] | None,
+             problem: str, seconds: float) -> Report:
+    """The report of an engine whose grading process died or hung: every rule failed with ``problem``."""
+    assignment = assignment or Assignment()
+    graded = tuple(o for o in STUDENT_OPS if o in (ops or assignment.ops or REQUIRED_OPS))
+    rules = build_rules(graded, assignment)
+    if only:
+        rules = [r for r in rules if any(matches(r.name, pat) for pat in only)]
+    results = [_result(r, Outcome("failed", 0, {"formula": "", "problem": problem, "rows": []}), assignment)
+               for r in rules]
+    return Report(str(engine), assignment.name, graded, results, seconds, None, [])
+
+
+def _grade_child(conn: Any, work: tuple) -> None:
+    engine, assignment, ops, seed, only = work
+    conn.send(grade(engine, assignment, ops=ops, seed=seed, only=only))
+    conn.close()
 
 
 def grade_many(engines: Sequence[str], assignment: Assignment | None = None, *, ops: Sequence[str] | None = None,
                seed: int | None = None, only: Sequence[str] | None = None, jobs: int = 1) -> list[Report]:
-    """Grade several engines, ``jobs`` at a time in separate processes; reports come back in input order."""
-    work = [(e, assignment, ops, seed, only) for e in engines]
-    if jobs <= 1 or len(engines) == 1:
-        return [_grade_one(w) for w in work]
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(_grade_one, work))
+    """Grade several engines, ``jobs`` at a time, each in its own grading process; reports come back in input
+    order. A grading process that dies, hangs or answers nothing is that engine's crash, never the batch's."""
+    limits = (assignment or Assignment()).limits
+    budget = limits.total + limits.start + 60.0
+    context = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+    reports: list[Report | None] = [None] * len(engines)
+    waiting = list(enumerate(engines))
+    running: dict[int, tuple] = {}  # sentinel -> (index, process, connection, start)
+    while waiting or running:
+        while waiting and len(running) < max(1, jobs):
+            k, engine = waiting.pop(0)
+            recv, send = context.Pipe(duplex=False)
+            proc = context.Process(target=_grade_child, args=(send, (engine, assignment, ops, seed, only)),
+                                   daemon=True)
+            proc.start()
+            send.close()
+            running[proc.sentinel] = (k, proc, recv, time.monotonic())
+        waits = [recv for _, _, recv, _ in running.values()] + list(running)
+        left = min(start + budget for _, _, _, start in running.values()) - time.monotonic()
+        mp_connection.wait(waits, timeout=max(left, 0.0))
+        for sentinel, (k, proc, recv, start) in list(running.items()):
+            report, problem = None, ""
+            if recv.poll():
+                try:
+                    report = recv.recv()
+                except (EOFError, OSError):
+                    problem = "the grading process died (killed by the engine?)"
+            elif not proc.is_alive():
+                problem = f"the grading process died with exit code {proc.exitcode} (killed by the engine?)"
+            elif time.monotonic() - start > budget:
+                problem = f"grading did not finish within {budget:g} s"
+            else:
+                continue
+            if proc.is_alive() and report is None:
+                proc.kill()
+            proc.join(5)
+            recv.close()
+            del running[sentinel]
+            if report is None and confinement().drops_root:
+                kill_user(sandbox_uid(proc.pid))  # the sandboxes it left behind
+            reports[k] = report if isinstance(report, Report) else _crashed(
+                engines[k], assignment, ops, only, problem or "the grading process sent no report",
+                time.monotonic() - start)
+    return [r for r in reports if r is not None]
