@@ -53,6 +53,10 @@ BUGS = [
         "accumulate[mul]", "`=` where `+=` is needed in mul's backward", {
             "self.grad += other.data * out.grad": "self.grad = other.data * out.grad",
             "other.grad += self.data * out.grad": "other.grad = self.data * out.grad"}),
+    Bug("mul_assign_one_side", "mul's backward assigns (`=`) on its first input only, as in the grading "
+        "walkthrough: x*x is still right, (x*x)*(x*x) is not", "accumulate[mul]",
+        "`=` where `+=` is needed in mul's backward (for its first input)", {
+            "self.grad += other.data * out.grad": "self.grad = other.data * out.grad"}),
     Bug("no_visited", "the topological sort has no visited set, so a shared node is processed once per use",
         "accumulate[add]", "visited set", {
             "topo, seen = [], set()": "topo = []",
@@ -236,6 +240,21 @@ def test_wrong_gradients_come_with_a_shrunk_counterexample_both_oracles_agree_on
     for name_ in [part.split(" = ")[0] for part in inputs.split(", ")]:
         assert name_ in body, f["formula"]
     assert "counterexample (shrunk by Hypothesis" in r.explanation()
+
+
+def test_blocked_rules_in_every_report_format(zoo):
+    rep = zoo["mul_assign"]
+    blocked = [r for r in rep.results if r.status == "blocked"]
+    assert blocked and all(r.score == 0 for r in blocked)
+    assert rep.junit().count("<skipped message=\"blocked by accumulate[mul]\"/>") == len(blocked)
+    gs = rep.gradescope()
+    tests = {t["name"].split(":")[0]: t for t in gs["tests"]}
+    for r in blocked:
+        t = tests[r.name]
+        assert t["status"] == "failed" and t["score"] == 0 and "blocked by accumulate[mul]" in t["output"]
+    assert f"1 of {len(rep.results)} rules failed, {len(blocked)} blocked by them." in gs["output"]
+    assert "graded ops: add, mul, sub, neg, div, pow" in gs["output"]
+    assert rep.text().count("(blocked by accumulate[mul])") == len(blocked)
 
 
 def test_relu_assign_counterexample_reuses_relu_and_hint_names_plus_equals(zoo):

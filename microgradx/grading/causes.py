@@ -14,9 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..ops import FLOAT, OPS
-from ..strategies import Program
+from ..strategies import Program, spelling
+from .protocol import OPERATORS
 
-__all__ = ["Mistake", "replay", "replay_kept", "diagnose", "diagnose_forward", "candidates", "ORDINAL"]
+__all__ = ["Mistake", "reflected", "replay", "replay_kept", "diagnose", "diagnose_forward", "candidates", "ORDINAL"]
 
 ORDINAL = ("first", "second", "third")
 
@@ -24,7 +25,7 @@ ORDINAL = ("first", "second", "third")
 @dataclass(frozen=True)
 class Mistake:
     """One classic mistake: ``kind`` (overwrite, no-chain, sign, unlowered, no-visited, forward-order,
-    breadth-first, no-seed, swapped), the op it sits in and, for a sign, which input."""
+    breadth-first, no-seed, swapped), the op it sits in and, for a sign or a one-sided overwrite, which input."""
 
     kind: str
     op: str | None = None
@@ -34,8 +35,9 @@ class Mistake:
         """The hint that names this mistake."""
         op, k = self.op, self.kind
         if k == "overwrite":
-            return (f"`=` where `+=` is needed in {op}'s backward: a value used twice must receive the sum of both "
-                    f"contributions")
+            which = "" if self.arg is None else f" (for its {ORDINAL[self.arg]} input)"
+            return (f"`=` where `+=` is needed in {op}'s backward{which}: a value used twice must receive the sum "
+                    f"of both contributions")
         if k == "no-chain":
             return f"{op}'s backward forgets the chain rule: multiply its local derivative by out.grad"
         if k == "sign":
@@ -56,12 +58,18 @@ class Mistake:
             return "backward() must set out.grad = 1 before propagating (every gradient is 0)"
         if k == "swapped":
             sym = OPS[op].label
-            return (f"the reflected operator swaps its operands: `2 {sym} x` calls x.__r{_DUNDER[op]}__(2), which "
+            return (f"the reflected operator swaps its operands: `2 {sym} x` calls x.{reflected(op)}(2), which "
                     f"must compute 2 {sym} x, not x {sym} 2")
         raise ValueError(f"unknown mistake {k!r}")
 
 
-_DUNDER = {"add": "add", "sub": "sub", "mul": "mul", "div": "truediv"}
+def reflected(op: str) -> str:
+    """The method Python calls for a plain number on the left of a binary operator: ``__rsub__`` for sub.
+
+    >>> reflected("div")
+    '__rtruediv__'
+    """
+    return "__r" + OPERATORS[spelling(op)][2:]
 
 
 def _derivative(op: str | None) -> str:
@@ -157,7 +165,7 @@ def replay(program: Program, mistake: Mistake | None = None, order: str = "rever
             c = z if kind == "no-chain" and mine else z * grad[v]
             if kind == "sign" and mine and j == mistake.arg:
                 c = -c
-            if kind == "overwrite" and mine:
+            if kind == "overwrite" and mine and (mistake.arg is None or j == mistake.arg):
                 grad[a] = c
             else:
                 grad[a] += c
@@ -200,6 +208,8 @@ def candidates(program: Program) -> list[Mistake]:
     out: list[Mistake] = [Mistake("no-seed")]
     for op in ops:
         out += [Mistake("overwrite", op), Mistake("no-chain", op)]
+        if OPS[op].arity > 1:  # `=` on one side only
+            out += [Mistake("overwrite", op, j) for j in range(OPS[op].arity)]
         out += [Mistake("sign", op, j) for j in range(OPS[op].arity)]
     if "pow" in ops:
         out.append(Mistake("unlowered", "pow"))
@@ -231,7 +241,7 @@ def diagnose_forward(program: Program, got: float, *, rel: float = 1e-6, abs_: f
     if not program.numbers:
         return None
     for k, s in enumerate(program.steps):
-        if len(s.args) == 2 and any(a in program.numbers for a in s.args) and s.op in _DUNDER:
+        if len(s.args) == 2 and any(a in program.numbers for a in s.args) and spelling(s.op) in OPERATORS:
             steps = list(program.steps)
             steps[k] = type(s)(s.op, s.args[::-1], s.param)
             try:

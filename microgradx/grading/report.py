@@ -139,7 +139,8 @@ class Report:
         notes += f"graded ops: {', '.join(self.ops)}\n"
         return {"score": self.score, "max_score": self.max_score, "execution_time": round(self.seconds, 3),
                 "output": notes + f"{sum(r.status == 'failed' for r in self.results)} of {len(self.results)} "
-                                  f"rules failed.", "visibility": "visible", "stdout_visibility": "hidden",
+                                  f"rules failed, {sum(r.status == 'blocked' for r in self.results)} blocked by "
+                                  f"them.", "visibility": "visible", "stdout_visibility": "hidden",
                 "tests": tests}
 
     def junit(self) -> str:

@@ -27,7 +27,7 @@ from ..strategies import (
     spelling,
 )
 from .assignment import Assignment
-from .causes import Mistake, diagnose, diagnose_forward
+from .causes import Mistake, diagnose, diagnose_forward, reflected
 from .sandbox import EngineCrash, Sandbox
 
 __all__ = ["Kind", "KINDS", "Rule", "Context", "Outcome", "build_rules", "run_rule", "wire", "check", "needs",
@@ -42,7 +42,6 @@ EXPONENTS: tuple[float, ...] = (*STUDENT_PARAMS["pow"], 0.0, 1.0)
 DERIVED: dict[str, tuple[str, ...]] = {"neg": ("mul",), "sub": ("add", "neg"), "div": ("mul", "pow")}
 # Ops whose exp-based textbook formulas overflow for large inputs (micrograd's tanh among them).
 EXTREME_OPS = ("tanh", "sigmoid", "exp")
-_DUNDER = {"add": "add", "sub": "sub", "mul": "mul", "div": "truediv"}
 # Mistakes in backward() itself rather than in one op: once found, every later backward rule would only
 # repeat them, so they block the rest.
 GLOBAL_MISTAKES = ("no-visited", "forward-order", "breadth-first", "no-seed")
@@ -137,6 +136,7 @@ class Kind:
     title: str                                        # may use {op}, {symbol}, {depth}, {diamonds}
     needs: Callable[[Rule, Context], list[str]]       # rules (or protocol:PIECE) that must pass first
     draw: Callable[[Rule, Context], Draw]
+    check: Callable[..., dict | None]                 # (program, reply, expected grads, asg, calls) -> finding
     hint: Callable[[Rule, dict, Program | None, Context], str]
     per_op: Callable[[str], bool] | None = None       # which graded ops get one; None: one rule per engine
     calls: Callable[[Program], list[int]] | None = None  # nodes backward() is called on (default: the output)
@@ -425,30 +425,40 @@ def _finding(program: Program, problem: str, rows: list | None = None, **extra: 
 
 
 def check(rule: Rule, program: Program, reply: dict, asg: Assignment) -> dict | None:
-    """None when the engine's reply is right for this rule, else a finding that explains what is wrong."""
+    """None when the engine's reply is right for this rule, else a finding that explains what is wrong: an
+    exception, a wrong forward value, then the rule kind's own check."""
     if not reply.get("ok"):
         where = f" at {reply['where']}" if reply.get("where") else ""
         return _finding(program, f"{reply.get('stage', 'forward')} raised {reply.get('error')}{where}",
                         error=str(reply.get("error", "")))
-    kind = rule.kind.name
     calls = rule.kind.calls(program) if rule.kind.calls else None
     data, grads = _oracle(program, calls)
     if not _close(reply["data"], data, asg):
         return _finding(program, "the forward value is wrong",
                         [{"name": "output", "expected": data, "got": reply["data"]}], got_data=reply["data"])
-    if kind == "forward":
-        return None
-    if kind == "seed":
-        if reply["grad_out"] != 1.0:
-            return _finding(program, "the output's grad after backward() is not 1",
-                            [{"name": "output.grad", "expected": 1.0, "got": reply["grad_out"]}])
-        return None
-    if kind == "inputs-unchanged":
-        # The engine's own .data before backward is the reference: an engine that stores float32 or rounds
-        # on input has not mutated anything.
-        rows = [{"name": f"v{k}.data", "expected": before, "got": after}
-                for k, before, after in zip(program.variables, reply["before"], reply["after"]) if after != before]
-        return _finding(program, "backward() changed an input's data", rows) if rows else None
+    return rule.kind.check(program, reply, grads, asg, calls)
+
+
+def _check_nothing_more(program: Program, reply: dict, grads: list, asg: Assignment, calls: Any) -> dict | None:
+    return None
+
+
+def _check_seed(program: Program, reply: dict, grads: list, asg: Assignment, calls: Any) -> dict | None:
+    if reply["grad_out"] != 1.0:
+        return _finding(program, "the output's grad after backward() is not 1",
+                        [{"name": "output.grad", "expected": 1.0, "got": reply["grad_out"]}])
+    return None
+
+
+def _check_unchanged(program: Program, reply: dict, grads: list, asg: Assignment, calls: Any) -> dict | None:
+    # The engine's own .data before backward is the reference: an engine that stores float32 or rounds on
+    # input has not mutated anything.
+    rows = [{"name": f"v{k}.data", "expected": before, "got": after}
+            for k, before, after in zip(program.variables, reply["before"], reply["after"]) if after != before]
+    return _finding(program, "backward() changed an input's data", rows) if rows else None
+
+
+def _check_grads(program: Program, reply: dict, grads: list, asg: Assignment, calls: Any) -> dict | None:
     bad = [j for j, (got, want) in enumerate(zip(reply["grads"], grads)) if not _close(got, want, asg)]
     if not bad:
         return None
@@ -500,7 +510,7 @@ def _error_hint(rule: Rule, finding: dict) -> str | None:
     if rule.kind.name == "numbers" and ("has no attribute" in err or "unsupported operand" in err):
         sym = OPS[rule.op].label
         return (f"`x {sym} 2` must wrap the plain number in a Value (other = other if isinstance(other, Value) else "
-                f"Value(other)), and `2 {sym} x` needs __r{_DUNDER[rule.op]}__")
+                f"Value(other)), and `2 {sym} x` needs {reflected(rule.op)}")
     if "did not finish within" in problem or "did not read the program" in problem:
         return "backward() (or the forward pass) did not finish: an infinite loop?"
     if err or "engine process" in problem or "private pipe" in problem:
@@ -576,7 +586,7 @@ def _hint_numbers(rule: Rule, finding: dict, program: Program | None, ctx: Conte
             finding["cause"] = mistake.kind
             return mistake.text()
     sym = OPS[rule.op].label
-    return f"{UNKNOWN}: `2 {sym} x` calls x.__r{_DUNDER[rule.op]}__(2) and must compute 2 {sym} x"
+    return f"{UNKNOWN}: `2 {sym} x` calls x.{reflected(rule.op)}(2) and must compute 2 {sym} x"
 
 
 def _hint_accumulate(rule: Rule, finding: dict, program: Program | None, ctx: Context) -> str:
@@ -671,36 +681,38 @@ def _needs_gradient(r: Rule, c: Context) -> list[str]:
 
 
 KINDS: tuple[Kind, ...] = (
-    Kind("forward", 1.0, "forward value of {op}", _needs_forward, _draw_forward, _hint_forward,
+    Kind("forward", 1.0, "forward value of {op}", _needs_forward, _draw_forward, _check_nothing_more, _hint_forward,
          per_op=lambda op: True, backward=False),
     Kind("seed", 1.0, "backward() seeds the output's gradient with 1",
-         lambda r, c: _needs_backward(), _draw_seed, _hint_seed),
+         lambda r, c: _needs_backward(), _draw_seed, _check_seed, _hint_seed),
     Kind("gradient", 2.0, "local gradient of {op}, times the upstream gradient", _needs_gradient, _draw_gradient,
-         _hint_gradient, per_op=lambda op: True),
+         _check_grads, _hint_gradient, per_op=lambda op: True),
     Kind("numbers", 1.0, "a plain number on either side of {symbol}",
          lambda r, c: [f"gradient[{r.op}]", *(f"numbers[{b}]" for b in _base(r.op, c) if b in ARITHMETIC)],
-         _draw_numbers, _hint_numbers, per_op=lambda op: op in ARITHMETIC),
+         _draw_numbers, _check_grads, _hint_numbers, per_op=lambda op: op in ARITHMETIC),
     Kind("accumulate", 2.0, "a value reused through {op} gets the sum of its gradients",
          lambda r, c: [f"gradient[{r.op}]", *(f"accumulate[{b}]" for b in _base(r.op, c))],
-         _draw_accumulate, _hint_accumulate, per_op=lambda op: True),
+         _draw_accumulate, _check_grads, _hint_accumulate, per_op=lambda op: True),
     Kind("extremes", 1.0, "{op} and its gradient for large inputs (|x| up to 800)",
-         lambda r, c: [f"gradient[{r.op}]"], _draw_extremes, _hint_extremes, per_op=lambda op: op in EXTREME_OPS,
+         lambda r, c: [f"gradient[{r.op}]"], _draw_extremes, _check_grads, _hint_extremes,
+         per_op=lambda op: op in EXTREME_OPS,
          warn=lambda asg: asg.extremes == "warn", own=_own_extreme),
     Kind("order", 3.0, "correct gradients on random graphs with shared subexpressions",
-         lambda r, c: ["seed"], _draw_general(10), _hint_order),
+         lambda r, c: ["seed"], _draw_general(10), _check_grads, _hint_order),
     Kind("inputs-unchanged", 1.0, "backward leaves every input's data unchanged",
-         lambda r, c: ["seed"], _draw_general(10), _hint_unchanged),
+         lambda r, c: ["seed"], _draw_general(10), _check_unchanged, _hint_unchanged),
     Kind("backward-twice", 1.0, "a second backward() adds the same gradients again to every input",
-         lambda r, c: ["order", "inputs-unchanged"], _draw_twice, _hint_twice,
+         lambda r, c: ["order", "inputs-unchanged"], _draw_twice, _check_grads, _hint_twice,
          calls=lambda p: [len(p.inputs) + len(p.steps) - 1] * 2, warn=lambda asg: True, own=_own_kept),
     Kind("shared-node", 1.0, "backward() on two outputs sharing a node adds both outputs' gradients",
-         lambda r, c: ["order", "inputs-unchanged"], _draw_shared, _hint_twice,
+         lambda r, c: ["order", "inputs-unchanged"], _draw_shared, _check_grads, _hint_twice,
          calls=lambda p: [len(p.inputs) + len(p.steps) - 2, len(p.inputs) + len(p.steps) - 1],
          warn=lambda asg: True, own=_own_kept),
-    Kind("deep-graph", 1.0, "a graph {depth} nodes deep", lambda r, c: ["accumulate[add]"], _draw_deep, _hint_deep,
+    Kind("deep-graph", 1.0, "a graph {depth} nodes deep", lambda r, c: ["accumulate[add]"], _draw_deep,
+         _check_grads, _hint_deep,
          warn=lambda asg: asg.deep_graph == "warn", own=_own_recursion),
     Kind("linear-time", 2.0, "backward takes linear time ({diamonds} diamonds in a chain)",
-         lambda r, c: ["order", "accumulate[add]", "accumulate[mul]"], _draw_linear, _hint_linear),
+         lambda r, c: ["order", "accumulate[add]", "accumulate[mul]"], _draw_linear, _check_grads, _hint_linear),
 )
 KIND_NAMES = tuple(k.name for k in KINDS)
 
