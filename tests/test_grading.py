@@ -418,6 +418,12 @@ def test_import_error_is_one_setup_error(tmp_path, capsys):
     assert "ModuleNotFoundError" in r.finding["problem"] and "standard library" in r.hint
 
 
+def test_error_in_a_sibling_module_names_the_siblings_line(tmp_path, capsys):
+    (tmp_path / "helpers.py").write_text("x = 1\nraise RuntimeError('broken helper')\n")
+    r = _setup(tmp_path, "import helpers\n" + CORRECT, capsys)
+    assert "RuntimeError: broken helper at helpers.py:2 in <module>" in r.finding["problem"]
+
+
 def test_sys_exit_at_import_is_one_setup_error(tmp_path, capsys):
     r = _setup(tmp_path, CORRECT + "\nimport sys\nsys.exit('done')\n", capsys)
     assert "sys.exit" in r.finding["problem"] and "__main__" in r.hint

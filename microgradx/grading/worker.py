@@ -44,13 +44,16 @@ def _real(x: Any, what: str) -> float:
 
 
 def _where(e: BaseException, engine: str) -> str:
-    """The innermost line of the student's file in a traceback: ``engine.py:12 in _backward: ...``."""
+    """The innermost line of the submission's files in a traceback: ``engine.py:12 in _backward: ...``."""
     name = os.path.basename(engine)
     if isinstance(e, SyntaxError) and e.lineno:
         text = (e.text or "").rstrip("\n")
         caret = " " * max((e.offset or 1) - 1 - (len(text) - len(text.lstrip())), 0) + "^"
         return f"{os.path.basename(e.filename or name)}:{e.lineno}: {text.strip()}\n{caret}"
-    frames = [f for f in traceback.extract_tb(e.__traceback__) if os.path.basename(f.filename) == name]
+    # The submission's own files: the submitted one and the sibling modules copied next to it.
+    folder = os.path.dirname(os.path.abspath(engine))
+    frames = [f for f in traceback.extract_tb(e.__traceback__)
+              if os.path.dirname(os.path.abspath(f.filename)) == folder]
     if not frames:
         return ""
     f = frames[-1]
