@@ -433,8 +433,8 @@ def test_lower_case_value_class_suggests_the_class_setting(tmp_path, capsys):
     text = CORRECT.replace("class Value:", "class value:").replace("Value(", "value(").replace(
         "isinstance(other, Value)", "isinstance(other, value)")
     r = _setup(tmp_path, text, capsys)
-    assert "defines no class 'Value'" in r.finding["problem"]
-    assert 'class = "value"' in r.finding["problem"] and "rename it to `Value`" in r.finding["problem"]
+    assert r.finding["problem"] == "the file defines no class 'Value' (found nothing)"
+    assert 'class = "value"' in r.hint and "rename it to `Value`" in r.hint
     rep = grade(tmp_path / "engine.py", replace(FAST, cls="value"), ops=["add", "mul"], only=["gradient[*]"])
     assert rep.passed and not rep.setup, rep.text()
 
@@ -443,7 +443,7 @@ def test_a_class_with_another_name_is_suggested_by_its_methods(tmp_path, capsys)
     text = CORRECT.replace("class Value:", "class Scalar:").replace("Value(", "Scalar(").replace(
         "isinstance(other, Value)", "isinstance(other, Scalar)")
     r = _setup(tmp_path, text, capsys)
-    assert 'class = "Scalar"' in r.finding["problem"]
+    assert 'class = "Scalar"' in r.hint
 
 
 def test_training_loop_at_import_is_a_setup_error_that_names_the_main_guard(tmp_path, capsys):

@@ -41,8 +41,9 @@ def setup_hint(source: str, problem: str) -> str:
         return "importing the file did not finish: an infinite loop at module level?"
     if problem.startswith("import raised SyntaxError"):
         return "the file is not valid Python: fix the line shown (run `python engine.py` to see the same error)"
-    if "defines no class" in problem:
-        return "the grader looks for the class by name"
+    if problem.startswith("the file defines no class"):
+        # The worker names the near-miss class after the semicolon.
+        return problem.partition("; ")[2] or "the grader looks for the class by the name the assignment gives"
     if "ModuleNotFoundError" in problem or "ImportError" in problem:
         return ("the file imports a module the grader does not have: a submission may use the standard library "
                 "and its own sibling files")
@@ -74,10 +75,12 @@ def _setup_report(path: Path, engine: str, asg: Assignment, graded: tuple[str, .
         source = path.read_text(errors="replace")
     except OSError:
         source = ""
+    hint = setup_hint(source, problem)
+    problem = problem.partition("; ")[0] if problem.startswith("the file defines no class") else problem
     total = sum(r.weight for r in build_rules(graded, asg))
     finding = {"formula": "", "rows": [], "problem": problem, "shrunk": False}
     result = RuleResult("setup", "the engine file imports and defines the class", total, 0.0, "failed", "visible",
-                        setup_hint(source, problem), finding)
+                        hint, finding)
     return Report(engine, asg.name, graded, [result], time.monotonic() - start, None, [], setup=True)
 
 
@@ -134,14 +137,15 @@ def grade(engine: str | os.PathLike, assignment: Assignment | None = None, *, op
         hello = box.hello
         if not hello.get("ok"):
             where = f" at {hello['where']}" if hello.get("where") else ""
-            return _setup_report(path, str(engine), asg, fixed or REQUIRED_OPS,
-                                 f"import raised {hello.get('error')}{where}", start)
+            error = str(hello.get("error"))
+            problem = error if error.startswith("the file defines no class") else f"import raised {error}{where}"
+            return _setup_report(path, str(engine), asg, fixed or REQUIRED_OPS, problem, start)
         found = REQUIRED_OPS + tuple(o for o in OPTIONAL_OPS if spelling(o)[1:] in (hello.get("methods") or ()))
         graded = tuple(o for o in STUDENT_OPS if o in (fixed or found))
         notes: list[str] = []
         if hello.get("module") not in (None, path.stem):
             notes.append(f"{asg.cls} is defined in module {hello['module']!r}, not in the submitted file")
-        not_graded = [f"{name} (the protocol calls it {meant}; not graded)"
+        not_graded = [f"{name} (the protocol calls it {meant})"
                       for name, meant in sorted((hello.get("near") or {}).items()) if meant not in graded]
         missing = {str(k): str(v) for k, v in dict(hello.get("missing") or {}).items()}
         missing.update(_methods_missing(graded, hello, asg.cls))
