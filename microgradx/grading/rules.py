@@ -295,11 +295,11 @@ def _draw_general(max_steps: int) -> Callable[[Rule, Context], Draw]:
 
 
 def _draw_seed(rule: Rule, ctx: Context) -> Draw:
-    ops = tuple(o for o in ctx.ops if ctx.ok(f"forward[{o}]"))
-    if "add" not in ops:
+    # Sums only: the seed is checked before any op's backward is trusted, so no op's bug can show here.
+    if "add" not in ctx.ops or not ctx.ok("forward[add]"):
         bad = "forward[add]" if "add" in ctx.ops else "protocol"
         raise Blocked(ctx.blocked_by.get(bad, bad))
-    return Draw(programs(ops, max_steps=3, params=STUDENT_PARAMS))
+    return Draw(programs(("add",), max_steps=3))
 
 
 def _draw_extremes(rule: Rule, ctx: Context) -> Draw:
@@ -684,7 +684,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("forward", 1.0, "forward value of {op}", _needs_forward, _draw_forward, _check_nothing_more, _hint_forward,
          per_op=lambda op: True, backward=False),
     Kind("seed", 1.0, "backward() seeds the output's gradient with 1",
-         lambda r, c: _needs_backward(), _draw_seed, _check_seed, _hint_seed),
+         lambda r, c: [*_needs_backward(), "protocol:+"], _draw_seed, _check_seed, _hint_seed),
     Kind("gradient", 2.0, "local gradient of {op}, times the upstream gradient", _needs_gradient, _draw_gradient,
          _check_grads, _hint_gradient, per_op=lambda op: True),
     Kind("numbers", 1.0, "a plain number on either side of {symbol}",
