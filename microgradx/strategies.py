@@ -177,9 +177,13 @@ def apply_op(name: str, args: Sequence[Any], param: float | None = None) -> Any:
     if row.methods:
         method = getattr(args[0], row.methods[0])
         return method(*args[1:]) if param is None or not row.param else method(param)
-    # The arithmetic rows are named like Python's operator functions (div is true division).
-    fn = getattr(operator, "truediv" if name == "div" else name)
+    fn = _PYTHON[spelling(name)]
     return fn(*args, param) if row.param else fn(*args)
+
+
+# Python's operation for each operator spelling (a row's label); methods are looked up on the value.
+_PYTHON = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "neg": operator.neg,
+           "**": operator.pow}
 
 
 def _forward(row: Op, vals: Sequence[float], param: float | None) -> float | None:
