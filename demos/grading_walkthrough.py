@@ -1,6 +1,7 @@
 """Grading a student's engine: ``microgradx.grading.grade`` on a submitted file with a classic bug (relu's backward
 assigns with ``=`` where ``+=`` is needed), the shrunk counterexample and the hint it prints, then the one-line fix
-and the same grading again, which passes.
+and the same grading again, which passes. Then a second classic bug, mul's backward with ``=``: one rule fails, and the
+rules that need a working ``*`` are reported as blocked by it rather than as sixteen more failures.
 
 The submission is ``demos/data/student_engine.py`` with that one line broken, as a student would hand it in; it
 and the fixed copy are written to the output folder. Fast mode
@@ -27,11 +28,15 @@ BUG = "self.grad = (1.0 if self.data > 0 else 0.0) * out.grad"
 FIX = "self.grad += (1.0 if self.data > 0 else 0.0) * out.grad"
 FAST_OPS = ("add", "mul", "relu")
 FAST_RULES = ("forward[relu]", "gradient[relu]", "accumulate[relu]", "accumulate[mul]", "order")
+MUL_FIX = "self.grad += other.data * out.grad"
+MUL_BUG = "self.grad = other.data * out.grad"
 
 
 def grade_and_show(run: Run, engine: Path, stem: str, fast: bool) -> dict:
     """Grade ``engine``, print the terminal report, and save it as text and JSON."""
-    report = grade(engine, ops=FAST_OPS if fast else None, only=FAST_RULES if fast else None)
+    # Fast mode grades three ops; the second submission gets every rule for them, to show what is blocked.
+    only = FAST_RULES if fast and stem != "report-mul" else None
+    report = grade(engine, ops=FAST_OPS if fast else None, only=only)
     text = report.text()
     run.path(f"{stem}.txt").write_text(text)
     run.path(f"{stem}.json").write_text(json.dumps(report.to_dict(), indent=2, default=str) + "\n")
@@ -59,16 +64,27 @@ def main(argv: Sequence[str] | None = None) -> dict:
             f"   - {BUG}\n   + {FIX}\n")
     run.say("3. Grading the fixed engine:\n")
     after = grade_and_show(run, fixed, "report-after", run.fast)
+    run.say("4. Another submission: mul's backward assigns with `=`. Every rule runs; the ones that need a working "
+            "`*` are blocked by the one that fails:\n")
+    mul_engine = run.path("engine_mul.py")
+    mul_engine.write_text(correct.replace(MUL_FIX, MUL_BUG, 1))
+    cascade = grade_and_show(run, mul_engine, "report-mul", run.fast)
+    cascade["blocked"] = [r.name for r in cascade["report"].results if r.status == "blocked"]
     table(run, "summary.txt", ("engine", "score", "rules failed"),
           [("submitted", f"{before['score']:g}/{before['max_score']:g}", ", ".join(before["failed"]) or "none"),
-           ("fixed", f"{after['score']:g}/{after['max_score']:g}", ", ".join(after["failed"]) or "none")],
+           ("fixed", f"{after['score']:g}/{after['max_score']:g}", ", ".join(after["failed"]) or "none"),
+           ("mul with =", f"{cascade['score']:g}/{cascade['max_score']:g}",
+            f"{', '.join(cascade['failed'])} ({len(cascade['blocked'])} blocked by it)")],
           title="Before and after the one-line fix")
     counter = before["findings"].get("accumulate[relu]") or {}
     run.say(f"Key numbers: submitted {before['score']:g}/{before['max_score']:g} (fails "
             f"{', '.join(before['failed'])}); counterexample {counter.get('formula')}; fixed "
-            f"{after['score']:g}/{after['max_score']:g}, passed: {after['passed']}")
+            f"{after['score']:g}/{after['max_score']:g}, passed: {after['passed']}; mul with `=` fails "
+            f"{', '.join(cascade['failed'])} only, {len(cascade['blocked'])} "
+            f"rule{'s' * (len(cascade['blocked']) != 1)} blocked by it")
     run.finish()
-    return {"before": before, "after": after, "submitted": submitted, "fixed": fixed, "line": line}
+    return {"before": before, "after": after, "cascade": cascade, "submitted": submitted, "fixed": fixed,
+            "line": line}
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ value twice through a chosen op. A ``Program`` builds itself on microgradx or on
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,6 @@ from typing import Any
 from hypothesis import assume
 from hypothesis import strategies as st
 
-from .grading.worker import call
 from .ops import FLOAT, OPS, Domain, Op
 
 __all__ = ["Step", "Program", "programs", "number_programs", "reuse_programs", "pairs", "Pair", "floats_in",
@@ -167,8 +167,23 @@ def spelling(name: str) -> str:
 
 
 def apply_op(name: str, args: Sequence[Any], param: float | None = None) -> Any:
-    """Apply an op through the plain Python protocol any micrograd-like engine has (operators, methods)."""
-    return call(spelling(name), args, param if OPS[name].param else None)
+    """Apply an op through the plain Python protocol any micrograd-like engine has: Python's own operator
+    (so ``2 - x`` reaches ``x.__rsub__``) or the row's method.
+
+    >>> apply_op("sub", [5.0, 2.0]), apply_op("pow", [3.0], 2.0)
+    (3.0, 9.0)
+    """
+    row = OPS[name]
+    if row.methods:
+        method = getattr(args[0], row.methods[0])
+        return method(*args[1:]) if param is None or not row.param else method(param)
+    fn = _PYTHON[spelling(name)]
+    return fn(*args, param) if row.param else fn(*args)
+
+
+# Python's operation for each operator spelling (a row's label); methods are looked up on the value.
+_PYTHON = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "neg": operator.neg,
+           "**": operator.pow}
 
 
 def _forward(row: Op, vals: Sequence[float], param: float | None) -> float | None:

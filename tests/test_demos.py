@@ -590,3 +590,7 @@ def test_grading_walkthrough_counterexample_is_real_and_the_fix_passes(demo):
     assert outputs["fixed"] == pytest.approx(central, rel=1e-6) and outputs["buggy"] != pytest.approx(central)
     assert "+=" in (out / "report-before.txt").read_text()  # the hint names the fix
     assert (out / "report-after.txt").exists()
+    # mul's `=` on one side: one failed rule with the hint that names it, the rules needing `*` blocked, not failed.
+    cascade = r["cascade"]
+    assert cascade["failed"] == ["accumulate[mul]"] and cascade["blocked"]
+    assert "`=` where `+=` is needed in mul's backward" in (out / "report-mul.txt").read_text()

@@ -1,4 +1,5 @@
-"""A correct micrograd-style student engine with every op of the student protocol (iterative topological sort).
+"""A correct micrograd-style student engine with every op of the student protocol (iterative topological sort,
+formulas that do not overflow, inner grads reset so that backward() may be called again).
 
 The grading demo submits it with one bug put in; the tests build their zoo of broken engines from it.
 """
@@ -51,7 +52,7 @@ class Value:
         return out
 
     def tanh(self):
-        t = (math.exp(2 * self.data) - 1) / (math.exp(2 * self.data) + 1)
+        t = math.tanh(self.data)  # (e**2x - 1) / (e**2x + 1) would overflow for x > 354
         out = Value(t, (self,), "tanh")
 
         def _backward():
@@ -76,7 +77,8 @@ class Value:
         return out
 
     def sigmoid(self):
-        s = 1 / (1 + math.exp(-self.data))
+        x = self.data  # e**-x overflows for x < -709: take the exponential of -|x| only
+        s = 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
         out = Value(s, (self,), "sigmoid")
 
         def _backward():
@@ -95,6 +97,9 @@ class Value:
                 seen.add(v)
                 stack.append((v, True))
                 stack.extend((c, False) for c in v._prev if c not in seen)
+        for v in topo:
+            if v._prev:  # what an earlier backward() left in an inner node must not flow again
+                v.grad = 0.0
         self.grad = 1.0
         for v in reversed(topo):
             v._backward()

@@ -13,7 +13,8 @@ def add_parser(sub) -> None:
         description="Grade the micrograd-style Value class in each ENGINE file: every rule (forward values, local "
                     "gradients, numbers on either side, accumulation, order, seed, deep graphs, linear time, "
                     "unchanged inputs) is checked by Hypothesis, each example run in a sandboxed child process. "
-                    "Exit status: 0 every rule holds, 1 some rule fails, 2 usage or setup error.",
+                    "Exit status: 0 every rule holds (warnings allowed), 1 some rule fails, 2 usage error, "
+                    "3 an engine file cannot be graded (syntax error, import error, no class, import timeout).",
         epilog="examples: microgradx grade engine.py --json report.json | microgradx grade submissions/*/engine.py "
                "--jobs 4 --csv grades.csv | microgradx grade --make-autograder hw.toml -o autograder.zip")
     p.add_argument("engines", nargs="*", metavar="ENGINE", help="a student's Python file defining Value")
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for rep in reports:
         if args.quiet or len(reports) > 1:
-            status = "pass" if rep.passed else "FAIL"
+            status = "SETUP ERROR" if rep.setup else "pass" if rep.passed else "FAIL"
             print(f"{status} {rep.engine}: {rep.score:g}/{rep.max_score:g}")
         else:
             print(rep.text(), end="")
@@ -93,4 +94,5 @@ def run(args: argparse.Namespace) -> int:
     reports[0].write(gradescope=args.gradescope, junit=args.junit)
     if args.csv:
         write_csv(reports, args.csv)
-    return 0 if all(r.passed for r in reports) else 1
+    # The worst engine decides: a file that cannot be graded (3) before a failed rule (1) before a pass (0).
+    return max(r.exit_status for r in reports)

@@ -1,9 +1,9 @@
-"""Grade students' autodiff engines: a property suite run by Hypothesis in this process, each example
-evaluated on the student's ``Value`` in a sandboxed child, with shrunk counterexamples and reports.
+"""Grade students' autodiff engines: a table of rules checked by Hypothesis in this process, each example
+evaluated on the student's ``Value`` in a sandboxed child, with shrunk counterexamples, hints and reports.
 
->>> from microgradx.grading import RULE_KINDS
->>> "accumulate" in RULE_KINDS
-True
+>>> from microgradx.grading import KINDS
+>>> [k.name for k in KINDS if k.name.startswith("a")]
+['accumulate']
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import importlib
 from typing import Any
 
 __all__ = ["grade", "grade_many", "Assignment", "AssignmentError", "load_assignment", "Limits", "Report",
-           "RuleResult", "Rule", "build_rules", "RULE_KINDS", "make_autograder", "Sandbox", "EngineCrash"]
+           "RuleResult", "Rule", "build_rules", "KINDS", "make_autograder", "Sandbox", "EngineCrash"]
 
 _WHERE = {"grade": "runner", "grade_many": "runner", "Assignment": "assignment", "AssignmentError": "assignment",
           "load_assignment": "assignment", "Limits": "sandbox", "Sandbox": "sandbox", "EngineCrash": "sandbox",
           "Report": "report", "RuleResult": "report", "Rule": "rules", "build_rules": "rules",
-          "RULE_KINDS": "rules", "make_autograder": "autograder"}
+          "KINDS": "rules", "make_autograder": "autograder"}
 
 
 def __getattr__(name: str) -> Any:

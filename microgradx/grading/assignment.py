@@ -36,6 +36,7 @@ class Assignment:
     abs: float = 1e-6
     deep_depth: int = 5000
     deep_graph: str = "warn"         # "warn" or "fail" when a deep graph breaks the engine
+    extremes: str = "warn"           # "warn" or "fail" when large inputs overflow or give a wrong gradient
     limits: Limits = field(default_factory=Limits)
     weights: dict[str, float] = field(default_factory=dict)      # rule name or glob -> weight
     visibility: dict[str, str] = field(default_factory=dict)     # rule name or glob -> Gradescope visibility
@@ -113,7 +114,7 @@ def load_assignment(path: str | Path) -> Assignment:
     top = dict(data.get("assignment", {}))
     kw: dict[str, Any] = {}
     simple = {"name": str, "file": str, "class": str, "examples": int, "deep_depth": int, "deep_graph": str,
-              "ops": list, "skip": list}
+              "extremes": str, "ops": list, "skip": list}
     for key, value in top.items():
         if key not in simple:
             raise AssignmentError(f"{path}: unknown key assignment.{key} (known: {', '.join(sorted(simple))})")
@@ -127,8 +128,9 @@ def load_assignment(path: str | Path) -> Assignment:
         kw["ops"] = tuple(kw["ops"])
     if "skip" in kw:
         kw["skip"] = tuple(kw["skip"])
-    if kw.get("deep_graph", "warn") not in ("warn", "fail"):
-        raise AssignmentError(f"assignment.deep_graph must be 'warn' or 'fail', got {kw['deep_graph']!r}")
+    for key in ("deep_graph", "extremes"):
+        if kw.get(key, "warn") not in ("warn", "fail"):
+            raise AssignmentError(f"assignment.{key} must be 'warn' or 'fail', got {kw[key]!r}")
     for key, value in data.get("tolerance", {}).items():
         if key not in ("rel", "abs"):
             raise AssignmentError(f"{path}: unknown key tolerance.{key} (known: abs, rel)")

@@ -56,7 +56,8 @@ def _num(x: Any) -> str:
 
 @dataclass
 class RuleResult:
-    """One rule's result: ``status`` is passed, failed or warning (a warning keeps the points)."""
+    """One rule's result: ``status`` is passed, failed, warning (a warning keeps the points) or blocked (not run
+    because a rule it needs failed; no points)."""
 
     name: str
     title: str
@@ -74,6 +75,8 @@ class RuleResult:
         f = self.finding
         if f is None:
             return f"{self.title}: holds ({self.examples} example{'s' * (self.examples != 1)})"
+        if self.status == "blocked":
+            return f"{self.title}: not run, {f['problem']} (fix that first)"
         lines = [f"{self.title}: {f['problem']}"]
         if f.get("formula"):
             how = ("shrunk by Hypothesis to a minimal expression" if f.get("shrunk")
@@ -101,6 +104,8 @@ class Report:
     seconds: float
     seed: int | None = None
     notes: list[str] = field(default_factory=list)
+    setup: bool = False  # the file could not be graded at all: one ``setup`` result worth every point
+    not_graded: list[str] = field(default_factory=list)  # near-miss methods found but not graded
 
     @property
     def score(self) -> float:
@@ -114,18 +119,29 @@ class Report:
     def passed(self) -> bool:
         return all(r.status != "failed" for r in self.results)
 
+    @property
+    def exit_status(self) -> int:
+        """0 when every rule holds (warnings allowed), 1 when a rule fails, 3 when the file cannot be graded."""
+        return 3 if self.setup else 0 if self.passed else 1
+
     def text(self, verbose: bool = True) -> str:
         """The terminal report: one line per rule, then an explanation for each failure and warning."""
         out = [f"{self.engine}: {_num(self.score)}/{_num(self.max_score)} points "
                f"({self.assignment}; ops: {', '.join(self.ops) or 'none'}; {self.seconds:.1f} s)"]
         out += [f"  note: {n}" for n in self.notes]
+        out += [f"  not graded: {n}" for n in self.not_graded]
+        if self.setup:
+            r = self.results[0]
+            out += [f"  SETUP ERROR: the file could not be graded: {r.finding['problem']}", f"  hint: {r.hint}"]
+            return "\n".join(out) + "\n"
         width = max((len(r.name) for r in self.results), default=10)
         for r in self.results:
-            tag = {"passed": "ok  ", "failed": "FAIL", "warning": "warn"}[r.status]
-            out.append(f"  {tag} {r.name:<{width}}  {_num(r.score):>3}/{_num(r.weight):<3} {r.title}")
+            tag = {"passed": "ok  ", "failed": "FAIL", "warning": "warn", "blocked": "--  "}[r.status]
+            why = f" ({r.finding['problem']})" if r.status == "blocked" else ""
+            out.append(f"  {tag} {r.name:<{width}}  {_num(r.score):>3}/{_num(r.weight):<3} {r.title}{why}")
         if verbose:
             for r in self.results:
-                if r.status != "passed":
+                if r.status in ("failed", "warning"):
                     out.append("")
                     out.append(f"{'FAIL' if r.status == 'failed' else 'WARNING'} {r.name}")
                     out += ["  " + line for line in r.explanation().splitlines()]
@@ -134,21 +150,30 @@ class Report:
     def to_dict(self) -> dict:
         """Plain data for ``--json``."""
         return {"engine": self.engine, "assignment": self.assignment, "ops": list(self.ops), "score": self.score,
-                "max_score": self.max_score, "passed": self.passed, "seconds": round(self.seconds, 3),
-                "seed": self.seed, "notes": self.notes, "rules": [asdict(r) for r in self.results]}
+                "max_score": self.max_score, "passed": self.passed, "setup_error": self.setup,
+                "exit_status": self.exit_status, "seconds": round(self.seconds, 3), "seed": self.seed,
+                "notes": self.notes, "not_graded": self.not_graded, "rules": [asdict(r) for r in self.results]}
 
     def gradescope(self) -> dict:
-        """The Gradescope autograder results (score, max_score, execution_time, tests[...])."""
+        """The Gradescope autograder results (score, max_score, execution_time, tests[...]); a file that cannot
+        be graded gets 0 and its message once."""
+        if self.setup:
+            r = self.results[0]
+            return {"score": 0.0, "max_score": self.max_score, "execution_time": round(self.seconds, 3),
+                    "output": f"The file could not be graded: {r.finding['problem']}\nhint: {r.hint}",
+                    "visibility": "visible", "stdout_visibility": "hidden", "tests": []}
         tests = []
         for number, r in enumerate(self.results, 1):
             tests.append({"name": f"{r.name}: {r.title}", "number": str(number), "score": r.score,
-                          "max_score": r.weight, "status": "failed" if r.status == "failed" else "passed",
+                          "max_score": r.weight, "status": "failed" if r.status in ("failed", "blocked") else "passed",
                           "visibility": r.visibility,
                           "output": ("warning: " if r.status == "warning" else "") + r.explanation()})
-        notes = "".join(f"{n}\n" for n in self.notes)
+        notes = "".join(f"{n}\n" for n in self.notes) + "".join(f"not graded: {n}\n" for n in self.not_graded)
+        notes += f"graded ops: {', '.join(self.ops)}\n"
         return {"score": self.score, "max_score": self.max_score, "execution_time": round(self.seconds, 3),
                 "output": notes + f"{sum(r.status == 'failed' for r in self.results)} of {len(self.results)} "
-                                  f"rules failed.", "visibility": "visible", "stdout_visibility": "hidden",
+                                  f"rules failed, {sum(r.status == 'blocked' for r in self.results)} blocked by "
+                                  f"them.", "visibility": "visible", "stdout_visibility": "hidden",
                 "tests": tests}
 
     def junit(self) -> str:
@@ -163,6 +188,8 @@ class Report:
                        f"{escape(r.explanation())}</failure>"
             elif r.status == "warning":
                 body = f"<system-out>{escape(r.explanation())}</system-out>"
+            elif r.status == "blocked":
+                body = f"<skipped message={quoteattr(r.finding['problem'] if r.finding else 'blocked')}/>"
             cases.append(f"    <testcase {attrs}>{body}</testcase>")
         return ("<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<testsuites>\n"
                 f"  <testsuite name={quoteattr('microgradx grade ' + self.engine)} tests=\"{len(self.results)}\" "
@@ -180,15 +207,16 @@ class Report:
 
 
 def write_csv(reports: list[Report], path: str) -> None:
-    """One row per engine: score, max score, passed, then each rule's score (a column per rule name)."""
+    """One row per engine: score, max score, passed, the ops graded and the near-miss methods not graded, then
+    each rule's score (a column per rule name; empty where the engine had no such rule)."""
     names: list[str] = []
     for rep in reports:
         names += [r.name for r in rep.results if r.name not in names]
     f = io.StringIO()
     w = csv.writer(f)
-    w.writerow(["engine", "score", "max_score", "passed", "seconds", *names])
+    w.writerow(["engine", "score", "max_score", "passed", "setup_error", "ops", "not_graded", "seconds", *names])
     for rep in reports:
         by = {r.name: r.score for r in rep.results}
-        w.writerow([rep.engine, _num(rep.score), _num(rep.max_score), rep.passed, f"{rep.seconds:.1f}",
-                    *(_num(by.get(n)) for n in names)])
+        w.writerow([rep.engine, _num(rep.score), _num(rep.max_score), rep.passed, rep.setup, " ".join(rep.ops),
+                    "; ".join(rep.not_graded), f"{rep.seconds:.1f}", *(_num(by.get(n)) for n in names)])
     write_atomic(path, f.getvalue())

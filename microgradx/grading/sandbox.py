@@ -81,6 +81,11 @@ def _texts(x: Any) -> bool:
     return type(x) is list and all(_text(v) for v in x)
 
 
+def _text_map(x: Any) -> bool:
+    # a small table of names to sentences (the greeting's missing protocol pieces and near-miss method names)
+    return type(x) is dict and len(x) <= 64 and all(_text(k) and _text(v) for k, v in x.items())
+
+
 def _true(x: Any) -> bool:
     return x is True
 
@@ -92,14 +97,14 @@ def _false(x: Any) -> bool:
 # Every message the worker sends, as key -> check of its value. A reply to a program also carries "id". To add a
 # field to the protocol, add it here (and, for a list whose length the request fixes, to _LENGTHS).
 REPLY_FIELDS: dict[str, dict[str, Callable[[Any], bool]]] = {
-    "greeting": {"ok": _true, "methods": _texts, "module": _text},
+    "greeting": {"ok": _true, "methods": _texts, "module": _text, "missing": _text_map, "near": _text_map},
     "failure": {"ok": _false, "stage": _text, "error": _text, "where": _text},
     "forward": {"ok": _true, "data": _number},
     "backward": {"ok": _true, "data": _number, "seconds": _number, "grad_out": _number, "grads": _numbers,
-                 "after": _numbers},
+                 "before": _numbers, "after": _numbers},
 }
 # Lists whose length must equal the number of engine values (inputs that are not plain numbers) in the request.
-_LENGTHS = ("grads", "after")
+_LENGTHS = ("grads", "before", "after")
 
 _SPECIAL = re.compile(rb'[\[\]{}"\\]')
 
@@ -139,9 +144,9 @@ def validate_reply(line: bytes, asked: dict | None = None, probes: Sequence[str]
     ``probes`` are then the method names the parent asked about). The line is refused before decoding when it is
     longer than ``MAX_REPLY_BYTES`` or nests brackets deeper than ``MAX_NESTING``; after decoding it must be an
     object with exactly the keys of one entry of ``REPLY_FIELDS`` (plus ``id`` equal to ``asked["id"]``), each
-    value of the right type; ``grads`` and ``after`` have one number per engine value of the request; a greeting's
-    ``methods`` are among ``probes``. Every string is clipped to ``MAX_TEXT`` characters. The caller treats the
-    EngineCrash as the engine's crash (a failed rule), never as the grader's.
+    value of the right type; ``grads``, ``before`` and ``after`` have one number per engine value of the request;
+    a greeting's ``methods`` are among ``probes``. Every string is clipped to ``MAX_TEXT`` characters. The caller
+    treats the EngineCrash as the engine's crash (a failed rule), never as the grader's.
 
     >>> validate_reply(b'{"ok": true, "data": 2.0, "id": 1}', {"id": 1, "inputs": [2.0], "backward": False})
     {'ok': True, 'data': 2.0, 'id': 1}
@@ -189,7 +194,8 @@ brackets nested deeper than 3
     if kind == "greeting" and not set(reply["methods"]) <= set(probes):
         raise bad("methods that were not asked about")
     clipped = {k: _clip(v) if type(v) is str else [_clip(s) if type(s) is str else s for s in v]
-               if type(v) is list else v for k, v in reply.items()}
+               if type(v) is list else {_clip(a): _clip(b) for a, b in v.items()} if type(v) is dict else v
+               for k, v in reply.items()}
     return clipped if asked is None else {**clipped, "id": asked["id"]}
 
 

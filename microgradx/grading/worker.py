@@ -12,34 +12,25 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["call"]
+__all__ = ["run_program"]
 
 
-def call(spelling: str, args: Sequence[Any], param: Any = None) -> Any:
-    """Apply one op through plain Python: ``"+"``, ``"-"``, ``"*"``, ``"/"``, ``"neg"``, ``"**"`` or
-    ``".method"``; ``param`` is the number exponent of ``**`` or a method's number argument.
+def _load_protocol() -> Any:
+    """The protocol module next to this file (``python -I`` keeps this folder off ``sys.path``)."""
+    try:
+        from . import protocol
+        return protocol
+    except ImportError:
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "protocol.py")
+        spec = importlib.util.spec_from_file_location("_microgradx_protocol", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
 
-    >>> call("-", [5.0, 2.0]), call("**", [3.0], 2), call(".conjugate", [2.0])
-    (3.0, 9.0, 2.0)
-    """
-    a = args[0]
-    if spelling == "+":
-        return a + args[1]
-    if spelling == "-":
-        return a - args[1]
-    if spelling == "*":
-        return a * args[1]
-    if spelling == "/":
-        return a / args[1]
-    if spelling == "neg":
-        return -a
-    if spelling == "**":
-        return a ** (args[1] if len(args) > 1 else param)
-    method = getattr(a, spelling[1:])
-    return method(*args[1:]) if param is None else method(param)
+
+protocol = _load_protocol()
 
 
 def _real(x: Any, what: str) -> float:
@@ -49,20 +40,20 @@ def _real(x: Any, what: str) -> float:
     try:
         return float(x)
     except BaseException as e:  # noqa: BLE001 - anything a student's __float__ raises is their bug
-        raise ValueError(f"{what} is not a number: {type(x).__name__} {_short(x)}") from e
+        raise ValueError(f"{what} is not a number: {type(x).__name__} {protocol._short(x)}") from e
 
 
-def _short(x: Any) -> str:
-    try:
-        s = repr(x)
-    except BaseException:  # noqa: BLE001
-        s = f"<{type(x).__name__}>"
-    return s if len(s) <= 80 else s[:77] + "..."
-
-
-def _where(tb: Any, engine: str) -> str:
-    """The innermost line of the student's file in a traceback: ``engine.py:12 in _backward``."""
-    frames = [f for f in traceback.extract_tb(tb) if os.path.basename(f.filename) == os.path.basename(engine)]
+def _where(e: BaseException, engine: str) -> str:
+    """The innermost line of the submission's files in a traceback: ``engine.py:12 in _backward: ...``."""
+    name = os.path.basename(engine)
+    if isinstance(e, SyntaxError) and e.lineno:
+        text = (e.text or "").rstrip("\n")
+        caret = " " * max((e.offset or 1) - 1 - (len(text) - len(text.lstrip())), 0) + "^"
+        return f"{os.path.basename(e.filename or name)}:{e.lineno}: {text.strip()}\n{caret}"
+    # The submission's own files: the submitted one and the sibling modules copied next to it.
+    folder = os.path.dirname(os.path.abspath(engine))
+    frames = [f for f in traceback.extract_tb(e.__traceback__)
+              if os.path.dirname(os.path.abspath(f.filename)) == folder]
     if not frames:
         return ""
     f = frames[-1]
@@ -74,26 +65,33 @@ def _error(e: BaseException, engine: str, stage: str) -> dict:
         text = f"called sys.exit({e.code!r})"
     elif isinstance(e, RecursionError):
         text = "RecursionError: maximum recursion depth exceeded"
+    elif isinstance(e, SyntaxError):
+        text = f"SyntaxError: {e.msg}"
     else:
         text = f"{type(e).__name__}: {e}"[:300]
-    return {"ok": False, "stage": stage, "error": text, "where": _where(e.__traceback__, engine)}
+    return {"ok": False, "stage": stage, "error": text, "where": _where(e, engine)}
 
 
 def run_program(value: Any, req: dict, engine: str) -> dict:
-    """Build ``req``'s program on ``value``, optionally run backward, and report data and gradients."""
+    """Build ``req``'s program on ``value``, call backward() on each node of ``backward_on`` (the output by
+    default), and report the output's data and grad and each leaf's data before and after and grad."""
     numbers = set(req.get("numbers", ()))
     stage = "forward"
     try:
         nodes: list = [x if k in numbers else value(x) for k, x in enumerate(req["inputs"])]
         leaves = [n for k, n in enumerate(nodes) if k not in numbers]
         for spelling, args, param in req["steps"]:
-            nodes.append(call(spelling, [nodes[i] for i in args], param))
+            nodes.append(protocol.call(spelling, [nodes[i] for i in args], param))
         out = nodes[-1]
         reply: dict = {"ok": True, "data": _real(out.data, "the output's .data")}
         if req.get("backward", True):
+            calls = req.get("backward_on") or [len(nodes) - 1]
+            reply["before"] = [_real(leaf.data, f"v{k}.data") for k, leaf in enumerate(leaves)]
             stage = "backward"
             start = time.perf_counter()
-            out.backward()
+            for k in calls:
+                out = nodes[k]
+                out.backward()
             reply["seconds"] = time.perf_counter() - start
             stage = "after backward"
             reply["grad_out"] = _real(out.grad, "the output's .grad")
@@ -105,22 +103,27 @@ def run_program(value: Any, req: dict, engine: str) -> dict:
 
 
 def _load(engine: str, cls: str, probes: list[str]) -> tuple[Any, dict]:
-    # A submission split over several modules imports its siblings (copied next to it by the parent).
+    # A submission split over several modules imports its siblings (copied next to it by the parent), and
+    # they may import the submitted file by its own name: it is loaded under that name, so they share one
+    # module and one class.
     sys.path.insert(0, os.path.dirname(engine))
+    name = os.path.splitext(os.path.basename(engine))[0]
     try:
-        spec = importlib.util.spec_from_file_location("student_engine", engine)
+        spec = importlib.util.spec_from_file_location(name, engine)
         module = importlib.util.module_from_spec(spec)
-        sys.modules["student_engine"] = module
+        sys.modules[name] = module
         spec.loader.exec_module(module)
     except BaseException as e:  # noqa: BLE001
         return None, _error(e, engine, "import")
     value = getattr(module, cls, None)
     if not isinstance(value, type):
-        found = "nothing" if value is None else type(value).__name__
+        found = "nothing" if value is None else f"a {type(value).__name__}"
         return None, {"ok": False, "stage": "import", "where": "",
-                      "error": f"the file defines no class {cls!r} (found {found})"}
+                      "error": f"the file defines no class {cls!r} (found {found}); "
+                               f"{protocol.suggest_class(module, cls)}"}
     methods = [m for m in probes if callable(getattr(value, m, None))]
-    return value, {"ok": True, "methods": methods, "module": value.__module__}
+    return value, {"ok": True, "methods": methods, "module": value.__module__, "missing": protocol.check(value),
+                   "near": protocol.near_methods(value, probes)}
 
 
 def main(argv: list[str]) -> None:

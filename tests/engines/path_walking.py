@@ -40,7 +40,8 @@ class Value:
         return Value(math.log(self.data), ((self, 1 / self.data),))
 
     def sigmoid(self):
-        s = 1 / (1 + math.exp(-self.data))
+        x = self.data
+        s = 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))
         return Value(s, ((self, s * (1 - s)),))
 
     def backward(self):
