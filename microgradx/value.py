@@ -11,7 +11,21 @@ import numbers
 from typing import Any
 
 from . import graph
-from .ops import ADD, DIV, FLOAT, MUL, NEG, OPS, POW, POWER, SUB, DivisionByZeroError, DomainError, Op
+from .ops import (
+    ADD,
+    FLOAT,
+    MUL,
+    NEG,
+    OPS,
+    PRIMITIVES,
+    SUB,
+    DomainError,
+    Op,
+    domain_error,
+    namespace,
+    op_error,
+    operator_rows,
+)
 
 __all__ = ["Value", "VALUE_MATH"]
 
@@ -35,18 +49,19 @@ def _name(v: Value) -> str:
     return v.label if v.label else f"{v.data:g}"
 
 
-def _fail(op: Op, inputs: tuple, arg: Any, why: str, cls: type = DomainError) -> DomainError:
-    shown = f"{op.name} with {op.param}={arg:g}" if op.param and op.arity == 1 else op.name
+def _label(inputs: tuple) -> str | None:
+    return next((v.label for v in inputs if v.label), None)
+
+
+def _fail(op: Op, inputs: tuple, arg: Any, why: str) -> DomainError:
     names = ", ".join(_name(v) for v in inputs)
-    label = next((v.label for v in inputs if v.label), None)
-    return cls(f"{op.name}({names}): {shown} {why}", op.name, tuple(v.data for v in inputs), label)
+    return op_error(op, names, arg, why, tuple(v.data for v in inputs), _label(inputs))
 
 
 def _check_domain(op: Op, inputs: tuple, arg: Any) -> None:
     for k, (v, dom) in enumerate(zip(inputs, op.domains(arg))):
         if not dom.contains(v.data):
-            cls = DivisionByZeroError if dom.zero_division and v.data == 0 else DomainError
-            raise _fail(op, inputs, arg, f"needs {'xy'[k]} {dom.text}, got {v.data!r}", cls)
+            raise domain_error(op, ", ".join(_name(v) for v in inputs), arg, k, dom, v.data, label=_label(inputs))
 
 
 def _compute(op: Op, inputs: tuple, args: tuple, arg: Any) -> tuple:
@@ -167,57 +182,10 @@ class Value:
         s: Any = Value(seed) if create_graph else _to_float(seed, "backward seed")
         graph.run(graph.backprop(self, s, create_graph=create_graph))
 
-    # -- arithmetic: one line each onto the op table --------------------------------------------------------
-
-    def __add__(self, other: Any) -> Value:
-        o = other if type(other) is Value else _as_value(other)
-        return NotImplemented if o is None else _binary(ADD, self, o)
-
-    def __radd__(self, other: Any) -> Value:
-        o = other if type(other) is Value else _as_value(other)
-        return NotImplemented if o is None else _binary(ADD, o, self)
-
-    def __sub__(self, other: Any) -> Value:
-        o = other if type(other) is Value else _as_value(other)
-        return NotImplemented if o is None else _binary(SUB, self, o)
-
-    def __rsub__(self, other: Any) -> Value:
-        o = other if type(other) is Value else _as_value(other)
-        return NotImplemented if o is None else _binary(SUB, o, self)
-
-    def __mul__(self, other: Any) -> Value:
-        o = other if type(other) is Value else _as_value(other)
-        return NotImplemented if o is None else _binary(MUL, self, o)
-
-    def __rmul__(self, other: Any) -> Value:
-        o = other if type(other) is Value else _as_value(other)
-        return NotImplemented if o is None else _binary(MUL, o, self)
-
-    def __truediv__(self, other: Any) -> Value:
-        o = other if type(other) is Value else _as_value(other)
-        return NotImplemented if o is None else _binary(DIV, self, o)
-
-    def __rtruediv__(self, other: Any) -> Value:
-        o = other if type(other) is Value else _as_value(other)
-        return NotImplemented if o is None else _binary(DIV, o, self)
-
-    def __neg__(self) -> Value:
-        return _unary(NEG, self)
+    # -- operators (+, -, *, /, **, unary -, abs) are attached from the rows' spellings below ------------------
 
     def __pos__(self) -> Value:
         return self
-
-    def __pow__(self, other: Any) -> Value:
-        """``x ** 3`` (number exponent, op ``pow``) or ``x ** y`` (Value exponent, op ``power``, x > 0)."""
-        if isinstance(other, Value):
-            return _binary(POWER, self, other)
-        if isinstance(other, numbers.Real) and not isinstance(other, bool):
-            return _unary(POW, self, _to_float(other, "pow exponent"))
-        return NotImplemented
-
-    def __rpow__(self, other: Any) -> Value:
-        o = _as_value(other)
-        return NotImplemented if o is None else _binary(POWER, o, self)
 
     # -- comparisons look at data (ordering only: identity stays the node's identity) ----------------------
 
@@ -273,34 +241,54 @@ def _method(op: Op, name: str):
     return method
 
 
+def _operator(name: str, rows: tuple[Op, ...]):
+    """The operator method ``name`` (``__add__``, ``__rpow__``, ``__neg__``, ...) applying ``rows``."""
+    unary = next((r for r in rows if r.arity == 1 and r.param is None), None)
+    binary = next((r for r in rows if r.arity == 2), None)
+    numeric = next((r for r in rows if r.arity == 1 and r.param is not None), None)  # x ** 3: a number n
+    if unary is not None:
+        def method(self: Value) -> Value:
+            return _unary(unary, self)
+    elif name == binary.reflected:
+        def method(self: Value, other: Any) -> Value:  # type: ignore[misc]
+            o = _as_value(other)
+            return NotImplemented if o is None else _binary(binary, o, self)
+    elif numeric is None:
+        def method(self: Value, other: Any) -> Value:  # type: ignore[misc]
+            o = other if type(other) is Value else _as_value(other)
+            return NotImplemented if o is None else _binary(binary, self, o)
+    else:
+        def method(self: Value, other: Any) -> Value:  # type: ignore[misc]
+            if isinstance(other, Value):
+                return _binary(binary, self, other)
+            if isinstance(other, numbers.Real) and not isinstance(other, bool):
+                return _unary(numeric, self, _to_float(other, f"{numeric.name} {numeric.param}"))
+            return NotImplemented
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = " or ".join(f"{r.name}: {r.doc}" for r in rows) + "."
+    return method
+
+
 for _op in OPS.values():
     for _name_ in _op.methods:
         setattr(Value, _name_, _method(_op, _name_))
+for _dunder, _rows in operator_rows().items():
+    setattr(Value, _dunder, _operator(_dunder, _rows))
 
 
-class _ValueMath:
-    """The maths namespace on Values: the op table's partials evaluated here build graph nodes."""
+def _lift(p: Any):
+    """Primitive ``p`` on graph nodes: its row (or its ``on_node`` form) when an argument is a Value."""
+    on_node = (lambda *xs: getattr(xs[0], OPS[p.row].methods[0])(*xs[1:])) if p.row else \
+        (lambda *xs: p.on_node(VALUE_MATH, *xs))
 
-    @staticmethod
-    def where(cond: Any, a: Any, b: Any) -> Any:
-        return a if cond else b
-
-
-def _lift(method: str, on_float: Any):
     def fn(*xs: Any) -> Any:
         if isinstance(xs[0], Value):
-            return getattr(xs[0], method)(*xs[1:])
-        if len(xs) > 1 and isinstance(xs[1], Value):
-            return getattr(Value(xs[0]), method)(*xs[1:])
-        return on_float(*xs)
-    return staticmethod(fn)
+            return on_node(*xs)
+        if any(isinstance(x, Value) for x in xs[1:]):
+            return on_node(Value(xs[0]), *xs[1:]) if p.row else on_node(*xs)
+        return p.on_float(*xs)
+    return fn
 
 
-for _fname, _method_name in (("exp", "exp"), ("log", "log"), ("sqrt", "sqrt"), ("sin", "sin"), ("cos", "cos"),
-                             ("tan", "tan"), ("atan", "arctan"), ("tanh", "tanh"), ("abs", "abs"),
-                             ("sigmoid", "sigmoid"), ("softplus", "softplus"), ("maximum", "max"),
-                             ("minimum", "min"), ("relu", "relu")):
-    setattr(_ValueMath, _fname, _lift(_method_name, getattr(FLOAT, _fname)))
-_ValueMath.expm1 = staticmethod(lambda x: x.exp() - 1.0 if isinstance(x, Value) else math.expm1(x))
-
-VALUE_MATH = _ValueMath()
+VALUE_MATH = namespace("ValueMath", {p.name: _lift(p) for p in PRIMITIVES})
+"""The maths namespace on Values: the op table's partials evaluated here build graph nodes."""
