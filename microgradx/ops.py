@@ -280,11 +280,13 @@ def op_error(op: Op, names: str, param: Any, why: str, value: Any = None, label:
 
 
 def domain_error(op: Op, names: str, param: Any, k: int, dom: Domain, value: float, where: str = "",
-                 label: str | None = None) -> DomainError:
-    """The error for argument ``k`` of ``op`` lying outside ``dom`` (a DivisionByZeroError when leaving the
-    domain at 0 divides by zero)."""
+                 label: str | None = None, data: Any = None) -> DomainError:
+    """The error for argument ``k`` of ``op`` being ``value`` (``where``: at which index), outside ``dom``; a
+    DivisionByZeroError when leaving the domain at 0 divides by zero. ``data`` (default ``value``) is what the
+    error carries as its ``value``."""
     cls = DivisionByZeroError if dom.zero_division and value == 0 else DomainError
-    return op_error(op, names, param, f"needs {'xy'[k]} {dom.text}, got {value!r}{where}", value, label, cls)
+    return op_error(op, names, param, f"needs {'xy'[k]} {dom.text}, got {value!r}{where}",
+                    value if data is None else data, label, cls)
 
 
 def _pow_domain(n: float) -> tuple[Domain, ...]:

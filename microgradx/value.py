@@ -61,7 +61,8 @@ def _fail(op: Op, inputs: tuple, arg: Any, why: str) -> DomainError:
 def _check_domain(op: Op, inputs: tuple, arg: Any) -> None:
     for k, (v, dom) in enumerate(zip(inputs, op.domains(arg))):
         if not dom.contains(v.data):
-            raise domain_error(op, ", ".join(_name(v) for v in inputs), arg, k, dom, v.data, label=_label(inputs))
+            raise domain_error(op, ", ".join(_name(v) for v in inputs), arg, k, dom, v.data, label=_label(inputs),
+                               data=tuple(v.data for v in inputs))
 
 
 def _compute(op: Op, inputs: tuple, args: tuple, arg: Any) -> tuple:
@@ -123,7 +124,7 @@ class Value:
     """
 
     __slots__ = ("data", "grad", "op", "label", "_a", "_b", "_za", "_zb", "_arg")
-    _keeps_grad = True  # backward adds S to every node's grad (the graph core's node protocol)
+    keeps_grad = True  # backward adds S to every node's grad (the graph core's node protocol)
 
     def __init__(self, data: float, label: str | None = None) -> None:
         self.data = _to_float(data)
@@ -155,7 +156,8 @@ class Value:
         """The op's number parameter (the exponent of ``x ** 3``, the alpha of ``leaky_relu``), or None."""
         return self._arg
 
-    def _vjps(self, g: Any, create_graph: bool) -> tuple:
+    def vjp(self, g: Any, create_graph: bool = False) -> tuple:
+        """One contribution g * z(parent, self) per parent; with ``create_graph`` they are Values."""
         if create_graph:
             args = (*self.parents, self._arg) if self.op.param else self.parents
             return tuple(g * z for z in self.op.partials(VALUE_MATH, self, *args))
@@ -163,8 +165,19 @@ class Value:
             return (g * self._za,)
         return (g * self._za, g * self._zb)
 
-    def _reset_grad(self) -> None:
+    def jvp(self, tangents: Any) -> float:
+        """This node's tangent: the sum of z(parent, self) * tangent(parent) (None for a zero tangent)."""
+        return sum(z * t for z, t in zip(self.partials, tangents) if t is not None)
+
+    def as_tangent(self, v: Any) -> float:
+        """``v`` checked as a tangent (a direction) for this Value: a finite number; None means 0."""
+        return 0.0 if v is None else _to_float(v, "jvp tangent")
+
+    def reset_grad(self) -> None:
+        """Set ``grad`` back to 0 (what ``zero_grad(out)`` does to every node)."""
         self.grad = 0.0
+
+    _reset_grad = reset_grad  # NOTE: the name optimizers' zero_grad looks for
 
     # -- differentiation ------------------------------------------------------------------------------------
 
