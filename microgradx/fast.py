@@ -9,6 +9,7 @@ the fast path off (the gradient check and the agreement test use it).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -50,6 +51,8 @@ def all_finite(a: np.ndarray) -> bool:
     One vectorised pass that cannot warn (``a.sum()`` costs as much and could itself overflow), through the
     ufunc's own reduce rather than ``a.all()``, which goes through a Python-level wrapper.
     """
+    if a.ndim == 0:  # a loss: one number
+        return math.isfinite(a)
     return bool(_and_reduce(np.isfinite(a), axis=None))
 
 

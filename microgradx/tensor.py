@@ -92,7 +92,7 @@ class Tensor:
     """
 
     __slots__ = ("data", "_grad", "requires_grad", "label", "parents", "_op", "_arg", "_res", "_vjp",
-                 "keeps_grad")
+                 "_checks_grad", "keeps_grad")
     __array_ufunc__ = None  # so that ndarray + Tensor and ndarray @ Tensor defer to the Tensor's operators
     partials = None  # the node protocol's per-edge scalars: a tensor edge carries a vjp instead
 
@@ -106,6 +106,7 @@ class Tensor:
         self._arg: Any = None
         self._res: Any = None
         self._vjp: Any = None
+        self._checks_grad = False
         self.keeps_grad = True  # a leaf keeps its gradient; results do not, unless retain_grad()
 
     # -- the node protocol of the graph core ---------------------------------------------------------------
@@ -152,18 +153,16 @@ class Tensor:
                                       "order) is not supported; use Value for higher-order derivatives")
             g = np.asarray(g, dtype=self.data.dtype)  # a number seed from graph.grad()
         parents = self.parents
-        grads = self._vjp(g, self._res, tuple(p.requires_grad for p in parents))
-        checks = _kernels(self._op).checks_grad
-        out = []
-        for p, c in zip(parents, grads, strict=True):
+        grads = self._vjp(g, self._res, tuple([p.requires_grad for p in parents]))
+        checks = self._checks_grad
+        for k, c in enumerate(grads):
             if c is not None:
                 if c is g:
-                    if not p.parents:
-                        c = g.copy()  # a parameter must not share its gradient array
+                    if not parents[k].parents:  # a parameter must not share its gradient array
+                        grads = (*grads[:k], g.copy(), *grads[k + 1:])
                 elif checks and not _all_finite(c):
-                    raise _nonfinite(self._op, self.parents, c, "has a non-finite gradient")
-            out.append(c)
-        return tuple(out)
+                    raise _nonfinite(self._op, parents, c, "has a non-finite gradient")
+        return grads
 
     def jvp(self, tangents: Sequence[Any]) -> np.ndarray:
         """The tangent of this node from its parents' tangents (None for a zero tangent)."""
@@ -862,8 +861,12 @@ def _kernels(row: Op | TensorOp) -> TensorOp | _Elementwise:
 def _const(data: np.ndarray) -> Tensor:
     t = _new(Tensor)
     t.data, t._grad, t.requires_grad, t.label = data, None, False, None
-    t.parents, t._op, t._arg, t._res, t._vjp, t.keeps_grad = (), None, None, None, None, True
+    t.parents, t._op, t._arg, t._res, t._vjp, t._checks_grad, t.keeps_grad = (), None, None, None, None, False, \
+        True
     return t
+
+
+_NO_ARGS: dict[str, Any] = {}
 
 
 def kwargs(row: Op | TensorOp, arg: Any) -> dict[str, Any]:
@@ -885,19 +888,25 @@ def node(row: Op | TensorOp, inputs: Sequence[Tensor], arg: Any = None) -> Tenso
     >>> node(OPS["leaky_relu"], (x,), 0.5).data.tolist(), node(TENSOR_OPS["sum"], (x,), {"axis": 0}).item()
     ([1.0, -1.0], -1.0)
     """
-    inputs = tuple(inputs)
-    impl = _kernels(row)
-    if type(row) is Op and row.checked:
-        _check_domains(row, inputs, arg)
+    if type(inputs) is not tuple:
+        inputs = tuple(inputs)
+    if type(row) is Op:
+        impl = _ELEMENTWISE.get(row) or _kernels(row)
+        if row.checked:
+            _check_domains(row, inputs, arg)
+        kw = _NO_ARGS if row.param is None else {"param": arg}
+    else:
+        impl, kw = row, arg or _NO_ARGS
     kernel = impl.fast if impl.fast is not None and fast.ENABLED else impl
-    out, res = kernel.forward(*(t.data for t in inputs), **kwargs(row, arg))
+    out, res = kernel.forward(*[t.data for t in inputs], **kw)
     if impl.checks_output and not _all_finite(out):
         raise _nonfinite(row, inputs, out, "gives")
     for p in inputs:
         if p.requires_grad:
             t = _new(Tensor)
-            t.data, t._grad, t.requires_grad, t.label = out, None, True, None
-            t.parents, t._op, t._arg, t._res, t._vjp, t.keeps_grad = inputs, row, arg, res, kernel.vjp, False
+            t.data, t._grad, t.requires_grad, t.label, t.parents = out, None, True, None, inputs
+            t._op, t._arg, t._res, t._vjp, t._checks_grad, t.keeps_grad = row, arg, res, kernel.vjp, \
+                impl.checks_grad, False
             return t
     return _const(out)
 
