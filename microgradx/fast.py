@@ -27,7 +27,8 @@ ENABLED = True  # read by the node builder on every node: the fast kernels run w
 def reference_only() -> Iterator[None]:
     """Run the readable reference kernels only, inside a ``with`` block.
 
-    >>> with reference_only(): ENABLED
+    >>> from microgradx import fast
+    >>> with fast.reference_only(): fast.ENABLED
     False
     """
     global ENABLED
