@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
+from math import isfinite as _isfinite
 from typing import Any, Protocol, runtime_checkable
 
-from .ops import MicrogradxError
+from .ops import DomainError, MicrogradxError
 
 __all__ = [
     "Node", "topological_order", "backprop", "run", "grad", "zero_grad", "Event",
@@ -58,7 +59,7 @@ class Node(Protocol):
 
     def jvp(self, tangents: Sequence[Any]) -> Any: ...
 
-    def as_tangent(self, v: Any) -> Any: ...
+    def as_tangent(self, v: Any, what: str = "jvp tangent") -> Any: ...
 
     def reset_grad(self) -> None: ...
 
@@ -153,6 +154,9 @@ def backprop(root: Any, seed: Any = 1.0, *, create_graph: bool = False, accumula
             node.grad = s if g0 is None else g0 + s
         parents = node.parents
         if not parents:
+            if type(s) is float and not _isfinite(s):  # the sum over a leaf's uses overflowed
+                raise DomainError(f"backward: the gradient reaching {_kind(node)} ({node.data!r}) sums to {s}, "
+                                  "not a finite float", "backward", s, node.label)
             if trace:
                 yield Event(index, node, s, (), () if node.partials is not None else None, (), ())
             continue
@@ -194,10 +198,15 @@ def grad(out: Any, wrt: Sequence[Any], *, create_graph: bool = False, seed: Any 
     [18.0]
     """
     zero: Any = 0.0
+    if not isinstance(getattr(out, "parents", None), tuple):
+        raise MicrogradxError(f"grad: out must be a graph node (a Value or a Tensor), got {type(out).__name__}: "
+                              f"{out!r}")
     if create_graph:
         cls = type(out)
-        seed = cls(1.0) if seed is None else seed
+        seed = cls(1.0) if seed is None else seed if isinstance(seed, cls) else cls(seed)
         zero = None
+    elif seed is not None:
+        seed = out.as_tangent(seed, "grad seed")  # validated like data: a finite number (an array of out's shape)
     S = run(backprop(out, 1.0 if seed is None else seed, create_graph=create_graph, accumulate=False))
     results = []
     for w in wrt:

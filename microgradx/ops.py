@@ -394,7 +394,10 @@ def _gelu_forward(F, x):
 
 def _gelu_partials(F, out, x):
     t = F.tanh(_GELU_C * (x + 0.044715 * x * x * x))
-    return (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _GELU_C * (1.0 + 3 * 0.044715 * x * x),)
+    # NOTE: for |x| >= 20 the tanh is saturated (1 - t*t is exactly 0 in floats) and the term vanishes; taking
+    # it at 0 there keeps x*x from overflowing into 0 * inf (the derivative of gelu(1e155) is 1).
+    xs = F.where(F.abs(x) < 20.0, x, 0.0)
+    return (0.5 * (1.0 + t) + 0.5 * xs * (1.0 - t * t) * _GELU_C * (1.0 + 3 * 0.044715 * xs * xs),)
 
 
 GELU = defop("gelu", 1, _gelu_forward, _gelu_partials, "gelu", "gelu({0})",

@@ -143,7 +143,7 @@ class Tensor:
         op = self._op
         if op is None:
             return None
-        return op.name if type(op) is Op else op.display(self._arg)
+        return op.display(self._arg) if type(op) is TensorOp and callable(op.label) else op.name
 
     def vjp(self, g: Any, create_graph: bool = False) -> tuple:
         """One gradient contribution per parent (None for a parent that takes none), for upstream ``g``."""
@@ -161,7 +161,11 @@ class Tensor:
                     if not parents[k].parents:  # a parameter must not share its gradient array
                         grads = (*grads[:k], g.copy(), *grads[k + 1:])
                 elif checks and not _all_finite(c):
-                    raise _nonfinite(self._op, parents, c, "has a non-finite gradient")
+                    idx, bad = fast.first_nonfinite(c)
+                    name = self.op_name
+                    raise DomainError(f"backward: the gradient flowing from {_describe(self)} (op {name}) to its "
+                                      f"parent {k} ({_describe(parents[k])}) is {bad}{_at(idx)}, not a finite "
+                                      "number", name, bad, self.label or parents[k].label)
         return grads
 
     def jvp(self, tangents: Sequence[Any]) -> np.ndarray:
@@ -173,13 +177,13 @@ class Tensor:
             res = impl.forward(*(p.data for p in self.parents), **kwargs(self._op, self._arg))[1]
         return impl.jvp(res, full)
 
-    def as_tangent(self, v: Any) -> np.ndarray:
-        """``v`` checked as a tangent (a direction) for this tensor: same shape, finite; None means zeros."""
+    def as_tangent(self, v: Any, what: str = "jvp tangent") -> np.ndarray:
+        """``v`` checked as a tangent (a direction) or seed for this tensor: same shape, finite; None: zeros."""
         if v is None:
             return np.zeros_like(self.data)
-        t = _as_array(v, self.data.dtype, "jvp tangent")
+        t = _as_array(v, self.data.dtype, what)
         if t.shape != self.data.shape:
-            raise ShapeError(f"jvp: tangent shape {t.shape} differs from {_describe(self)} shape {self.data.shape}")
+            raise ShapeError(f"{what}: shape {t.shape} differs from {_describe(self)} shape {self.data.shape}")
         return t
 
     def reset_grad(self) -> None:
@@ -530,7 +534,7 @@ def _matmul_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
 
 MATMUL = deftensorop("matmul", _matmul_forward, _matmul_vjp,
                      lambda res, t: t[0] @ res[1] + res[0] @ t[1],
-                     "matrix product with NumPy's rules", label="@", checks_output=True)
+                     "matrix product with NumPy's rules", label="@", checks_output=True, checks_grad=True)
 
 
 # -- linear: out = f(x @ W.T + b) -------------------------------------------------------------------------
@@ -572,7 +576,8 @@ def _linear_label(arg: Any) -> str:
 
 LINEAR = deftensorop("linear", _linear_forward, _linear_vjp, _linear_jvp,
                      "x @ W.T + b, optionally followed by a one-input op-table row in the same node",
-                     label=_linear_label, checks_output=True, fast=Kernel(fast.linear_forward, fast.linear_vjp))
+                     label=_linear_label, checks_output=True, checks_grad=True,
+                     fast=Kernel(fast.linear_forward, fast.linear_vjp))
 
 
 # -- reductions -------------------------------------------------------------------------------------------

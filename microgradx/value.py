@@ -39,7 +39,12 @@ def _to_float(data: Any, what: str = "Value") -> float:
     if type(data) is not float:
         if isinstance(data, bool) or not isinstance(data, numbers.Real):
             raise TypeError(f"{what} needs an int or a float, got {type(data).__name__}: {data!r}")
-        data = float(data)
+        try:
+            data = float(data)
+        except OverflowError:  # an int beyond float range: 10**400
+            digits = len(str(abs(data)))
+            raise DomainError(f"{what}: {str(data)[:12]}... ({digits} digits) is too large for a float (at most "
+                              "about 1.8e308)", "value", None) from None
     if not math.isfinite(data):
         raise DomainError(f"{what}({data!r}): data must be a finite number, got {data!r}", "value", data)
     return data
@@ -56,6 +61,14 @@ def _label(inputs: tuple) -> str | None:
 def _fail(op: Op, inputs: tuple, arg: Any, why: str) -> DomainError:
     names = ", ".join(_name(v) for v in inputs)
     return op_error(op, names, arg, why, tuple(v.data for v in inputs), _label(inputs))
+
+
+def _bad_gradient(v: Value, k: int, g: float, c: float) -> DomainError:
+    """The error for the non-finite contribution ``c`` = g * z that node ``v`` passes to its parent ``k``."""
+    p = v.parents[k]
+    return DomainError(f"backward: the gradient flowing from {_name(v)} (op {v.op.name}) to its parent {_name(p)} is "
+                       f"{c} (upstream {g!r} times the local derivative {v.partials[k]!r}), not a finite float",
+                       v.op.name, c, v.label)
 
 
 def _check_domain(op: Op, inputs: tuple, arg: Any) -> None:
@@ -161,17 +174,23 @@ class Value:
         if create_graph:
             args = (*self.parents, self._arg) if self.op.param else self.parents
             return tuple(g * z for z in self.op.partials(VALUE_MATH, self, *args))
+        a = g * self._za
+        if not _isfinite(a):
+            raise _bad_gradient(self, 0, g, a)
         if self._b is None:
-            return (g * self._za,)
-        return (g * self._za, g * self._zb)
+            return (a,)
+        b = g * self._zb
+        if not _isfinite(b):
+            raise _bad_gradient(self, 1, g, b)
+        return (a, b)
 
     def jvp(self, tangents: Any) -> float:
         """This node's tangent: the sum of z(parent, self) * tangent(parent) (None for a zero tangent)."""
         return sum(z * t for z, t in zip(self.partials, tangents) if t is not None)
 
-    def as_tangent(self, v: Any) -> float:
-        """``v`` checked as a tangent (a direction) for this Value: a finite number; None means 0."""
-        return 0.0 if v is None else _to_float(v, "jvp tangent")
+    def as_tangent(self, v: Any, what: str = "jvp tangent") -> float:
+        """``v`` checked as a tangent (a direction) or seed for this Value: a finite number; None means 0."""
+        return 0.0 if v is None else _to_float(v, what)
 
     def reset_grad(self) -> None:
         """Set ``grad`` back to 0 (what ``zero_grad(out)`` does to every node)."""

@@ -208,7 +208,7 @@ def test_jvp_on_the_demo_graphs_equals_reverse_mode(name):
 
 def test_jvp_tangents_are_checked_like_data():
     w = Tensor([1.0, 2.0])
-    with pytest.raises(MicrogradxError, match="tangent shape"):
+    with pytest.raises(MicrogradxError, match="jvp tangent: shape"):
         jvp(w * w, {w: np.ones(3)})
     with pytest.raises(MicrogradxError, match="finite"):
         jvp(w * w, {w: np.array([1.0, np.nan])})
