@@ -232,6 +232,13 @@ class Op:
     def __repr__(self) -> str:
         return f"<op {self.name}>"
 
+    def __reduce__(self) -> tuple:
+        # NOTE: a row is pickled (and deep-copied) as its name, so a graph that uses it unpickles onto the
+        # same table row; its lambdas could not be pickled anyway.
+        if OPS.get(self.name) is not self:
+            raise TypeError(f"cannot pickle the row {self.name!r}: it is not the op table's row of that name")
+        return (_row, (self.name,))
+
 
 def _num(p: Any) -> str:
     if isinstance(p, float) and p.is_integer():
@@ -240,6 +247,10 @@ def _num(p: Any) -> str:
 
 
 OPS: dict[str, Op] = {}
+
+
+def _row(name: str) -> Op:
+    return OPS[name]
 
 
 def defop(name: str, arity: int, forward, partials, label: str, template: str, doc: str, **kw: Any) -> Op:

@@ -234,11 +234,34 @@ class Value:
         return self.data >= _data(other)
 
     def __float__(self) -> float:
-        return self.data
+        # NOTE: math.sin(x) would call this and silently cut the graph; a number is x.data, a graph op x.sin().
+        raise TypeError(f"float() of {self!r} would leave the graph (math.sin(x) and friends call it): use the "
+                        "Value's own methods, x.sin(), x.exp(), ..., to stay on the graph, or x.data for the number")
+
+    def __reduce__(self) -> tuple:
+        # NOTE: the graph behind this node is flattened in topological order, without recursion, so a deep chain
+        # pickles and deep-copies; nodes shared inside it stay shared.
+        order = graph.topological_order(self)
+        at = {id(n): k for k, n in enumerate(order)}
+        rows = [(n.data, n.grad, n.op, n.label, tuple(at[id(p)] for p in n.parents), n._za, n._zb, n._arg)
+                for n in order]
+        return (_rebuild, (rows,))
 
     def __repr__(self) -> str:
         label = f", label={self.label!r}" if self.label else ""
         return f"Value(data={self.data:.6g}, grad={_fmt(self.grad)}{label})"
+
+
+def _rebuild(rows: list) -> Value:
+    """The node a ``Value.__reduce__`` flattened: its graph rebuilt from the rows, parents first."""
+    nodes: list[Value] = []
+    for data, g, op, label, parents, za, zb, arg in rows:
+        v = _new(Value)
+        a = nodes[parents[0]] if parents else None
+        b = nodes[parents[1]] if len(parents) > 1 else None
+        v.data, v.grad, v.op, v.label, v._a, v._b, v._za, v._zb, v._arg = data, g, op, label, a, b, za, zb, arg
+        nodes.append(v)
+    return nodes[-1]
 
 
 def _data(x: Any) -> float:

@@ -94,3 +94,28 @@ def test_extreme_magnitudes_give_finite_gradients_or_a_clear_error(inputs, steps
     except MicrogradxError:
         return
     assert all(math.isfinite(g) for g in gs), gs
+
+
+def test_math_functions_refuse_a_value_instead_of_cutting_the_graph():
+    with pytest.raises(TypeError, match=r"x\.sin\(\)"):
+        math.sin(Value(1.0))
+    with pytest.raises(TypeError, match="x.data"):
+        float(Value(2.0))
+
+
+def test_pickle_and_deepcopy_of_a_deep_graph_keep_values_and_sharing():
+    import copy
+    import pickle
+
+    x = Value(0.5, label="x")
+    y = x
+    for _ in range(20_000):      # far deeper than Python's recursion limit
+        y = (y * 0.999).tanh() + x * 1e-4
+    for clone in (pickle.loads(pickle.dumps(y)), copy.deepcopy(y)):
+        assert clone is not y and clone.data == y.data
+        leaves = [n for n in __import__("microgradx").topological_order(clone) if not n.parents]
+        xs = [n for n in leaves if n.label == "x"]
+        assert len(xs) == 1     # the one x, shared by every level, stays one node
+        g_clone, = grad(clone, xs)
+        assert g_clone == grad(y, [x])[0]
+        assert clone.op is y.op  # the same op-table row
