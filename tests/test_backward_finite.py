@@ -119,3 +119,19 @@ def test_pickle_and_deepcopy_of_a_deep_graph_keep_values_and_sharing():
         g_clone, = grad(clone, xs)
         assert g_clone == grad(y, [x])[0]
         assert clone.op is y.op  # the same op-table row
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(-30, 38), st.floats(-30, 38), st.floats(-30, 38), st.integers(0, 2**31))
+def test_linear_finiteness_proof_is_never_wrong(log_x, log_w, log_g, seed):
+    """Whenever the bound says linear's gradients are finite, they are (float32, the tight case)."""
+    from microgradx import fast
+
+    rng = np.random.default_rng(seed)
+    X = (rng.uniform(-1, 1, (5, 7)) * 10.0**log_x).astype(np.float32)
+    W = (rng.uniform(-1, 1, (4, 7)) * 10.0**log_w).astype(np.float32)
+    g = (rng.uniform(-1, 1, (5, 4)) * 10.0**log_g).astype(np.float32)
+    with np.errstate(all="ignore"):
+        out, res = fast.linear_forward(X, W, np.zeros(4, np.float32))
+        if fast.linear_grads_finite(g, res, (True, True, True)):
+            assert all(np.isfinite(c).all() for c in fast.linear_vjp(g, res, (True, True, True)))
