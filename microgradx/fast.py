@@ -18,7 +18,7 @@ import numpy as np
 from .ops import numpy_math
 
 __all__ = ["ENABLED", "reference_only", "all_finite", "first_nonfinite", "array_math", "weight_layout",
-           "linear_forward", "linear_vjp", "linear_grads_finite", "cross_entropy_forward", "cross_entropy_vjp"]
+           "linear_forward", "linear_vjp", "cross_entropy_forward", "cross_entropy_vjp"]
 
 ENABLED = True  # read by the node builder on every node: the fast kernels run when True
 
@@ -169,33 +169,6 @@ def linear_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
     if nb and needs[2]:
         gb = np.add.reduce(g2, axis=0)
     return (gx, gW, gb)[:2 + nb]
-
-
-def _absmax(a: np.ndarray) -> float:
-    return max(float(np.maximum.reduce(a, axis=None)), -float(np.minimum.reduce(a, axis=None)))
-
-
-def linear_grads_finite(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> bool:
-    """True when a bound proves ``linear_vjp``'s gradients finite, so that they need no scan.
-
-    With m = max|g| (the fused activation's partial has magnitude <= 1, so it cannot make g larger): every
-    entry of g.T @ x is at most N m max|x|, of g @ W at most out m max|W|, of the bias gradient at most N m.
-    Scanning x (and W only when the input takes a gradient) costs a fraction of scanning the weight gradient.
-    A NaN anywhere makes the bound NaN, and the comparison False: the gradients are then scanned.
-    """
-    X, W, z, out, nb, act, F = res
-    if g.size == 0:
-        return True
-    m = _absmax(g)
-    n = g.size // g.shape[-1]
-    bounds = [n * m]
-    if needs[1]:
-        bounds.append(n * m * _absmax(X))
-    if needs[0]:
-        bounds.append(g.shape[-1] * m * _absmax(W))
-    # NOTE: half the largest float leaves room for the rounding of the products' sums; a NaN bound fails.
-    limit = 0.5 * float(np.finfo(z.dtype).max)
-    return all(b < limit for b in bounds)
 
 
 # ---------------------------------------------------------------------------------------------------------

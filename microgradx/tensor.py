@@ -153,11 +153,8 @@ class Tensor:
                                       "order) is not supported; use Value for higher-order derivatives")
             g = np.asarray(g, dtype=self.data.dtype)  # a number seed from graph.grad()
         parents = self.parents
-        needs = tuple([p.requires_grad for p in parents])
-        grads = self._vjp(g, self._res, needs)
+        grads = self._vjp(g, self._res, tuple([p.requires_grad for p in parents]))
         checks = self._checks_grad
-        if checks is not True and checks is not False and checks(g, self._res, needs):
-            checks = False  # a bound proved the gradients finite
         for k, c in enumerate(grads):
             if c is not None:
                 if c is g:
@@ -453,13 +450,10 @@ class Tensor:
 @dataclass(frozen=True)
 class Kernel:
     """A forward and its vjp that belong together: ``forward(*arrays, **arg) -> (out, residuals)`` and
-    ``vjp(g, residuals, needs) -> one gradient per input`` (None where ``needs[k]`` is False); ``proof(g,
-    residuals, needs)``, when given, is True only if a bound proves every gradient finite, so that the
-    builder's scan of them can be skipped."""
+    ``vjp(g, residuals, needs) -> one gradient per input`` (None where ``needs[k]`` is False)."""
 
     forward: Callable[..., tuple[np.ndarray, Any]]
     vjp: Callable[..., tuple]
-    proof: Callable[..., bool] | None = None
 
 
 @dataclass(eq=False)
@@ -582,8 +576,7 @@ def _linear_label(arg: Any) -> str:
 
 LINEAR = deftensorop("linear", _linear_forward, _linear_vjp, _linear_jvp,
                      "x @ W.T + b, optionally followed by a one-input op-table row in the same node",
-                     label=_linear_label, checks_output=True, checks_grad=True,
-                     fast=Kernel(fast.linear_forward, fast.linear_vjp, fast.linear_grads_finite))
+                     label=_linear_label, checks_output=True, fast=Kernel(fast.linear_forward, fast.linear_vjp))
 
 
 # -- reductions -------------------------------------------------------------------------------------------
@@ -917,7 +910,7 @@ def node(row: Op | TensorOp, inputs: Sequence[Tensor], arg: Any = None) -> Tenso
             t = _new(Tensor)
             t.data, t._grad, t.requires_grad, t.label, t.parents = out, None, True, None, inputs
             t._op, t._arg, t._res, t._vjp, t.keeps_grad = row, arg, res, kernel.vjp, False
-            t._checks_grad = impl.checks_grad and (type(kernel) is not Kernel or kernel.proof or True)
+            t._checks_grad = impl.checks_grad
             return t
     return _const(out)
 
