@@ -11,14 +11,29 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .graph import Event, Path, PathLimitError, backprop, count_paths, grad, jvp, paths, topological_order, zero_grad
+from .graph import (
+    Event,
+    GradientCheck,
+    Node,
+    Path,
+    PathLimitError,
+    backprop,
+    check_gradients,
+    count_paths,
+    grad,
+    jvp,
+    paths,
+    topological_order,
+    zero_grad,
+)
 from .ops import OPS, DivisionByZeroError, DomainError, MicrogradxError, Op
 from .value import Value
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Value", "OPS", "Op", "grad", "backprop", "jvp", "paths", "count_paths", "Path", "Event",
+    "Value", "OPS", "Op", "grad", "backprop", "jvp", "paths", "count_paths", "Path", "Event", "Node",
+    "check_gradients", "GradientCheck", "TENSOR_OPS", "fast",
     "topological_order", "zero_grad", "MicrogradxError", "DomainError", "DivisionByZeroError",
     "PathLimitError", "MLP", "Layer", "Neuron", "__version__",
     "draw", "Drawing", "RenderError", "step", "Stepper", "parse", "ParseError", "grade",
@@ -36,13 +51,13 @@ _LAZY = {
     "step": "stepper", "Stepper": "stepper",
     "parse": "symbolic_parse", "ParseError": "symbolic_parse",
     "grade": "grading",
-    "Tensor": "tensor",
+    "Tensor": "tensor", "TENSOR_OPS": "tensor",
     "fit": "train", "evaluate": "train",
     "to_sympy": "symbolic", "from_sympy": "symbolic", "check_with_sympy": "symbolic", "latex": "symbolic",
     "derivative_latex": "symbolic", "compare_formula": "symbolic",
 }
 _SUBMODULES = {"scalar_nn", "examples", "cli", "render", "stepper", "symbolic_parse", "optim", "schedules", "data",
-               "grading", "tensor", "nn", "losses", "init", "train", "symbolic", "functional"}
+               "grading", "tensor", "fast", "nn", "losses", "init", "train", "symbolic", "functional"}
 
 
 def __getattr__(name: str) -> Any:

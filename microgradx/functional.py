@@ -1,18 +1,20 @@
-"""Convolution, pooling and batch normalisation on Tensors: graph nodes with hand-written, vectorised vjps.
+"""Convolution, pooling and batch normalisation on Tensors: rows of the tensor-op table, declared here.
 
-Like ``matmul`` these are tensor-only ops (no op-table row): each is one node whose backward is written out
-here; images are NCHW arrays (batch, channels, height, width).
+Like ``matmul`` each is one node whose forward, vjp and jvp are written out here and registered with
+``deftensorop``; the public functions check their arguments and build the node with ``node``. Images are NCHW
+arrays (batch, channels, height, width).
 """
 
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .tensor import ShapeError, Tensor, _nonfinite, _result, as_tensor
+from .tensor import ShapeError, Tensor, as_tensor, deftensorop, node
 
 __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d", "batch_norm", "conv_output_size"]
 
@@ -96,6 +98,15 @@ def conv2d(x: Any, weight: Tensor, bias: Tensor | None = None, stride: int | tup
     if bias is not None and bias.data.shape != (o,):
         raise ShapeError(f"conv2d: bias of shape {bias.data.shape} does not fit weight of shape {W.shape} "
                          f"(needs ({o},))")
+    parents = (x, weight) if bias is None else (x, weight, bias)
+    return node(CONV2D, parents, {"stride": (sh, sw), "padding": (ph, pw)})
+
+
+def _conv2d_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, stride: tuple[int, int],
+                    padding: tuple[int, int]) -> tuple:
+    (sh, sw), (ph, pw) = stride, padding
+    o, c, kh, kw = W.shape
+    n, _, h, w = X.shape
     ho, wo = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
     # NOTE: the columns are laid out (c, i, j) x (n, p, q), channels first: each kernel position then copies
     # whole image rows, about five times faster than gathering (n, p, q) x (c, i, j) windows from NCHW.
@@ -108,26 +119,39 @@ def conv2d(x: Any, weight: Tensor, bias: Tensor | None = None, stride: int | tup
     cols = cols.reshape(c * kh * kw, n * ho * wo)
     Wm = W.reshape(o, -1)
     out2 = Wm @ cols                       # (o, n * ho * wo)
-    if bias is not None:
-        out2 += bias.data[:, None]
-    if not np.isfinite(out2).all():
-        raise _nonfinite("conv2d", (x, weight), out2.reshape(o, n, ho, wo).transpose(1, 0, 2, 3), "gives")
+    if bias:
+        out2 += bias[0][:, None]
     out = np.ascontiguousarray(out2.reshape(o, n, ho, wo).transpose(1, 0, 2, 3))
+    return out, (X, W, len(bias), cols, padded.shape, stride, padding, ho, wo)
 
-    def back(g: np.ndarray) -> tuple:
-        g2 = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(o, n * ho * wo)
-        gx = gW = None
-        if x.requires_grad:
-            dcols = (Wm.T @ g2).reshape(c, kh, kw, n, ho, wo)
-            dpad = _fold(padded.shape, X.dtype, kh, kw, sh, sw, ho, wo, lambda i, j: dcols[:, i, j])
-            gx = np.ascontiguousarray(dpad[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3))
-        if weight.requires_grad:
-            gW = (g2 @ cols.T).reshape(W.shape)
-        if bias is None:
-            return gx, gW
-        return gx, gW, (g2.sum(axis=1) if bias.requires_grad else None)
-    parents = (x, weight) if bias is None else (x, weight, bias)
-    return _result(out, parents, back, "conv2d")
+
+def _conv2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+    X, W, nb, cols, padded_shape, (sh, sw), (ph, pw), ho, wo = res
+    o, c, kh, kw = W.shape
+    n, _, h, w = X.shape
+    g2 = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(o, n * ho * wo)
+    gx = gW = None
+    if needs[0]:
+        dcols = (W.reshape(o, -1).T @ g2).reshape(c, kh, kw, n, ho, wo)
+        dpad = _fold(padded_shape, X.dtype, kh, kw, sh, sw, ho, wo, lambda i, j: dcols[:, i, j])
+        gx = np.ascontiguousarray(dpad[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3))
+    if needs[1]:
+        gW = (g2 @ cols.T).reshape(W.shape)
+    if not nb:
+        return gx, gW
+    return gx, gW, (g2.sum(axis=1) if needs[2] else None)
+
+
+def _conv2d_jvp(res: tuple, t: Sequence[np.ndarray]) -> np.ndarray:
+    # Bilinear in (x, W), plus the bias: d(x * W + b) = dx * W + x * dW + db.
+    X, W, nb, _, _, stride, padding, _, _ = res
+    out = _conv2d_forward(t[0], W, stride=stride, padding=padding)[0]
+    out += _conv2d_forward(X, t[1], *t[2:], stride=stride, padding=padding)[0]
+    return out
+
+
+CONV2D = deftensorop("conv2d", _conv2d_forward, _conv2d_vjp, _conv2d_jvp,
+                     "2-D cross-correlation, NCHW, by im2col and one matrix product", checks_output=True)
 
 
 def _pool_args(name: str, x: Any, k: Any, stride: Any) -> tuple[Tensor, int, int, int, int]:
@@ -152,19 +176,35 @@ def max_pool2d(x: Any, k: int | tuple[int, int], stride: int | tuple[int, int] |
     ([5.0], [[0.0, 1.0], [0.0, 0.0]])
     """
     x, kh, kw, sh, sw = _pool_args("max_pool2d", x, k, stride)
-    X = x.data
-    win = _windows(X, kh, kw, sh, sw)
-    n, c, ho, wo = win.shape[:4]
-    flat = win.reshape(n, c, ho, wo, kh * kw)
-    arg = flat.argmax(axis=-1)  # argmax returns the first maximum: the tie rule above
-    out = np.take_along_axis(flat, arg[..., None], axis=-1)[..., 0]
+    return node(MAX_POOL2D, (x,), {"kernel": (kh, kw), "stride": (sh, sw)})
 
-    def back(g: np.ndarray) -> tuple:
-        dw = np.zeros((n, c, ho, wo, kh * kw), dtype=X.dtype)
-        np.put_along_axis(dw, arg[..., None], g[..., None], axis=-1)
-        dw = dw.reshape(n, c, ho, wo, kh, kw)
-        return (_fold(X.shape, X.dtype, kh, kw, sh, sw, ho, wo, lambda i, j: dw[..., i, j]),)
-    return _result(out, (x,), back, "max_pool2d")
+
+def _max_pool2d_forward(X: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]) -> tuple:
+    (kh, kw), (sh, sw) = kernel, stride
+    flat = _windows(X, kh, kw, sh, sw)
+    n, c, ho, wo = flat.shape[:4]
+    flat = flat.reshape(n, c, ho, wo, kh * kw)
+    arg = flat.argmax(axis=-1)[..., None]  # argmax returns the first maximum: the tie rule above
+    return np.take_along_axis(flat, arg, axis=-1)[..., 0], (X.shape, X.dtype, arg, kernel, stride)
+
+
+def _max_pool2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+    shape, dtype, arg, (kh, kw), (sh, sw) = res
+    n, c, ho, wo = arg.shape[:4]
+    dw = np.zeros((n, c, ho, wo, kh * kw), dtype=dtype)
+    np.put_along_axis(dw, arg, g[..., None], axis=-1)
+    dw = dw.reshape(n, c, ho, wo, kh, kw)
+    return (_fold(shape, dtype, kh, kw, sh, sw, ho, wo, lambda i, j: dw[..., i, j]),)
+
+
+def _max_pool2d_jvp(res: tuple, t: Sequence[np.ndarray]) -> np.ndarray:
+    _, _, arg, (kh, kw), (sh, sw) = res
+    win = _windows(t[0], kh, kw, sh, sw)
+    return np.take_along_axis(win.reshape(*win.shape[:4], kh * kw), arg, axis=-1)[..., 0]
+
+
+MAX_POOL2D = deftensorop("max_pool2d", _max_pool2d_forward, _max_pool2d_vjp, _max_pool2d_jvp,
+                         "the largest entry of each window; a tie goes to the first, as PyTorch's CPU kernel")
 
 
 def avg_pool2d(x: Any, k: int | tuple[int, int], stride: int | tuple[int, int] | None = None) -> Tensor:
@@ -175,16 +215,24 @@ def avg_pool2d(x: Any, k: int | tuple[int, int], stride: int | tuple[int, int] |
     [[2.5, 4.5], [10.5, 12.5]]
     """
     x, kh, kw, sh, sw = _pool_args("avg_pool2d", x, k, stride)
-    X = x.data
-    win = _windows(X, kh, kw, sh, sw)
-    out = win.mean(axis=(-2, -1), dtype=X.dtype)
-    ho, wo = out.shape[2:]
-    share = X.dtype.type(1.0 / (kh * kw))
+    return node(AVG_POOL2D, (x,), {"kernel": (kh, kw), "stride": (sh, sw)})
 
-    def back(g: np.ndarray) -> tuple:
-        gs = g * share
-        return (_fold(X.shape, X.dtype, kh, kw, sh, sw, ho, wo, lambda i, j: gs),)
-    return _result(out, (x,), back, "avg_pool2d")
+
+def _avg_pool2d_forward(X: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]) -> tuple:
+    (kh, kw), (sh, sw) = kernel, stride
+    out = _windows(X, kh, kw, sh, sw).mean(axis=(-2, -1), dtype=X.dtype)
+    return out, (X.shape, X.dtype, kernel, stride, out.shape[2:])
+
+
+def _avg_pool2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+    shape, dtype, (kh, kw), (sh, sw), (ho, wo) = res
+    gs = g * dtype.type(1.0 / (kh * kw))  # each entry of a window gets g / (kh kw)
+    return (_fold(shape, dtype, kh, kw, sh, sw, ho, wo, lambda i, j: gs),)
+
+
+AVG_POOL2D = deftensorop("avg_pool2d", _avg_pool2d_forward, _avg_pool2d_vjp,
+                         lambda res, t: _avg_pool2d_forward(t[0], res[2], res[3])[0],
+                         "the mean of each window")
 
 
 def global_avg_pool2d(x: Any) -> Tensor:
@@ -232,44 +280,73 @@ def batch_norm(x: Any, gamma: Tensor, beta: Tensor, running_mean: np.ndarray | N
     if X.dtype != G.dtype:
         raise TypeError(f"batch_norm: input dtype {X.dtype} differs from gamma dtype {G.dtype}")
     axes = (0,) if X.ndim == 2 else (0, 2, 3)
-    bshape = (1, ch) if X.ndim == 2 else (1, ch, 1, 1)
     m = X.size // ch
-    dt = X.dtype.type
     if training:
         if m < 2:
             raise ShapeError(f"batch_norm: training needs more than one value per channel, got input of shape "
                              f"{X.shape}")
-        mu = X.mean(axis=axes, keepdims=True)
-        xc = X - mu
-        var = (xc * xc).mean(axis=axes, keepdims=True)
+        # The running statistics move towards the batch's mean and its unbiased variance.
+        mu = X.mean(axis=axes)
+        var = X.var(axis=axes)
         if running_mean is not None:
             running_mean *= 1.0 - momentum
-            running_mean += momentum * mu.reshape(ch)
+            running_mean += momentum * mu
         if running_var is not None:
             running_var *= 1.0 - momentum
-            running_var += momentum * var.reshape(ch) * (m / (m - 1))
+            running_var += momentum * var * (m / (m - 1))
+        stats = None
     else:
         if running_mean is None or running_var is None:
             raise ValueError("batch_norm: evaluation (training=False) needs running_mean and running_var")
-        xc = X - np.asarray(running_mean, dtype=X.dtype).reshape(bshape)
-        var = np.asarray(running_var, dtype=X.dtype).reshape(bshape)
-    inv_std = (1.0 / np.sqrt(var + dt(eps))).astype(X.dtype, copy=False)
-    xhat = xc * inv_std
-    out = xhat * G.reshape(bshape) + beta.data.reshape(bshape)
-    if not np.isfinite(out).all():
-        raise _nonfinite("batch_norm", (x, gamma, beta), out, "gives")
+        stats = (np.asarray(running_mean, dtype=X.dtype).copy(), np.asarray(running_var, dtype=X.dtype).copy())
+    return node(BATCH_NORM, (x, gamma, beta), {"stats": stats, "eps": eps})
 
-    def back(g: np.ndarray) -> tuple:
-        gx = None
-        if x.requires_grad:
-            dxhat = g * G.reshape(bshape)
-            if training:
-                s1 = dxhat.sum(axis=axes, keepdims=True)
-                s2 = (dxhat * xhat).sum(axis=axes, keepdims=True)
-                gx = (dxhat - (s1 + xhat * s2) / dt(m)) * inv_std
-            else:
-                gx = dxhat * inv_std
-        gg = (g * xhat).sum(axis=axes) if gamma.requires_grad else None
-        gb = g.sum(axis=axes) if beta.requires_grad else None
-        return gx, gg, gb
-    return _result(out, (x, gamma, beta), back, "batch_norm")
+
+def _batch_norm_forward(X: np.ndarray, G: np.ndarray, B: np.ndarray, stats: tuple | None, eps: float) -> tuple:
+    ch = X.shape[1]
+    axes = (0,) if X.ndim == 2 else (0, 2, 3)
+    bshape = (1, ch) if X.ndim == 2 else (1, ch, 1, 1)
+    if stats is None:  # training: the batch's own statistics, so that they are differentiated too
+        xc = X - X.mean(axis=axes, keepdims=True)
+        var = (xc * xc).mean(axis=axes, keepdims=True)
+    else:
+        xc = X - stats[0].reshape(bshape)
+        var = stats[1].reshape(bshape)
+    inv_std = (1.0 / np.sqrt(var + X.dtype.type(eps))).astype(X.dtype, copy=False)
+    xhat = xc * inv_std
+    out = xhat * G.reshape(bshape) + B.reshape(bshape)
+    return out, (xhat, inv_std, G.reshape(bshape), axes, X.size // ch, stats is None)
+
+
+def _batch_norm_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+    xhat, inv_std, G, axes, m, training = res
+    gx = None
+    if needs[0]:
+        dxhat = g * G
+        if training:
+            s1 = dxhat.sum(axis=axes, keepdims=True)
+            s2 = (dxhat * xhat).sum(axis=axes, keepdims=True)
+            gx = (dxhat - (s1 + xhat * s2) / xhat.dtype.type(m)) * inv_std
+        else:
+            gx = dxhat * inv_std
+    gg = (g * xhat).sum(axis=axes) if needs[1] else None
+    gb = g.sum(axis=axes) if needs[2] else None
+    return gx, gg, gb
+
+
+def _batch_norm_jvp(res: tuple, t: Sequence[np.ndarray]) -> np.ndarray:
+    # In training dxhat = inv_std (dx - mean(dx) - xhat mean(xhat dx)) (the statistics move with x); then
+    # dy = gamma dxhat + dgamma xhat + dbeta.
+    xhat, inv_std, G, axes, m, training = res
+    dx, dg, db = t
+    bshape = G.shape
+    if training:
+        dxhat = inv_std * (dx - dx.mean(axis=axes, keepdims=True)
+                           - xhat * (xhat * dx).mean(axis=axes, keepdims=True))
+    else:
+        dxhat = dx * inv_std
+    return G * dxhat + dg.reshape(bshape) * xhat + db.reshape(bshape)
+
+
+BATCH_NORM = deftensorop("batch_norm", _batch_norm_forward, _batch_norm_vjp, _batch_norm_jvp,
+                         "per-channel normalisation, then gamma * xhat + beta", checks_output=True)

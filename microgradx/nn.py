@@ -13,8 +13,9 @@ import numpy as np
 
 from . import functional as F
 from . import init as _init
+from .fast import weight_layout
 from .ops import OPS, Op
-from .tensor import FUSABLE_ACTIVATIONS, ShapeError, Tensor, _unary, as_tensor, concatenate, linear
+from .tensor import FUSABLE_ACTIVATIONS, ShapeError, Tensor, as_tensor, concatenate, linear, node
 
 __all__ = [
     "Module", "Linear", "Activation", "ReLU", "Tanh", "Sigmoid", "LeakyReLU", "ELU", "GELU", "Swish", "SiLU",
@@ -193,8 +194,8 @@ class Linear(Module):
             raise ValueError(f"Linear: unknown init {init!r}; choose one of {sorted(_init.INITS)}")
         self.in_features, self.out_features = int(in_features), int(out_features)
         shape = (self.out_features, self.in_features)
-        # NOTE: stored column-major (W.T row-major): see the note on the layout in microgradx.tensor.linear.
-        weight = np.asfortranarray(_init.INITS[init](shape, rng=_init.make_rng(rng), dtype=dtype))
+        # NOTE: stored in the layout the fast linear kernel prefers (any layout gives the same numbers).
+        weight = weight_layout(_init.INITS[init](shape, rng=_init.make_rng(rng), dtype=dtype))
         self.weight = Tensor(weight, label="weight")
         self.bias = Tensor(_init.constant((self.out_features,), bias_init, dtype=dtype), label="bias") if bias \
             else None
@@ -232,7 +233,7 @@ class Activation(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """The row applied elementwise."""
-        return _unary(self.row, x if isinstance(x, Tensor) else as_tensor(x), self.param)
+        return node(self.row, (x if isinstance(x, Tensor) else as_tensor(x),), self.param)
 
     def extra_repr(self) -> str:
         shown = "" if type(self).row is self.row else repr(self.row.name)
@@ -269,7 +270,8 @@ LinearActivation = _named("LinearActivation", "linear", " (not the Linear layer)
 
 
 class PReLU(Module):
-    """Leaky ReLU with a learnable slope per feature (op-table row ``prelu``), initialised to ``init``.
+    """Leaky ReLU with a learnable slope per channel (axis 1, as PyTorch; op-table row ``prelu``), initialised
+    to ``init``.
 
     >>> act = PReLU(); y = act(Tensor([-2.0, 1.0], dtype=np.float32)).sum(); y.backward(); act.slope.grad.tolist()
     [-2.0]
@@ -280,8 +282,18 @@ class PReLU(Module):
         self.slope = Tensor(np.full((int(num_parameters),), init, dtype=dtype), label="slope")
 
     def forward(self, x: Tensor) -> Tensor:
-        """x where x > 0, slope * x elsewhere (slope broadcast over the last axis)."""
-        return x.prelu(self.slope)
+        """x where x > 0, slope * x elsewhere, one slope per channel: axis 1 (N, C, ...), as PyTorch; an input
+        of fewer than two axes has no channel axis and takes a single slope."""
+        x = x if isinstance(x, Tensor) else as_tensor(x, self.slope.data.dtype)
+        c = self.slope.data.shape[0]
+        if x.data.ndim < 2:
+            if c != 1:
+                raise ShapeError(f"PReLU: input of shape {x.data.shape} has no channel axis for {c} slopes")
+            return x.prelu(self.slope)
+        if c != 1 and x.data.shape[1] != c:
+            raise ShapeError(f"PReLU: input of shape {x.data.shape} has {x.data.shape[1]} channels on axis 1, "
+                             f"not num_parameters={c}")
+        return x.prelu(self.slope.reshape((c,) + (1,) * (x.data.ndim - 2)))
 
     def extra_repr(self) -> str:
         return f"num_parameters={self.slope.data.shape[0]}"

@@ -15,6 +15,7 @@ from typing import Any
 __all__ = [
     "OPS", "Op", "Domain", "DomainError", "DivisionByZeroError", "MicrogradxError",
     "FLOAT", "numpy_math", "sympy_math", "REAL", "POSITIVE", "NONNEG", "NONZERO", "method_names",
+    "Primitive", "PRIMITIVES", "namespace", "operator_rows", "op_error",
 ]
 
 
@@ -72,120 +73,100 @@ NONZERO = Domain("!= 0", nonzero=True, zero_division=True)
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Maths namespaces: the same names on floats, arrays, graph nodes and SymPy symbols
+# Primitives: each maths function declared once, in its float, NumPy and SymPy forms
 # ---------------------------------------------------------------------------------------------------------
 
-class _FloatMath:
-    """Primitive functions on Python floats (numerically stable forms where it matters)."""
+@dataclass(frozen=True)
+class Primitive:
+    """One maths function rows are written with, e.g. ``F.tanh``: its forms on floats, NumPy and SymPy.
 
-    exp = staticmethod(math.exp)
-    expm1 = staticmethod(math.expm1)
-    log = staticmethod(math.log)
-    sqrt = staticmethod(math.sqrt)
-    sin = staticmethod(math.sin)
-    cos = staticmethod(math.cos)
-    tan = staticmethod(math.tan)
-    atan = staticmethod(math.atan)
-    tanh = staticmethod(math.tanh)
-    abs = staticmethod(abs)
+    ``numpy`` and ``sympy`` take the imported module and return the function, so that neither library is
+    imported before a namespace needs it. On graph nodes (``VALUE_MATH``) a primitive is the row named ``row``
+    (lifted onto it), or, with no such row, ``on_node(F, *args)`` written against the node namespace ``F``.
+    """
 
-    @staticmethod
-    def sigmoid(x):
-        # NOTE: two branches so that exp never overflows.
-        if x >= 0:
-            return 1.0 / (1.0 + math.exp(-x))
-        e = math.exp(x)
-        return e / (1.0 + e)
-
-    @staticmethod
-    def softplus(x):
-        return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
-
-    @staticmethod
-    def where(cond, a, b):
-        return a if cond else b
-
-    @staticmethod
-    def relu(x):
-        return x if x > 0 else 0.0
-
-    @staticmethod
-    def maximum(a, b):
-        return a if a >= b else b
-
-    @staticmethod
-    def minimum(a, b):
-        return a if a <= b else b
+    name: str
+    on_float: Callable[..., Any]
+    numpy: Callable[[Any], Callable[..., Any]]
+    sympy: Callable[[Any], Callable[..., Any]]
+    row: str | None = None
+    on_node: Callable[..., Any] | None = None
 
 
-FLOAT = _FloatMath()
+def _float_sigmoid(x: float) -> float:
+    # NOTE: two branches so that exp never overflows.
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+def _numpy_sigmoid(np: Any) -> Callable[..., Any]:
+    def sigmoid(x: Any) -> Any:
+        e = np.exp(-np.abs(x))
+        return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    return sigmoid
+
+
+PRIMITIVES: tuple[Primitive, ...] = (
+    Primitive("exp", math.exp, lambda np: np.exp, lambda sp: sp.exp, row="exp"),
+    Primitive("expm1", math.expm1, lambda np: np.expm1, lambda sp: lambda x: sp.exp(x) - 1,
+              on_node=lambda F, x: F.exp(x) - 1.0),
+    Primitive("log", math.log, lambda np: np.log, lambda sp: sp.log, row="log"),
+    Primitive("sqrt", math.sqrt, lambda np: np.sqrt, lambda sp: sp.sqrt, row="sqrt"),
+    Primitive("sin", math.sin, lambda np: np.sin, lambda sp: sp.sin, row="sin"),
+    Primitive("cos", math.cos, lambda np: np.cos, lambda sp: sp.cos, row="cos"),
+    Primitive("tan", math.tan, lambda np: np.tan, lambda sp: sp.tan, row="tan"),
+    Primitive("atan", math.atan, lambda np: np.arctan, lambda sp: sp.atan, row="arctan"),
+    Primitive("tanh", math.tanh, lambda np: np.tanh, lambda sp: sp.tanh, row="tanh"),
+    Primitive("sinh", math.sinh, lambda np: np.sinh, lambda sp: sp.sinh, row="sinh"),
+    Primitive("cosh", math.cosh, lambda np: np.cosh, lambda sp: sp.cosh, row="cosh"),
+    Primitive("abs", abs, lambda np: np.abs, lambda sp: sp.Abs, row="abs"),
+    Primitive("sigmoid", _float_sigmoid, _numpy_sigmoid, lambda sp: lambda x: 1 / (1 + sp.exp(-x)), row="sigmoid"),
+    Primitive("softplus", lambda x: max(x, 0.0) + math.log1p(math.exp(-abs(x))),
+              lambda np: lambda x: np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x))),
+              lambda sp: lambda x: sp.log(1 + sp.exp(x)), row="softplus"),
+    # NOTE: on graph nodes the condition is a plain bool (comparing Values compares their data).
+    Primitive("where", lambda c, a, b: a if c else b, lambda np: np.where,
+              lambda sp: lambda c, a, b: sp.Piecewise((a, c), (b, True)), on_node=lambda F, c, a, b: a if c else b),
+    # NOTE: NumPy's relu is one pass, and -0.0 comes out as 0.0, as where(x > 0, x, 0.0) gives; SymPy's is the
+    # form where(x > 0, x, 0.0) gives.
+    Primitive("relu", lambda x: x if x > 0 else 0.0, lambda np: lambda x: np.maximum(x, 0.0),
+              lambda sp: lambda x: sp.Piecewise((x, x > 0), (0.0, True)), row="relu"),
+    Primitive("maximum", lambda a, b: a if a >= b else b, lambda np: np.maximum, lambda sp: sp.Max, row="max"),
+    Primitive("minimum", lambda a, b: a if a <= b else b, lambda np: np.minimum, lambda sp: sp.Min, row="min"),
+)
+
+
+def namespace(name: str, functions: dict[str, Callable[..., Any]]) -> Any:
+    """An object whose attributes are ``functions`` (plain functions, never bound as methods): a maths
+    namespace ``F``. ``namespace("Half", {"half": lambda x: x / 2}).half(3.0) == 1.5``."""
+    return type(name, (), {k: staticmethod(f) for k, f in functions.items()})()
+
+
+FLOAT = namespace("FloatMath", {p.name: p.on_float for p in PRIMITIVES})
 
 _NUMPY_MATH = None
 _SYMPY_MATH = None
 
 
-def numpy_math():
+def numpy_math() -> Any:
     """The maths namespace on NumPy arrays (imports NumPy on first use): ``numpy_math().tanh(arr)``."""
     global _NUMPY_MATH
     if _NUMPY_MATH is None:
         import numpy as np
 
-        class _NumpyMath:
-            exp, expm1, log, sqrt = np.exp, np.expm1, np.log, np.sqrt
-            sin, cos, tan, atan, tanh, abs = np.sin, np.cos, np.tan, np.arctan, np.tanh, np.abs
-            where, maximum, minimum = staticmethod(np.where), np.maximum, np.minimum
-
-            @staticmethod
-            def sigmoid(x):
-                e = np.exp(-np.abs(x))
-                return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-
-            @staticmethod
-            def softplus(x):
-                return np.maximum(x, 0.0) + np.log1p(np.exp(-np.abs(x)))
-
-            @staticmethod
-            def relu(x):
-                # NOTE: one pass, and -0.0 comes out as 0.0, as where(x > 0, x, 0.0) gives.
-                return np.maximum(x, 0.0)
-
-        _NUMPY_MATH = _NumpyMath()
+        _NUMPY_MATH = namespace("NumpyMath", {p.name: p.numpy(np) for p in PRIMITIVES})
     return _NUMPY_MATH
 
 
-def sympy_math():
+def sympy_math() -> Any:
     """The maths namespace on SymPy expressions (imports SymPy on first use): ``sympy_math().exp(x)``."""
     global _SYMPY_MATH
     if _SYMPY_MATH is None:
         import sympy as sp
 
-        class _SympyMath:
-            exp, log, sin, cos, tan, atan, tanh, abs = (
-                sp.exp, sp.log, sp.sin, sp.cos, sp.tan, sp.atan, sp.tanh, sp.Abs)
-            maximum, minimum = sp.Max, sp.Min
-            sqrt = staticmethod(sp.sqrt)  # a plain function: keep it from binding as a method
-
-            @staticmethod
-            def expm1(x):
-                return sp.exp(x) - 1
-
-            @staticmethod
-            def sigmoid(x):
-                return 1 / (1 + sp.exp(-x))
-
-            @staticmethod
-            def softplus(x):
-                return sp.log(1 + sp.exp(x))
-
-            @staticmethod
-            def where(cond, a, b):
-                return sp.Piecewise((a, cond), (b, True))
-
-            @staticmethod
-            def relu(x):
-                return sp.Piecewise((x, x > 0), (0.0, True))  # the form where(x > 0, x, 0.0) gives
-
-        _SYMPY_MATH = _SympyMath()
+        _SYMPY_MATH = namespace("SympyMath", {p.name: p.sympy(sp) for p in PRIMITIVES})
     return _SYMPY_MATH
 
 
@@ -210,6 +191,11 @@ class Op:
     kink: Callable[..., float] | None = None  # distance from the inputs to the nearest kink
     subgradient: str = ""         # what the derivative is at a kink, and why
     methods: tuple[str, ...] = field(default=())
+    # How Python spells the op: the operator ("+"), the method it calls ("__add__") and the method it calls
+    # when the left operand does not know the op ("__radd__"); None for an op spelled only as a method.
+    operator: str | None = None
+    dunder: str | None = None
+    reflected: str | None = None
     # True when finite inputs always give a finite output and partials of magnitude at most 1, so that a finite
     # upstream gradient times a partial is finite too: the tensor path then skips this row's finiteness scans.
     bounded: bool = False
@@ -246,6 +232,13 @@ class Op:
     def __repr__(self) -> str:
         return f"<op {self.name}>"
 
+    def __reduce__(self) -> tuple:
+        # NOTE: a row is pickled (and deep-copied) as its name, so a graph that uses it unpickles onto the
+        # same table row; its lambdas could not be pickled anyway.
+        if OPS.get(self.name) is not self:
+            raise TypeError(f"cannot pickle the row {self.name!r}: it is not the op table's row of that name")
+        return (_row, (self.name,))
+
 
 def _num(p: Any) -> str:
     if isinstance(p, float) and p.is_integer():
@@ -254,6 +247,10 @@ def _num(p: Any) -> str:
 
 
 OPS: dict[str, Op] = {}
+
+
+def _row(name: str) -> Op:
+    return OPS[name]
 
 
 def defop(name: str, arity: int, forward, partials, label: str, template: str, doc: str, **kw: Any) -> Op:
@@ -265,10 +262,42 @@ def defop(name: str, arity: int, forward, partials, label: str, template: str, d
 
 
 def method_names(arity: int | None = None) -> dict[str, Op]:
-    """{method name: row} for the ops spelled as methods (dunders such as ``__abs__`` left out), optionally only
+    """{method name: row} for the ops spelled as methods (operators are the rows' ``dunder``), optionally only
     those taking ``arity`` inputs: ``"tanh" in method_names(1)``."""
-    return {m: op for op in OPS.values() if arity in (None, op.arity)
-            for m in op.methods if not m.startswith("_")}
+    return {m: op for op in OPS.values() if arity in (None, op.arity) for m in op.methods}
+
+
+def operator_rows() -> dict[str, tuple[Op, ...]]:
+    """{dunder or reflected name: the rows it may apply}: ``__pow__`` applies ``pow`` (a number exponent) or
+    ``power`` (a node exponent). Value and Tensor attach their operator methods from it.
+
+    >>> [op.name for op in operator_rows()["__pow__"]]
+    ['pow', 'power']
+    """
+    found: dict[str, tuple[Op, ...]] = {}
+    for op in OPS.values():
+        for dunder in (op.dunder, op.reflected):
+            if dunder:
+                found[dunder] = (*found.get(dunder, ()), op)
+    return found
+
+
+def op_error(op: Op, names: str, param: Any, why: str, value: Any = None, label: str | None = None,
+             cls: type[DomainError] = DomainError) -> DomainError:
+    """The error for ``op`` applied to nodes called ``names``, in the words every engine uses:
+    ``op_error(OPS["log"], "x", None, "needs x > 0, got -1.0")`` says ``log(x): log needs x > 0, got -1.0``."""
+    shown = f"{op.name} with {op.param}={param:g}" if op.param and op.arity == 1 and param is not None else op.name
+    return cls(f"{op.name}({names}): {shown} {why}", op.name, value, label)
+
+
+def domain_error(op: Op, names: str, param: Any, k: int, dom: Domain, value: float, where: str = "",
+                 label: str | None = None, data: Any = None) -> DomainError:
+    """The error for argument ``k`` of ``op`` being ``value`` (``where``: at which index), outside ``dom``; a
+    DivisionByZeroError when leaving the domain at 0 divides by zero. ``data`` (default ``value``) is what the
+    error carries as its ``value``."""
+    cls = DivisionByZeroError if dom.zero_division and value == 0 else DomainError
+    return op_error(op, names, param, f"needs {'xy'[k]} {dom.text}, got {value!r}{where}",
+                    value if data is None else data, label, cls)
 
 
 def _pow_domain(n: float) -> tuple[Domain, ...]:
@@ -291,22 +320,27 @@ def _dist0(x, *_):
 # ---------------------------------------------------------------------------------------------------------
 
 ADD = defop("add", 2, lambda F, x, y: x + y, lambda F, out, x, y: (1.0, 1.0),
-            "+", "{0} + {1}", "x + y", methods=())
+            "+", "{0} + {1}", "x + y", methods=(),
+            operator="+", dunder="__add__", reflected="__radd__")
 SUB = defop("sub", 2, lambda F, x, y: x - y, lambda F, out, x, y: (1.0, -1.0),
-            "-", "{0} - {1}", "x - y", methods=())
+            "-", "{0} - {1}", "x - y", methods=(),
+            operator="-", dunder="__sub__", reflected="__rsub__")
 MUL = defop("mul", 2, lambda F, x, y: x * y, lambda F, out, x, y: (y, x),
-            "*", "{0} * {1}", "x * y", methods=())
+            "*", "{0} * {1}", "x * y", methods=(),
+            operator="*", dunder="__mul__", reflected="__rmul__")
 DIV = defop("div", 2, lambda F, x, y: x / y, lambda F, out, x, y: (1.0 / y, -out / y),
-            "/", "{0} / {1}", "x / y", domain=(REAL, NONZERO), methods=())
+            "/", "{0} / {1}", "x / y", domain=(REAL, NONZERO), methods=(),
+            operator="/", dunder="__truediv__", reflected="__rtruediv__")
 NEG = defop("neg", 1, lambda F, x: -x, lambda F, out, x: (-1.0,),
-            "neg", "-{0}", "-x", methods=(), bounded=True)
+            "neg", "-{0}", "-x", methods=(), bounded=True, operator="-", dunder="__neg__")
 POW = defop("pow", 1, lambda F, x, n: x ** n,
             lambda F, out, x, n: (0.0,) if n == 0 else (n * x ** (n - 1),),
             "**{p}", "{0}**{p}", "x ** n for a number n (the exponent is not differentiated)",
-            domain=_pow_domain, param="n", methods=())
+            domain=_pow_domain, param="n", methods=(), operator="**", dunder="__pow__")
 POWER = defop("power", 2, lambda F, x, y: x ** y, lambda F, out, x, y: (y * x ** (y - 1), out * F.log(x)),
               "**", "{0}**{1}", "x ** y for a graph-node exponent y; needs x > 0",
-              domain=(POSITIVE, REAL), methods=())
+              domain=(POSITIVE, REAL), methods=(), operator="**", dunder="__pow__",
+              reflected="__rpow__")
 EXP = defop("exp", 1, lambda F, x: F.exp(x), lambda F, out, x: (out,), "exp", "exp({0})", "e ** x")
 LOG = defop("log", 1, lambda F, x: F.log(x), lambda F, out, x: (1.0 / x,), "log", "log({0})",
             "natural logarithm", domain=(POSITIVE,))
@@ -323,6 +357,10 @@ ARCTAN = defop("arctan", 1, lambda F, x: F.atan(x), lambda F, out, x: (1.0 / (1.
                "arctan", "arctan({0})", "inverse tangent (Blain's arctan activation)", bounded=True)
 TANH = defop("tanh", 1, lambda F, x: F.tanh(x), lambda F, out, x: (1.0 - out * out,), "tanh", "tanh({0})",
              "hyperbolic tangent", bounded=True)
+SINH = defop("sinh", 1, lambda F, x: F.sinh(x), lambda F, out, x: (F.cosh(x),), "sinh", "sinh({0})",
+             "hyperbolic sine")
+COSH = defop("cosh", 1, lambda F, x: F.cosh(x), lambda F, out, x: (F.sinh(x),), "cosh", "cosh({0})",
+             "hyperbolic cosine")
 SIGMOID = defop("sigmoid", 1, lambda F, x, a: F.sigmoid(a * x), lambda F, out, x, a: (a * out * (1.0 - out),),
                 "sigmoid", "sigmoid({0}{pa})", "1 / (1 + e**(-a*x)), slope a (Slettevold's thesis eq. 3)",
                 param="a", default=1.0)
@@ -367,7 +405,10 @@ def _gelu_forward(F, x):
 
 def _gelu_partials(F, out, x):
     t = F.tanh(_GELU_C * (x + 0.044715 * x * x * x))
-    return (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _GELU_C * (1.0 + 3 * 0.044715 * x * x),)
+    # NOTE: for |x| >= 20 the tanh is saturated (1 - t*t is exactly 0 in floats) and the term vanishes; taking
+    # it at 0 there keeps x*x from overflowing into 0 * inf (the derivative of gelu(1e155) is 1).
+    xs = F.where(F.abs(x) < 20.0, x, 0.0)
+    return (0.5 * (1.0 + t) + 0.5 * xs * (1.0 - t * t) * _GELU_C * (1.0 + 3 * 0.044715 * xs * xs),)
 
 
 GELU = defop("gelu", 1, _gelu_forward, _gelu_partials, "gelu", "gelu({0})",
@@ -380,7 +421,7 @@ HARD_TANH = defop("hard_tanh", 1, lambda F, x: F.where(x > 1, 1.0, F.where(x < -
 ABS = defop("abs", 1, lambda F, x: F.abs(x),
             lambda F, out, x: (F.where(x > 0, 1.0, F.where(x < 0, -1.0, 0.0)),),
             "abs", "|{0}|", "absolute value", kink=_dist0, subgradient="abs'(0) := 0, as PyTorch",
-            methods=("abs", "__abs__"), bounded=True)
+            methods=("abs",), dunder="__abs__", bounded=True)
 # NOTE: on a tie the gradient is split evenly, as PyTorch's maximum/minimum and SymPy's Heaviside(0) = 1/2;
 # so max(x, x) has derivative exactly 1.
 MAX = defop("max", 2, lambda F, x, y: F.maximum(x, y),

@@ -162,8 +162,10 @@ def spelling(name: str) -> str:
     ('-', '.tanh', '.swish')
     """
     row = OPS[name]
-    # Rows without a method are the arithmetic ones; their display label is their operator (neg is unary -).
-    return "." + row.methods[0] if row.methods else row.display()
+    if row.operator is None:
+        return "." + row.methods[0]
+    # NOTE: a one-input operator (unary -) is spelled by its row's name: "-" alone would read as subtraction.
+    return row.operator if row.arity == 2 or row.param is not None else row.name
 
 
 def apply_op(name: str, args: Sequence[Any], param: float | None = None) -> Any:

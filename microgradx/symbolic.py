@@ -190,7 +190,7 @@ def to_sympy(out: Any, inputs: Iterable[Any] = ()) -> sp.Expr:
     >>> x = Value(2.0, label="x"); to_sympy((x * 3).tanh() + 0.5)
     tanh(3*x) + 1/2
     """
-    nodes = graph.topological_order(out)
+    nodes = graph.require_scalar(out, "to_sympy", "A Tensor graph has no single formula; build it from Values.")
     wanted = set(map(id, inputs))
     return _expressions(nodes, _symbols(nodes, lambda leaf: id(leaf) in wanted))[out]
 
@@ -686,7 +686,8 @@ def check_with_sympy(out: Any, wrt: Sequence[Any] | None = None, order: int = 1,
     """
     if order not in (1, 2):
         raise ValueError(f"check_with_sympy: order must be 1 or 2, got {order!r}")
-    nodes = graph.topological_order(out)
+    nodes = graph.require_scalar(out, "check_with_sympy", "For a Tensor graph, microgradx.check_gradients(out) "
+                                 "checks each node's vjp (and its op-table rows against SymPy).")
     leaves = [n for n in nodes if not n.parents]
     targets = list(leaves if wrt is None else wrt)
     for w in targets:

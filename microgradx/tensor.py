@@ -1,7 +1,10 @@
-"""The NumPy ``Tensor``: an ndarray node on the same graph core as ``Value``, for training real networks.
+"""The NumPy ``Tensor``: an ndarray node on the same graph core as ``Value``, and the tensor-op rows.
 
-Elementwise ops are read from the op table (forward and local derivative); a vjp is ``g * partial`` with
-broadcasting undone. Matmul, reductions, reshapes, indexing and the softmax family are tensor-only ops.
+Every node's op is a row. Elementwise ops are the op table's rows (forward and local derivative, with
+broadcasting undone in the vjp). Tensor-only ops (matmul, linear, reductions, reshapes, indexing, the softmax
+family; convolution, pooling and batch norm in ``functional``; cross-entropy in ``losses``) are rows of
+``TENSOR_OPS``: a readable reference forward, vjp and jvp each, and for a few a faster twin in ``fast``.
+``node(row, inputs, arg)`` is the one builder of every node; it applies the finiteness rule.
 """
 
 from __future__ import annotations
@@ -9,75 +12,31 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from . import graph
-from .ops import (
-    ADD,
-    DIV,
-    MUL,
-    NEG,
-    OPS,
-    POW,
-    POWER,
-    SUB,
-    DivisionByZeroError,
-    DomainError,
-    MicrogradxError,
-    Op,
-    numpy_math,
-)
+from . import fast, graph
+from .ops import OPS, DomainError, MicrogradxError, Op, domain_error, numpy_math, operator_rows
 
-__all__ = ["Tensor", "ShapeError", "linear", "FUSABLE_ACTIVATIONS", "concatenate", "where", "as_tensor"]
+__all__ = ["Tensor", "ShapeError", "TensorOp", "Kernel", "TENSOR_OPS", "deftensorop", "node", "linear",
+           "matmul", "FUSABLE_ACTIVATIONS", "concatenate", "where", "as_tensor"]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _new = object.__new__
 
 
-def _array_math(dtype: np.dtype) -> Any:
-    """``numpy_math()`` with a ``where`` that keeps ``dtype`` and selects by arithmetic on a 0/1 mask.
-
-    Plain ``np.where`` builds a float64 array from two Python-float branches (upcasting float32 gradients),
-    and on a random mask it is about ten times slower than a multiplication here. For finite branches
-    ``a * m + b * (1 - m)`` is exactly ``a`` where m = 1 and ``b`` where m = 0 (up to the sign of a zero,
-    normalised by adding +0.0); every Tensor's data is finite, and rows keep discarded branches finite.
-    """
-    base = numpy_math()
-    cast = dtype.type
-    zero = cast(0.0)
-
-    def where(cond: Any, a: Any, b: Any) -> Any:
-        if type(cond) is not np.ndarray or cond.dtype != bool:
-            return np.where(cond, a, b)
-        m = cond.astype(dtype)
-        if type(b) is float and b == 0.0:
-            if type(a) is float:
-                return m if a == 1.0 else m * cast(a)
-            if type(a) is np.ndarray and a.shape == m.shape and a.dtype == dtype:
-                r = np.multiply(a, m, out=m)  # the mask is ours: reuse its memory
-            else:
-                r = a * m
-        else:
-            if type(a) is float and a == 0.0 and type(b) is float and b == 1.0:
-                return (~cond).astype(dtype)
-            r = a * m + b * (~cond).astype(dtype)  # not in place: the branches may broadcast to a larger shape
-        r += zero  # -0.0 (from a negative a times 0) becomes 0.0, as np.where would give
-        return r
-
-    return type(f"_ArrayMath_{dtype.name}", (type(base),), {"where": staticmethod(where)})()
-
-
-_MATH = {dt: _array_math(dt) for dt in _FLOATS}
-
-# Where values are checked (each check is one vectorised np.isfinite pass over an op's output, so that no NaN
-# passes silently; a later relu would turn a NaN into 0):
+# Where values are checked (each check is one vectorised np.isfinite pass, so that no NaN passes silently; a
+# later relu would turn a NaN into 0). The builder ``node`` does it, from the row's flags:
 #   * a Tensor built from user data, and numbers or arrays combined with a Tensor;
-#   * the output of every op-table op, matmul, linear, sum/mean and of each loss (they can overflow);
-#   * the vjp of every op-table op whose local derivative is not the constant 1 (pow near 0 can overflow).
-# Not checked: a raw batch array fed to ``linear`` (its NaN reaches linear's output, which is checked), ops
+#   * the output of every row with ``checks_output`` (matmul, linear, sum/mean, convolution, the losses, and
+#     every op-table row that is not ``bounded``: they can overflow);
+#   * the vjp of every row with ``checks_grad`` (op-table rows that are not ``bounded``: pow near 0 can
+#     overflow; matmul), except a gradient passed on unchanged (it is the finite incoming one). linear's are
+#     not scanned (a tenth of an MLP step at batch 32): the optimizers check the gradients they get.
+# Not checked: a raw batch array fed to ``linear`` (its NaN reaches linear's output, which is checked), rows
 # that only move, select or normalise finite values (reshape, indexing, max, softmax, where, clip), and the
 # output and vjp of a ``bounded`` row (relu, tanh, ...): from finite data it gives a finite output, and a
 # finite gradient times a partial of magnitude at most 1 is finite (tests/test_ops.py proves the claim).
@@ -93,18 +52,7 @@ class ShapeError(MicrogradxError, ValueError):
     """
 
 
-_and_reduce = np.logical_and.reduce
-
-
-def _all_finite(a: np.ndarray) -> bool:
-    # NOTE: one vectorised pass that cannot warn (a.sum() costs as much and could itself overflow); the ufunc's
-    # own reduce, not a.all(), which goes through a Python-level wrapper.
-    return bool(_and_reduce(np.isfinite(a), axis=None))
-
-
-def _first_bad(a: np.ndarray) -> tuple[tuple[int, ...], float]:
-    where_ = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
-    return where_, float(a[where_])
+_all_finite = fast.all_finite
 
 
 def _describe(t: Tensor) -> str:
@@ -126,7 +74,7 @@ def _as_array(data: Any, dtype: Any, what: str) -> np.ndarray:
             raise TypeError(f"{what} needs float32 or float64 data (ints are converted to float64), "
                             f"got dtype {arr.dtype}")
     if not _all_finite(arr):
-        idx, bad = _first_bad(arr)
+        idx, bad = fast.first_nonfinite(arr)
         raise DomainError(f"{what}: data must be finite, got {bad!r}{_at(idx)}", "tensor", bad)
     return arr
 
@@ -145,8 +93,10 @@ class Tensor:
     (4.0, [4.0, -2.0])
     """
 
-    __slots__ = ("data", "_grad", "requires_grad", "label", "parents", "_back", "_op", "_keeps_grad")
+    __slots__ = ("data", "_grad", "requires_grad", "label", "parents", "_op", "_arg", "_res", "_vjp",
+                 "_checks_grad", "keeps_grad")
     __array_ufunc__ = None  # so that ndarray + Tensor and ndarray @ Tensor defer to the Tensor's operators
+    partials = None  # the node protocol's per-edge scalars: a tensor edge carries a vjp instead
 
     def __init__(self, data: Any, requires_grad: bool = True, label: str | None = None, dtype: Any = None) -> None:
         self.data = _as_array(data, dtype, f"Tensor({label})" if label else "Tensor")
@@ -154,9 +104,12 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self.label = label
         self.parents: tuple[Tensor, ...] = ()  # the op's tensor inputs, in order; empty for a leaf
-        self._back: Any = None
         self._op: Any = None
-        self._keeps_grad = True  # a leaf keeps its gradient; results do not, unless retain_grad()
+        self._arg: Any = None
+        self._res: Any = None
+        self._vjp: Any = None
+        self._checks_grad = False
+        self.keeps_grad = True  # a leaf keeps its gradient; results do not, unless retain_grad()
 
     # -- the node protocol of the graph core ---------------------------------------------------------------
 
@@ -169,37 +122,81 @@ class Tensor:
     def grad(self, value: np.ndarray | None) -> None:
         # NOTE: intermediate results drop their gradient (nobody reads it; keeping it would hold memory), and
         # a parameter always owns a writable array, so an optimizer may update it in place.
-        if not self._keeps_grad:
+        if not self.keeps_grad:
             return
         if value is not None and (value.base is not None or not value.flags.writeable):
             value = value.copy()
         self._grad = value
 
     @property
-    def op(self) -> Any:
-        """The op-table row (``Op``) or the name of the tensor-only op that made this tensor; None for a leaf."""
+    def op(self) -> Op | TensorOp | None:
+        """The row that made this tensor: an op-table ``Op`` (elementwise) or a ``TensorOp``; None for a leaf."""
         return self._op
 
     @property
-    def op_name(self) -> str | None:
-        """The op's name as text: ``(x @ y).op_name == 'matmul'``."""
-        op = self._op
-        return op.name if isinstance(op, Op) else op
+    def arg(self) -> Any:
+        """The row's non-tensor arguments: the number parameter of an op-table row (the alpha of
+        ``leaky_relu``), or a dict of keyword arguments of a tensor-op row (``{"axis": 1, ...}``)."""
+        return self._arg
 
-    def _vjps(self, g: np.ndarray, create_graph: bool) -> tuple:
+    @property
+    def op_name(self) -> str | None:
+        """The op's label as text: ``(x @ y).op_name == 'matmul'``; a fused linear is ``'linear+relu'``."""
+        op = self._op
+        if op is None:
+            return None
+        return op.display(self._arg) if type(op) is TensorOp and callable(op.label) else op.name
+
+    def vjp(self, g: Any, create_graph: bool = False) -> tuple:
+        """One gradient contribution per parent (None for a parent that takes none), for upstream ``g``."""
         if create_graph or type(g) is not np.ndarray:
             if create_graph:
                 raise MicrogradxError(f"{self.op_name}: Tensor gradients are arrays, so create_graph (higher "
                                       "order) is not supported; use Value for higher-order derivatives")
             g = np.asarray(g, dtype=self.data.dtype)  # a number seed from graph.grad()
-        return self._back(g)
+        parents = self.parents
+        grads = self._vjp(g, self._res, tuple([p.requires_grad for p in parents]))
+        checks = self._checks_grad
+        for k, c in enumerate(grads):
+            if c is not None:
+                if c is g:
+                    if not parents[k].parents:  # a parameter must not share its gradient array
+                        grads = (*grads[:k], g.copy(), *grads[k + 1:])
+                elif checks and not _all_finite(c):
+                    idx, bad = fast.first_nonfinite(c)
+                    name = self.op_name
+                    raise DomainError(f"backward: the gradient flowing from {_describe(self)} (op {name}) to its "
+                                      f"parent {k} ({_describe(parents[k])}) is {bad}{_at(idx)}, not a finite "
+                                      "number", name, bad, self.label or parents[k].label)
+        return grads
 
-    def _reset_grad(self) -> None:
+    def jvp(self, tangents: Sequence[Any]) -> np.ndarray:
+        """The tangent of this node from its parents' tangents (None for a zero tangent)."""
+        full = [np.zeros_like(p.data) if t is None else t for p, t in zip(self.parents, tangents, strict=True)]
+        impl = _kernels(self._op)
+        res = self._res
+        if self._vjp is not impl.vjp:  # built by the fast twin: its residuals are laid out its own way
+            res = impl.forward(*(p.data for p in self.parents), **kwargs(self._op, self._arg))[1]
+        return impl.jvp(res, full)
+
+    def as_tangent(self, v: Any, what: str = "jvp tangent") -> np.ndarray:
+        """``v`` checked as a tangent (a direction) or seed for this tensor: same shape, finite; None: zeros."""
+        if v is None:
+            return np.zeros_like(self.data)
+        t = _as_array(v, self.data.dtype, what)
+        if t.shape != self.data.shape:
+            raise ShapeError(f"{what}: shape {t.shape} differs from {_describe(self)} shape {self.data.shape}")
+        return t
+
+    def reset_grad(self) -> None:
+        """Forget the gradient (what ``zero_grad(out)`` does to every node)."""
         self._grad = None
+
+    _reset_grad = reset_grad  # NOTE: the name optimizers' zero_grad looks for
 
     def retain_grad(self) -> Tensor:
         """Keep this intermediate result's gradient too (for inspection); returns self."""
-        self._keeps_grad = True
+        self.keeps_grad = True
         return self
 
     # -- differentiation -----------------------------------------------------------------------------------
@@ -278,48 +275,10 @@ class Tensor:
         body = np.array2string(self.data, precision=4, threshold=20, separator=", ")
         return f"Tensor({body}, dtype={self.data.dtype}, requires_grad={self.requires_grad}{op}{label})"
 
-    # -- operators: elementwise ones are op-table rows ------------------------------------------------------
-
-    def __add__(self, other: Any) -> Tensor:
-        return _elementwise(ADD, self, other)
-
-    def __radd__(self, other: Any) -> Tensor:
-        return _elementwise(ADD, other, self)
-
-    def __sub__(self, other: Any) -> Tensor:
-        return _elementwise(SUB, self, other)
-
-    def __rsub__(self, other: Any) -> Tensor:
-        return _elementwise(SUB, other, self)
-
-    def __mul__(self, other: Any) -> Tensor:
-        return _elementwise(MUL, self, other)
-
-    def __rmul__(self, other: Any) -> Tensor:
-        return _elementwise(MUL, other, self)
-
-    def __truediv__(self, other: Any) -> Tensor:
-        return _elementwise(DIV, self, other)
-
-    def __rtruediv__(self, other: Any) -> Tensor:
-        return _elementwise(DIV, other, self)
-
-    def __neg__(self) -> Tensor:
-        return _unary(NEG, self)
+    # -- operators: +, -, *, /, **, unary - and abs are attached from the rows' spellings below --------------
 
     def __pos__(self) -> Tensor:
         return self
-
-    def __pow__(self, other: Any) -> Tensor:
-        """``x ** 3`` (number exponent, op ``pow``) or ``x ** y`` (tensor exponent, op ``power``, x > 0)."""
-        if isinstance(other, (Tensor, np.ndarray)):
-            return _elementwise(POWER, self, other)
-        if isinstance(other, numbers.Real) and not isinstance(other, bool):
-            return _unary(POW, self, float(other))
-        return NotImplemented
-
-    def __rpow__(self, other: Any) -> Tensor:
-        return _elementwise(POWER, other, self)
 
     def __matmul__(self, other: Any) -> Tensor:
         return matmul(self, other)
@@ -340,15 +299,18 @@ class Tensor:
     def __ge__(self, other: Any) -> np.ndarray:
         return self.data >= _raw(other)
 
-    # -- tensor-only ops -----------------------------------------------------------------------------------
+
+    # -- tensor-only ops: each a row of TENSOR_OPS (below) ---------------------------------------------------
 
     def sum(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
         """Sum over ``axis`` (all axes by default): ``Tensor([[1.0, 2.0]]).sum(axis=1).data`` is ``[3.]``."""
-        return _reduce_sum(self, axis, keepdims, mean=False)
+        _check_axis("sum", self, axis)
+        return node(SUM, (self,), {"axis": axis, "keepdims": keepdims})
 
     def mean(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
         """Mean over ``axis`` (all axes by default): ``Tensor([1.0, 3.0]).mean().item() == 2.0``."""
-        return _reduce_sum(self, axis, keepdims, mean=True)
+        _check_axis("mean", self, axis)
+        return node(MEAN, (self,), {"axis": axis, "keepdims": keepdims})
 
     def max(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
         """Largest entry over ``axis``; on a tie the gradient is split evenly (as the table's ``max`` row).
@@ -356,11 +318,13 @@ class Tensor:
         >>> x = Tensor([1.0, 3.0, 3.0]); m = x.max(); m.backward(); x.grad
         array([0. , 0.5, 0.5])
         """
-        return _reduce_extreme(self, axis, keepdims, "max")
+        _check_axis("max", self, axis, nonempty=True)
+        return node(AMAX, (self,), {"axis": axis, "keepdims": keepdims})
 
     def min(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
         """Smallest entry over ``axis``; on a tie the gradient is split evenly."""
-        return _reduce_extreme(self, axis, keepdims, "min")
+        _check_axis("min", self, axis, nonempty=True)
+        return node(AMIN, (self,), {"axis": axis, "keepdims": keepdims})
 
     def reshape(self, *shape: Any) -> Tensor:
         """The same entries in a new shape: ``Tensor([1.0, 2.0, 3.0, 4.0]).reshape(2, 2).shape == (2, 2)``."""
@@ -368,12 +332,11 @@ class Tensor:
             shape = tuple(shape[0])
         x = self.data
         try:
-            out = x.reshape(shape)
+            x.reshape(shape)
         except ValueError:
             raise ShapeError(f"reshape: cannot reshape {_describe(self)} of shape {x.shape} "
                              f"({x.size} entries) to {shape}") from None
-        old = x.shape
-        return _result(out, (self,), lambda g: (g.reshape(old),), "reshape")
+        return node(RESHAPE, (self,), {"shape": shape})
 
     def transpose(self, *axes: int) -> Tensor:
         """Permute the axes (reverse them by default): ``Tensor([[1.0, 2.0]]).transpose().shape == (2, 1)``."""
@@ -384,8 +347,7 @@ class Tensor:
         if sorted(a % x.ndim if x.ndim else a for a in perm) != list(range(x.ndim)):
             raise ShapeError(f"transpose: axes {axes} are not a permutation of the {x.ndim} axes of "
                              f"{_describe(self)} of shape {x.shape}")
-        inverse = tuple(np.argsort([a % x.ndim for a in perm]))
-        return _result(x.transpose(perm), (self,), lambda g: (g.transpose(inverse),), "transpose")
+        return node(TRANSPOSE, (self,), {"axes": tuple(a % x.ndim for a in perm)})
 
     @property
     def T(self) -> Tensor:
@@ -402,20 +364,11 @@ class Tensor:
             index = index.data
         x = self.data
         try:
-            out = x[index]
+            x[index]
         except (IndexError, ValueError) as e:
             raise ShapeError(f"getitem: index {index!r} does not fit {_describe(self)} of shape {x.shape} "
                              f"({e})") from None
-        basic = _is_basic_index(index)
-
-        def back(g: np.ndarray) -> tuple:
-            z = np.zeros_like(x)
-            if basic:  # a view: each entry is selected at most once
-                z[index] = g
-            else:      # integer arrays may select an entry several times: accumulate
-                np.add.at(z, index, g)
-            return (z,)
-        return _result(np.asarray(out), (self,), back, "getitem")
+        return node(GETITEM, (self,), {"index": index})
 
     def gather(self, indices: Any, axis: int = -1) -> Tensor:
         """Pick entries along ``axis`` by integer ``indices`` (``np.take_along_axis``), e.g. one per row.
@@ -429,18 +382,11 @@ class Tensor:
             raise ShapeError(f"gather: indices must be integers with {x.ndim} dimensions like {_describe(self)} "
                              f"of shape {x.shape}, got dtype {idx.dtype} and shape {idx.shape}")
         try:
-            out = np.take_along_axis(x, idx, axis)
+            np.take_along_axis(x, idx, axis)
         except (IndexError, ValueError) as e:
             raise ShapeError(f"gather: indices of shape {idx.shape} do not fit {_describe(self)} of shape "
                              f"{x.shape} along axis {axis} ({e})") from None
-
-        def back(g: np.ndarray) -> tuple:
-            grids = list(np.ix_(*(np.arange(n) for n in idx.shape)))
-            grids[axis] = idx
-            z = np.zeros_like(x)
-            np.add.at(z, tuple(grids), g)
-            return (z,)
-        return _result(out, (self,), back, "gather")
+        return node(GATHER, (self,), {"indices": idx, "axis": axis})
 
     def clip(self, lo: float | None = None, hi: float | None = None) -> Tensor:
         """Values limited to [lo, hi]; the gradient passes where lo <= x <= hi (bounds included, as PyTorch's
@@ -449,17 +395,7 @@ class Tensor:
         >>> x = Tensor([-2.0, 0.5, 2.0]); x.clip(-1.0, 1.0).sum().backward(); x.grad
         array([0., 1., 0.])
         """
-        x = self.data
-        out = np.clip(x, lo, hi)
-
-        def back(g: np.ndarray) -> tuple:
-            keep = np.ones(x.shape, dtype=bool)
-            if lo is not None:
-                keep &= x >= lo
-            if hi is not None:
-                keep &= x <= hi
-            return (np.where(keep, g, 0).astype(x.dtype, copy=False),)
-        return _result(out.astype(x.dtype, copy=False), (self,), back, "clip")
+        return node(CLIP, (self,), {"lo": lo, "hi": hi})
 
     def logsumexp(self, axis: int = -1, keepdims: bool = False) -> Tensor:
         """log(sum(exp(x))) over ``axis``, computed stably (the maximum is taken out first).
@@ -467,20 +403,8 @@ class Tensor:
         >>> round(Tensor([1000.0, 1000.0]).logsumexp().item() - 1000.0, 12) == round(math.log(2.0), 12)
         True
         """
-        x = self.data
-        if x.size == 0 if axis is None else x.shape[axis] == 0:
-            raise ShapeError(f"logsumexp: {_describe(self)} of shape {x.shape} is empty along axis {axis}: "
-                             "log(sum(exp(x))) of no numbers is -inf")
-        m = x.max(axis=axis, keepdims=True)
-        e = np.exp(x - m)
-        s = e.sum(axis=axis, keepdims=True)
-        lse = np.log(s) + m
-        out = lse if keepdims else np.squeeze(lse, axis=axis)
-
-        def back(g: np.ndarray) -> tuple:
-            gk = g if keepdims or axis is None else np.expand_dims(g, axis)
-            return (gk * (e / s),)
-        return _result(out, (self,), back, "logsumexp")
+        _check_axis("logsumexp", self, axis, nonempty=True)
+        return node(LOGSUMEXP, (self,), {"axis": axis, "keepdims": keepdims})
 
     def softmax(self, axis: int = -1) -> Tensor:
         """exp(x) / sum(exp(x)) over ``axis``, stably; the vjp is y * (g - sum(g * y)).
@@ -488,13 +412,8 @@ class Tensor:
         >>> Tensor([0.0, math.log(3.0)]).softmax().data.round(6).tolist()
         [0.25, 0.75]
         """
-        x = self.data
-        e = np.exp(x - x.max(axis=axis, keepdims=True))
-        y = e / e.sum(axis=axis, keepdims=True)
-
-        def back(g: np.ndarray) -> tuple:
-            return (y * (g - (g * y).sum(axis=axis, keepdims=True)),)
-        return _result(y, (self,), back, "softmax")
+        _check_axis("softmax", self, axis, nonempty=True)
+        return node(SOFTMAX, (self,), {"axis": axis})
 
     def log_softmax(self, axis: int = -1) -> Tensor:
         """x - logsumexp(x) over ``axis``, stably; the vjp is g - softmax(x) * sum(g).
@@ -502,23 +421,15 @@ class Tensor:
         >>> Tensor([0.0, 0.0]).log_softmax().data.tolist() == [-math.log(2.0)] * 2
         True
         """
-        x = self.data
-        shifted = x - x.max(axis=axis, keepdims=True)
-        e = np.exp(shifted)
-        s = e.sum(axis=axis, keepdims=True)
-        out = shifted - np.log(s)
-
-        def back(g: np.ndarray) -> tuple:
-            return (g - (e / s) * g.sum(axis=axis, keepdims=True),)
-        return _result(out, (self,), back, "log_softmax")
+        _check_axis("log_softmax", self, axis, nonempty=True)
+        return node(LOG_SOFTMAX, (self,), {"axis": axis})
 
     def astype(self, dtype: Any) -> Tensor:
         """The same values in another float dtype; the gradient is converted back to this tensor's dtype."""
         dt = np.dtype(dtype)
         if dt not in _FLOATS:
             raise TypeError(f"astype: Tensor data must be float32 or float64, got {dt}")
-        x = self.data
-        return _result(x.astype(dt), (self,), lambda g: (g.astype(x.dtype),), "astype")
+        return node(ASTYPE, (self,), {"dtype": dt})
 
     # -- op-table methods (x.tanh(), x.leaky_relu(0.1), x.prelu(slope), ...) are attached below -------------
 
@@ -530,30 +441,480 @@ class Tensor:
         if row.param is not None and param is None:
             param = row.default
         if row.arity == 1:
-            return _unary(row, self, param)
+            return node(row, (self,), param)
         return _elementwise(row, self, others[0])
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Building nodes
+# The tensor-op table
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Kernel:
+    """A forward and its vjp that belong together: ``forward(*arrays, **arg) -> (out, residuals)`` and
+    ``vjp(g, residuals, needs) -> one gradient per input`` (None where ``needs[k]`` is False)."""
+
+    forward: Callable[..., tuple[np.ndarray, Any]]
+    vjp: Callable[..., tuple]
+
+
+@dataclass(eq=False)
+class TensorOp:
+    """One tensor-only op: a row of ``TENSOR_OPS``.
+
+    ``forward(*arrays, **arg)`` returns the output and the residuals the derivatives need; ``vjp(g, residuals,
+    needs)`` gives one gradient per input (None where ``needs`` says the input takes none); ``jvp(residuals,
+    tangents)`` gives the output's tangent from one tangent per input. These three are the readable reference;
+    ``fast``, when set, is a faster twin of forward and vjp (``microgradx.fast``). ``checks_output``: the output
+    can overflow, so the builder scans it; ``checks_grad``: the same for the gradients.
+
+    >>> TENSOR_OPS["matmul"].forward(np.eye(2), np.ones((2, 1)))[0].tolist()
+    [[1.0], [1.0]]
+    """
+
+    name: str
+    label: str | Callable[[Any], str]
+    forward: Callable[..., tuple[np.ndarray, Any]]
+    vjp: Callable[..., tuple]
+    jvp: Callable[..., np.ndarray]
+    doc: str
+    checks_output: bool = False
+    checks_grad: bool = False
+    fast: Kernel | None = None
+
+    def display(self, arg: Any = None) -> str:
+        """The short label for a drawing: ``TENSOR_OPS["sum"].display()`` is ``'sum'``."""
+        return self.label(arg) if callable(self.label) else self.label
+
+    def __repr__(self) -> str:
+        return f"<tensor op {self.name}>"
+
+
+TENSOR_OPS: dict[str, TensorOp] = {}
+
+
+def deftensorop(name: str, forward: Callable[..., tuple[np.ndarray, Any]], vjp: Callable[..., tuple],
+                jvp: Callable[..., np.ndarray], doc: str, *, label: str | Callable[[Any], str] | None = None,
+                checks_output: bool = False, checks_grad: bool = False, fast: Kernel | None = None) -> TensorOp:
+    """Declare a tensor-only op and add it to ``TENSOR_OPS`` (its label defaults to its name)."""
+    row = TensorOp(name, label or name, forward, vjp, jvp, doc, checks_output, checks_grad, fast)
+    TENSOR_OPS[name] = row
+    return row
+
+
+def _unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Sum ``g`` down to ``shape``, undoing NumPy broadcasting."""
+    if g.shape == shape:
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+    s = g.sum(axis=axes, keepdims=True) if axes else g
+    return s.reshape(shape)
+
+
+def _expand(g: np.ndarray, axis: Any, keepdims: bool) -> np.ndarray:
+    """``g`` with the reduced axes put back (as size 1), so that it broadcasts against the input."""
+    return g if keepdims or axis is None else np.expand_dims(g, axis)
+
+
+# -- matmul: out = A @ B; vjps g @ B.T and A.T @ g; jvp dA @ B + A @ dB -----------------------------------
+
+def _matmul_forward(A: np.ndarray, B: np.ndarray) -> tuple:
+    return A @ B, (A, B)
+
+
+def _matmul_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+    A, B = res
+    # A 1-D operand is a row (A) or column (B) matrix whose extra axis the product dropped: put it back in g.
+    A2 = A[None, :] if A.ndim == 1 else A
+    B2 = B[:, None] if B.ndim == 1 else B
+    g2 = np.reshape(g, np.broadcast_shapes(A2.shape[:-2], B2.shape[:-2]) + (A2.shape[-2], B2.shape[-1]))
+    ga = _unbroadcast(g2 @ np.swapaxes(B2, -1, -2), A2.shape).reshape(A.shape) if needs[0] else None
+    gb = _unbroadcast(np.swapaxes(A2, -1, -2) @ g2, B2.shape).reshape(B.shape) if needs[1] else None
+    return ga, gb
+
+
+MATMUL = deftensorop("matmul", _matmul_forward, _matmul_vjp,
+                     lambda res, t: t[0] @ res[1] + res[0] @ t[1],
+                     "matrix product with NumPy's rules", label="@", checks_output=True, checks_grad=True)
+
+
+# -- linear: out = f(x @ W.T + b) -------------------------------------------------------------------------
+
+def _linear_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, activation: Op | None = None) -> tuple:
+    z = X @ W.T
+    if bias:
+        z = z + bias[0]
+    out = z if activation is None else np.asarray(activation.forward(numpy_math(), z), dtype=z.dtype)
+    return out, (X, W, z, out, len(bias), activation, numpy_math())
+
+
+def _linear_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+    X, W, z, out, nb, act, F = res
+    if act is not None:  # through the activation first: g * f'(z)
+        g = np.asarray(g * act.partials(F, out, z)[0], dtype=z.dtype)
+    g2 = g.reshape(-1, g.shape[-1])
+    X2 = X.reshape(-1, X.shape[-1])
+    gx = g @ W if needs[0] else None
+    gW = g2.T @ X2 if needs[1] else None
+    gb = g2.sum(axis=0) if nb and needs[2] else None
+    return (gx, gW, gb)[:2 + nb]
+
+
+def _linear_jvp(res: tuple, t: Sequence[np.ndarray]) -> np.ndarray:
+    X, W, z, out, nb, act, F = res
+    dz = t[0] @ W.T + X @ t[1].T
+    if nb:
+        dz = dz + t[2]
+    if act is None:
+        return dz
+    return np.asarray(dz * act.partials(F, out, z)[0], dtype=z.dtype)
+
+
+def _linear_label(arg: Any) -> str:
+    act = (arg or {}).get("activation")
+    return "linear" if act is None else f"linear+{act.name}"
+
+
+LINEAR = deftensorop("linear", _linear_forward, _linear_vjp, _linear_jvp,
+                     "x @ W.T + b, optionally followed by a one-input op-table row in the same node",
+                     label=_linear_label, checks_output=True, fast=Kernel(fast.linear_forward, fast.linear_vjp))
+
+
+# -- reductions -------------------------------------------------------------------------------------------
+
+def _sum_forward(X: np.ndarray, axis: Any = None, keepdims: bool = False) -> tuple:
+    return np.asarray(X.sum(axis=axis, keepdims=keepdims), dtype=X.dtype), (X.shape, axis, keepdims)
+
+
+def _sum_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+    shape, axis, keepdims = res
+    return (np.broadcast_to(_expand(g, axis, keepdims), shape),)
+
+
+def _mean_forward(X: np.ndarray, axis: Any = None, keepdims: bool = False) -> tuple:
+    out = np.asarray(X.mean(axis=axis, keepdims=keepdims), dtype=X.dtype)
+    return out, (X.shape, axis, keepdims, X.size // max(out.size, 1), X.dtype)
+
+
+def _mean_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+    shape, axis, keepdims, n, dtype = res
+    return (np.broadcast_to(_expand(g, axis, keepdims) / dtype.type(n), shape),)
+
+
+SUM = deftensorop("sum", _sum_forward, _sum_vjp,
+                  lambda res, t: t[0].sum(axis=res[1], keepdims=res[2]),
+                  "sum over axes; the vjp broadcasts g back", checks_output=True)
+MEAN = deftensorop("mean", _mean_forward, _mean_vjp,
+                   lambda res, t: t[0].mean(axis=res[1], keepdims=res[2]),
+                   "mean over axes; the vjp broadcasts g / n back", checks_output=True)
+
+
+def _extreme(which: str) -> Callable[..., tuple]:
+    reduce = np.max if which == "max" else np.min
+
+    def forward(X: np.ndarray, axis: Any = None, keepdims: bool = False) -> tuple:
+        m = reduce(X, axis=axis, keepdims=True)
+        out = m if keepdims else (m.reshape(()) if axis is None else np.squeeze(m, axis=axis))
+        return np.asarray(out), (X, m, axis, keepdims)
+    return forward
+
+
+def _extreme_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+    X, m, axis, keepdims = res
+    hit = X == m
+    # NOTE: the share g / count is formed at the reduced size in X's dtype, so the only full-size arrays are
+    # the boolean mask and the result (no float64 temporary from the integer count).
+    count = hit.sum(axis=axis, keepdims=True, dtype=X.dtype)
+    share = np.reshape(g, m.shape) / count
+    return (np.multiply(hit, share, dtype=X.dtype),)
+
+
+def _extreme_jvp(res: tuple, t: Sequence[np.ndarray]) -> np.ndarray:
+    X, m, axis, keepdims = res
+    hit = X == m
+    d = (hit * t[0]).sum(axis=axis, keepdims=True) / hit.sum(axis=axis, keepdims=True)
+    return np.asarray(d if keepdims else (d.reshape(()) if axis is None else np.squeeze(d, axis=axis)),
+                      dtype=X.dtype)
+
+
+AMAX = deftensorop("amax", _extreme("max"), _extreme_vjp, _extreme_jvp,
+                   "largest entry over axes; on a tie the gradient is split evenly", label="max")
+AMIN = deftensorop("amin", _extreme("min"), _extreme_vjp, _extreme_jvp,
+                   "smallest entry over axes; on a tie the gradient is split evenly", label="min")
+
+
+# -- moving and selecting entries -------------------------------------------------------------------------
+
+RESHAPE = deftensorop("reshape", lambda X, shape: (X.reshape(shape), (X.shape, shape)),
+                      lambda g, res, needs: (g.reshape(res[0]),),
+                      lambda res, t: t[0].reshape(res[1]), "the same entries in a new shape")
+
+
+def _transpose_forward(X: np.ndarray, axes: tuple[int, ...]) -> tuple:
+    return X.transpose(axes), axes
+
+
+TRANSPOSE = deftensorop("transpose", _transpose_forward,
+                        lambda g, axes, needs: (g.transpose(np.argsort(axes)),),
+                        lambda axes, t: t[0].transpose(axes), "the axes permuted")
+
+
+def _is_basic_index(index: Any) -> bool:
+    items = index if isinstance(index, tuple) else (index,)
+    return all(i is None or i is Ellipsis or isinstance(i, (slice, numbers.Integral)) and not isinstance(i, bool)
+               for i in items)
+
+
+def _getitem_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+    shape, dtype, index = res
+    z = np.zeros(shape, dtype=dtype)
+    if _is_basic_index(index):  # a view: each entry is selected at most once
+        z[index] = g
+    else:                       # integer arrays may select an entry several times: accumulate
+        np.add.at(z, index, g)
+    return (z,)
+
+
+GETITEM = deftensorop("getitem", lambda X, index: (np.asarray(X[index]), (X.shape, X.dtype, index)),
+                      _getitem_vjp, lambda res, t: np.asarray(t[0][res[2]]),
+                      "indexing and slicing as in NumPy; the vjp scatters g back", label="[]")
+
+
+def _gather_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+    shape, dtype, idx, axis = res
+    grids = list(np.ix_(*(np.arange(n) for n in idx.shape)))
+    grids[axis] = idx
+    z = np.zeros(shape, dtype=dtype)
+    np.add.at(z, tuple(grids), g)
+    return (z,)
+
+
+GATHER = deftensorop("gather",
+                     lambda X, indices, axis: (np.take_along_axis(X, indices, axis), (X.shape, X.dtype, indices, axis)),
+                     _gather_vjp, lambda res, t: np.take_along_axis(t[0], res[2], res[3]),
+                     "entries picked along an axis by integer indices (np.take_along_axis)")
+
+
+def _clip_forward(X: np.ndarray, lo: float | None = None, hi: float | None = None) -> tuple:
+    keep = np.ones(X.shape, dtype=bool)
+    if lo is not None:
+        keep &= X >= lo
+    if hi is not None:
+        keep &= X <= hi
+    return np.clip(X, lo, hi).astype(X.dtype, copy=False), keep
+
+
+CLIP = deftensorop("clip", _clip_forward,
+                   lambda g, keep, needs: (np.where(keep, g, g.dtype.type(0)),),
+                   lambda keep, t: np.where(keep, t[0], t[0].dtype.type(0)),
+                   "values limited to [lo, hi]; the gradient passes where lo <= x <= hi, as PyTorch's clamp")
+
+
+def _astype_forward(X: np.ndarray, dtype: np.dtype) -> tuple:
+    return X.astype(dtype), (X.dtype, dtype)
+
+
+ASTYPE = deftensorop("astype", _astype_forward, lambda g, res, needs: (g.astype(res[0]),),
+                     lambda res, t: t[0].astype(res[1]), "the same values in another float dtype",
+                     checks_output=True)
+
+
+# -- the softmax family: reference forms, the row maximum taken out first so that exp cannot overflow ----
+
+def _softmax_parts(X: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    shifted = X - X.max(axis=axis, keepdims=True)
+    e = np.exp(shifted)
+    return shifted, e, e.sum(axis=axis, keepdims=True)
+
+
+def _logsumexp_forward(X: np.ndarray, axis: int = -1, keepdims: bool = False) -> tuple:
+    m = X.max(axis=axis, keepdims=True)
+    e = np.exp(X - m)
+    s = e.sum(axis=axis, keepdims=True)
+    lse = np.log(s) + m
+    out = lse if keepdims else np.squeeze(lse, axis=axis)
+    return out, (e / s, axis, keepdims)
+
+
+def _logsumexp_jvp(res: tuple, t: Sequence[np.ndarray]) -> np.ndarray:
+    y, axis, keepdims = res
+    return (y * t[0]).sum(axis=axis, keepdims=keepdims)
+
+
+LOGSUMEXP = deftensorop("logsumexp", _logsumexp_forward,
+                        lambda g, res, needs: (_expand(g, res[1], res[2]) * res[0],), _logsumexp_jvp,
+                        "log(sum(exp(x))) over an axis, stably; the vjp is g * softmax(x)")
+
+
+def _softmax_forward(X: np.ndarray, axis: int = -1) -> tuple:
+    _, e, s = _softmax_parts(X, axis)
+    y = e / s
+    return y, (y, axis)
+
+
+SOFTMAX = deftensorop("softmax", _softmax_forward,
+                      lambda g, res, needs: (res[0] * (g - (g * res[0]).sum(axis=res[1], keepdims=True)),),
+                      lambda res, t: res[0] * (t[0] - (t[0] * res[0]).sum(axis=res[1], keepdims=True)),
+                      "exp(x) / sum(exp(x)) over an axis; the vjp is y * (g - sum(g * y))")
+
+
+def _log_softmax_forward(X: np.ndarray, axis: int = -1) -> tuple:
+    shifted, e, s = _softmax_parts(X, axis)
+    return shifted - np.log(s), (e / s, axis)
+
+
+LOG_SOFTMAX = deftensorop("log_softmax", _log_softmax_forward,
+                          lambda g, res, needs: (g - res[0] * g.sum(axis=res[1], keepdims=True),),
+                          lambda res, t: t[0] - (res[0] * t[0]).sum(axis=res[1], keepdims=True),
+                          "x - logsumexp(x) over an axis; the vjp is g - softmax(x) * sum(g)")
+
+
+# -- joining and choosing ---------------------------------------------------------------------------------
+
+def _concatenate_forward(*arrays: np.ndarray, axis: int = 0) -> tuple:
+    return np.concatenate(arrays, axis=axis), (np.cumsum([a.shape[axis] for a in arrays])[:-1], axis)
+
+
+CONCATENATE = deftensorop("concatenate", _concatenate_forward,
+                          lambda g, res, needs: tuple(piece if need else None for piece, need in
+                                                      zip(np.split(g, res[0], axis=res[1]), needs, strict=True)),
+                          lambda res, t: np.concatenate(t, axis=res[1]),
+                          "tensors joined along an existing axis; the vjp splits g back")
+
+
+def _where_forward(A: np.ndarray, B: np.ndarray, cond: np.ndarray) -> tuple:
+    return np.where(cond, A, B), (cond, A.shape, B.shape)
+
+
+def _where_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+    c, sa, sb = res
+    zero = g.dtype.type(0)
+    return (_unbroadcast(np.where(c, g, zero), sa) if needs[0] else None,
+            _unbroadcast(np.where(c, zero, g), sb) if needs[1] else None)
+
+
+WHERE = deftensorop("where", _where_forward, _where_vjp, lambda res, t: np.where(res[0], t[0], t[1]),
+                    "a where the condition holds, else b; the condition is data")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Op-table rows on arrays: forward(F, ...) and vjp = g * partials(F, out, ...), broadcasting undone
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Elementwise:
+    """How the tensor engine runs one op-table row (the node's op stays the row itself)."""
+
+    forward: Callable[..., tuple[np.ndarray, Any]]
+    vjp: Callable[..., tuple]
+    jvp: Callable[..., np.ndarray]
+    fast: Kernel
+    checks_output: bool
+    checks_grad: bool
+
+
+def _elementwise_kernels(op: Op) -> _Elementwise:
+    def forward_with(F_of: Callable[[np.dtype], Any]) -> Callable[..., tuple]:
+        def forward(*arrays: np.ndarray, param: Any = None) -> tuple:
+            dtype = arrays[0].dtype
+            F = F_of(dtype)
+            args = arrays if op.param is None else (*arrays, param)
+            out = op.forward(F, *args)
+            if type(out) is not np.ndarray or out.dtype != dtype:
+                out = np.asarray(out, dtype=dtype)
+            return out, (F, out, args)
+        return forward
+
+    def vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+        F, out, args = res
+        grads = []
+        for x, z, need in zip(args, op.partials(F, out, *args), needs):
+            if not need:
+                grads.append(None)
+                continue
+            c = g if type(z) is float and z == 1.0 else g * z
+            if type(c) is not np.ndarray or c.dtype != out.dtype:
+                c = np.asarray(c, dtype=out.dtype)
+            grads.append(c if c.shape == x.shape else _unbroadcast(c, x.shape))
+        return tuple(grads)
+
+    def jvp(res: tuple, t: Sequence[np.ndarray]) -> np.ndarray:
+        F, out, args = res
+        d = sum(z * tk for z, tk in zip(op.partials(F, out, *args), t))
+        return np.asarray(np.broadcast_to(d, out.shape), dtype=out.dtype)
+
+    return _Elementwise(forward_with(lambda dtype: numpy_math()), vjp, jvp,
+                        Kernel(forward_with(fast.array_math), vjp), not op.bounded, not op.bounded)
+
+
+_ELEMENTWISE = {op: _elementwise_kernels(op) for op in OPS.values()}
+
+
+def _kernels(row: Op | TensorOp) -> TensorOp | _Elementwise:
+    if type(row) is not Op:
+        return row
+    found = _ELEMENTWISE.get(row)
+    if found is None:  # a row made outside the table (a test's deliberately wrong one, say)
+        found = _ELEMENTWISE[row] = _elementwise_kernels(row)
+    return found
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Building nodes: the one builder
 # ---------------------------------------------------------------------------------------------------------
 
 def _const(data: np.ndarray) -> Tensor:
     t = _new(Tensor)
     t.data, t._grad, t.requires_grad, t.label = data, None, False, None
-    t.parents, t._back, t._op, t._keeps_grad = (), None, None, True
+    t.parents, t._op, t._arg, t._res, t._vjp, t._checks_grad, t.keeps_grad = (), None, None, None, None, False, \
+        True
     return t
 
 
-def _result(data: np.ndarray, parents: tuple, back: Any, op: Any) -> Tensor:
-    """A new node if some parent needs a gradient, else a plain data tensor (no graph is recorded)."""
-    for p in parents:
+_NO_ARGS: dict[str, Any] = {}
+
+
+def kwargs(row: Op | TensorOp, arg: Any) -> dict[str, Any]:
+    """The keyword arguments of ``row``'s forward for a node's ``arg``: ``{"param": 0.01}`` for leaky_relu."""
+    if type(row) is Op:
+        return {} if row.param is None else {"param": arg}
+    return arg or {}
+
+
+def node(row: Op | TensorOp, inputs: Sequence[Tensor], arg: Any = None) -> Tensor:
+    """The one node builder: apply ``row`` to ``inputs`` (Tensors) with non-tensor arguments ``arg``.
+
+    ``arg`` is an op-table row's number parameter, or a tensor-op row's keyword arguments as a dict. The
+    builder checks an op-table row's domains, runs the forward (the fast twin when there is one), scans the
+    output when the row says it may overflow, and records the node if some input needs a gradient (else it
+    returns a plain data tensor). Layers and losses build every node through it.
+
+    >>> x = Tensor([1.0, -2.0])
+    >>> node(OPS["leaky_relu"], (x,), 0.5).data.tolist(), node(TENSOR_OPS["sum"], (x,), {"axis": 0}).item()
+    ([1.0, -1.0], -1.0)
+    """
+    if type(inputs) is not tuple:
+        inputs = tuple(inputs)
+    if type(row) is Op:
+        impl = _ELEMENTWISE.get(row) or _kernels(row)
+        if row.checked:
+            _check_domains(row, inputs, arg)
+        kw = _NO_ARGS if row.param is None else {"param": arg}
+    else:
+        impl, kw = row, arg or _NO_ARGS
+    kernel = impl.fast if impl.fast is not None and fast.ENABLED else impl
+    out, res = kernel.forward(*[t.data for t in inputs], **kw)
+    if impl.checks_output and not _all_finite(out):
+        raise _nonfinite(row, inputs, out, "gives")
+    for p in inputs:
         if p.requires_grad:
             t = _new(Tensor)
-            t.data, t._grad, t.requires_grad, t.label = data, None, True, None
-            t.parents, t._back, t._op, t._keeps_grad = parents, back, op, False
+            t.data, t._grad, t.requires_grad, t.label, t.parents = out, None, True, None, inputs
+            t._op, t._arg, t._res, t._vjp, t.keeps_grad = row, arg, res, kernel.vjp, False
+            t._checks_grad = impl.checks_grad
             return t
-    return _const(data)
+    return _const(out)
 
 
 def as_tensor(x: Any, dtype: Any = None) -> Tensor:
@@ -592,41 +953,27 @@ def _constant_like(name: str, x: Any, like: Tensor) -> Tensor:
     return _const(_as_array(x, like.data.dtype, name))
 
 
-def _unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Sum ``g`` down to ``shape``, undoing NumPy broadcasting."""
-    if g.shape == shape:
-        return g
-    lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
-    s = g.sum(axis=axes, keepdims=True) if axes else g
-    return s.reshape(shape)
+def _names(inputs: Sequence[Tensor]) -> tuple[str, str | None]:
+    return ", ".join(_describe(t) for t in inputs), next((t.label for t in inputs if t.label), None)
 
 
-def _domain_fail(op: Op, inputs: Sequence[Tensor], datas: Sequence[np.ndarray], param: Any) -> None:
-    for k, (x, dom) in enumerate(zip(datas, op.domains(param), strict=True)):
+def _check_domains(op: Op, inputs: Sequence[Tensor], param: Any) -> None:
+    for k, (t, dom) in enumerate(zip(inputs, op.domains(param), strict=True)):
         if dom.lo == -math.inf and dom.hi == math.inf and not dom.nonzero:
             continue
-        bad = ~np.asarray(dom.contains(x))
+        bad = ~np.asarray(dom.contains(t.data))
         if bad.any():
             idx = tuple(int(i) for i in np.argwhere(bad)[0])
-            value = float(np.asarray(x)[idx])
-            cls = DivisionByZeroError if dom.zero_division and value == 0 else DomainError
-            names = ", ".join(_describe(t) for t in inputs)
-            shown = f"{op.name} with {op.param}={param:g}" if op.param and op.arity == 1 else op.name
-            label = next((t.label for t in inputs if t.label), None)
-            raise cls(f"{op.name}({names}): {shown} needs {'xy'[k]} {dom.text}, got {value!r}{_at(idx)}",
-                      op.name, value, label)
+            names, label = _names(inputs)
+            raise domain_error(op, names, param, k, dom, float(np.asarray(t.data)[idx]), _at(idx), label)
 
 
-def _nonfinite(op: Any, inputs: Sequence[Tensor], a: np.ndarray, what: str) -> DomainError:
-    idx, bad = _first_bad(a)
-    name = op.name if isinstance(op, Op) else op
-    names = ", ".join(_describe(t) for t in inputs)
-    label = next((t.label for t in inputs if t.label), None)
-    return DomainError(f"{name}({names}): {what} {bad}{_at(idx)}, not a finite number", name, bad, label)
+def _nonfinite(row: Op | TensorOp, inputs: Sequence[Tensor], a: np.ndarray, what: str) -> DomainError:
+    idx, bad = fast.first_nonfinite(a)
+    names, label = _names(inputs)
+    return DomainError(f"{row.name}({names}): {what} {bad}{_at(idx)}, not a finite number", row.name, bad, label)
 
 
-_CHECKS_DOMAIN = frozenset(op for op in OPS.values() if op.checked)
 # NOTE: an overflow inside a row's forward or a cast to float32 is always followed by the DomainError that names
 # the op or the data (every unbounded result is checked), so NumPy's own warning would only be noise printed
 # before it. Filtered once here, for warnings raised from these two modules only: no errstate cost per op.
@@ -634,47 +981,21 @@ for _module in ("microgradx.ops", "microgradx.tensor"):
     warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning, _module)
 
 
-def _table_node(op: Op, inputs: tuple, datas: tuple, param: Any) -> Tensor:
-    """Forward and vjp of one op-table row on arrays: out = forward(F, ...), vjp = g * partials(F, out, ...).
-
-    A NumPy overflow warning may precede the DomainError that names the op: suppressing it with np.errstate
-    would cost more than the op itself on small arrays.
-    """
-    dtype = datas[0].dtype
-    F = _MATH[dtype]
-    if op in _CHECKS_DOMAIN:
-        _domain_fail(op, inputs, datas, param)
-    args = datas if op.param is None else (*datas, param)
-    out = op.forward(F, *args)
-    if type(out) is not np.ndarray or out.dtype != dtype:
-        out = np.asarray(out, dtype=dtype)
-    bounded = op.bounded
-    if not bounded and not _all_finite(out):
-        raise _nonfinite(op, inputs, out, "gives")
-
-    def back(g: np.ndarray) -> list:
-        zs = op.partials(F, out, *args)
-        res = []
-        for t, z in zip(inputs, zs, strict=True):
-            if not t.requires_grad:
-                res.append(None)
-                continue
-            if type(z) is float and z == 1.0:
-                c = g if t.parents else g.copy()  # a parameter must not share its gradient array
-            else:
-                c = g * z
-                if type(c) is not np.ndarray or c.dtype != dtype:
-                    c = np.asarray(c, dtype=dtype)
-                if not bounded and not _all_finite(c):
-                    raise _nonfinite(op, inputs, c, "has a non-finite gradient")
-            res.append(c if c.shape == t.data.shape else _unbroadcast(c, t.data.shape))
-        return res
-    return _result(out, inputs, back, op)
+def _check_axis(name: str, x: Tensor, axis: Any, nonempty: bool = False) -> None:
+    """A ShapeError unless ``axis`` (an int, a tuple or None) names axes of ``x``."""
+    X = x.data
+    if nonempty and X.size == 0:
+        along = "" if axis is None else f" along axis {axis}"
+        raise ShapeError(f"{name}: {_describe(x)} of shape {X.shape} is empty{along}")
+    try:
+        np.empty((1,) * X.ndim).sum(axis=axis)
+    except (ValueError, TypeError, np.exceptions.AxisError) as e:
+        raise ShapeError(f"{name}: axis {axis} does not fit {_describe(x)} of shape {X.shape} ({e})") from None
 
 
-def _unary(op: Op, x: Tensor, param: Any = None) -> Tensor:
-    return _table_node(op, (x,), (x.data,), param)
-
+# ---------------------------------------------------------------------------------------------------------
+# Operators and methods from the op table; public functions of the tensor-only rows
+# ---------------------------------------------------------------------------------------------------------
 
 def _elementwise(op: Op, a: Any, b: Any) -> Tensor:
     a, b = _operands(op.name, a, b)
@@ -682,22 +1003,48 @@ def _elementwise(op: Op, a: Any, b: Any) -> Tensor:
         np.broadcast_shapes(a.data.shape, b.data.shape)
     except ValueError:
         raise ShapeError(f"{op.name}: shapes {a.data.shape} and {b.data.shape} do not broadcast") from None
-    return _table_node(op, (a, b), (a.data, b.data), None)
+    return node(op, (a, b))
 
 
 def _method(op: Op, name: str):
     if op.arity == 1 and op.param is None:
         def method(self: Tensor) -> Tensor:
-            return _unary(op, self)
+            return node(op, (self,))
     elif op.arity == 1:
-        def method(self: Tensor, param: float = op.default) -> Tensor:  # type: ignore[assignment]
-            return _unary(op, self, float(param))
+        def method(self: Tensor, param: float = op.default) -> Tensor:  # type: ignore[misc]
+            return node(op, (self,), float(param))
     else:
-        def method(self: Tensor, other: Any) -> Tensor:  # type: ignore[assignment]
+        def method(self: Tensor, other: Any) -> Tensor:  # type: ignore[misc]
             return _elementwise(op, self, other)
     method.__name__ = method.__qualname__ = name
     args = "y" if op.arity == 2 else f"{op.param}={op.default}" if op.param else ""
     method.__doc__ = f"x.{name}({args}): {op.doc}, elementwise (op-table row {op.name!r})."
+    return method
+
+
+def _operator(name: str, rows: tuple[Op, ...]):
+    """The operator method ``name`` (``__add__``, ``__rpow__``, ``__neg__``, ...) applying ``rows``."""
+    unary = next((r for r in rows if r.arity == 1 and r.param is None), None)
+    binary = next((r for r in rows if r.arity == 2), None)
+    numeric = next((r for r in rows if r.arity == 1 and r.param is not None), None)  # x ** 3: a number n
+    if unary is not None:
+        def method(self: Tensor) -> Tensor:
+            return node(unary, (self,))
+    elif name == binary.reflected:
+        def method(self: Tensor, other: Any) -> Tensor:  # type: ignore[misc]
+            return _elementwise(binary, other, self)
+    elif numeric is None:
+        def method(self: Tensor, other: Any) -> Tensor:  # type: ignore[misc]
+            return _elementwise(binary, self, other)
+    else:
+        def method(self: Tensor, other: Any) -> Tensor:  # type: ignore[misc]
+            if isinstance(other, (Tensor, np.ndarray)):
+                return _elementwise(binary, self, other)
+            if isinstance(other, numbers.Real) and not isinstance(other, bool):
+                return node(numeric, (self,), float(other))
+            return NotImplemented
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = " or ".join(f"{r.name}: {r.doc}" for r in rows) + ", elementwise."
     return method
 
 
@@ -707,11 +1054,9 @@ for _op in OPS.values():
     for _name in _op.methods:
         if not hasattr(Tensor, _name):
             setattr(Tensor, _name, _method(_op, _name))
+for _dunder, _rows in operator_rows().items():
+    setattr(Tensor, _dunder, _operator(_dunder, _rows))
 
-
-# ---------------------------------------------------------------------------------------------------------
-# Tensor-only ops
-# ---------------------------------------------------------------------------------------------------------
 
 def matmul(a: Any, b: Any) -> Tensor:
     """Matrix product ``a @ b`` with NumPy's rules (1-D operands, batched leading dimensions).
@@ -728,32 +1073,11 @@ def matmul(a: Any, b: Any) -> Tensor:
     if ka != kb:
         raise ShapeError(f"matmul: shapes {A.shape} and {B.shape} do not align ({ka} != {kb})")
     try:
-        out = A @ B
+        np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
     except ValueError as e:
         raise ShapeError(f"matmul: shapes {A.shape} and {B.shape} do not broadcast ({e})") from None
-    if not _all_finite(out):
-        raise _nonfinite("matmul", (a, b), out, "gives")
+    return node(MATMUL, (a, b))
 
-    def back(g: np.ndarray) -> tuple:
-        A2 = A[None, :] if A.ndim == 1 else A
-        B2 = B[:, None] if B.ndim == 1 else B
-        g2 = g
-        if A.ndim == 1:
-            g2 = np.expand_dims(g2, -2)
-        if B.ndim == 1:
-            g2 = np.expand_dims(g2, -1)
-        ga = gb = None
-        if a.requires_grad:
-            ga = g2 @ np.swapaxes(B2, -1, -2)
-            ga = _unbroadcast(ga[..., 0, :] if A.ndim == 1 else ga, A.shape)
-        if b.requires_grad:
-            gb = np.swapaxes(A2, -1, -2) @ g2
-            gb = _unbroadcast(gb[..., 0] if B.ndim == 1 else gb, B.shape)
-        return ga, gb
-    return _result(out, (a, b), back, "matmul")
-
-
-_TRANSPOSED_GX = 1 << 14  # weight entries above which linear's input gradient is formed as (W.T @ g.T).T
 
 # Activations linear() can apply inside its own node: one-input rows without a parameter that need no checks
 # (no domain, and ``bounded``: finite in, finite out, partial of magnitude <= 1), so fusing skips nothing.
@@ -774,28 +1098,21 @@ def _linear_misfit(X: np.ndarray, W: np.ndarray, bias: Tensor | None) -> None:
 
 
 def linear(x: Any, weight: Tensor, bias: Tensor | None = None, activation: Op | str | None = None) -> Tensor:
-    """x @ weight.T + bias in one node (weight of shape (out, in), as Gerald's A in R^{m x n}).
+    """f(x @ weight.T + bias) in one node (weight of shape (out, in), as Gerald's A in R^{m x n}).
 
-    One node instead of three saves the Python overhead and the intermediate arrays of a separate matmul
-    and add; the vjps are g @ W, g.T @ x and the column sums of g. A raw NumPy batch ``x`` is data, not a
-    graph node: the node's parents are then the weight and bias only.
+    The vjps are g @ W, g.T @ x and the column sums of g (after g * f'(z) when an activation is fused). A raw
+    NumPy batch ``x`` is data: it enters the node as a tensor that takes no gradient.
 
     ``activation`` (an op-table row or its name, from ``FUSABLE_ACTIVATIONS``: relu, tanh, ...) is applied
     inside the same node: out = f(x @ W.T + b), and the incoming gradient is first multiplied by the row's own
     partial f'(z). The numbers are those of the separate ops; ``nn.Sequential`` fuses a Linear followed by such
-    an activation this way.
-
-    Any memory layout of W works. ``nn.Linear`` stores W column-major, so that W.T is row-major and both
-    products of a step, x @ W.T and x.T @ g, reach BLAS with untransposed operands: with a small batch the
-    cost of a product is mostly BLAS packing the 784 x 128 weight, and OpenBLAS packs a transposed operand
-    much more slowly (``benchmarks/mlp.py`` measures both layouts).
+    an activation this way. Any memory layout of W works (``fast.weight_layout`` says which one is fastest).
 
     >>> x = Tensor([[1.0, 2.0]], requires_grad=False)
     >>> W = Tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]); b = Tensor([0.5, 0.5, 0.5])
     >>> linear(x, W, b).data.tolist(), linear(x, W, b, activation="relu").data.tolist()
     ([[1.5, 2.5, -2.5]], [[1.5, 2.5, 0.0]])
     """
-    # NOTE: a raw input array (a batch) is not scanned: a NaN or infinity in it reaches the output, which is.
     act = OPS.get(activation) if isinstance(activation, str) else activation
     if activation is not None and act not in FUSABLE_ACTIVATIONS:
         shown = act.name if isinstance(act, Op) else activation
@@ -803,95 +1120,15 @@ def linear(x: Any, weight: Tensor, bias: Tensor | None = None, activation: Op | 
                          f"parameter that need no checks, {sorted(op.name for op in FUSABLE_ACTIVATIONS)}); "
                          "apply it as its own op")
     W = weight.data
-    if type(x) is np.ndarray and x.dtype == W.dtype:  # a raw batch of the weight's dtype: used as it is
-        X, x = x, None
-    else:
-        x = x if isinstance(x, Tensor) else _const(np.asarray(x, dtype=W.dtype))
-        X = x.data
+    # NOTE: a raw input array (a batch) is not scanned: a NaN or infinity in it reaches the output, which is.
+    x = _const(x) if type(x) is np.ndarray and x.dtype == W.dtype else \
+        x if isinstance(x, Tensor) else _const(np.asarray(x, dtype=W.dtype))
+    X = x.data
     if (W.ndim != 2 or X.ndim == 0 or X.shape[-1] != W.shape[1] or X.dtype != W.dtype
             or (bias is not None and bias.data.shape != (W.shape[0],))):
         _linear_misfit(X, W, bias)
-    z = X @ W.T
-    if bias is not None:
-        z += bias.data
-    parents: tuple = (weight,) if bias is None else (weight, bias)
-    if x is not None:
-        parents = (x, *parents)
-    if not _all_finite(z):
-        raise _nonfinite("linear", parents, z, "gives")
-    out = z
-    if act is not None:
-        F = _MATH[z.dtype]
-        out = act.forward(F, z)
-        if type(out) is not np.ndarray or out.dtype != z.dtype:
-            out = np.asarray(out, dtype=z.dtype)
-    column_major = W.strides[0] < W.strides[1]  # W.T is the row-major one (cheaper to ask than W.flags)
-    want_x = x is not None and x.requires_grad
-    first = 0 if x is not None else 1  # where the parents start among (x, weight, bias)
-
-    def back(g: np.ndarray) -> tuple:
-        if act is not None:
-            g = g * act.partials(F, out, z)[0]
-            if type(g) is not np.ndarray or g.dtype != z.dtype:
-                g = np.asarray(g, dtype=z.dtype)
-        g2 = g.reshape(-1, g.shape[-1]) if g.ndim != 2 else g
-        X2 = X.reshape(-1, X.shape[-1]) if X.ndim != 2 else X
-        gx = gW = gb = None
-        if column_major:
-            if want_x:
-                # NOTE: g @ W packs the transposed W; for a large W the transposed product is cheaper, but its
-                # result is column-major, which slows the elementwise ops after it: worth it only when W is big.
-                gx = (W.T @ g2.T).T if g.ndim == 2 and W.size > _TRANSPOSED_GX else g @ W
-            if weight.requires_grad:
-                gW = np.empty(W.shape, W.dtype, order="F")  # laid out like W, for the update
-                np.matmul(X2.T, g2, out=gW.T)
-        else:
-            if want_x:
-                gx = g @ W
-            if weight.requires_grad:
-                gW = g2.T @ X2
-        if bias is not None and bias.requires_grad:
-            gb = np.add.reduce(g2, axis=0)
-        return (gx, gW, gb)[first:first + len(parents)]
-    return _result(out, parents, back, "linear" if act is None else f"linear+{act.name}")
-
-
-def _reduce_sum(x: Tensor, axis: Any, keepdims: bool, mean: bool) -> Tensor:
-    X = x.data
-    try:
-        out = X.mean(axis=axis, keepdims=keepdims) if mean else X.sum(axis=axis, keepdims=keepdims)
-    except (ValueError, np.exceptions.AxisError) as e:
-        raise ShapeError(f"{'mean' if mean else 'sum'}: axis {axis} does not fit {_describe(x)} of shape "
-                         f"{X.shape} ({e})") from None
-    out = np.asarray(out, dtype=X.dtype)
-    if not _all_finite(out):
-        raise _nonfinite("mean" if mean else "sum", (x,), out, "gives")
-    n = X.size // max(out.size, 1) if mean else 1
-
-    def back(g: np.ndarray) -> tuple:
-        gk = g if keepdims or axis is None else np.expand_dims(g, axis)
-        if mean:
-            gk = gk / np.asarray(n, dtype=X.dtype)
-        return (np.broadcast_to(gk, X.shape),)
-    return _result(out, (x,), back, "mean" if mean else "sum")
-
-
-def _reduce_extreme(x: Tensor, axis: Any, keepdims: bool, which: str) -> Tensor:
-    X = x.data
-    if X.size == 0:
-        raise ShapeError(f"{which}: {_describe(x)} is empty")
-    try:
-        m = X.max(axis=axis, keepdims=True) if which == "max" else X.min(axis=axis, keepdims=True)
-    except (ValueError, np.exceptions.AxisError) as e:
-        raise ShapeError(f"{which}: axis {axis} does not fit {_describe(x)} of shape {X.shape} ({e})") from None
-    out = m if keepdims else (m.reshape(()) if axis is None else np.squeeze(m, axis=axis))
-
-    def back(g: np.ndarray) -> tuple:
-        hit = X == m
-        count = hit.sum(axis=axis, keepdims=True)
-        gk = g if keepdims else (np.reshape(g, m.shape))
-        return ((hit * (gk / count)).astype(X.dtype, copy=False),)
-    return _result(np.asarray(out), (x,), back, which)
+    inputs = (x, weight) if bias is None else (x, weight, bias)
+    return node(LINEAR, inputs, None if act is None else {"activation": act})
 
 
 def concatenate(tensors: Sequence[Any], axis: int = 0) -> Tensor:
@@ -910,16 +1147,10 @@ def concatenate(tensors: Sequence[Any], axis: int = 0) -> Tensor:
     if len(dtypes) > 1:
         raise TypeError(f"concatenate: dtypes differ ({', '.join(sorted(map(str, dtypes)))})")
     try:
-        out = np.concatenate([t.data for t in ts], axis=axis)
-    except (ValueError, np.exceptions.AxisError) as e:
+        return node(CONCATENATE, ts, {"axis": axis})
+    except (ValueError, np.exceptions.AxisError, IndexError) as e:
         shapes = ", ".join(str(t.data.shape) for t in ts)
         raise ShapeError(f"concatenate: shapes {shapes} do not join along axis {axis} ({e})") from None
-    cuts = np.cumsum([t.data.shape[axis] for t in ts])[:-1]
-
-    def back(g: np.ndarray) -> tuple:
-        pieces = np.split(g, cuts, axis=axis)
-        return tuple(piece if t.requires_grad else None for t, piece in zip(ts, pieces, strict=True))
-    return _result(out, ts, back, "concatenate")
 
 
 def where(cond: Any, a: Any, b: Any) -> Tensor:
@@ -937,17 +1168,43 @@ def where(cond: Any, a: Any, b: Any) -> Tensor:
     except ValueError:
         raise ShapeError(f"where: shapes {c.shape} (condition), {ta.data.shape} and {tb.data.shape} do not "
                          "broadcast") from None
-    out = np.where(c, ta.data, tb.data)
-
-    def back(g: np.ndarray) -> tuple:
-        zero = np.zeros((), dtype=g.dtype)
-        ga = _unbroadcast(np.where(c, g, zero), ta.data.shape) if ta.requires_grad else None
-        gb = _unbroadcast(np.where(c, zero, g), tb.data.shape) if tb.requires_grad else None
-        return ga, gb
-    return _result(out, (ta, tb), back, "where")
+    return node(WHERE, (ta, tb), {"cond": c})
 
 
-def _is_basic_index(index: Any) -> bool:
-    items = index if isinstance(index, tuple) else (index,)
-    return all(i is None or i is Ellipsis or isinstance(i, (slice, numbers.Integral)) and not isinstance(i, bool)
-               for i in items)
+# ---------------------------------------------------------------------------------------------------------
+# The per-node gradient check (read by graph.check_gradients)
+# ---------------------------------------------------------------------------------------------------------
+
+def vjp_mismatches(t: Tensor, rng: np.random.Generator, h: float = 1e-5,
+                   rtol: float = 1e-6) -> list[tuple[int, float, float]]:
+    """(parent index, vjp value, central-difference value) for each parent whose vjp disagrees.
+
+    The node is recomputed in float64 with the kernel the engine uses; for a random upstream g and direction v
+    the vjp must give <vjp(g), v> = <g, (f(x + h v) - f(x - h v)) / 2h>, f the row's reference forward. Output
+    entries where f is not smooth along v (a kink within h: relu at 0, a tie in max) or not finite are left
+    out of g, because central differences say nothing there.
+    """
+    row, kw = t.op, kwargs(t.op, t.arg)
+    impl = _kernels(row)
+    kernel = impl.fast if impl.fast is not None and fast.ENABLED else impl
+    xs = [p.data.astype(np.float64) for p in t.parents]
+    bad = []
+    with np.errstate(all="ignore"):
+        out, res = kernel.forward(*xs, **kw)
+        mid = impl.forward(*xs, **kw)[0]
+        for k, x in enumerate(xs):
+            v = rng.normal(size=x.shape)
+
+            def f(e: float, k: int = k, v: np.ndarray = v) -> np.ndarray:
+                return np.asarray(impl.forward(*(x + e * v if j == k else x for j, x in enumerate(xs)), **kw)[0])
+            up, down = f(h), f(-h)
+            smooth = np.isfinite(up) & np.isfinite(down) & \
+                (np.abs(up + down - 2 * mid) <= 1e-7 * (1.0 + np.abs(mid)))
+            g = np.where(smooth, rng.normal(size=np.shape(out)), 0.0)
+            fd = np.where(smooth, (up - down) / (2 * h), 0.0)
+            grads = kernel.vjp(np.asarray(g), res, (True,) * len(xs))
+            lhs = float(np.sum(np.asarray(grads[k]) * v))
+            rhs = float(np.sum(g * fd))
+            if not abs(lhs - rhs) <= rtol * (float(np.sum(np.abs(g * fd))) + abs(lhs)) + 1e-9:
+                bad.append((k, lhs, rhs))
+    return bad

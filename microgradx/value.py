@@ -11,7 +11,21 @@ import numbers
 from typing import Any
 
 from . import graph
-from .ops import ADD, DIV, FLOAT, MUL, NEG, OPS, POW, POWER, SUB, DivisionByZeroError, DomainError, Op
+from .ops import (
+    ADD,
+    FLOAT,
+    MUL,
+    NEG,
+    OPS,
+    PRIMITIVES,
+    SUB,
+    DomainError,
+    Op,
+    domain_error,
+    namespace,
+    op_error,
+    operator_rows,
+)
 
 __all__ = ["Value", "VALUE_MATH"]
 
@@ -25,7 +39,12 @@ def _to_float(data: Any, what: str = "Value") -> float:
     if type(data) is not float:
         if isinstance(data, bool) or not isinstance(data, numbers.Real):
             raise TypeError(f"{what} needs an int or a float, got {type(data).__name__}: {data!r}")
-        data = float(data)
+        try:
+            data = float(data)
+        except OverflowError:  # an int beyond float range: 10**400
+            digits = len(str(abs(data)))
+            raise DomainError(f"{what}: {str(data)[:12]}... ({digits} digits) is too large for a float (at most "
+                              "about 1.8e308)", "value", None) from None
     if not math.isfinite(data):
         raise DomainError(f"{what}({data!r}): data must be a finite number, got {data!r}", "value", data)
     return data
@@ -35,18 +54,28 @@ def _name(v: Value) -> str:
     return v.label if v.label else f"{v.data:g}"
 
 
-def _fail(op: Op, inputs: tuple, arg: Any, why: str, cls: type = DomainError) -> DomainError:
-    shown = f"{op.name} with {op.param}={arg:g}" if op.param and op.arity == 1 else op.name
+def _label(inputs: tuple) -> str | None:
+    return next((v.label for v in inputs if v.label), None)
+
+
+def _fail(op: Op, inputs: tuple, arg: Any, why: str) -> DomainError:
     names = ", ".join(_name(v) for v in inputs)
-    label = next((v.label for v in inputs if v.label), None)
-    return cls(f"{op.name}({names}): {shown} {why}", op.name, tuple(v.data for v in inputs), label)
+    return op_error(op, names, arg, why, tuple(v.data for v in inputs), _label(inputs))
+
+
+def _bad_gradient(v: Value, k: int, g: float, c: float) -> DomainError:
+    """The error for the non-finite contribution ``c`` = g * z that node ``v`` passes to its parent ``k``."""
+    p = v.parents[k]
+    return DomainError(f"backward: the gradient flowing from {_name(v)} (op {v.op.name}) to its parent {_name(p)} is "
+                       f"{c} (upstream {g!r} times the local derivative {v.partials[k]!r}), not a finite float",
+                       v.op.name, c, v.label)
 
 
 def _check_domain(op: Op, inputs: tuple, arg: Any) -> None:
     for k, (v, dom) in enumerate(zip(inputs, op.domains(arg))):
         if not dom.contains(v.data):
-            cls = DivisionByZeroError if dom.zero_division and v.data == 0 else DomainError
-            raise _fail(op, inputs, arg, f"needs {'xy'[k]} {dom.text}, got {v.data!r}", cls)
+            raise domain_error(op, ", ".join(_name(v) for v in inputs), arg, k, dom, v.data, label=_label(inputs),
+                               data=tuple(v.data for v in inputs))
 
 
 def _compute(op: Op, inputs: tuple, args: tuple, arg: Any) -> tuple:
@@ -108,7 +137,7 @@ class Value:
     """
 
     __slots__ = ("data", "grad", "op", "label", "_a", "_b", "_za", "_zb", "_arg")
-    _keeps_grad = True  # backward adds S to every node's grad (the graph core's node protocol)
+    keeps_grad = True  # backward adds S to every node's grad (the graph core's node protocol)
 
     def __init__(self, data: float, label: str | None = None) -> None:
         self.data = _to_float(data)
@@ -140,16 +169,34 @@ class Value:
         """The op's number parameter (the exponent of ``x ** 3``, the alpha of ``leaky_relu``), or None."""
         return self._arg
 
-    def _vjps(self, g: Any, create_graph: bool) -> tuple:
+    def vjp(self, g: Any, create_graph: bool = False) -> tuple:
+        """One contribution g * z(parent, self) per parent; with ``create_graph`` they are Values."""
         if create_graph:
             args = (*self.parents, self._arg) if self.op.param else self.parents
             return tuple(g * z for z in self.op.partials(VALUE_MATH, self, *args))
+        a = g * self._za
+        if not _isfinite(a):
+            raise _bad_gradient(self, 0, g, a)
         if self._b is None:
-            return (g * self._za,)
-        return (g * self._za, g * self._zb)
+            return (a,)
+        b = g * self._zb
+        if not _isfinite(b):
+            raise _bad_gradient(self, 1, g, b)
+        return (a, b)
 
-    def _reset_grad(self) -> None:
+    def jvp(self, tangents: Any) -> float:
+        """This node's tangent: the sum of z(parent, self) * tangent(parent) (None for a zero tangent)."""
+        return sum(z * t for z, t in zip(self.partials, tangents) if t is not None)
+
+    def as_tangent(self, v: Any, what: str = "jvp tangent") -> float:
+        """``v`` checked as a tangent (a direction) or seed for this Value: a finite number; None means 0."""
+        return 0.0 if v is None else _to_float(v, what)
+
+    def reset_grad(self) -> None:
+        """Set ``grad`` back to 0 (what ``zero_grad(out)`` does to every node)."""
         self.grad = 0.0
+
+    _reset_grad = reset_grad  # NOTE: the name optimizers' zero_grad looks for
 
     # -- differentiation ------------------------------------------------------------------------------------
 
@@ -167,57 +214,10 @@ class Value:
         s: Any = Value(seed) if create_graph else _to_float(seed, "backward seed")
         graph.run(graph.backprop(self, s, create_graph=create_graph))
 
-    # -- arithmetic: one line each onto the op table --------------------------------------------------------
-
-    def __add__(self, other: Any) -> Value:
-        o = other if type(other) is Value else _as_value(other)
-        return NotImplemented if o is None else _binary(ADD, self, o)
-
-    def __radd__(self, other: Any) -> Value:
-        o = other if type(other) is Value else _as_value(other)
-        return NotImplemented if o is None else _binary(ADD, o, self)
-
-    def __sub__(self, other: Any) -> Value:
-        o = other if type(other) is Value else _as_value(other)
-        return NotImplemented if o is None else _binary(SUB, self, o)
-
-    def __rsub__(self, other: Any) -> Value:
-        o = other if type(other) is Value else _as_value(other)
-        return NotImplemented if o is None else _binary(SUB, o, self)
-
-    def __mul__(self, other: Any) -> Value:
-        o = other if type(other) is Value else _as_value(other)
-        return NotImplemented if o is None else _binary(MUL, self, o)
-
-    def __rmul__(self, other: Any) -> Value:
-        o = other if type(other) is Value else _as_value(other)
-        return NotImplemented if o is None else _binary(MUL, o, self)
-
-    def __truediv__(self, other: Any) -> Value:
-        o = other if type(other) is Value else _as_value(other)
-        return NotImplemented if o is None else _binary(DIV, self, o)
-
-    def __rtruediv__(self, other: Any) -> Value:
-        o = other if type(other) is Value else _as_value(other)
-        return NotImplemented if o is None else _binary(DIV, o, self)
-
-    def __neg__(self) -> Value:
-        return _unary(NEG, self)
+    # -- operators (+, -, *, /, **, unary -, abs) are attached from the rows' spellings below ------------------
 
     def __pos__(self) -> Value:
         return self
-
-    def __pow__(self, other: Any) -> Value:
-        """``x ** 3`` (number exponent, op ``pow``) or ``x ** y`` (Value exponent, op ``power``, x > 0)."""
-        if isinstance(other, Value):
-            return _binary(POWER, self, other)
-        if isinstance(other, numbers.Real) and not isinstance(other, bool):
-            return _unary(POW, self, _to_float(other, "pow exponent"))
-        return NotImplemented
-
-    def __rpow__(self, other: Any) -> Value:
-        o = _as_value(other)
-        return NotImplemented if o is None else _binary(POWER, o, self)
 
     # -- comparisons look at data (ordering only: identity stays the node's identity) ----------------------
 
@@ -234,11 +234,34 @@ class Value:
         return self.data >= _data(other)
 
     def __float__(self) -> float:
-        return self.data
+        # NOTE: math.sin(x) would call this and silently cut the graph; a number is x.data, a graph op x.sin().
+        raise TypeError(f"float() of {self!r} would leave the graph (math.sin(x) and friends call it): use the "
+                        "Value's own methods, x.sin(), x.exp(), ..., to stay on the graph, or x.data for the number")
+
+    def __reduce__(self) -> tuple:
+        # NOTE: the graph behind this node is flattened in topological order, without recursion, so a deep chain
+        # pickles and deep-copies; nodes shared inside it stay shared.
+        order = graph.topological_order(self)
+        at = {id(n): k for k, n in enumerate(order)}
+        rows = [(n.data, n.grad, n.op, n.label, tuple(at[id(p)] for p in n.parents), n._za, n._zb, n._arg)
+                for n in order]
+        return (_rebuild, (rows,))
 
     def __repr__(self) -> str:
         label = f", label={self.label!r}" if self.label else ""
         return f"Value(data={self.data:.6g}, grad={_fmt(self.grad)}{label})"
+
+
+def _rebuild(rows: list) -> Value:
+    """The node a ``Value.__reduce__`` flattened: its graph rebuilt from the rows, parents first."""
+    nodes: list[Value] = []
+    for data, g, op, label, parents, za, zb, arg in rows:
+        v = _new(Value)
+        a = nodes[parents[0]] if parents else None
+        b = nodes[parents[1]] if len(parents) > 1 else None
+        v.data, v.grad, v.op, v.label, v._a, v._b, v._za, v._zb, v._arg = data, g, op, label, a, b, za, zb, arg
+        nodes.append(v)
+    return nodes[-1]
 
 
 def _data(x: Any) -> float:
@@ -273,34 +296,54 @@ def _method(op: Op, name: str):
     return method
 
 
+def _operator(name: str, rows: tuple[Op, ...]):
+    """The operator method ``name`` (``__add__``, ``__rpow__``, ``__neg__``, ...) applying ``rows``."""
+    unary = next((r for r in rows if r.arity == 1 and r.param is None), None)
+    binary = next((r for r in rows if r.arity == 2), None)
+    numeric = next((r for r in rows if r.arity == 1 and r.param is not None), None)  # x ** 3: a number n
+    if unary is not None:
+        def method(self: Value) -> Value:
+            return _unary(unary, self)
+    elif name == binary.reflected:
+        def method(self: Value, other: Any) -> Value:  # type: ignore[misc]
+            o = _as_value(other)
+            return NotImplemented if o is None else _binary(binary, o, self)
+    elif numeric is None:
+        def method(self: Value, other: Any) -> Value:  # type: ignore[misc]
+            o = other if type(other) is Value else _as_value(other)
+            return NotImplemented if o is None else _binary(binary, self, o)
+    else:
+        def method(self: Value, other: Any) -> Value:  # type: ignore[misc]
+            if isinstance(other, Value):
+                return _binary(binary, self, other)
+            if isinstance(other, numbers.Real) and not isinstance(other, bool):
+                return _unary(numeric, self, _to_float(other, f"{numeric.name} {numeric.param}"))
+            return NotImplemented
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = " or ".join(f"{r.name}: {r.doc}" for r in rows) + "."
+    return method
+
+
 for _op in OPS.values():
     for _name_ in _op.methods:
         setattr(Value, _name_, _method(_op, _name_))
+for _dunder, _rows in operator_rows().items():
+    setattr(Value, _dunder, _operator(_dunder, _rows))
 
 
-class _ValueMath:
-    """The maths namespace on Values: the op table's partials evaluated here build graph nodes."""
+def _lift(p: Any):
+    """Primitive ``p`` on graph nodes: its row (or its ``on_node`` form) when an argument is a Value."""
+    on_node = (lambda *xs: getattr(xs[0], OPS[p.row].methods[0])(*xs[1:])) if p.row else \
+        (lambda *xs: p.on_node(VALUE_MATH, *xs))
 
-    @staticmethod
-    def where(cond: Any, a: Any, b: Any) -> Any:
-        return a if cond else b
-
-
-def _lift(method: str, on_float: Any):
     def fn(*xs: Any) -> Any:
         if isinstance(xs[0], Value):
-            return getattr(xs[0], method)(*xs[1:])
-        if len(xs) > 1 and isinstance(xs[1], Value):
-            return getattr(Value(xs[0]), method)(*xs[1:])
-        return on_float(*xs)
-    return staticmethod(fn)
+            return on_node(*xs)
+        if any(isinstance(x, Value) for x in xs[1:]):
+            return on_node(Value(xs[0]), *xs[1:]) if p.row else on_node(*xs)
+        return p.on_float(*xs)
+    return fn
 
 
-for _fname, _method_name in (("exp", "exp"), ("log", "log"), ("sqrt", "sqrt"), ("sin", "sin"), ("cos", "cos"),
-                             ("tan", "tan"), ("atan", "arctan"), ("tanh", "tanh"), ("abs", "abs"),
-                             ("sigmoid", "sigmoid"), ("softplus", "softplus"), ("maximum", "max"),
-                             ("minimum", "min"), ("relu", "relu")):
-    setattr(_ValueMath, _fname, _lift(_method_name, getattr(FLOAT, _fname)))
-_ValueMath.expm1 = staticmethod(lambda x: x.exp() - 1.0 if isinstance(x, Value) else math.expm1(x))
-
-VALUE_MATH = _ValueMath()
+VALUE_MATH = namespace("ValueMath", {p.name: _lift(p) for p in PRIMITIVES})
+"""The maths namespace on Values: the op table's partials evaluated here build graph nodes."""

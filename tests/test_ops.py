@@ -27,6 +27,8 @@ REFERENCE = {
     "tan": math.tan,
     "arctan": math.atan,
     "tanh": math.tanh,
+    "sinh": lambda x: (math.exp(x) - math.exp(-x)) / 2,
+    "cosh": lambda x: (math.exp(x) + math.exp(-x)) / 2,
     "sigmoid": lambda x, a: 1 / (1 + math.exp(-a * x)),
     "relu": lambda x: max(0.0, x),
     "leaky_relu": lambda x, a: x if x >= 0 else a * x,
@@ -159,11 +161,11 @@ def test_the_bounded_flag_is_claimed_by_the_activations_the_mlp_uses():
 def test_bounded_rows_keep_finite_inputs_finite_with_partials_at_most_one(row, dtype):
     import numpy as np
 
-    from microgradx.tensor import _MATH
+    from microgradx.fast import array_math
     x = _extremes(np.dtype(dtype))
     args = (x,) if row.arity == 1 else tuple(np.meshgrid(x, x))
     with np.errstate(all="ignore"):  # an overflowing intermediate is fine as long as the results stay finite
-        for F in (_MATH[np.dtype(dtype)], numpy_math()):
+        for F in (array_math(np.dtype(dtype)), numpy_math()):
             out = np.asarray(row.forward(F, *args), dtype=float)
             assert np.isfinite(out).all(), (row.name, args[0][~np.isfinite(out)][:3])
             for z in row.partials(F, out.astype(dtype), *args):
@@ -186,3 +188,30 @@ def test_a_parameter_row_cannot_be_bounded():
     with pytest.raises(ValueError, match="bounded"):
         Op("scaled", 1, lambda F, x, a: a * x, lambda F, out, x, a: (a,), "s", "{0}", "a x", param="a",
            default=1.0, bounded=True)
+
+
+def test_every_primitive_agrees_across_its_namespaces():
+    """One list builds the float, NumPy, SymPy and Value namespaces: each primitive gives one number in all."""
+    import numpy as np
+    import sympy as sp
+
+    from microgradx.ops import PRIMITIVES, sympy_math
+    from microgradx.value import VALUE_MATH
+
+    for p in PRIMITIVES:
+        args = (True, 0.3, -0.7) if p.name == "where" else (0.3, -0.7)[:2 if p.name in ("maximum", "minimum") else 1]
+        want = getattr(FLOAT, p.name)(*args)
+        assert float(getattr(numpy_math(), p.name)(*(np.float64(a) for a in args))) == pytest.approx(want), p.name
+        assert float(sp.N(getattr(sympy_math(), p.name)(*(sp.Float(a) if not isinstance(a, bool) else sp.true
+                                                          for a in args)))) == pytest.approx(want), p.name
+        nodes = [a if isinstance(a, bool) else Value(a) for a in args]
+        assert getattr(VALUE_MATH, p.name)(*nodes).data == pytest.approx(want), p.name
+
+
+def test_sinh_and_cosh_rows_differentiate_twice_on_values():
+    from microgradx import grad
+
+    x = Value(0.4)
+    g, = grad(x.sinh() * x.cosh(), [x], create_graph=True)   # d/dx sinh cosh = cosh(2x)
+    assert g.data == pytest.approx(math.cosh(0.8))
+    assert grad(g, [x])[0] == pytest.approx(2 * math.sinh(0.8))

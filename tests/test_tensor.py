@@ -234,10 +234,12 @@ def test_linear_with_a_fused_activation_matches_central_differences(name):
     check_against_differences(lambda x, w, b: linear(x, w, b, activation=name), arrays, rng)
 
 
-def test_linear_takes_a_raw_batch_as_data_not_as_a_graph_node():
+def test_linear_takes_a_raw_batch_as_data_that_takes_no_gradient():
     w, b = Tensor(np.ones((2, 3))), Tensor(np.zeros(2))
-    y = linear(np.ones((4, 3)), w, b)
-    assert y.parents == (w, b)
+    batch = np.ones((4, 3))
+    y = linear(batch, w, b)
+    assert y.parents[1:] == (w, b)
+    assert y.parents[0].data is batch and not y.parents[0].requires_grad  # shared, not copied, no gradient
     y.sum().backward()
     np.testing.assert_array_equal(w.grad, np.full((2, 3), 4.0))
     np.testing.assert_array_equal(b.grad, np.full(2, 4.0))

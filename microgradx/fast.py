@@ -1,0 +1,203 @@
+"""The fast path: speed tricks for the tensor-op rows, each the twin of a readable reference in ``tensor.py``.
+
+Nothing here is new maths. Each kernel computes what its row's reference computes, with a memory layout,
+fusion or arithmetic trick that NumPy and BLAS run faster; ``tests/test_fast.py`` checks that both agree to
+rounding on random inputs, and ``benchmarks/mlp.py`` measures what the tricks buy. ``reference_only()`` turns
+the fast path off (the gradient check and the agreement test use it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from .ops import numpy_math
+
+__all__ = ["ENABLED", "reference_only", "all_finite", "first_nonfinite", "array_math", "weight_layout",
+           "linear_forward", "linear_vjp", "cross_entropy_forward", "cross_entropy_vjp"]
+
+ENABLED = True  # read by the node builder on every node: the fast kernels run when True
+
+
+@contextlib.contextmanager
+def reference_only() -> Iterator[None]:
+    """Run the readable reference kernels only, inside a ``with`` block.
+
+    >>> from microgradx import fast
+    >>> with fast.reference_only(): fast.ENABLED
+    False
+    """
+    global ENABLED
+    before, ENABLED = ENABLED, False
+    try:
+        yield
+    finally:
+        ENABLED = before
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Finiteness scans
+# ---------------------------------------------------------------------------------------------------------
+
+_and_reduce = np.logical_and.reduce
+
+
+def all_finite(a: np.ndarray) -> bool:
+    """True when every entry of ``a`` is finite: ``all_finite(np.array([1.0, np.inf]))`` is False.
+
+    One vectorised pass that cannot warn (``a.sum()`` costs as much and could itself overflow), through the
+    ufunc's own reduce rather than ``a.all()``, which goes through a Python-level wrapper.
+    """
+    if a.ndim == 0:  # a loss: one number
+        return math.isfinite(a)
+    return bool(_and_reduce(np.isfinite(a), axis=None))
+
+
+def first_nonfinite(a: np.ndarray) -> tuple[tuple[int, ...], float]:
+    """(index, value) of the first non-finite entry of ``a``: ``first_nonfinite(np.array([1.0, np.nan]))``."""
+    a = np.asarray(a)
+    where = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
+    return where, float(a[where])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Elementwise rows: a maths namespace whose ``where`` is mask arithmetic
+# ---------------------------------------------------------------------------------------------------------
+
+def _array_math(dtype: np.dtype) -> Any:
+    """``numpy_math()`` with a ``where`` that keeps ``dtype`` and selects by arithmetic on a 0/1 mask.
+
+    Plain ``np.where`` builds a float64 array from two Python-float branches (upcasting float32 gradients),
+    and on a random mask it is about ten times slower than a multiplication here. For finite branches
+    ``a * m + b * (1 - m)`` is exactly ``a`` where m = 1 and ``b`` where m = 0 (up to the sign of a zero,
+    normalised by adding +0.0); every Tensor's data is finite, and rows keep discarded branches finite.
+    """
+    base = numpy_math()
+    cast = dtype.type
+    zero = cast(0.0)
+
+    def where(cond: Any, a: Any, b: Any) -> Any:
+        if type(cond) is not np.ndarray or cond.dtype != bool:
+            return np.where(cond, a, b)
+        m = cond.astype(dtype)
+        if type(b) is float and b == 0.0:
+            if type(a) is float:
+                return m if a == 1.0 else m * cast(a)
+            if type(a) is np.ndarray and a.shape == m.shape and a.dtype == dtype:
+                r = np.multiply(a, m, out=m)  # the mask is ours: reuse its memory
+            else:
+                r = a * m
+        else:
+            if type(a) is float and a == 0.0 and type(b) is float and b == 1.0:
+                return (~cond).astype(dtype)
+            r = a * m + b * (~cond).astype(dtype)  # not in place: the branches may broadcast to a larger shape
+        r += zero  # -0.0 (from a negative a times 0) becomes 0.0, as np.where would give
+        return r
+
+    return type(f"ArrayMath_{dtype.name}", (type(base),), {"where": staticmethod(where)})()
+
+
+_ARRAY_MATH = {np.dtype(np.float32): _array_math(np.dtype(np.float32)),
+               np.dtype(np.float64): _array_math(np.dtype(np.float64))}
+
+
+def array_math(dtype: np.dtype) -> Any:
+    """The maths namespace the fast elementwise kernels use for arrays of ``dtype`` (float32 or float64)."""
+    return _ARRAY_MATH[dtype]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# linear: column-major weights, the transposed input gradient, the activation fused in
+# ---------------------------------------------------------------------------------------------------------
+
+_TRANSPOSED_GX = 1 << 14  # weight entries above which linear's input gradient is formed as (W.T @ g.T).T
+
+
+def weight_layout(w: np.ndarray) -> np.ndarray:
+    """The weight (out, in) stored column-major, so that W.T is row-major.
+
+    Both products of a step, x @ W.T and x.T @ g, then reach BLAS with untransposed operands: with a small
+    batch the cost of a product is mostly BLAS packing the 784 x 128 weight, and OpenBLAS packs a transposed
+    operand much more slowly (``benchmarks/mlp.py`` measures both layouts). Any layout gives the same numbers.
+    """
+    return np.asfortranarray(w)
+
+
+def linear_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, activation: Any = None) -> tuple:
+    """The reference's f(x @ W.T + b), with the bias added in place and the activation's mask-arithmetic
+    namespace; returns (out, residuals) for ``linear_vjp``."""
+    z = X @ W.T
+    if bias:
+        z += bias[0]
+    out = z
+    F = None
+    if activation is not None:
+        F = _ARRAY_MATH[z.dtype]
+        out = activation.forward(F, z)
+        if type(out) is not np.ndarray or out.dtype != z.dtype:
+            out = np.asarray(out, dtype=z.dtype)
+    return out, (X, W, z, out, len(bias), activation, F)
+
+
+def linear_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+    """The reference's g @ W, g.T @ x and the column sums of g, laid out for a column-major W."""
+    X, W, z, out, nb, act, F = res
+    if act is not None:
+        g = g * act.partials(F, out, z)[0]
+        if type(g) is not np.ndarray or g.dtype != z.dtype:
+            g = np.asarray(g, dtype=z.dtype)
+    g2 = g.reshape(-1, g.shape[-1]) if g.ndim != 2 else g
+    X2 = X.reshape(-1, X.shape[-1]) if X.ndim != 2 else X
+    gx = gW = gb = None
+    if W.strides[0] < W.strides[1]:  # column-major: W.T is the row-major one (cheaper to ask than W.flags)
+        if needs[0]:
+            # NOTE: g @ W packs the transposed W; for a large W the transposed product is cheaper, but its result
+            # is column-major, which slows the elementwise ops after it: worth it only when W is big.
+            gx = (W.T @ g2.T).T if g.ndim == 2 and W.size > _TRANSPOSED_GX else g @ W
+        if needs[1]:
+            gW = np.empty(W.shape, W.dtype, order="F")  # laid out like W, for the update
+            np.matmul(X2.T, g2, out=gW.T)
+    else:
+        if needs[0]:
+            gx = g @ W
+        if needs[1]:
+            gW = g2.T @ X2
+    if nb and needs[2]:
+        gb = np.add.reduce(g2, axis=0)
+    return (gx, gW, gb)[:2 + nb]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# cross-entropy: the work done on the (C, N) transpose
+# ---------------------------------------------------------------------------------------------------------
+
+def cross_entropy_forward(z: np.ndarray, labels: np.ndarray) -> tuple:
+    """The reference's mean of logsumexp(z_i) - z_i[y_i], computed on the transpose.
+
+    With few classes, NumPy's reductions along the short last axis of (N, C) cost a call per row
+    (z.max(axis=1) is ~8x slower than the same max across the rows of the (C, N) transpose).
+    """
+    n = z.shape[0]
+    zt = z.T.copy()
+    zt -= np.maximum.reduce(zt, axis=0)  # shift each example by its largest logit: exp cannot overflow
+    rows = np.arange(n)
+    picked = zt[labels, rows]      # the shifted logit of each example's label
+    e = np.exp(zt, out=zt)
+    s = np.add.reduce(e, axis=0)
+    losses = np.log(s)
+    losses -= picked
+    loss = np.asarray(np.add.reduce(losses) / max(n, 1), dtype=z.dtype)
+    return loss, (e, s, labels, rows, n, z.dtype)
+
+
+def cross_entropy_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+    """The reference's (softmax(z) - onehot(y)) g / N, on the transpose."""
+    e, s, labels, rows, n, dtype = res
+    k = g / dtype.type(n)
+    d = e * (k / s)       # softmax o (transposed), times g / N
+    d[labels, rows] -= k  # o - y, times g / N
+    return (d.T,)

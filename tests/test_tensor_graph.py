@@ -1,0 +1,428 @@
+"""Tensor graphs as graphs: the tensor-op rows, the node protocol, forward mode, the gradient check, the fast path
+against its reference, and the bugs found on the way, each against an independent oracle."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from microgradx import MicrogradxError, Value, fast, graph, losses, nn
+from microgradx.functional import avg_pool2d, batch_norm, conv2d, max_pool2d
+from microgradx.graph import Event, Node, backprop, check_gradients, jvp
+from microgradx.ops import OPS, Op
+from microgradx.tensor import TENSOR_OPS, Kernel, Tensor, TensorOp, concatenate, linear, node, where
+
+DEMOS = Path(__file__).resolve().parent.parent / "demos"
+
+
+def _demo(name: str):
+    """Import a demo script (they import their shared ``_common`` helper from the demos folder)."""
+    sys.path.insert(0, str(DEMOS))
+    try:
+        spec = importlib.util.spec_from_file_location(f"graph_demo_{name}", DEMOS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(DEMOS))
+    return module
+
+
+def mlp_graph(rng):
+    from microgradx.train import mlp
+
+    net = mlp([64, 32, 10], rng=0)
+    x = rng.random((8, 64), dtype=np.float32)
+    return losses.cross_entropy(net(x), rng.integers(0, 10, 8)), net
+
+
+def cnn_graph(rng):
+    net = _demo("cnn_digits").build(seed=0)
+    x = rng.random((4, 1, 8, 8), dtype=np.float32)
+    return losses.cross_entropy(net(x), rng.integers(0, 10, 4)), net
+
+
+def lstm_graph(rng):
+    demo = _demo("lstm_sequence")
+    model = demo.Adder(hidden=6, seed=0)
+    X, y = demo.make_adding(5, 6, seed=0)
+    return losses.mse(model(X), y), model
+
+
+GRAPHS = {"mlp": mlp_graph, "cnn": cnn_graph, "lstm": lstm_graph}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Rows and the node protocol
+# ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(GRAPHS))
+def test_every_tensor_node_has_a_row_never_a_string(name):
+    loss, _ = GRAPHS[name](np.random.default_rng(0))
+    for n in graph.topological_order(loss):
+        assert isinstance(n, Node)
+        if n.parents:
+            assert type(n.op) in (Op, TensorOp), n.op
+            assert isinstance(n.op.display(n.arg), str) and n.op.display(n.arg)
+            assert n.partials is None
+
+
+def test_value_satisfies_the_node_protocol_too():
+    x = Value(2.0)
+    assert isinstance(x * x, Node) and isinstance(x, Node)
+
+
+def test_builder_refuses_nothing_it_should_check_and_records_rows():
+    x = Tensor([1.0, -2.0], label="x")
+    y = node(OPS["leaky_relu"], (x,), 0.5)
+    assert y.op is OPS["leaky_relu"] and y.arg == 0.5 and y.data.tolist() == [1.0, -1.0]
+    s = node(TENSOR_OPS["sum"], (x,), {"axis": 0})
+    assert s.op is TENSOR_OPS["sum"] and s.item() == -1.0
+    with pytest.raises(MicrogradxError, match=r"log\(x\): log needs x > 0, got -2.0 at index \(1,\)"):
+        node(OPS["log"], (x,))
+    big = Tensor([1e200, 1e200])
+    with pytest.raises(MicrogradxError, match="matmul"):
+        node(TENSOR_OPS["matmul"], (big, big))
+
+
+def test_backprop_events_on_tensors_carry_contributions_and_no_partials():
+    w = Tensor([1.0, 2.0], label="w")
+    loss = (w * w).sum()
+    events = [e for e in backprop(loss, trace=True, accumulate=False)]
+    assert all(isinstance(e, Event) for e in events)
+    by_node = {id(e.node): e for e in events}
+    mul = loss.parents[0]
+    e = by_node[id(mul)]
+    assert e.partials is None
+    np.testing.assert_array_equal(e.grad, [1.0, 1.0])
+    # d(w*w)/dw through each of the two uses: g * w, and the running total 2 w after the second
+    np.testing.assert_array_equal(e.contributions[0], [1.0, 2.0])
+    np.testing.assert_array_equal(e.totals[1], [2.0, 4.0])
+    # Values keep their per-edge partials
+    x = Value(3.0)
+    ev = [e for e in backprop(x * x, trace=True) if e.parents][0]
+    assert ev.partials == (3.0, 3.0)
+
+
+def test_paths_on_a_tensor_graph_points_to_the_scalar_engine():
+    w = Tensor([1.0, 2.0])
+    with pytest.raises(MicrogradxError, match=r"paths works on scalar \(Value\) graphs.*Value"):
+        graph.paths((w * w).sum(), w)
+    with pytest.raises(MicrogradxError, match="Value"):
+        graph.count_paths((w * w).sum(), w)
+
+
+def test_readers_given_something_else_say_what_they_support():
+    with pytest.raises(MicrogradxError, match="Value or a Tensor"):
+        graph.topological_order(3.0)
+    with pytest.raises(TypeError, match="keys of tangents must be graph nodes"):
+        jvp(Value(1.0) * 2, {"x": 1.0})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Forward mode equals reverse mode's directional derivative
+# ---------------------------------------------------------------------------------------------------------
+
+UNARY = ["tanh", "sigmoid", "sin", "softplus", "exp", "relu", "gelu", "sinh", "arctan", "elu", "abs"]
+
+
+@st.composite
+def tensor_programs(draw):
+    """A random program on two (3, 4) leaves that reuses earlier results: elementwise rows and tensor rows."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    steps = draw(st.lists(st.tuples(st.sampled_from(
+        ["unary", "add", "mul", "sub", "matmul_t", "sum0", "mean1k", "softmax", "log_softmax", "logsumexp",
+         "reshape", "transpose_back", "getitem", "concat", "where", "max1k", "clip", "linear"]),
+        st.integers(0, 100), st.sampled_from(UNARY)), min_size=1, max_size=7))
+    return seed, steps
+
+
+STEPS = {
+    "unary": lambda x, y, un: getattr(x.clip(-3.0, 3.0), un)(),
+    "add": lambda x, y, un: x + y, "mul": lambda x, y, un: x * y, "sub": lambda x, y, un: x - y,
+    "matmul_t": lambda x, y, un: (x @ y.T) @ Tensor(np.full((3, 4), 0.1), requires_grad=False),
+    "sum0": lambda x, y, un: x.sum(axis=0, keepdims=True) * Tensor(np.ones((3, 4)), requires_grad=False),
+    "mean1k": lambda x, y, un: x.mean(axis=1, keepdims=True) + y,
+    "softmax": lambda x, y, un: x.softmax(axis=1), "log_softmax": lambda x, y, un: x.log_softmax(axis=0),
+    "logsumexp": lambda x, y, un: x.logsumexp(axis=1, keepdims=True) * y,
+    "reshape": lambda x, y, un: x.reshape(4, 3).reshape(3, 4),
+    "transpose_back": lambda x, y, un: x.T.T,
+    "getitem": lambda x, y, un: concatenate([x[1:], x[:1]], axis=0),
+    "concat": lambda x, y, un: concatenate([x, y], axis=1)[:, ::2],
+    "where": lambda x, y, un: where(x.data > 0, x, y),
+    "max1k": lambda x, y, un: x.max(axis=1, keepdims=True) * y,
+    "clip": lambda x, y, un: x.clip(-0.5, 0.5) + y,
+    "linear": lambda x, y, un: linear(x, Tensor(np.full((4, 4), 0.2) + np.eye(4)), Tensor(np.ones(4)),
+                             activation="tanh"),
+}
+
+
+def run_program(program, a, b):
+    _, steps = program
+    vals = [a, b]
+    for kind, pick, un in steps:
+        x = vals[pick % len(vals)]
+        y = vals[(pick // 7) % len(vals)]
+        if x.shape != (3, 4):
+            x = x.reshape(-1)[:1].reshape(1, 1) * Tensor(np.ones((3, 4)), requires_grad=False)
+        if y.shape != (3, 4):
+            y = y.reshape(-1)[:1].reshape(1, 1) * Tensor(np.ones((3, 4)), requires_grad=False)
+        vals.append(STEPS[kind](x, y, un))
+    return vals[-1]
+
+
+@settings(max_examples=40, deadline=None)
+@given(tensor_programs())
+def test_jvp_equals_reverse_mode_on_random_tensor_programs(program):
+    rng = np.random.default_rng(program[0])
+    a = Tensor(rng.normal(size=(3, 4)), label="a")
+    b = Tensor(rng.normal(size=(3, 4)), label="b")
+    out = run_program(program, a, b)
+    va, vb = rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
+    g = rng.normal(size=out.shape)
+    forward = jvp(out, {a: va, b: vb})
+    if out.requires_grad:
+        out.backward(g)
+    ga = a.grad if a.grad is not None else 0.0
+    gb = b.grad if b.grad is not None else 0.0
+    reverse = float(np.sum(ga * va) + np.sum(gb * vb))
+    assert float(np.sum(g * forward)) == pytest.approx(reverse, rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("name", list(GRAPHS))
+def test_jvp_on_the_demo_graphs_equals_reverse_mode(name):
+    rng = np.random.default_rng(1)
+    loss, net = GRAPHS[name](rng)
+    p = next(iter(net.parameters()))
+    v = rng.normal(size=p.data.shape).astype(p.data.dtype)
+    forward = float(jvp(loss, {p: v}))
+    loss.backward()
+    assert forward == pytest.approx(float(np.sum(p.grad * v)), rel=1e-3, abs=1e-5)
+
+
+def test_jvp_tangents_are_checked_like_data():
+    w = Tensor([1.0, 2.0])
+    with pytest.raises(MicrogradxError, match="jvp tangent: shape"):
+        jvp(w * w, {w: np.ones(3)})
+    with pytest.raises(MicrogradxError, match="finite"):
+        jvp(w * w, {w: np.array([1.0, np.nan])})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Gradient checks
+# ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(GRAPHS))
+def test_check_gradients_passes_on_the_demo_graphs(name):
+    loss, _ = GRAPHS[name](np.random.default_rng(2))
+    report = check_gradients(loss)
+    assert report.ok, str(report)
+    assert report.checked >= 3
+
+
+def test_check_gradients_names_a_broken_vjp_by_row(monkeypatch):
+    x = Tensor(np.random.default_rng(3).normal(size=(4, 5)), label="x")
+    out = (x.softmax(axis=1) * x).tanh().sum()
+    assert check_gradients(out).ok
+    row = TENSOR_OPS["softmax"]
+    right = row.vjp
+    monkeypatch.setattr(row, "vjp", lambda g, res, needs: tuple(1.1 * c for c in right(g, res, needs)))
+    report = check_gradients(out)
+    assert not report.ok and report.first == "softmax"
+    assert "softmax" in str(report) and "central differences" in str(report)
+
+
+def test_check_gradients_names_a_broken_fast_kernel(monkeypatch):
+    net = nn.Sequential(nn.Linear(5, 4, rng=0), nn.ReLU(), nn.Linear(4, 3, rng=1))
+    loss = losses.cross_entropy(net(np.ones((2, 5), np.float32)), [0, 1])
+    row = TENSOR_OPS["linear"]
+    bad = Kernel(row.fast.forward, lambda g, res, needs: tuple(
+        None if c is None else 2 * c for c in fast.linear_vjp(g, res, needs)))
+    monkeypatch.setattr(row, "fast", bad)
+    assert check_gradients(loss).first == "linear"
+
+
+def test_check_gradients_checks_elementwise_rows_against_sympy(monkeypatch):
+    x = Tensor(np.array([0.3, 0.7]), label="x")
+    out = x.sinh().sum()
+    assert check_gradients(out).ok
+    wrong = Op(**{**{f: getattr(OPS["sinh"], f) for f in ("name", "arity", "forward", "label", "template", "doc")},
+                  "partials": lambda F, o, x: (F.cosh(x) * 1.01,)})
+    report = check_gradients(node(wrong, (x,)).sum())
+    assert report.first == "sinh" and "SymPy" in str(report)
+    v = Value(0.4)
+    assert check_gradients(v.sinh() * v).ok
+
+
+def test_check_gradients_skips_kinks_instead_of_blaming_them():
+    x = Tensor(np.array([[0.0, 0.0, 1.0, 1.0]]).reshape(1, 1, 2, 2))
+    assert check_gradients(max_pool2d(x.relu(), 2).sum()).ok  # every window a tie
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The fast path agrees with the reference
+# ---------------------------------------------------------------------------------------------------------
+
+def both_paths(build, arrays):
+    """(output, gradients) of build(*tensors) with the fast kernels and with the reference ones."""
+    found = []
+    for reference in (False, True):
+        ts = [Tensor(a.copy(order="K")) for a in arrays]
+        g = np.random.default_rng(5).normal(size=build(*ts).shape).astype(arrays[0].dtype)
+        if reference:
+            with fast.reference_only():
+                out = build(*ts)
+                out.backward(g)
+        else:
+            out = build(*ts)
+            out.backward(g)
+        found.append((out.data, [t.grad for t in ts]))
+    return found
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 9), st.integers(1, 7), st.sampled_from([None, "relu", "tanh", "softplus"]),
+       st.booleans(), st.sampled_from(["float32", "float64"]), st.integers(0, 2**31))
+def test_fast_linear_agrees_with_the_reference(n, k, m, act, column_major, dtype, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, k)).astype(dtype)
+    W = rng.normal(size=(m, k)).astype(dtype)
+    W = np.asfortranarray(W) if column_major else W
+    b = rng.normal(size=m).astype(dtype)
+    (fo, fg), (ro, rg) = both_paths(lambda x, w, c: linear(x, w, c, activation=act), [X, W, b])
+    tol = 1e-4 if dtype == "float32" else 1e-10
+    np.testing.assert_allclose(fo, ro, rtol=tol, atol=tol)
+    for a, r in zip(fg, rg):
+        np.testing.assert_allclose(a, r, rtol=tol, atol=tol)
+
+
+def test_fast_linear_agrees_with_the_reference_on_a_large_weight():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(8, 300)).astype(np.float64)
+    W = np.asfortranarray(rng.normal(size=(100, 300)))  # above the size where the input gradient is transposed
+    (fo, fg), (ro, rg) = both_paths(lambda x, w: linear(x, w, activation="relu"), [X, W])
+    np.testing.assert_allclose(fo, ro, rtol=1e-10, atol=1e-10)
+    for a, r in zip(fg, rg):
+        np.testing.assert_allclose(a, r, rtol=1e-10, atol=1e-10)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 6), st.sampled_from(["float32", "float64"]), st.integers(0, 2**31),
+       st.floats(0.1, 300.0))
+def test_fast_cross_entropy_agrees_with_the_reference(n, c, dtype, seed, scale):
+    rng = np.random.default_rng(seed)
+    Z = (rng.normal(size=(n, c)) * scale).astype(dtype)
+    y = rng.integers(0, c, n)
+    (fo, fg), (ro, rg) = both_paths(lambda z: losses.cross_entropy(z, y), [Z])
+    tol = 1e-4 if dtype == "float32" else 1e-10
+    np.testing.assert_allclose(fo, ro, rtol=tol, atol=tol)
+    np.testing.assert_allclose(fg[0], rg[0], rtol=tol, atol=tol)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from(sorted(op.name for op in OPS.values() if op.arity == 1 and not op.checked)),
+       st.sampled_from(["float32", "float64"]), st.integers(0, 2**31))
+def test_fast_elementwise_rows_with_mask_arithmetic_agree_with_the_reference(name, dtype, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(3, 5)).astype(dtype) * 3
+    X[0, 0] = 0.0  # a kink, where the mask decides
+    (fo, fg), (ro, rg) = both_paths(lambda x: x.apply(name), [X])
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    assert fo.dtype == ro.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(fo, ro, rtol=tol, atol=tol)
+    np.testing.assert_allclose(fg[0], rg[0], rtol=tol, atol=tol)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Bugs found on the way
+# ---------------------------------------------------------------------------------------------------------
+
+def test_vector_dot_vector_backward():
+    a, b = Tensor([1.0, 2.0]), Tensor([3.0, 4.0])
+    y = a @ b
+    y.backward()
+    assert y.item() == 11.0
+    assert a.grad.tolist() == [3.0, 4.0] and b.grad.tolist() == [1.0, 2.0]  # d(a.b)/da = b, d/db = a
+
+
+@pytest.mark.parametrize("sa, sb", [((3,), (3,)), ((3,), (3, 2)), ((2, 3), (3,)), ((4, 2, 3), (3,)),
+                                    ((3,), (4, 3, 2))])
+def test_matmul_with_vector_operands_matches_central_differences(sa, sb):
+    rng = np.random.default_rng(0)
+    A, B = rng.normal(size=sa), rng.normal(size=sb)
+    assert check_gradients((Tensor(A) @ Tensor(B)).sum() if A.ndim + B.ndim > 2 else Tensor(A) @ Tensor(B)).ok
+    ta, tb = Tensor(A), Tensor(B)
+    out = ta @ tb
+    g = rng.normal(size=out.shape)
+    out.backward(g)
+    h = 1e-6
+    for t, X, other, first in ((ta, A, B, True), (tb, B, A, False)):
+        num = np.zeros_like(X)
+        for i in np.ndindex(X.shape):
+            E = np.zeros_like(X)
+            E[i] = h
+            up, down = ((X + E) @ other, (X - E) @ other) if first else (other @ (X + E), other @ (X - E))
+            num[i] = np.sum(g * (up - down)) / (2 * h)
+        np.testing.assert_allclose(t.grad, num, rtol=1e-6, atol=1e-8)
+
+
+def test_prelu_slopes_act_along_the_channel_axis_as_pytorch():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2, 3, 4, 5)).astype(np.float64)   # NCHW; width 5 != 3 channels
+    act = nn.PReLU(num_parameters=3, dtype=np.float64)
+    act.slope.data[:] = [0.1, 0.2, 0.3]
+    x = Tensor(X)
+    y = act(x)
+    a = np.array([0.1, 0.2, 0.3])[None, :, None, None]
+    np.testing.assert_allclose(y.data, np.where(X > 0, X, a * X))   # torch.nn.functional.prelu's definition
+    g = rng.normal(size=X.shape)
+    y.backward(g)
+    np.testing.assert_allclose(act.slope.grad, np.where(X > 0, 0.0, X * g).sum(axis=(0, 2, 3)))
+    np.testing.assert_allclose(x.grad, np.where(X > 0, g, a * g))
+    # width equal to the channel count: still channels, not the last axis
+    X2 = rng.normal(size=(2, 3, 3)).astype(np.float64)
+    np.testing.assert_allclose(act(Tensor(X2)).data, np.where(X2 > 0, X2, np.array([0.1, 0.2, 0.3])[None, :, None]
+                                                              * X2))
+    with pytest.raises(MicrogradxError, match="channels on axis 1"):
+        act(Tensor(np.ones((2, 4))))
+
+
+@pytest.mark.parametrize("which", ["max", "min"])
+def test_extreme_reduction_backward_makes_no_float64_temporary(which):
+    n = 50_000
+    X = np.zeros((n, 20), np.float32)
+    X[:, ::2] = (np.arange(n) % 3)[:, None]   # ties in every row
+    x = Tensor(X)
+    m = getattr(x, which)(axis=1)
+    tracemalloc.start()
+    m.backward(np.ones(n, np.float32))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert x.grad.dtype == np.float32
+    # the gradient, a boolean mask and reduced-size arrays: well under what one float64 copy (2x) would add
+    assert peak < 1.8 * X.nbytes, peak / X.nbytes
+    hit = X == (X.max(axis=1, keepdims=True) if which == "max" else X.min(axis=1, keepdims=True))
+    np.testing.assert_allclose(x.grad, hit / hit.sum(axis=1, keepdims=True), rtol=1e-6)
+
+
+def test_functional_rows_check_against_central_differences():
+    rng = np.random.default_rng(4)
+    x = Tensor(rng.normal(size=(2, 2, 5, 5)))
+    w = Tensor(rng.normal(size=(3, 2, 3, 3)))
+    b = Tensor(rng.normal(size=3))
+    y = conv2d(x, w, b, stride=(2, 1), padding=1)
+    gamma, beta = Tensor(rng.normal(size=3)), Tensor(rng.normal(size=3))
+    z = batch_norm(y, gamma, beta, np.zeros(3), np.ones(3))
+    out = avg_pool2d(max_pool2d(z.tanh(), 2, stride=1), 2).sum()
+    report = check_gradients(out)
+    assert report.ok, str(report)
+    direction = rng.normal(size=w.data.shape)
+    t = jvp(out, {w: direction})
+    out.backward()
+    assert float(t) == pytest.approx(float(np.sum(w.grad * direction)), rel=1e-9)
