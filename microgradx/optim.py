@@ -197,9 +197,9 @@ class Optimizer(ABC):
         self._lr = _nonneg(type(self).__name__, "lr", value)
 
     def zero_grad(self) -> None:
-        """Reset every parameter's gradient: the node's own ``_reset_grad()`` when it has one, else None."""
+        """Reset every parameter's gradient: the node's own ``reset_grad()`` when it has one, else None."""
         for p in self.params:
-            reset = getattr(p, "_reset_grad", None)
+            reset = getattr(p, "reset_grad", None)
             if reset is not None:
                 reset()
             else:

@@ -192,7 +192,6 @@ class Tensor:
         """Forget the gradient (what ``zero_grad(out)`` does to every node)."""
         self._grad = None
 
-    _reset_grad = reset_grad  # NOTE: the name optimizers' zero_grad looks for
 
     def retain_grad(self) -> Tensor:
         """Keep this intermediate result's gradient too (for inspection); returns self."""

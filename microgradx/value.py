@@ -196,7 +196,6 @@ class Value:
         """Set ``grad`` back to 0 (what ``zero_grad(out)`` does to every node)."""
         self.grad = 0.0
 
-    _reset_grad = reset_grad  # NOTE: the name optimizers' zero_grad looks for
 
     # -- differentiation ------------------------------------------------------------------------------------
 
