@@ -983,13 +983,15 @@ for _module in ("microgradx.ops", "microgradx.tensor"):
 def _check_axis(name: str, x: Tensor, axis: Any, nonempty: bool = False) -> None:
     """A ShapeError unless ``axis`` (an int, a tuple or None) names axes of ``x``."""
     X = x.data
-    if nonempty and X.size == 0:
-        along = "" if axis is None else f" along axis {axis}"
-        raise ShapeError(f"{name}: {_describe(x)} of shape {X.shape} is empty{along}")
     try:
-        np.empty((1,) * X.ndim).sum(axis=axis)
+        # NOTE: the reduction's own shape rule, on a stand-in with X's shape and no memory: 0 where X is
+        # empty along the reduced axes.
+        reduced = np.broadcast_to(np.ones((), np.int8), X.shape).sum(axis=axis)
     except (ValueError, TypeError, np.exceptions.AxisError) as e:
         raise ShapeError(f"{name}: axis {axis} does not fit {_describe(x)} of shape {X.shape} ({e})") from None
+    if nonempty and np.size(reduced) and not np.any(reduced):
+        along = "" if axis is None else f" along axis {axis}"
+        raise ShapeError(f"{name}: {_describe(x)} of shape {X.shape} is empty{along}")
 
 
 # ---------------------------------------------------------------------------------------------------------
