@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from _common import Run, save_drawing, save_figure, show, start
 
 import microgradx as mx
-from microgradx.examples import seed001_example3
+from microgradx.examples import example3
 from microgradx.train import History, fit, mlp, plot_histories, prepare
 
 NAME = "backprop_lecture"
@@ -23,7 +23,7 @@ NAME = "backprop_lecture"
 def stepped(run: Run) -> dict[str, float]:
     """The example's graph, its backward pass as a table, and the page that steps through it; returns the
     inputs' gradients."""
-    ex = seed001_example3()
+    ex = example3()
     save_drawing(run, mx.draw(ex.J, grads=False, title="forward: values only"), "forward")
     s = mx.step(ex.J).run()
     table = s.table()

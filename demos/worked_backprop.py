@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from _common import Run, save_drawing, start, table
 
 import microgradx as mx
-from microgradx.examples import Example3, seed001_example3
+from microgradx.examples import Example3, example3
 from microgradx.text import formula, name
 
 NAME = "worked_backprop"
@@ -28,7 +28,7 @@ def forward_table(run: Run, ex: Example3, filename: str, title: str) -> None:
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the demo; returns its key numbers (forward values, gradients, updated weights, new prediction)."""
     run = start(NAME, "Slettevold's thesis Example 3: forward, stepped backward, one step with learning rate 1", argv)
-    ex = seed001_example3()
+    ex = example3()
     forward_table(run, ex, "forward.txt", "Forward pass (x = 2, y = 0.25, w1 = 0.75, w2 = 0.5, g = sigmoid)")
     save_drawing(run, mx.draw(ex.J, grads=False, direction="TB", title="Example 3: forward pass"), "1-forward")
 
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     dw1, dw2 = ex.w1.grad, ex.w2.grad
     w1, w2 = ex.w1.data - LR * dw1, ex.w2.data - LR * dw2
-    after = seed001_example3(w1=w1, w2=w2)
+    after = example3(w1=w1, w2=w2)
     table(run, "step.txt", ("quantity", "before", "after"), [
         ("w1", ex.w1.data, w1), ("w2", ex.w2.data, w2), ("dJ/dw1", dw1, ""), ("dJ/dw2", dw2, ""),
         ("yhat", ex.yhat.data, after.yhat.data), ("yhat - y", ex.yhat.data - ex.y.data, after.yhat.data - after.y.data),
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     save_drawing(run, mx.draw(after.J, grads=False, direction="TB", title="Example 3 after one step: forward pass"),
                  "3-after-step")
     # The document redoes the forward pass with the weights rounded to 5 decimals; so do we, to show its z values.
-    rounded = seed001_example3(w1=round(w1, 5), w2=round(w2, 5))
+    rounded = example3(w1=round(w1, 5), w2=round(w2, 5))
     run.say(f"With the weights rounded as in the seed, ({round(w1, 5):.5f}, {round(w2, 5):.5f}): "
             f"z1 = {rounded.z1.data:.5f}, g(z1) = {rounded.g1.data:.5f}, z2 = {rounded.z2.data:.5f}, "
             f"yhat = {rounded.yhat.data:.5f}\n")

@@ -128,7 +128,8 @@ def annotate_svg(svg: str, order: list) -> tuple[str, dict[str, int]]:
                 g.set("data-mgx-op", str(i))
                 found["ops"] += 1
             continue
-        m = re.fullmatch(r"([vo])(\d+)(?::\w+)?->([vo])(\d+)(?::\w+)?", name.replace(" ", ""))
+        # an edge may leave a copy of value i (v{i}_{c}), drawn beside a far use: it is still value i's edge
+        m = re.fullmatch(r"([vo])(\d+)(?:_\d+)?(?::\w+)?->([vo])(\d+)(?::\w+)?", name.replace(" ", ""))
         if not m:
             continue
         a, b = int(m.group(2)), int(m.group(4))

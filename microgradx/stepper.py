@@ -431,8 +431,8 @@ def _draw_state(out: Any, S: dict[Any, Any], finished: set[int], current: Any, *
 def step(out: Any, seed: Any = None, digits: int = 5) -> Stepper:
     """Step through the backward pass of ``out``: ``next(s)`` or ``s.next()``, ``s.back()``, ``s.run()``.
 
-    >>> from microgradx.examples import seed001_example3
-    >>> ex = seed001_example3(); s = step(ex.J)
+    >>> from microgradx.examples import example3
+    >>> ex = example3(); s = step(ex.J)
     >>> ev = next(s); ev.node is ex.J
     True
     >>> s.run().done, round(ex.w1.grad, 5), round(ex.w2.grad, 5)

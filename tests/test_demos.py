@@ -38,7 +38,7 @@ def sigmoid(z: float) -> float:
 
 # -- 1. worked backprop (seed 001, Example 3) -----------------------------------------------------------------
 
-def test_worked_backprop_reproduces_seed001_example3(demo):
+def test_worked_backprop_reproduces_example3(demo):
     r, out = demo("worked_backprop")
     # The seed's printed numbers, to its 5 decimals.
     assert (round(r["z1"], 5), round(r["g1"], 5), round(r["z2"], 5), round(r["yhat"], 5)) == (

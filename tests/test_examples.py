@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from microgradx import grad, paths
-from microgradx.examples import seed001_example3
+from microgradx.examples import example3
 from microgradx.scalar_nn import MLP, sgd_step
 
 
@@ -16,7 +16,7 @@ def sigmoid(z):
 
 
 def test_example3_forward_and_gradients_to_the_seeds_precision():
-    ex = seed001_example3()
+    ex = example3()
     assert round(ex.z1.data, 5) == 1.5
     assert round(ex.g1.data, 5) == 0.81757
     assert round(ex.z2.data, 5) == 0.40879
@@ -33,25 +33,25 @@ def test_example3_gradients_match_the_seeds_delta_formulas():
     yhat = sigmoid(g1 * w2)
     delta2 = 2 * (yhat - y) * yhat * (1 - yhat)
     delta1 = delta2 * w2 * g1 * (1 - g1)
-    ex = seed001_example3()
+    ex = example3()
     assert grad(ex.J, [ex.w1, ex.w2]) == [pytest.approx(delta1 * x, rel=1e-14), pytest.approx(delta2 * g1, rel=1e-14)]
 
 
 def test_example3_one_descent_step():
-    ex = seed001_example3()
+    ex = example3()
     ex.J.backward()
     sgd_step([ex.w1, ex.w2], 1.0)
     assert (round(ex.w1.data, 5), round(ex.w2.data, 5)) == (0.72490, 0.36243)
-    assert round(seed001_example3(w1=ex.w1.data, w2=ex.w2.data).yhat.data, 5) == 0.57287
+    assert round(example3(w1=ex.w1.data, w2=ex.w2.data).yhat.data, 5) == 0.57287
     # The seed carries on from the weights as printed, rounded to five places.
-    after = seed001_example3(w1=0.72490, w2=0.36243)
+    after = example3(w1=0.72490, w2=0.36243)
     assert round(after.z1.data, 5) == 1.44980
     assert round(after.g1.data, 5) == 0.80997
     assert round(after.yhat.data, 5) == 0.57287
 
 
 def test_example3_has_one_path_per_weight():
-    ex = seed001_example3()
+    ex = example3()
     (p,) = paths(ex.J, ex.w1)
     assert p.product == pytest.approx(grad(ex.J, [ex.w1])[0], rel=1e-15)
 

@@ -10,7 +10,8 @@ import shutil
 import pytest
 
 from microgradx import Value, step, topological_order
-from microgradx.examples import seed001_example3, two_paths
+from microgradx.examples import example3 as build_example3
+from microgradx.examples import two_paths
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
 
@@ -78,7 +79,7 @@ def example3(delta=None):
     names = list(vals)
     if delta:
         vals[names[delta[0]]] += delta[1]
-    ex = seed001_example3(**vals)
+    ex = build_example3(**vals)
     return ex.J, [getattr(ex, n) for n in names]
 
 
@@ -118,7 +119,7 @@ def test_next_n_times_shows_the_gradients_of_backward(browser, tmp_path, build):
 
 
 def test_each_step_writes_the_chain_rule_and_the_contributions_on_the_edges(browser, tmp_path):
-    ex = seed001_example3()
+    ex = build_example3()
     open_page(browser, ex.J, tmp_path)
     order = topological_order(ex.J)
     index = {id(n): i for i, n in enumerate(order)}
@@ -212,7 +213,7 @@ def test_clicking_an_input_highlights_exactly_its_paths_and_their_sum_is_the_gra
 
 
 def test_no_console_errors_and_no_network_requests(browser, tmp_path):
-    ex = seed001_example3()
+    ex = build_example3()
     path = open_page(browser, ex.J, tmp_path)
     click(browser, ".mgx-next", 4)
     click(browser, '[data-mgx-value="0"]')

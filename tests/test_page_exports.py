@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from microgradx import Value, draw, step, topological_order
-from microgradx.examples import seed001_example3, two_paths
+from microgradx.examples import example3, two_paths
 from microgradx.page import annotate_svg
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -61,7 +61,7 @@ def test_page_is_one_self_contained_file():
 def test_the_page_finds_every_node_and_edge_of_the_drawing():
     # The page marks the drawing's SVG by graph position; a drawing whose names it cannot read would leave
     # the page without highlights, so this contract with draw() is checked on graphs with shared inputs.
-    for out in (example()[0], seed001_example3().J, two_paths()[0]):
+    for out in (example()[0], example3().J, two_paths()[0]):
         order = topological_order(out)
         _, found = annotate_svg(draw(out).svg(), order)
         assert found["values"] == len(order)
@@ -131,7 +131,7 @@ def test_png_frames_gif_and_pdf_have_one_image_or_page_per_event(tmp_path):
 def test_latex_derivation_is_an_align_block_with_one_line_per_edge():
     from matplotlib.mathtext import MathTextParser
 
-    ex = seed001_example3()
+    ex = example3()
     tex = step(ex.J).to_latex()
     lines = tex.splitlines()
     assert lines[0] == r"\begin{align*}" and lines[-1] == r"\end{align*}"

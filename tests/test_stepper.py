@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import microgradx
 from microgradx import Value, step
-from microgradx.examples import seed001_example3, two_paths
+from microgradx.examples import example3, two_paths
 
 # Ops that are smooth and defined on every real number, so any random recipe builds without a domain error.
 UNARY = {"tanh": lambda v: v.tanh(), "sin": lambda v: v.sin(), "sigmoid": lambda v: v.sigmoid(),
@@ -94,7 +94,7 @@ def test_back_to_the_start_restores_grads_from_before_stepping():
 
 
 def test_seed_001_example_3_numbers():
-    ex = seed001_example3()
+    ex = example3()
     s = step(ex.J).run()
     # Seed 001 works these out by hand: dJ/dw1 ~ 0.02510, dJ/dw2 ~ 0.13757.
     assert round(ex.w1.grad, 5) == 0.02510 and round(ex.w2.grad, 5) == 0.13757
