@@ -179,13 +179,10 @@ def apply_op(name: str, args: Sequence[Any], param: float | None = None) -> Any:
     if row.methods:
         method = getattr(args[0], row.methods[0])
         return method(*args[1:]) if param is None or not row.param else method(param)
-    fn = _PYTHON[spelling(name)]
+    # NOTE: the operator module has a function for each dunder (operator.__add__ is a + b), so the row's own
+    # dunder field names Python's operation: no second table of spellings.
+    fn = getattr(operator, row.dunder)
     return fn(*args, param) if row.param else fn(*args)
-
-
-# Python's operation for each operator spelling (a row's label); methods are looked up on the value.
-_PYTHON = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv, "neg": operator.neg,
-           "**": operator.pow}
 
 
 def _forward(row: Op, vals: Sequence[float], param: float | None) -> float | None:
