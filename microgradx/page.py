@@ -215,7 +215,7 @@ def backprop_page(stepper: Stepper, *, title: str | None = None, theme: str = "d
     try:
         grads = {n: final[index[id(n)]] for n in order if index[id(n)] in final}
         drawing = _draw_state(out, grads, set(map(id, grads)), None, theme=theme, contributions=True,
-                              fmt=f".{digits}g", max_nodes=max(150, len(order) + 1))
+                              number_format=f".{digits}g", max_nodes=max(150, len(order) + 1))
         svg, found = annotate_svg(drawing.svg(), order)
         wide = bool(found["wide"])
     except (MicrogradxError, AttributeError, TypeError) as e:
