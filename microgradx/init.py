@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["make_rng", "fans", "xavier_uniform", "xavier_normal", "he_uniform", "he_normal", "zeros", "constant",
-           "INITS"]
+           "kaiming_uniform_bound", "torch_uniform", "torch_bias", "INITS", "BIAS_INITS"]
 
 def make_rng(rng: int | np.random.Generator | None = None) -> np.random.Generator:
     """A NumPy Generator: ``rng`` itself, or ``numpy.random.default_rng(rng)`` for a seed or None.
@@ -94,9 +94,47 @@ def constant(shape: tuple[int, ...], value: float, dtype: Any = np.float32) -> n
     return np.full(shape, value, dtype=dtype)
 
 
+def kaiming_uniform_bound(fan_in: int, a: float = 0.0) -> float:
+    """PyTorch's ``kaiming_uniform_`` bound sqrt(3) * gain / sqrt(fan_in), gain = sqrt(2 / (1 + a**2)) (leaky ReLU a).
+
+    >>> round(kaiming_uniform_bound(6), 12), round(kaiming_uniform_bound(4, math.sqrt(5)), 12)  # sqrt(6/6), 1/sqrt(4)
+    (1.0, 0.5)
+    """
+    if fan_in < 1:
+        raise ValueError(f"kaiming_uniform_bound: fan_in must be >= 1, got {fan_in!r}")
+    return math.sqrt(3.0) * math.sqrt(2.0 / (1.0 + a * a)) / math.sqrt(fan_in)
+
+
+# PyTorch's Linear and Conv2d call kaiming_uniform_(weight, a=sqrt(5)): the bound is then exactly 1/sqrt(fan_in).
+TORCH_A = math.sqrt(5.0)
+
+
+def torch_uniform(shape: tuple[int, ...], rng: Any = None, dtype: Any = np.float32) -> np.ndarray:
+    """PyTorch's default Linear/Conv2d weight: kaiming_uniform_(a=sqrt(5)), i.e. U[-1/sqrt(n), 1/sqrt(n)], n = fan_in.
+
+    >>> W = torch_uniform((3, 4), rng=0); bool(abs(W).max() <= 0.5)
+    True
+    """
+    return _uniform(shape, kaiming_uniform_bound(fans(shape)[0], TORCH_A), rng, dtype)
+
+
+def torch_bias(weight_shape: tuple[int, ...], rng: Any = None, dtype: Any = np.float32) -> np.ndarray:
+    """PyTorch's default bias for a weight of ``weight_shape``: U[-1/sqrt(n), 1/sqrt(n)], n = fan_in, one per row.
+
+    >>> b = torch_bias((3, 4), rng=0); b.shape, bool(abs(b).max() <= 0.5)
+    ((3,), True)
+    """
+    return _uniform((weight_shape[0],), 1.0 / math.sqrt(fans(weight_shape)[0]), rng, dtype)
+
+
 INITS: dict[str, Callable[..., np.ndarray]] = {
     "xavier_uniform": xavier_uniform, "xavier_normal": xavier_normal,
     "glorot_uniform": xavier_uniform, "glorot_normal": xavier_normal,
     "he_uniform": he_uniform, "he_normal": he_normal,
     "kaiming_uniform": he_uniform, "kaiming_normal": he_normal,
+    "torch": torch_uniform,
 }
+
+# Schemes that draw the bias too (from the weight's shape, after the weight, from the same generator); every
+# other scheme gives a constant bias.
+BIAS_INITS: dict[str, Callable[..., np.ndarray]] = {"torch": torch_bias}

@@ -176,12 +176,30 @@ class Module(ABC):
         return f"{type(self).__name__}(\n" + "\n".join(lines) + "\n)"
 
 
+def _weights(layer: str, init: str, shape: tuple[int, ...], bias: bool, bias_init: float, dtype: Any,
+             rng: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """A layer's (weight, bias or None) for the scheme ``init`` of ``microgradx.init``: the weight first, then a
+    bias drawn by the scheme (``init="torch"``) or the constant ``bias_init``."""
+    if init not in _init.INITS:
+        raise ValueError(f"{layer}: unknown init {init!r}; choose one of {sorted(_init.INITS)}")
+    gen = _init.make_rng(rng)
+    weight = _init.INITS[init](shape, rng=gen, dtype=dtype)
+    if not bias:
+        return weight, None
+    if init in _init.BIAS_INITS:
+        if bias_init != 0.0:
+            raise ValueError(f"{layer}: init={init!r} draws the bias itself; bias_init={bias_init!r} would be ignored")
+        return weight, _init.BIAS_INITS[init](shape, rng=gen, dtype=dtype)
+    return weight, _init.constant((shape[0],), bias_init, dtype=dtype)
+
+
 class Linear(Module):
     """y = x @ W.T + b with W of shape (out, in) (Gerald's A in R^{m x n}); one fused graph node.
 
     ``init`` names a scheme of ``microgradx.init`` (default He uniform, U[-sqrt(6/n), sqrt(6/n)], for ReLU
-    networks; use ``"xavier_uniform"``, U[-sqrt(6/(m+n)), sqrt(6/(m+n))], for tanh). ``bias_init`` is the
-    constant bias: 0, or Gerald's small 0.01 for ReLU.
+    networks; use ``"xavier_uniform"``, U[-sqrt(6/(m+n)), sqrt(6/(m+n))], for tanh; ``"torch"`` is PyTorch's
+    default, weight and bias both U[-1/sqrt(n), 1/sqrt(n)], so a tutorial's loss curve can be matched).
+    ``bias_init`` is the constant bias: 0, or Gerald's small 0.01 for ReLU.
 
     >>> layer = Linear(3, 2, rng=0); layer(np.ones((4, 3))).shape
     (4, 2)
@@ -190,15 +208,11 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, init: str = "he_uniform",
                  bias_init: float = 0.0, dtype: Any = np.float32, rng: Any = None) -> None:
         super().__init__()
-        if init not in _init.INITS:
-            raise ValueError(f"Linear: unknown init {init!r}; choose one of {sorted(_init.INITS)}")
         self.in_features, self.out_features = int(in_features), int(out_features)
-        shape = (self.out_features, self.in_features)
+        weight, b = _weights("Linear", init, (self.out_features, self.in_features), bias, bias_init, dtype, rng)
         # NOTE: stored in the layout the fast linear kernel prefers (any layout gives the same numbers).
-        weight = weight_layout(_init.INITS[init](shape, rng=_init.make_rng(rng), dtype=dtype))
-        self.weight = Tensor(weight, label="weight")
-        self.bias = Tensor(_init.constant((self.out_features,), bias_init, dtype=dtype), label="bias") if bias \
-            else None
+        self.weight = Tensor(weight_layout(weight), label="weight")
+        self.bias = None if b is None else Tensor(b, label="bias")
 
     def forward(self, x: Any) -> Tensor:
         """x @ W.T + b."""
@@ -208,8 +222,24 @@ class Linear(Module):
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
 
 
+def _spelled(layer: str, spellings: Mapping[str, Any], default: Any) -> Any:
+    """The one value given under any spelling of an argument (microgradx's or PyTorch's; None = not given),
+    else ``default``: ``_spelled("Softmax", {"axis": None, "dim": 1}, -1) == 1``."""
+    given = {name: value for name, value in spellings.items() if value is not None}
+    if len(given) > 1:
+        raise TypeError(f"{layer}: {' and '.join(given)} are spellings of one argument; give one of them")
+    return next(iter(given.values()), default)
+
+
+# Op-table rows whose parameter PyTorch's layer spells differently: row name -> PyTorch's keyword.
+TORCH_SPELLINGS: dict[str, str] = {"leaky_relu": "negative_slope"}
+
+
 class Activation(Module):
     """Any one-input row of the op table as a layer: ``Activation("tanh")``, ``Activation("elu", 0.5)``.
+
+    The parameter is passed positionally, by the row's name for it, or by PyTorch's (``TORCH_SPELLINGS``):
+    ``LeakyReLU(0.1)``, ``LeakyReLU(alpha=0.1)`` and ``LeakyReLU(negative_slope=0.1)`` are one layer.
 
     >>> Activation("leaky_relu", alpha=0.1)(Tensor([-1.0, 2.0])).data.tolist()
     [-0.1, 2.0]
@@ -222,10 +252,11 @@ class Activation(Module):
         row = OPS[op] if isinstance(op, str) else (op or type(self).row)
         if row is None or row.arity != 1:
             raise TypeError(f"Activation needs a one-input op-table row, got {op!r}")
+        names = () if row.param is None else (row.param, TORCH_SPELLINGS.get(row.name, row.param))
+        spellings = {name: kw.pop(name) for name in dict.fromkeys(names) if name in kw}
         if kw:
-            if row.param is None or set(kw) != {row.param}:
-                raise TypeError(f"{row.name} takes {'no parameter' if row.param is None else row.param}, got {kw}")
-            param = kw[row.param]
+            raise TypeError(f"{row.name} takes {' or '.join(dict.fromkeys(names)) or 'no parameter'}, got {kw}")
+        param = _spelled(row.name, {"the positional parameter": param, **spellings}, None)
         if param is not None and row.param is None:
             raise TypeError(f"{row.name} takes no parameter, got {param!r}")
         self.row = row
@@ -247,7 +278,7 @@ def _named(class_name: str, op_name: str, note: str = "") -> type[Activation]:
 
     def __init__(self: Activation, param: float | None = None, **kw: Any) -> None:
         Activation.__init__(self, row, param, **kw)
-    arg = f"{row.param}={row.default:g}" if row.param else ""
+    arg = f"{TORCH_SPELLINGS.get(op_name, row.param)}={row.default:g}" if row.param else ""
     doc = f"Layer {class_name}({arg}): the op table's ``{op_name}`` row, {row.doc}{note}."
     return type(class_name, (Activation,), {"row": row, "__init__": __init__, "__doc__": doc,
                                             "__module__": __name__})
@@ -302,13 +333,15 @@ class PReLU(Module):
 class Softmax(Module):
     """exp(x) / sum(exp(x)) along ``axis`` (stable); for training prefer logits with ``cross_entropy``.
 
+    ``dim`` is PyTorch's spelling of ``axis``, accepted here only: ``Softmax(dim=1)`` is ``Softmax(axis=1)``.
+
     >>> Softmax()(Tensor([[0.0, 0.0]])).data.tolist()
     [[0.5, 0.5]]
     """
 
-    def __init__(self, axis: int = -1) -> None:
+    def __init__(self, axis: int | None = None, *, dim: int | None = None) -> None:
         super().__init__()
-        self.axis = axis
+        self.axis = _spelled(type(self).__name__, {"axis": axis, "dim": dim}, -1)
 
     def forward(self, x: Tensor) -> Tensor:
         """Softmax along the axis."""
@@ -448,7 +481,8 @@ __all__ += ["Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "Flatten", "B
 class Conv2d(Module):
     """2-D convolution over NCHW images: weight (out_channels, in_channels, k, k), bias (out_channels,).
 
-    ``init`` names a scheme of ``microgradx.init``; fan_in = in_channels * k * k (default He uniform, for ReLU).
+    ``init`` names a scheme of ``microgradx.init``; fan_in = in_channels * k * k (default He uniform, for ReLU;
+    ``"torch"`` is PyTorch's default, weight and bias both U[-1/sqrt(fan_in), 1/sqrt(fan_in)]).
     Output size per axis: floor((size + 2 padding - k) / stride) + 1.
 
     >>> conv = Conv2d(1, 4, 3, padding=1, rng=0); conv(np.zeros((2, 1, 8, 8), np.float32)).shape
@@ -459,14 +493,13 @@ class Conv2d(Module):
                  padding: int = 0, bias: bool = True, *, init: str = "he_uniform", dtype: Any = np.float32,
                  rng: Any = None) -> None:
         super().__init__()
-        if init not in _init.INITS:
-            raise ValueError(f"Conv2d: unknown init {init!r}; choose one of {sorted(_init.INITS)}")
         kh, kw = F._pair("Conv2d", "kernel_size", kernel_size, 1)
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
         self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
         shape = (self.out_channels, self.in_channels, kh, kw)
-        self.weight = Tensor(_init.INITS[init](shape, rng=_init.make_rng(rng), dtype=dtype), label="weight")
-        self.bias = Tensor(np.zeros(self.out_channels, dtype=dtype), label="bias") if bias else None
+        weight, b = _weights("Conv2d", init, shape, bias, 0.0, dtype, rng)
+        self.weight = Tensor(weight, label="weight")
+        self.bias = None if b is None else Tensor(b, label="bias")
 
     def forward(self, x: Any) -> Tensor:
         """conv2d(x, weight, bias, stride, padding)."""
@@ -480,20 +513,31 @@ class Conv2d(Module):
 class MaxPool2d(Module):
     """The maximum of each k x k window (stride k by default); a tie sends the gradient to the first maximum.
 
+    ``kernel_size`` is PyTorch's name for k; the older spelling ``k=`` is accepted too (one argument).
+
     >>> MaxPool2d(2)(Tensor(np.arange(16.0).reshape(1, 1, 4, 4))).data[0, 0].tolist()
     [[5.0, 7.0], [13.0, 15.0]]
     """
 
-    def __init__(self, k: int | tuple[int, int], stride: int | tuple[int, int] | None = None) -> None:
+    def __init__(self, kernel_size: int | tuple[int, int] | None = None,
+                 stride: int | tuple[int, int] | None = None, *, k: int | tuple[int, int] | None = None) -> None:
         super().__init__()
-        self.k, self.stride = k, stride
+        self.kernel_size = _spelled(type(self).__name__, {"kernel_size": kernel_size, "k": k}, None)
+        if self.kernel_size is None:
+            raise TypeError(f"{type(self).__name__} needs kernel_size, the window size k")
+        self.stride = stride
+
+    @property
+    def k(self) -> int | tuple[int, int]:
+        """The window size: ``kernel_size`` under its older name."""
+        return self.kernel_size
 
     def forward(self, x: Any) -> Tensor:
-        """max_pool2d(x, k, stride)."""
-        return F.max_pool2d(x, self.k, self.stride)
+        """max_pool2d(x, kernel_size, stride)."""
+        return F.max_pool2d(x, self.kernel_size, self.stride)
 
     def extra_repr(self) -> str:
-        return f"{self.k}" + (f", stride={self.stride}" if self.stride is not None else "")
+        return f"{self.kernel_size}" + (f", stride={self.stride}" if self.stride is not None else "")
 
 
 class AvgPool2d(MaxPool2d):
@@ -504,8 +548,8 @@ class AvgPool2d(MaxPool2d):
     """
 
     def forward(self, x: Any) -> Tensor:
-        """avg_pool2d(x, k, stride)."""
-        return F.avg_pool2d(x, self.k, self.stride)
+        """avg_pool2d(x, kernel_size, stride)."""
+        return F.avg_pool2d(x, self.kernel_size, self.stride)
 
 
 class GlobalAvgPool2d(Module):

@@ -84,8 +84,8 @@ def _describe(module: Any) -> str:
 # One-input op-table rows with a torch.nn layer: row name -> (layer, its keyword given the row's parameter).
 _ACTIVATIONS: dict[str, tuple[str, str | None]] = {
     "relu": ("ReLU", None), "tanh": ("Tanh", None), "swish": ("SiLU", None), "softsign": ("Softsign", None),
-    "hard_tanh": ("Hardtanh", None), "leaky_relu": ("LeakyReLU", "negative_slope"), "elu": ("ELU", "alpha"),
-    "sigmoid": ("Sigmoid", None), "linear": ("Identity", None), "gelu": ("GELU", None),
+    "hard_tanh": ("Hardtanh", None), "leaky_relu": ("LeakyReLU", nn.TORCH_SPELLINGS["leaky_relu"]),
+    "elu": ("ELU", "alpha"), "sigmoid": ("Sigmoid", None), "linear": ("Identity", None), "gelu": ("GELU", None),
     "softplus": ("Softplus", None),
 }
 # NOTE: microgradx's gelu is the tanh form; PyTorch's default is the exact (erf) form. PyTorch's softplus returns

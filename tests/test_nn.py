@@ -358,3 +358,119 @@ def test_plain_import_reaches_tensor_nn_and_losses():
 
 def test_activation_modules_accept_plain_arrays_like_linear_does():
     np.testing.assert_array_equal(nn.ReLU()(np.array([-1.0, 2.0])).data, [0.0, 2.0])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# PyTorch's argument names, and PyTorch's default initialisation
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _same_layer(a: nn.Module, b: nn.Module, x: np.ndarray) -> None:
+    """Two layers are one: the same class, attributes, repr and output on ``x``."""
+    assert type(a) is type(b) and repr(a) == repr(b)
+    assert {k: v for k, v in vars(a).items() if k != "rng"} == {k: v for k, v in vars(b).items() if k != "rng"}
+    np.testing.assert_array_equal(a(Tensor(x)).data, b(Tensor(x)).data)
+
+
+@pytest.mark.parametrize("ours, torchs", [
+    (lambda: nn.MaxPool2d(k=3, stride=2), lambda: nn.MaxPool2d(kernel_size=3, stride=2)),
+    (lambda: nn.MaxPool2d(2), lambda: nn.MaxPool2d(kernel_size=2)),
+    (lambda: nn.AvgPool2d(k=(2, 3)), lambda: nn.AvgPool2d(kernel_size=(2, 3))),
+    (lambda: nn.LeakyReLU(alpha=0.2), lambda: nn.LeakyReLU(negative_slope=0.2)),
+    (lambda: nn.Activation("leaky_relu", 0.2), lambda: nn.Activation("leaky_relu", negative_slope=0.2)),
+    (lambda: nn.ELU(0.5), lambda: nn.ELU(alpha=0.5)),
+    (lambda: nn.Dropout(0.3, rng=0), lambda: nn.Dropout(p=0.3, rng=0)),
+    (lambda: nn.Softmax(axis=1), lambda: nn.Softmax(dim=1)),
+    (lambda: nn.LogSoftmax(axis=0), lambda: nn.LogSoftmax(dim=0)),
+])
+def test_pytorch_spellings_build_the_same_layer(ours, torchs):
+    x = np.random.default_rng(0).normal(size=(2, 3, 6, 6))
+    _same_layer(ours(), torchs(), x)
+
+
+def test_pytorch_spellings_match_the_reference_values():
+    x = Tensor(np.array([[-2.0, 1.0], [0.5, -4.0]]))
+    np.testing.assert_allclose(nn.LeakyReLU(negative_slope=0.25)(x).data, [[-0.5, 1.0], [0.5, -1.0]])
+    np.testing.assert_allclose(nn.Softmax(dim=0)(x).data[:, 0], np.exp([-2.0, 0.5]) / np.exp([-2.0, 0.5]).sum())
+    pooled = nn.MaxPool2d(kernel_size=2)(Tensor(np.arange(16.0).reshape(1, 1, 4, 4))).data[0, 0]
+    assert pooled.tolist() == [[5.0, 7.0], [13.0, 15.0]]
+    assert nn.AvgPool2d(kernel_size=2).k == 2                 # the old attribute name still reads
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: nn.MaxPool2d(2, k=2), "kernel_size and k are spellings of one argument"),
+    (lambda: nn.MaxPool2d(), "MaxPool2d needs kernel_size"),
+    (lambda: nn.Softmax(1, dim=1), "axis and dim are spellings"),
+    (lambda: nn.LeakyReLU(0.1, negative_slope=0.1), "leaky_relu: the positional parameter and negative_slope"),
+    (lambda: nn.LeakyReLU(alpha=0.1, negative_slope=0.1), "alpha and negative_slope"),
+    (lambda: nn.ELU(negative_slope=0.1), "elu takes alpha, got"),
+])
+def test_two_spellings_at_once_or_none_is_a_clear_error(make, match):
+    with pytest.raises(TypeError, match=match):
+        make()
+
+
+def _torch_bounds(shape: tuple[int, ...]) -> tuple[float, float]:
+    """(weight bound, bias bound) of PyTorch's own reset_parameters for a weight of ``shape``."""
+    torch = pytest.importorskip("torch", reason="PyTorch is an optional extra")
+    fan_in, _ = torch.nn.init._calculate_fan_in_and_fan_out(torch.empty(shape))
+    gain = torch.nn.init.calculate_gain("leaky_relu", math.sqrt(5))
+    return math.sqrt(3.0) * gain / math.sqrt(fan_in), 1.0 / math.sqrt(fan_in)
+
+
+SHAPES = [(7, 3), (1, 1), (64, 300), (8, 3, 3, 3), (4, 16, 5, 2)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_torch_init_bound_is_one_over_sqrt_fan_in(shape):
+    fan_in = math.prod(shape[1:])
+    assert init.kaiming_uniform_bound(fan_in, math.sqrt(5)) == pytest.approx(1 / math.sqrt(fan_in), rel=1e-15)
+    # The same helper gives He's bound sqrt(6 / n) for a = 0 (the he_uniform scheme).
+    assert init.kaiming_uniform_bound(fan_in) == pytest.approx(math.sqrt(6 / fan_in), rel=1e-15)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_torch_init_bounds_equal_pytorchs(shape):
+    w_bound, b_bound = _torch_bounds(shape)
+    fan_in = math.prod(shape[1:])
+    assert init.kaiming_uniform_bound(fan_in, init.TORCH_A) == pytest.approx(w_bound, rel=1e-12)
+    assert 1 / math.sqrt(fan_in) == pytest.approx(b_bound, rel=1e-12)
+
+
+def _check_uniform(a: np.ndarray, bound: float) -> None:
+    """``a`` lies in [-bound, bound], reaches near both ends and has the variance bound**2 / 3 of U[-bound, bound]."""
+    a = a.astype(np.float64).ravel()
+    assert np.abs(a).max() <= bound * (1 + 1e-6)
+    assert a.max() > 0.99 * bound and a.min() < -0.99 * bound
+    assert a.var() == pytest.approx(bound**2 / 3, rel=0.05)
+    assert abs(a.mean()) < 0.05 * bound
+
+
+def test_linear_and_conv2d_torch_init_draw_weight_and_bias_from_the_bounds():
+    lin = nn.Linear(50, 2000, init="torch", rng=0)             # 2000 biases, 100000 weights
+    _check_uniform(lin.weight.data, 1 / math.sqrt(50))
+    _check_uniform(lin.bias.data, 1 / math.sqrt(50))
+    conv = nn.Conv2d(3, 1000, 3, init="torch", rng=1)           # fan_in = 27
+    _check_uniform(conv.weight.data, 1 / math.sqrt(27))
+    _check_uniform(conv.bias.data, 1 / math.sqrt(27))
+    assert nn.Linear(3, 2, bias=False, init="torch", rng=0).bias is None
+    # The default stays He uniform with a zero bias.
+    default = nn.Linear(50, 2000, rng=0)
+    _check_uniform(default.weight.data, math.sqrt(6 / 50))
+    assert not default.bias.data.any() and not nn.Conv2d(3, 4, 3, rng=0).bias.data.any()
+    with pytest.raises(ValueError, match="draws the bias itself"):
+        nn.Linear(3, 2, init="torch", bias_init=0.01)
+
+
+def test_torch_init_samples_match_pytorchs_layers():
+    torch = pytest.importorskip("torch", reason="PyTorch is an optional extra")
+    torch.manual_seed(0)
+    for ours, theirs in [(nn.Linear(40, 3000, init="torch", rng=0), torch.nn.Linear(40, 3000)),
+                         (nn.Conv2d(2, 800, (3, 4), init="torch", rng=0), torch.nn.Conv2d(2, 800, (3, 4)))]:
+        for name in ("weight", "bias"):
+            mine = getattr(ours, name).data.astype(np.float64)
+            ref = getattr(theirs, name).detach().numpy().astype(np.float64)
+            assert mine.shape == ref.shape
+            # Both draw from one uniform: equal ranges and variances within sampling error.
+            assert max(abs(mine.max() - ref.max()), abs(mine.min() - ref.min())) < 0.02 * ref.max()
+            assert mine.var() == pytest.approx(ref.var(), rel=0.1)
