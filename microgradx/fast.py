@@ -1,9 +1,11 @@
-"""The fast path: speed tricks for the tensor-op rows, each the twin of a readable reference in ``tensor.py``.
+"""The fast path: speed tricks for the tensor-op rows and the optimizer step, each the twin of a readable
+reference (the rows in ``tensor.py``, ``Optimizer.step`` in ``optim.py``).
 
-Nothing here is new maths. Each kernel computes what its row's reference computes, with a memory layout,
-fusion or arithmetic trick that NumPy and BLAS run faster; ``tests/test_fast.py`` checks that both agree to
-rounding on random inputs, and ``benchmarks/mlp.py`` measures what the tricks buy. ``reference_only()`` turns
-the fast path off (the gradient check and the agreement test use it).
+Nothing here is new maths. Each kernel computes what its reference computes, with a memory layout, fusion,
+arithmetic trick or bound-based finiteness proof that NumPy and BLAS run faster; the agreement tests
+(``tests/test_tensor_graph.py``, ``tests/test_optim.py``) check that both agree to rounding on random inputs,
+and ``benchmarks/mlp.py`` measures what the tricks buy. ``reference_only()`` turns the fast path off (the
+gradient check and the agreement tests use it).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import numpy as np
 from .ops import numpy_math
 
 __all__ = ["ENABLED", "reference_only", "all_finite", "first_nonfinite", "array_math", "weight_layout",
-           "linear_forward", "linear_vjp", "cross_entropy_forward", "cross_entropy_vjp"]
+           "linear_forward", "linear_vjp", "cross_entropy_forward", "cross_entropy_vjp",
+           "max_abs_bound", "scaled_bound", "add_in_place_if_finite"]
 
 ENABLED = True  # read by the node builder on every node: the fast kernels run when True
 
@@ -201,3 +204,75 @@ def cross_entropy_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tup
     d = e * (k / s)       # softmax o (transposed), times g / N
     d[labels, rows] -= k  # o - y, times g / N
     return (d.T,)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The optimizer step: finiteness proved from norm bounds, the update written in place
+# ---------------------------------------------------------------------------------------------------------
+
+# Half the largest finite value of each float dtype: two numbers of at most this size add to a finite number.
+_HEADROOM = {np.dtype(t): float(np.finfo(t).max) / 2 for t in (np.float16, np.float32, np.float64)}
+_ROUNDING = {np.dtype(t): (float(np.finfo(t).eps), float(np.finfo(t).tiny)) for t in (np.float16, np.float32,
+                                                                                         np.float64)}
+
+
+def max_abs_bound(a: np.ndarray) -> float:
+    """A number >= every |a_i|, from one BLAS dot product; inf or nan when ``a`` holds a NaN or an infinity.
+
+    The sum of squares s = a . a is finite only when every entry is; its rounding error is at most
+    n * eps * s (plus n * tiny for squares that underflow), so sqrt((s + n tiny) / (1 - n eps)) bounds the
+    largest |a_i|. An overflowing s also gives inf: a caller must then decide with an exact scan
+    (``all_finite``), which is what the reference optimizer step does for every array.
+
+    >>> max_abs_bound(np.array([3.0, -4.0])) >= 4.0, max_abs_bound(np.array([1.0, np.nan])) < np.inf
+    (True, False)
+    """
+    flat = a.ravel(order="K")  # a view for any contiguous layout
+    rounding = _ROUNDING.get(flat.dtype)
+    if rounding is None:  # a dtype without a table entry (longdouble): let the exact scan decide
+        return math.inf
+    eps, tiny = rounding
+    n = flat.size
+    slack = 1.0 - n * eps
+    if slack <= 0.0:  # too many entries for the error bound to say anything
+        return math.inf
+    try:
+        squares = float(np.dot(flat, flat))
+    except FloatingPointError:  # inside Optimizer.step overflow raises: the caller's exact scan decides
+        return math.inf
+    return math.sqrt((squares + n * tiny) / slack)
+
+
+def scaled_bound(factor: float, bound: float, dtype: np.dtype) -> float | None:
+    """A bound on every |factor * x_i| computed in ``dtype``, given ``bound`` >= every |x_i|; None for an
+    unknown dtype. Two roundings (``factor`` to the dtype, then the product) are covered.
+
+    >>> scaled_bound(0.1, 2.0, np.dtype(np.float32)) >= 0.2
+    True
+    """
+    rounding = _ROUNDING.get(dtype)
+    if rounding is None:
+        return None
+    return abs(factor) * bound * (1.0 + 4.0 * rounding[0])
+
+
+def add_in_place_if_finite(theta: np.ndarray, delta: np.ndarray, delta_bound: float | None = None) -> bool:
+    """theta += delta in place when norm bounds prove every sum finite, and True; else False, theta untouched.
+
+    The reference step computes theta + delta into a new array and scans it; here two dot products (one when
+    ``delta_bound``, a known bound on every |delta_i|, is given) show that every |theta_i + delta_i| is at most
+    half the largest float, so the sum is written straight into the parameter. Near the top of the float range
+    the bounds cannot prove it and the caller takes the reference path.
+
+    >>> t = np.array([1.0, 2.0]); add_in_place_if_finite(t, np.array([0.5, -0.5])), t
+    (True, array([1.5, 1.5]))
+    """
+    headroom = _HEADROOM.get(theta.dtype)
+    if headroom is None or delta.shape != theta.shape:
+        return False
+    if delta_bound is None:
+        delta_bound = max_abs_bound(delta)
+    if not max_abs_bound(theta) + delta_bound <= headroom:
+        return False
+    np.add(theta, delta, out=theta)
+    return True

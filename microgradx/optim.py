@@ -15,49 +15,16 @@ from typing import Any
 
 import numpy as np
 
+from . import fast
 from .ops import DomainError
 from .validation import nonnegative as _nonneg
 from .validation import positive as _positive
 from .validation import unit_interval as _unit
 
-_and_reduce = np.logical_and.reduce  # all() without the Python-level wrapper of ndarray.all
-
 __all__ = [
     "Optimizer", "SGD", "AdaGrad", "AdaDelta", "RMSprop", "Adam", "AdamW", "AdaMax", "NAdam", "RAdam",
     "clip_grad_norm", "clip_grad_value", "global_grad_norm",
 ]
-
-# Half the largest finite value of each float dtype: two numbers of at most this size add to a finite number.
-_HEADROOM = {np.dtype(t): float(np.finfo(t).max) / 2 for t in (np.float16, np.float32, np.float64)}
-_ROUNDING = {np.dtype(t): (float(np.finfo(t).eps), float(np.finfo(t).tiny)) for t in (np.float16, np.float32,
-                                                                                         np.float64)}
-
-
-def _max_abs_bound(a: np.ndarray) -> float:
-    """A number >= every |a_i|, from one BLAS dot product; inf or nan when ``a`` holds a NaN or an infinity.
-
-    The sum of squares s = a . a is finite only when every entry is; its rounding error is at most
-    n * eps * s (plus n * tiny for squares that underflow), so sqrt((s + n tiny) / (1 - n eps)) bounds the
-    largest |a_i|. An overflowing s also gives inf: a caller must then decide with an exact scan.
-
-    >>> _max_abs_bound(np.array([3.0, -4.0])) >= 4.0, _max_abs_bound(np.array([1.0, np.nan])) < np.inf
-    (True, False)
-    """
-    flat = a.ravel(order="K")  # a view for any contiguous layout
-    rounding = _ROUNDING.get(flat.dtype)
-    if rounding is None:  # a dtype without a table entry (longdouble): let the exact scan decide
-        return math.inf
-    eps, tiny = rounding
-    n = flat.size
-    slack = 1.0 - n * eps
-    if slack <= 0.0:  # too many entries for the error bound to say anything
-        return math.inf
-    try:
-        squares = float(np.dot(flat, flat))
-    except FloatingPointError:  # inside Optimizer.step overflow raises: the caller's exact scan decides
-        return math.inf
-    return math.sqrt((squares + n * tiny) / slack)
-
 
 def _where(i: int, p: Any) -> str:
     label = getattr(p, "label", None)
@@ -121,7 +88,7 @@ def clip_grad_norm(params: Iterable[Any], max_norm: float) -> float:
     total = global_grad_norm(params)
     if not math.isfinite(total):
         for i, p in enumerate(params):
-            if p.grad is not None and not np.all(np.isfinite(p.grad)):
+            if p.grad is not None and not fast.all_finite(np.asarray(p.grad)):
                 g = np.asarray(p.grad, dtype=np.float64)
                 raise DomainError(f"clip_grad_norm: the gradient of {_where(i, p)} is not finite ({_first_bad(g)})",
                                   "clip_grad_norm", p.grad, getattr(p, "label", None))
@@ -237,16 +204,21 @@ class Optimizer(ABC):
         if g.shape != theta.shape:
             raise ValueError(f"{name}.step: {_where(i, p)} has data of shape {theta.shape} "
                              f"but a gradient of shape {g.shape}")
-        # NOTE: the gradient is scanned before the rule runs, so a refused step leaves the state untouched.
-        g_bound = _max_abs_bound(g)
-        if not (g_bound < math.inf or _and_reduce(np.isfinite(g), axis=None)):
+        # NOTE: the gradient is checked before the rule runs, so a refused step leaves the state untouched. The
+        # fast path bounds |g| with one dot product (a finite bound proves g finite); the scan decides otherwise.
+        g_bound = fast.max_abs_bound(g) if fast.ENABLED and array else math.inf
+        if not (g_bound < math.inf or fast.all_finite(g)):
             raise DomainError(f"{name}.step: the gradient of {_where(i, p)} is not finite "
                               f"({_first_bad(g)})", f"{name}.step", p.grad, getattr(p, "label", None))
         # NOTE: every rule REPLACES its buffers (never writes into them), so this shallow copy restores the
         # state exactly when the step is refused below.
         before = dict(state)
         try:
-            self._apply(p, array, theta, g, g_bound, l2, state)
+            delta = self._delta(g, theta, l2, state)
+            if array and fast.ENABLED and fast.add_in_place_if_finite(theta, delta, self._delta_bound(g_bound, theta)):
+                return
+            new = theta + delta
+            _check_finite(new, state)
         except FloatingPointError as e:
             # The step's arithmetic overflowed (or made 0/0, inf - inf) although the gradient is finite.
             state.clear()
@@ -256,9 +228,12 @@ class Optimizer(ABC):
                               f"{theta.dtype}): the run diverged; the parameter and the optimizer state are left "
                               "unchanged: clip the gradients (clip_norm=...) or lower the learning rate",
                               f"{name}.step", p.grad, getattr(p, "label", None)) from None
+        if array:
+            p.data[...] = new
+        else:
+            p.data = float(new)
 
-    def _apply(self, p: Any, array: bool, theta: np.ndarray, g: np.ndarray, g_bound: float, l2: float,
-               state: dict[str, Any]) -> None:
+    def _delta(self, g: np.ndarray, theta: np.ndarray, l2: float, state: dict[str, Any]) -> np.ndarray:
         # Runs under errstate(over/invalid/divide="raise"): any non-finite number raises FloatingPointError.
         if l2:
             g = g + l2 * theta
@@ -266,30 +241,16 @@ class Optimizer(ABC):
             state.update(self._init_state(theta))
             state["step"] = 0
         state["step"] += 1
-        delta = self._update(g, theta, state)
-        if array:
-            delta_bound = self._update_bound(g_bound, theta.dtype)
-            if delta_bound is None:
-                delta_bound = _max_abs_bound(delta)
-            if _max_abs_bound(theta) + delta_bound <= _HEADROOM.get(theta.dtype, 0.0):
-                # NOTE: every |theta_i + delta_i| is at most half the largest float, so the sum is finite: it is
-                # written in place, without the two passes of the general path below.
-                np.add(theta, delta, out=theta)
-                return
-        new = theta + delta
-        if array:
-            p.data[...] = new
-        else:
-            p.data = float(new)
+        return self._update(g, theta, state)
 
-    def _coupled_l2(self) -> float:
-        return self.weight_decay
-
-    def _update_bound(self, g_bound: float, dtype: np.dtype) -> float | None:
+    def _delta_bound(self, g_bound: float, theta: np.ndarray) -> float | None:
         """A bound on every |delta_i| of the last ``_update`` known without a pass over delta, or None.
 
         ``g_bound`` bounds the |g_i| the rule saw (before coupled weight decay was added)."""
         return None
+
+    def _coupled_l2(self) -> float:
+        return self.weight_decay
 
     def _init_state(self, theta: np.ndarray) -> dict[str, Any]:
         return {}
@@ -353,8 +314,15 @@ def _peak(g: np.ndarray) -> float:
 
 
 def _first_bad(g: np.ndarray) -> str:
-    idx = np.argwhere(~np.isfinite(g))[0]
-    return f"{g[tuple(idx)]!r} at index {tuple(int(i) for i in idx)}" if g.ndim else f"{float(g)!r}"
+    where, bad = fast.first_nonfinite(g)
+    return f"{bad!r} at index {where}" if g.ndim else f"{bad!r}"
+
+
+def _check_finite(new: np.ndarray, state: dict[str, Any]) -> None:
+    """Raise FloatingPointError when the new parameter value or a state buffer holds inf or NaN."""
+    for what, value in (("the new value", new), *state.items()):
+        if isinstance(value, np.ndarray | float) and not fast.all_finite(np.asarray(value)):
+            raise FloatingPointError(f"{what} is not finite")
 
 
 class SGD(Optimizer):
@@ -405,11 +373,11 @@ class SGD(Optimizer):
             return {"velocity": np.zeros_like(theta)}
         return {"momentum_buffer": None}
 
-    def _update_bound(self, g_bound: float, dtype: np.dtype) -> float | None:
-        # Plain SGD's delta is -lr * g: |delta_i| <= lr |g_i| up to two roundings (lr to the dtype, the product).
-        if self.momentum or self.weight_decay or dtype not in _ROUNDING:
+    def _delta_bound(self, g_bound: float, theta: np.ndarray) -> float | None:
+        # Plain SGD's delta is -lr * g, so lr bounds it by |g|'s bound (the fast path then skips a pass over delta).
+        if self.momentum or self.weight_decay:
             return None
-        return self.lr * g_bound * (1.0 + 4.0 * _ROUNDING[dtype][0])
+        return fast.scaled_bound(self.lr, g_bound, theta.dtype)
 
     def _update(self, g: np.ndarray, theta: np.ndarray, state: dict[str, Any]) -> np.ndarray:
         mu, lr = self.momentum, self.lr

@@ -8,9 +8,9 @@ import hypothesis.extra.numpy as hnp
 import hypothesis.strategies as st
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 
-from microgradx import DomainError, Value, optim
+from microgradx import DomainError, Value, fast, optim
 
 A = np.array([[3.0, 0.5, 0.0], [0.5, 1.0, -0.2], [0.0, -0.2, 0.4]])
 B = np.array([1.0, -2.0, 0.3])
@@ -519,7 +519,7 @@ def test_a_finite_gradient_whose_sum_of_squares_overflows_is_not_refused():
 def test_max_abs_bound_bounds_every_entry_or_reports_a_non_finite_one(a, transpose):
     a = a.T if transpose else a  # column-major arrays are read in memory order too
     with np.errstate(over="ignore"):
-        bound = optim._max_abs_bound(a)
+        bound = fast.max_abs_bound(a)
     if not np.isfinite(a).all():
         assert not bound < math.inf
         return
@@ -717,3 +717,92 @@ def test_global_grad_norm_scales_before_squaring(values):
             optim.clip_grad_norm(params, 1.0)
     else:
         assert got == pytest.approx(expected, rel=1e-12, abs=0)
+
+
+# -- the fast path and the reference path of a step ------------------------------------------------------------
+
+def _run_steps(k, dtype, start, grads, lr_exp, reference):
+    """Steps of ALL[k] from ``start``; (parameter, state, outcome of each step: None or the refusal's message)."""
+    import contextlib
+    import copy
+
+    p = P([1.0])
+    p.data = start.astype(dtype)
+    opt = ALL[k]([p])
+    if lr_exp is not None:
+        opt.lr = 10.0 ** lr_exp
+    outcomes = []
+    with fast.reference_only() if reference else contextlib.nullcontext():
+        for g in grads:
+            with np.errstate(over="ignore"):
+                p.grad = g.astype(dtype)
+            try:
+                opt.step()
+                outcomes.append(None)
+            except DomainError as e:
+                outcomes.append(str(e))
+    return p.data, copy.deepcopy(opt.state), outcomes
+
+
+def _magnitudes(dtype_exp):
+    """Arrays of 4 entries of sign * mantissa * 10**e, e up to the dtype's largest exponent (and a little past)."""
+    def build(m, e):
+        with np.errstate(over="ignore"):
+            return m * 10.0 ** np.minimum(e, 308)
+    return st.builds(build,
+                     hnp.arrays(np.float64, 4, elements=st.floats(-9.9, 9.9)),
+                     hnp.arrays(np.int64, 4, elements=st.integers(-dtype_exp, dtype_exp)))
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.data(), st.integers(0, len(ALL) - 1), st.sampled_from([np.float32, np.float64]),
+       st.one_of(st.none(), st.integers(-4, 40)))
+def test_the_fast_step_and_the_reference_step_agree_and_refuse_the_same_steps(data, k, dtype, lr_exp):
+    # Oracle: the readable step under fast.reference_only() (theta + delta into a new array, then a plain scan).
+    # Magnitudes reach the top of the dtype's range, so some steps overflow and both paths must refuse them.
+    top = 38 if dtype == np.float32 else 308
+    start = data.draw(_magnitudes(top), label="start")
+    with np.errstate(over="ignore"):
+        start = np.where(np.isfinite(start.astype(dtype)), start, 1.0)
+    grads = data.draw(st.lists(_magnitudes(top + 2), min_size=1, max_size=4), label="grads")
+    fast_data, fast_state, fast_outcomes = _run_steps(k, dtype, start, grads, lr_exp, reference=False)
+    ref_data, ref_state, ref_outcomes = _run_steps(k, dtype, start, grads, lr_exp, reference=True)
+    assert fast_outcomes == ref_outcomes
+    event(f"refused {sum(o is not None for o in ref_outcomes)} of {len(ref_outcomes)}")
+    rtol = 4 * float(np.finfo(dtype).eps)
+    np.testing.assert_allclose(fast_data, ref_data, rtol=rtol, atol=0)
+    assert fast_data.dtype == ref_data.dtype == dtype
+    assert fast_state[0].keys() == ref_state[0].keys()
+    for key, value in ref_state[0].items():
+        if value is None:
+            assert fast_state[0][key] is None
+        else:
+            np.testing.assert_allclose(fast_state[0][key], value, rtol=rtol, atol=0, err_msg=key)
+
+
+def test_the_fast_path_writes_the_step_in_place_and_reference_only_turns_it_off(monkeypatch):
+    # Without this the agreement above could hold because both runs took the reference path.
+    taken = []
+    original = fast.add_in_place_if_finite
+    monkeypatch.setattr(fast, "add_in_place_if_finite", lambda *a: taken.append(original(*a)) or taken[-1])
+    p = P(START)
+    opt = optim.SGD([p], lr=0.1)
+    p.grad = grad_of(p.data)
+    opt.step()
+    assert taken == [True]
+    with fast.reference_only():
+        p.grad = grad_of(p.data)
+        opt.step()
+    assert taken == [True]
+    close(p.data, reference(lambda th, g, t, s: th - 0.1 * g, steps=2)[-1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_add_in_place_if_finite_leaves_theta_alone_when_the_bounds_cannot_prove_the_sum_finite(dtype):
+    top = np.finfo(dtype).max
+    theta = np.array([top * 0.75, 1.0], dtype=dtype)
+    with np.errstate(over="ignore"):  # the sum of squares overflows: the bound is inf
+        assert not fast.add_in_place_if_finite(theta, np.array([1.0, 1.0], dtype=dtype))
+    np.testing.assert_array_equal(theta, np.array([top * 0.75, 1.0], dtype=dtype))
+    assert fast.add_in_place_if_finite(theta[1:], np.array([2.0], dtype=dtype))
+    assert theta[1] == 3.0
