@@ -237,6 +237,20 @@ def test_schedules_match_pytorch(case):
     assert _our_rates(ours, 0.5, n) == pytest.approx(expected, abs=1e-12, rel=0)
 
 
+def test_fit_trains_each_epoch_with_the_cosine_rate():
+    from microgradx.losses import cross_entropy
+    from microgradx.train import fit, mlp
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(20, 4)), rng.integers(0, 3, 20)
+    net = mlp([4, 3], rng=0)
+    opt = optim.SGD(net.parameters(), lr=0.2)
+    h = fit(net, cross_entropy, opt, (X, y), epochs=5, schedule=CosineAnnealingLR(opt, T_max=4))
+    # cos(pi t / 4) for t = 0..4 is 1, sqrt(2)/2, 0, -sqrt(2)/2, -1
+    r = math.sqrt(2) / 2
+    assert h.lr == pytest.approx([0.2, 0.1 * (1 + r), 0.1, 0.1 * (1 - r), 0.0], abs=1e-15)
+
+
 def test_plateau_eps_stops_tiny_reductions_as_pytorch():
     s = ReduceLROnPlateau(lr0=1e-7, factor=0.1, patience=1)
     # 1e-7 -> 1e-8 changes the rate by 9e-8 > eps; 1e-8 -> 1e-9 only by 9e-9 <= eps = 1e-8: skipped
