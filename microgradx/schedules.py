@@ -6,6 +6,7 @@ built with ``lr0`` and no optimizer simply computes the numbers.
 
 from __future__ import annotations
 
+import bisect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -16,8 +17,10 @@ import numpy as np
 from .validation import finite as _finite
 from .validation import integer as _count
 from .validation import nonnegative as _nonneg
+from .validation import positive as _positive
 
-__all__ = ["Schedule", "ExponentialDecay", "InverseTimeDecay", "StepDecay", "ManualSchedule",
+__all__ = ["Schedule", "ExponentialDecay", "InverseTimeDecay", "StepDecay", "ManualSchedule", "MultiStepLR",
+           "LinearLR", "LambdaLR", "CosineAnnealingLR", "CosineAnnealingWarmRestarts", "OneCycleLR", "CyclicLR",
            "ReduceLROnPlateau", "EarlyStopping"]
 
 
@@ -151,13 +154,253 @@ class ManualSchedule(Schedule):
         return self.lrs[min(epoch, len(self.lrs) - 1)]
 
 
+def _cosine(start: float, end: float, pct: float) -> float:
+    """Half a cosine from ``start`` (pct = 0) to ``end`` (pct = 1)."""
+    return end + (start - end) / 2 * (1 + math.cos(math.pi * pct))
+
+
+def _linear(start: float, end: float, pct: float) -> float:
+    """A straight line from ``start`` (pct = 0) to ``end`` (pct = 1)."""
+    return start + (end - start) * pct
+
+
+_ANNEAL = {"cos": _cosine, "linear": _linear}
+
+
+class MultiStepLR(Schedule):
+    """Multiply by ``gamma`` at each milestone epoch (PyTorch's ``MultiStepLR``): alpha_0 gamma**(milestones <= t).
+
+    >>> s = MultiStepLR(lr0=0.1, milestones=[3, 5], gamma=0.5)
+    >>> [s.lr_at(t) for t in (0, 2, 3, 4, 5, 9)]
+    [0.1, 0.1, 0.05, 0.05, 0.025, 0.025]
+    """
+
+    def __init__(self, optimizer: Any = None, *, milestones: Sequence[int], gamma: float = 0.1,
+                 lr0: float | None = None) -> None:
+        name = "MultiStepLR"
+        self.milestones = sorted(_count(name, f"milestones[{i}]", m, 1) for i, m in enumerate(milestones))
+        if not self.milestones:
+            raise ValueError(f"{name}: milestones is empty (use ManualSchedule or a constant rate)")
+        self.gamma = _nonneg(name, "gamma", gamma)
+        super().__init__(optimizer, lr0=lr0)
+
+    def lr_at(self, epoch: int) -> float:
+        # a milestone listed twice counts twice, as in PyTorch
+        return self.lr0 * self.gamma ** bisect.bisect_right(self.milestones, epoch)
+
+
+class LinearLR(Schedule):
+    """Linear warm-up (PyTorch's ``LinearLR``): the factor on alpha_0 goes in a straight line from ``start_factor``
+    to ``end_factor`` over ``total_iters`` epochs, then stays: alpha_0 (s + (e - s) min(t, T) / T).
+
+    >>> s = LinearLR(lr0=0.1, start_factor=0.25, total_iters=3)
+    >>> [round(s.lr_at(t), 12) for t in range(5)]
+    [0.025, 0.05, 0.075, 0.1, 0.1]
+    """
+
+    def __init__(self, optimizer: Any = None, *, start_factor: float = 1 / 3, end_factor: float = 1.0,
+                 total_iters: int = 5, lr0: float | None = None) -> None:
+        name = "LinearLR"
+        self.start_factor = _positive(name, "start_factor", start_factor)
+        self.end_factor = _nonneg(name, "end_factor", end_factor)
+        if self.start_factor > 1 or self.end_factor > 1:
+            raise ValueError(f"{name}: start_factor must be in (0, 1] and end_factor in [0, 1], "
+                             f"got {start_factor!r} and {end_factor!r}")
+        self.total_iters = _count(name, "total_iters", total_iters, 1)
+        super().__init__(optimizer, lr0=lr0)
+
+    def lr_at(self, epoch: int) -> float:
+        pct = min(epoch, self.total_iters) / self.total_iters
+        return self.lr0 * _linear(self.start_factor, self.end_factor, pct)
+
+
+class LambdaLR(Schedule):
+    """alpha_0 times a factor given as a function of the epoch (PyTorch's ``LambdaLR``): alpha_0 lr_lambda(t).
+
+    ``ManualSchedule(lrs=f)`` takes the rate itself; ``LambdaLR`` takes the multiplier of ``lr0``.
+
+    >>> LambdaLR(lr0=0.5, lr_lambda=lambda t: 0.9 ** t).lr_at(2)
+    0.405
+    """
+
+    def __init__(self, optimizer: Any = None, *, lr_lambda: Callable[[int], float],
+                 lr0: float | None = None) -> None:
+        if not callable(lr_lambda):
+            raise TypeError(f"LambdaLR: lr_lambda must be a function of the epoch, got {lr_lambda!r}")
+        self.lr_lambda = lr_lambda
+        super().__init__(optimizer, lr0=lr0)
+
+    def lr_at(self, epoch: int) -> float:
+        return self.lr0 * _nonneg("LambdaLR", f"lr_lambda({epoch})", self.lr_lambda(epoch))
+
+
+class CosineAnnealingLR(Schedule):
+    """Cosine annealing (PyTorch's ``CosineAnnealingLR``, Loshchilov & Hutter's SGDR without restarts): half a
+    cosine from alpha_0 down to ``eta_min`` over ``T_max`` epochs, eta_min + (alpha_0 - eta_min)(1 + cos(pi t/T_max))/2;
+    past T_max the cosine goes on and the rate climbs back, as in PyTorch.
+
+    >>> s = CosineAnnealingLR(lr0=0.1, T_max=4, eta_min=0.02)
+    >>> [round(s.lr_at(t), 12) for t in (0, 2, 4)]
+    [0.1, 0.06, 0.02]
+    """
+
+    def __init__(self, optimizer: Any = None, *, T_max: int, eta_min: float = 0.0,
+                 lr0: float | None = None) -> None:
+        self.T_max = _count("CosineAnnealingLR", "T_max", T_max, 1)
+        self.eta_min = _nonneg("CosineAnnealingLR", "eta_min", eta_min)
+        super().__init__(optimizer, lr0=lr0)
+
+    def lr_at(self, epoch: int) -> float:
+        return _cosine(self.lr0, self.eta_min, epoch / self.T_max)
+
+
+class CosineAnnealingWarmRestarts(Schedule):
+    """Cosine annealing with warm restarts (PyTorch's ``CosineAnnealingWarmRestarts``, SGDR): the cosine from
+    alpha_0 to ``eta_min`` restarts after ``T_0`` epochs, and each period is ``T_mult`` times the one before.
+
+    >>> s = CosineAnnealingWarmRestarts(lr0=0.1, T_0=2, T_mult=2)  # restarts at epochs 2 and 2 + 4 = 6
+    >>> [round(s.lr_at(t), 12) for t in range(7)]
+    [0.1, 0.05, 0.1, 0.085355339059, 0.05, 0.014644660941, 0.1]
+    """
+
+    def __init__(self, optimizer: Any = None, *, T_0: int, T_mult: int = 1,
+                 eta_min: float = 0.0, lr0: float | None = None) -> None:
+        name = "CosineAnnealingWarmRestarts"
+        self.T_0 = _count(name, "T_0", T_0, 1)
+        self.T_mult = _count(name, "T_mult", T_mult, 1)
+        self.eta_min = _nonneg(name, "eta_min", eta_min)
+        super().__init__(optimizer, lr0=lr0)
+
+    def lr_at(self, epoch: int) -> float:
+        t, period = epoch, self.T_0
+        if self.T_mult == 1:
+            t %= period
+        else:  # the periods grow geometrically, so this loop runs about log(epoch) times
+            while t >= period:
+                t, period = t - period, period * self.T_mult
+        return _cosine(self.lr0, self.eta_min, t / period)
+
+
+class OneCycleLR(Schedule):
+    """The one-cycle policy (PyTorch's ``OneCycleLR``, Smith & Topin): warm up from max_lr/div_factor to ``max_lr``
+    over the first ``pct_start`` of ``total_steps`` epochs, then anneal down to max_lr/(div_factor final_div_factor).
+
+    ``anneal_strategy`` is "cos" or "linear"; ``three_phase=True`` comes back down to the initial rate before the
+    final anneal. Only the learning rate is cycled (not momentum: use ``cycle_momentum=False`` in PyTorch to
+    compare). The schedule lasts ``total_steps`` epochs (the ``step()`` after the last one keeps the final rate);
+    asking for a later epoch is an error, as in PyTorch.
+
+    >>> s = OneCycleLR(max_lr=1.0, total_steps=10, pct_start=0.3, anneal_strategy="linear", div_factor=10,
+    ...                final_div_factor=2)  # up over epochs 0..2, down over 2..9 to 0.05
+    >>> [round(s.lr_at(t), 12) for t in (0, 1, 2, 9)]
+    [0.1, 0.55, 1.0, 0.05]
+    """
+
+    def __init__(self, optimizer: Any = None, *, max_lr: float, total_steps: int, pct_start: float = 0.3,
+                 anneal_strategy: str = "cos", div_factor: float = 25.0, final_div_factor: float = 1e4,
+                 three_phase: bool = False) -> None:
+        name = "OneCycleLR"
+        self.max_lr = _nonneg(name, "max_lr", max_lr)
+        self.total_steps = _count(name, "total_steps", total_steps, 2)
+        self.pct_start = _finite(name, "pct_start", pct_start)
+        if not 0 <= self.pct_start <= 1:
+            raise ValueError(f"{name}: pct_start must be in [0, 1], got {pct_start!r}")
+        if anneal_strategy not in _ANNEAL:
+            raise ValueError(f"{name}: anneal_strategy must be one of {sorted(_ANNEAL)}, got {anneal_strategy!r}")
+        self.anneal_strategy = anneal_strategy
+        self.div_factor = _positive(name, "div_factor", div_factor)
+        self.final_div_factor = _positive(name, "final_div_factor", final_div_factor)
+        self.three_phase = bool(three_phase)
+        initial = self.max_lr / self.div_factor
+        low = initial / self.final_div_factor
+        up_end = self.pct_start * self.total_steps - 1
+        # (last epoch of the phase, rate at its start, rate at its end), PyTorch's phase boundaries
+        if self.three_phase:
+            self._phases = [(up_end, initial, self.max_lr), (2 * up_end, self.max_lr, initial),
+                            (self.total_steps - 1, initial, low)]
+        else:
+            self._phases = [(up_end, initial, self.max_lr), (self.total_steps - 1, self.max_lr, low)]
+        ends = [0.0] + [end for end, _, _ in self._phases]
+        if any(b <= a for a, b in zip(ends, ends[1:], strict=False)):
+            raise ValueError(f"{name}: pct_start={pct_start!r} with total_steps={total_steps} leaves a phase "
+                             f"with no epochs (the phases end at epochs {ends[1:]}); raise total_steps or move "
+                             "pct_start away from 0 and 1")
+        super().__init__(optimizer, lr0=initial)
+
+    def lr_at(self, epoch: int) -> float:
+        if epoch > self.total_steps:
+            raise ValueError(f"OneCycleLR: epoch {epoch} is past total_steps={self.total_steps}; "
+                             "build the schedule with total_steps >= the number of epochs")
+        # the step after the last epoch keeps the final rate (PyTorch extrapolates the line, which can go negative)
+        epoch = min(epoch, self.total_steps - 1)
+        i = next(i for i, (end, _, _) in enumerate(self._phases) if epoch <= end)  # the last phase ends at T - 1
+        end, lr_start, lr_end = self._phases[i]
+        start = self._phases[i - 1][0] if i > 0 else 0.0
+        return _ANNEAL[self.anneal_strategy](lr_start, lr_end, (epoch - start) / (end - start))
+
+
+class CyclicLR(Schedule):
+    """Cyclical learning rates (PyTorch's ``CyclicLR``, Smith 2017): the rate climbs linearly from ``base_lr`` to
+    ``max_lr`` over ``step_size_up`` epochs and back over ``step_size_down`` (default: the same).
+
+    ``mode``: "triangular" (every cycle the same), "triangular2" (the height halves each cycle) or "exp_range"
+    (the height shrinks by ``gamma`` per epoch); or ``scale_fn`` of the cycle number (``scale_mode="cycle"``) or
+    of the epoch (``"iterations"``). Only the rate is cycled (use ``cycle_momentum=False`` in PyTorch to compare).
+
+    >>> s = CyclicLR(base_lr=0.1, max_lr=0.5, step_size_up=2, mode="triangular2")
+    >>> [round(s.lr_at(t), 12) for t in range(7)]
+    [0.1, 0.3, 0.5, 0.3, 0.1, 0.2, 0.3]
+    """
+
+    _MODES: dict[str, tuple[Callable[[CyclicLR, float], float], str]] = {
+        "triangular": (lambda s, x: 1.0, "cycle"),
+        "triangular2": (lambda s, x: 1 / 2.0 ** (x - 1), "cycle"),
+        "exp_range": (lambda s, x: s.gamma ** x, "iterations"),
+    }
+
+    def __init__(self, optimizer: Any = None, *, base_lr: float, max_lr: float, step_size_up: int = 2000,
+                 step_size_down: int | None = None, mode: str = "triangular", gamma: float = 1.0,
+                 scale_fn: Callable[[float], float] | None = None, scale_mode: str = "cycle") -> None:
+        name = "CyclicLR"
+        self.base_lr = _nonneg(name, "base_lr", base_lr)
+        self.max_lr = _nonneg(name, "max_lr", max_lr)
+        self.step_size_up = _count(name, "step_size_up", step_size_up, 1)
+        self.step_size_down = self.step_size_up if step_size_down is None else _count(
+            name, "step_size_down", step_size_down, 1)
+        self.gamma = _nonneg(name, "gamma", gamma)
+        if scale_fn is None:
+            if mode not in self._MODES:
+                raise ValueError(f"{name}: mode must be one of {sorted(self._MODES)}, got {mode!r}")
+            fn, scale_mode = self._MODES[mode]
+            self.scale_fn: Callable[[float], float] = lambda x: fn(self, x)
+        else:
+            if not callable(scale_fn):
+                raise TypeError(f"{name}: scale_fn must be a function, got {scale_fn!r}")
+            if scale_mode not in ("cycle", "iterations"):
+                raise ValueError(f"{name}: scale_mode must be 'cycle' or 'iterations', got {scale_mode!r}")
+            self.scale_fn = scale_fn
+        self.mode, self.scale_mode = mode, scale_mode
+        super().__init__(optimizer, lr0=self.base_lr)
+
+    def lr_at(self, epoch: int) -> float:
+        total = self.step_size_up + self.step_size_down
+        cycle = math.floor(1 + epoch / total)
+        x = 1.0 + epoch / total - cycle  # the position inside the cycle, in [0, 1)
+        up = self.step_size_up / total
+        height = (self.max_lr - self.base_lr) * (x / up if x <= up else (x - 1) / (up - 1))
+        scale = _finite("CyclicLR", "scale_fn", self.scale_fn(cycle if self.scale_mode == "cycle" else epoch))
+        return self.base_lr + height * scale
+
+
 class ReduceLROnPlateau:
     """Reduce the rate when a monitored quantity stops improving (the Unit 1 lecture: "if the validation loss doesn't
     decrease for 3 consecutive epochs, reduce the learning rate by a factor of 0.1").
 
     ``step(metric)`` at the end of each epoch. An epoch improves when metric < best - min_delta (``mode="max"``:
     metric > best + min_delta). After ``patience`` epochs in a row without improvement, lr <- max(lr * factor,
-    min_lr) and the count restarts; the ``cooldown`` epochs after a reduction are not counted. Keras reduces
+    min_lr) and the count restarts; the ``cooldown`` epochs after a reduction are not counted. As in PyTorch, a
+    reduction that would change the rate by ``eps`` or less is skipped, so the rate stops falling near min_lr or
+    once it is tiny (default eps = 1e-8). Keras reduces
     after ``patience`` bad epochs, as here; PyTorch one epoch later, after patience + 1.
 
     >>> s = ReduceLROnPlateau(lr0=0.1, factor=0.1, patience=3)
@@ -166,7 +409,8 @@ class ReduceLROnPlateau:
     """
 
     def __init__(self, optimizer: Any = None, *, factor: float = 0.1, patience: int = 3, min_delta: float = 0.0,
-                 mode: str = "min", cooldown: int = 0, min_lr: float = 0.0, lr0: float | None = None) -> None:
+                 mode: str = "min", cooldown: int = 0, min_lr: float = 0.0, eps: float = 1e-8,
+                 lr0: float | None = None) -> None:
         name = "ReduceLROnPlateau"
         if lr0 is None:
             if optimizer is None:
@@ -180,6 +424,7 @@ class ReduceLROnPlateau:
         self.mode = _mode(name, mode, "")
         self.cooldown = _count(name, "cooldown", cooldown, 0)
         self.min_lr = _nonneg(name, "min_lr", min_lr)
+        self.eps = _nonneg(name, "eps", eps)
         self.optimizer = optimizer
         self.lr = _nonneg(name, "lr0", lr0)
         self.best = math.inf if self.mode == "min" else -math.inf
@@ -204,7 +449,9 @@ class ReduceLROnPlateau:
             self.cooldown_left -= 1
             self.wait = 0
         if self.wait >= self.patience:
-            self.lr = max(self.lr * self.factor, self.min_lr)
+            new_lr = max(self.lr * self.factor, self.min_lr)
+            if self.lr - new_lr > self.eps:
+                self.lr = new_lr
             self.cooldown_left = self.cooldown
             self.wait = 0
         if self.optimizer is not None:
