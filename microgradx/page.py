@@ -17,9 +17,9 @@ from importlib import resources
 from pathlib import Path as FilePath
 from typing import Any
 
-from .graph import PathLimitError, count_paths, paths, topological_order
+from .graph import Event, PathLimitError, count_paths, paths, topological_order
 from .ops import MicrogradxError
-from .stepper import Stepper, StepView, _draw_state, chain_lines, node_name, quantity, where
+from .stepper import Stepper, _draw_state, chain_lines, node_name, quantity, where
 
 __all__ = ["Page", "backprop_page", "drawing_page", "latex_derivation", "save_frames", "save_gif", "save_pdf"]
 
@@ -248,7 +248,7 @@ def backprop_page(stepper: Stepper, *, title: str | None = None, theme: str = "d
     return Page(fragment, heading)
 
 
-def _event_data(v: StepView, index: dict[int, int], digits: int) -> dict:
+def _event_data(v: Event, index: dict[int, int], digits: int) -> dict:
     parents = []
     for k, (p, c, t) in enumerate(zip(v.parents, v.contributions, v.totals, strict=True)):
         parents.append({"node": index[id(p)], "slot": k, "contrib": quantity(c, digits),
@@ -398,7 +398,7 @@ def save_pdf(stepper: Stepper, path: str | os.PathLike[str], **options: Any) -> 
     return target
 
 
-def handout_page(image: Any, v: StepView, k: int, total: int, digits: int = 5) -> Any:
+def handout_page(image: Any, v: Event, k: int, total: int, digits: int = 5) -> Any:
     """One handout page (a matplotlib figure, A4 landscape): the drawing after step ``k``, then its chain rule."""
     import matplotlib.pyplot as plt
     import numpy as np

@@ -7,48 +7,13 @@ one event per ``next``; so after ``run()`` every ``.grad`` is exactly what ``bac
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from .graph import Event, backprop, topological_order
 from .text import formula, number
 from .text import name as _text_name
 
-__all__ = ["step", "Stepper", "describe", "node_name", "StepView", "view", "quantity", "Table"]
-
-
-@dataclass(frozen=True)
-class StepView:
-    """What a reader needs from one backward event; ``partials`` is None where the node has no scalar z
-    (a Tensor node passes vector-Jacobian products, not numbers)."""
-
-    index: int
-    node: Any
-    grad: Any
-    parents: tuple
-    partials: tuple | None
-    contributions: tuple
-    totals: tuple
-
-
-def view(ev: Event) -> StepView:
-    """The one place that reads an ``Event``: every reader here goes through it, so the core may reshape
-    events (scalar-only ``partials``) without touching the readers.
-
-    >>> from microgradx import Value, backprop
-    >>> x = Value(3.0, label="x"); v = view(next(backprop(x * x, trace=True))); v.partials, v.contributions
-    ((3.0, 3.0), (3.0, 3.0))
-    """
-    parents = tuple(getattr(ev, "parents", ()) or ())
-    partials = getattr(ev, "partials", None)
-    if partials is not None and (len(partials) != len(parents) or not all(_is_scalar(z) for z in partials)):
-        partials = None
-    return StepView(ev.index, ev.node, ev.grad, parents, None if partials is None else tuple(partials),
-                    tuple(ev.contributions), tuple(ev.totals))
-
-
-def _is_scalar(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+__all__ = ["step", "Stepper", "describe", "node_name", "quantity", "Table"]
 
 
 def _is_tensor(node: Any) -> bool:
@@ -104,7 +69,7 @@ def _formula(node: Any) -> str:
     return formula(node)
 
 
-def _head(v: StepView, digits: int) -> tuple[str, str]:
+def _head(v: Event, digits: int) -> tuple[str, str]:
     """The node's name as an event shows it, and its S (a number, or an array's shape and norm)."""
     node = v.node
     if _is_tensor(node):
@@ -114,11 +79,11 @@ def _head(v: StepView, digits: int) -> tuple[str, str]:
     return head, quantity(v.grad, digits)
 
 
-def chain_lines(v: StepView, digits: int = 5) -> list[str]:
+def chain_lines(v: Event, digits: int = 5) -> list[str]:
     """The chain rule of one event, one line per parent: ``S(z1) += S(g) · z(z1, g) = 0.084 · 0.149 = 0.0125``.
 
     >>> from microgradx.examples import two_paths
-    >>> o, w = two_paths(); print(chain_lines(view(next(step(o))))[0])
+    >>> o, w = two_paths(); print(chain_lines(next(step(o)))[0])
     S(cos(a)) += S(o) · z(cos(a), o) = 1 · 1 = 1;  S(cos(a)) = 1
     """
     num = lambda x: quantity(x, digits)  # noqa: E731
@@ -146,7 +111,7 @@ def describe(ev: Event, digits: int = 5, total: int | None = None) -> str:
        -> x     z = 3   S*z = 3   S(x) so far = 3
        -> x     z = 3   S*z = 3   S(x) so far = 6
     """
-    v = view(ev)
+    v = ev
 
     def num(x: Any) -> str:
         return quantity(x, digits)
@@ -197,7 +162,7 @@ class Table(str):
                 f"<tbody>{body}</tbody></table>")
 
 
-def _apply(v: StepView, S: dict, finished: set[int]) -> None:
+def _apply(v: Event, S: dict, finished: set[int]) -> None:
     """Advance the running state of the pass by one event: the node is final, its parents' totals grow."""
     S[v.node] = v.grad
     finished.add(id(v.node))
@@ -237,7 +202,7 @@ class Stepper:
             self._exhausted = True
             raise
         self.events.append(ev)
-        _apply(view(ev), self._S, self._finished)
+        _apply(ev, self._S, self._finished)
         return ev
 
     def next(self) -> Stepper:
@@ -300,7 +265,7 @@ class Stepper:
 
         rows = [("step", "node", "S(node)", "parent", "z", "S*z", "S(parent) so far")]
         for ev in self.events:
-            v = view(ev)
+            v = ev
             head = (str(v.index + 1), node_name(v.node), num(v.grad))
             if not v.parents:
                 rows.append((*head, f"({_formula(v.node)})", "", "", ""))
@@ -310,13 +275,13 @@ class Stepper:
                              num(c), num(t)))
         return Table(rows, frozenset({0, 2, 4, 5, 6}))
 
-    def states(self) -> Iterator[tuple[StepView, dict[Any, Any], set[int]]]:
+    def states(self) -> Iterator[tuple[Event, dict[Any, Any], set[int]]]:
         """Every event of the whole pass with the state right after it ({node: S so far}, ids of finished
         nodes), computed on the side: the graph's ``.grad`` slots are not touched."""
         S: dict[Any, Any] = {}
         finished: set[int] = set()
         for ev in backprop(self.out, self.seed, accumulate=False, trace=True):
-            v = view(ev)
+            v = ev
             _apply(v, S, finished)
             yield v, dict(S), set(finished)
 
