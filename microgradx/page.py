@@ -55,22 +55,17 @@ class Page(str):
 
 
 def writable(path: str | os.PathLike[str]) -> FilePath:
-    """``path`` as a Path whose folder exists (a clear error otherwise: no folder is created on a typo).
+    """``path`` as a Path whose folder exists (a clear error otherwise: no folder is created on a typo); the
+    drawings' own rule, ``render.check_output_path``.
 
     >>> writable("/no/such/folder/page.html")
     Traceback (most recent call last):
     ...
-    microgradx.ops.MicrogradxError: cannot write '/no/such/folder/page.html': the folder ... does not exist
+    microgradx.render.OutputPathError: cannot write /no/such/folder/page.html: the folder ... does not exist ...
     """
-    target = FilePath(path)
-    folder = target.parent
-    if not folder.exists():
-        raise MicrogradxError(f"cannot write {str(target)!r}: the folder {str(folder)!r} does not exist")
-    if not folder.is_dir():
-        raise MicrogradxError(f"cannot write {str(target)!r}: {str(folder)!r} is a file, not a folder")
-    if target.is_dir():
-        raise MicrogradxError(f"cannot write {str(target)!r}: it is a folder")
-    return target
+    from .render import check_output_path
+
+    return check_output_path(path)
 
 
 def _asset(name: str) -> str:
