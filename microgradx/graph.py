@@ -431,8 +431,9 @@ def _sympy_partials(op: Any, point: tuple, param: Any) -> list[tuple[float, floa
     at = {s: sp.Rational(repr(float(x))) for s, x in zip(xs, point)}
     f = op.sym(*xs, param=param)
     zs = op.partials(sympy_math(), f, *((*xs, param) if op.param else xs))
-    return [(float(sp.N(sp.diff(f, s).subs(at), 30)), float(sp.N(sp.sympify(z).subs(at), 30)))
-            for s, z in zip(xs, zs)]
+    # NOTE: a row's partial may come back as a plain number (mul's partials of constants): a SymPy Float then.
+    exprs = [z if isinstance(z, sp.Basic) else sp.Float(z) for z in zs]
+    return [(float(sp.N(sp.diff(f, s).subs(at), 30)), float(sp.N(z.subs(at), 30))) for s, z in zip(xs, exprs)]
 
 
 def check_gradients(out: Any, *, seed: int = 0, rtol: float = 1e-6) -> GradientCheck:
