@@ -200,3 +200,14 @@ def test_parse_errors_and_domain_errors_are_one_line():
                               ("log(x)", "x=0", "at column 1")]:
         done = run("check", expr, "--at", at)
         assert done.returncode == 2 and message in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
+def test_output_cut_short_by_a_closed_pipe_ends_quietly(tmp_path):
+    """`microgradx tour | head -1`: the reader closes the pipe early; no error line, no traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "microgradx.cli", "tour", "--out", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what head does after its line
+    _, err = proc.communicate(timeout=120)
+    assert first.startswith(b"microgradx tour")
+    assert err == b"", err.decode()

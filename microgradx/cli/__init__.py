@@ -49,6 +49,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"microgradx {args.command}: error: {e}", file=sys.stderr)
         return 1 if isinstance(e, RenderError) else 2
+    except BrokenPipeError:
+        # NOTE: the reader of our output went away (`microgradx tour | head`): stop quietly, as Unix tools do, and
+        # point stdout at /dev/null so that the interpreter's final flush does not complain either.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, OSError) as e:  # a bad option value, a missing or unreadable file: one line, no traceback
         print(f"microgradx {args.command}: error: {e}", file=sys.stderr)
         return 2
