@@ -15,7 +15,7 @@ from typing import Any
 __all__ = [
     "OPS", "Op", "Domain", "DomainError", "DivisionByZeroError", "MicrogradxError",
     "FLOAT", "numpy_math", "sympy_math", "REAL", "POSITIVE", "NONNEG", "NONZERO", "method_names",
-    "Primitive", "PRIMITIVES", "namespace", "operator_rows", "op_error",
+    "Primitive", "PRIMITIVES", "namespace", "operator_rows", "operator_roles", "op_error",
 ]
 
 
@@ -280,6 +280,19 @@ def operator_rows() -> dict[str, tuple[Op, ...]]:
             if dunder:
                 found[dunder] = (*found.get(dunder, ()), op)
     return found
+
+
+def operator_roles(rows: tuple[Op, ...]) -> tuple[Op | None, Op | None, Op | None]:
+    """The rows one operator method chooses between, as (unary, binary, with a number parameter): ``__pow__``
+    has no unary row, ``power`` for a node exponent and ``pow`` for a number one.
+
+    >>> [r and r.name for r in operator_roles(operator_rows()["__pow__"])]
+    [None, 'power', 'pow']
+    """
+    unary = next((r for r in rows if r.arity == 1 and r.param is None), None)
+    binary = next((r for r in rows if r.arity == 2), None)
+    numeric = next((r for r in rows if r.arity == 1 and r.param is not None), None)  # x ** 3: a number n
+    return unary, binary, numeric
 
 
 def op_error(op: Op, names: str, param: Any, why: str, value: Any = None, label: str | None = None,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import fast, graph
-from .ops import OPS, DomainError, MicrogradxError, Op, domain_error, numpy_math, operator_rows
+from .ops import OPS, DomainError, MicrogradxError, Op, domain_error, numpy_math, operator_roles, operator_rows
 
 __all__ = ["Tensor", "ShapeError", "TensorOp", "Kernel", "TENSOR_OPS", "deftensorop", "node", "linear",
            "matmul", "FUSABLE_ACTIVATIONS", "concatenate", "where", "as_tensor"]
@@ -1025,9 +1025,7 @@ def _method(op: Op, name: str):
 
 def _operator(name: str, rows: tuple[Op, ...]):
     """The operator method ``name`` (``__add__``, ``__rpow__``, ``__neg__``, ...) applying ``rows``."""
-    unary = next((r for r in rows if r.arity == 1 and r.param is None), None)
-    binary = next((r for r in rows if r.arity == 2), None)
-    numeric = next((r for r in rows if r.arity == 1 and r.param is not None), None)  # x ** 3: a number n
+    unary, binary, numeric = operator_roles(rows)
     if unary is not None:
         def method(self: Tensor) -> Tensor:
             return node(unary, (self,))

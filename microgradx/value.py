@@ -24,6 +24,7 @@ from .ops import (
     domain_error,
     namespace,
     op_error,
+    operator_roles,
     operator_rows,
 )
 
@@ -297,9 +298,7 @@ def _method(op: Op, name: str):
 
 def _operator(name: str, rows: tuple[Op, ...]):
     """The operator method ``name`` (``__add__``, ``__rpow__``, ``__neg__``, ...) applying ``rows``."""
-    unary = next((r for r in rows if r.arity == 1 and r.param is None), None)
-    binary = next((r for r in rows if r.arity == 2), None)
-    numeric = next((r for r in rows if r.arity == 1 and r.param is not None), None)  # x ** 3: a number n
+    unary, binary, numeric = operator_roles(rows)
     if unary is not None:
         def method(self: Value) -> Value:
             return _unary(unary, self)
