@@ -247,7 +247,7 @@ def global_avg_pool2d(x: Any) -> Tensor:
 def batch_norm(x: Any, gamma: Tensor, beta: Tensor, running_mean: np.ndarray | None = None,
                running_var: np.ndarray | None = None, training: bool = True, momentum: float = 0.1,
                eps: float = 1e-5) -> Tensor:
-    """Batch normalisation of (N, C) or (N, C, H, W) data per channel C, one node with a closed-form vjp.
+    """Batch normalisation of (N, C), (N, C, L) or (N, C, H, W) data per channel C, one node with a closed-form vjp.
 
     In training: mu, var = mean and biased variance over the batch (and H, W), xhat = (x - mu) / sqrt(var + eps),
     y = gamma xhat + beta; ``running_mean`` and ``running_var`` (arrays of shape (C,), updated IN PLACE) move
@@ -269,8 +269,8 @@ def batch_norm(x: Any, gamma: Tensor, beta: Tensor, running_mean: np.ndarray | N
     G = gamma.data
     x = x if isinstance(x, Tensor) else as_tensor(np.asarray(x, dtype=G.dtype))
     X = x.data
-    if X.ndim not in (2, 4):
-        raise ShapeError(f"batch_norm: input must have shape (N, C) or (N, C, H, W), got {X.shape}")
+    if X.ndim not in (2, 3, 4):
+        raise ShapeError(f"batch_norm: input must have shape (N, C), (N, C, L) or (N, C, H, W), got {X.shape}")
     ch = X.shape[1]
     for name, arr in (("gamma", G), ("beta", beta.data), ("running_mean", running_mean),
                       ("running_var", running_var)):
@@ -279,7 +279,7 @@ def batch_norm(x: Any, gamma: Tensor, beta: Tensor, running_mean: np.ndarray | N
                              f"(needs ({ch},))")
     if X.dtype != G.dtype:
         raise TypeError(f"batch_norm: input dtype {X.dtype} differs from gamma dtype {G.dtype}")
-    axes = (0,) if X.ndim == 2 else (0, 2, 3)
+    axes = _channel_axes(X)
     m = X.size // ch
     if training:
         if m < 2:
@@ -302,10 +302,14 @@ def batch_norm(x: Any, gamma: Tensor, beta: Tensor, running_mean: np.ndarray | N
     return node(BATCH_NORM, (x, gamma, beta), {"stats": stats, "eps": eps})
 
 
+def _channel_axes(X: np.ndarray) -> tuple[int, ...]:
+    """The axes batch norm averages over: all but the channel axis 1 (N; N, L; or N, H, W)."""
+    return (0,) + tuple(range(2, X.ndim))
+
+
 def _batch_norm_forward(X: np.ndarray, G: np.ndarray, B: np.ndarray, stats: tuple | None, eps: float) -> tuple:
-    ch = X.shape[1]
-    axes = (0,) if X.ndim == 2 else (0, 2, 3)
-    bshape = (1, ch) if X.ndim == 2 else (1, ch, 1, 1)
+    axes = _channel_axes(X)
+    bshape = tuple(n if k == 1 else 1 for k, n in enumerate(X.shape))
     if stats is None:  # training: the batch's own statistics, so that they are differentiated too
         xc = X - X.mean(axis=axes, keepdims=True)
         var = (xc * xc).mean(axis=axes, keepdims=True)
@@ -315,7 +319,7 @@ def _batch_norm_forward(X: np.ndarray, G: np.ndarray, B: np.ndarray, stats: tupl
     inv_std = (1.0 / np.sqrt(var + X.dtype.type(eps))).astype(X.dtype, copy=False)
     xhat = xc * inv_std
     out = xhat * G.reshape(bshape) + B.reshape(bshape)
-    return out, (xhat, inv_std, G.reshape(bshape), axes, X.size // ch, stats is None)
+    return out, (xhat, inv_std, G.reshape(bshape), axes, X.size // X.shape[1], stats is None)
 
 
 def _batch_norm_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
@@ -350,3 +354,57 @@ def _batch_norm_jvp(res: tuple, t: Sequence[np.ndarray]) -> np.ndarray:
 
 BATCH_NORM = deftensorop("batch_norm", _batch_norm_forward, _batch_norm_vjp, _batch_norm_jvp,
                          "per-channel normalisation, then gamma * xhat + beta", checks_output=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Embedding lookup: rows of a weight matrix picked by integer ids
+# ---------------------------------------------------------------------------------------------------------
+
+__all__ += ["embedding"]
+
+
+def embedding(indices: Any, weight: Tensor, padding_idx: int | None = None) -> Tensor:
+    """Rows of ``weight`` (num_embeddings, dim) picked by integer ``indices`` of any shape: out[..., :] =
+    weight[indices[...], :]. One node; its vjp adds each g row into the row it was read from, except
+    ``padding_idx``, which receives no gradient (PyTorch's rule: a padding token's vector stays where it is).
+
+    >>> W = Tensor(np.arange(6.0).reshape(3, 2)); y = embedding([[0, 2, 2]], W, padding_idx=0)
+    >>> y.data.tolist()
+    [[[0.0, 1.0], [4.0, 5.0], [4.0, 5.0]]]
+    >>> y.sum().backward(); W.grad.tolist()
+    [[0.0, 0.0], [0.0, 0.0], [2.0, 2.0]]
+    """
+    if not isinstance(weight, Tensor) or weight.data.ndim != 2:
+        raise ShapeError(f"embedding: weight must be a 2-D Tensor (num_embeddings, dim), got "
+                         f"{getattr(weight, 'shape', type(weight).__name__)}")
+    idx = np.asarray(indices.data if isinstance(indices, Tensor) else indices)
+    if idx.dtype.kind not in "iu" and not (idx.size == 0 and idx.dtype.kind == "f"):
+        raise TypeError(f"embedding: indices must be integers, got dtype {idx.dtype}")
+    n = weight.data.shape[0]
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        bad = idx[(idx < 0) | (idx >= n)].ravel()[0]
+        raise IndexError(f"embedding: index {bad} is out of range for {n} embeddings (0 to {n - 1})")
+    return node(EMBEDDING, (weight,), {"indices": idx.astype(np.intp), "padding_idx": padding_idx})
+
+
+def _embedding_forward(W: np.ndarray, indices: np.ndarray, padding_idx: int | None) -> tuple:
+    keep = None if padding_idx is None else (indices != padding_idx)[..., None]
+    return W[indices], (W.shape, W.dtype, indices, keep)
+
+
+def _embedding_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+    shape, dtype, indices, keep = res
+    dW = np.zeros(shape, dtype=dtype)
+    # NOTE: an id may occur many times; np.add.at accumulates where dW[indices] += g would keep one of them.
+    np.add.at(dW, indices, g if keep is None else g * keep)
+    return (dW,)
+
+
+def _embedding_jvp(res: tuple, t: Sequence[np.ndarray]) -> np.ndarray:
+    shape, dtype, indices, keep = res
+    dy = t[0][indices]
+    return dy if keep is None else dy * keep
+
+
+EMBEDDING = deftensorop("embedding", _embedding_forward, _embedding_vjp, _embedding_jvp,
+                        "rows of the weight picked by integer ids; padding_idx takes no gradient")

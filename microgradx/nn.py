@@ -475,7 +475,7 @@ class Sequential(Module):
 # ---------------------------------------------------------------------------------------------------------
 
 __all__ += ["Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "Flatten", "BatchNorm1d", "BatchNorm2d",
-            "RNNCell", "LSTMCell", "GRUCell", "RNN"]
+            "RNNCell", "LSTMCell", "GRUCell", "Unroll"]
 
 
 class Conv2d(Module):
@@ -580,19 +580,24 @@ class Flatten(Module):
 
 
 class _BatchNorm(Module):
-    """Shared by BatchNorm1d and BatchNorm2d: gamma (``weight``), beta (``bias``) and the running statistics."""
+    """Shared by BatchNorm1d and BatchNorm2d: gamma (``weight``), beta (``bias``) and the running statistics.
 
-    ndim = 2
+    ``affine=False`` (PyTorch's spelling) drops gamma and beta: the output is the normalised input itself.
+    """
+
+    shapes: dict[int, str] = {2: "(N, C)"}
     _buffers = ("running_mean", "running_var")
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
                  dtype: Any = np.float32) -> None:
         super().__init__()
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"{type(self).__name__}: momentum must be in [0, 1], got {momentum!r}")
         self.num_features, self.eps, self.momentum = int(num_features), float(eps), float(momentum)
-        self.weight = Tensor(np.ones(self.num_features, dtype=dtype), label="weight")
-        self.bias = Tensor(np.zeros(self.num_features, dtype=dtype), label="bias")
+        self.affine = bool(affine)
+        # NOTE: without affine, gamma = 1 and beta = 0 are constants of the node, not parameters.
+        self.weight = Tensor(np.ones(self.num_features, dtype=dtype), label="weight", requires_grad=self.affine)
+        self.bias = Tensor(np.zeros(self.num_features, dtype=dtype), label="bias", requires_grad=self.affine)
         # NOTE: plain arrays, not parameters: the optimizer must not update them, only forward() in training.
         self.running_mean = np.zeros(self.num_features, dtype=dtype)
         self.running_var = np.ones(self.num_features, dtype=dtype)
@@ -600,18 +605,20 @@ class _BatchNorm(Module):
     def forward(self, x: Any) -> Tensor:
         """Normalise with the batch's statistics (training) or the running ones (evaluation)."""
         shape = np.shape(x.data if isinstance(x, Tensor) else x)
-        if len(shape) != self.ndim:
-            want = "(N, C)" if self.ndim == 2 else "(N, C, H, W)"
-            raise ShapeError(f"{type(self).__name__}: input must have shape {want}, got {shape}")
+        if len(shape) not in self.shapes:
+            raise ShapeError(f"{type(self).__name__}: input must have shape {' or '.join(self.shapes.values())}, "
+                             f"got {shape}")
         return F.batch_norm(x, self.weight, self.bias, self.running_mean, self.running_var, self.training,
                             self.momentum, self.eps)
 
     def extra_repr(self) -> str:
-        return f"{self.num_features}, eps={self.eps:g}, momentum={self.momentum:g}"
+        return f"{self.num_features}, eps={self.eps:g}, momentum={self.momentum:g}" + \
+            ("" if self.affine else ", affine=False")
 
 
 class BatchNorm1d(_BatchNorm):
-    """Batch normalisation of (N, C) features: y = gamma (x - mu) / sqrt(var + eps) + beta, per feature.
+    """Batch normalisation of (N, C) features or (N, C, L) sequences: y = gamma (x - mu) / sqrt(var + eps) + beta,
+    per feature C (statistics over N, and L when there is one).
 
     Training uses the batch's mean and biased variance and moves ``running_mean``/``running_var`` towards them
     by ``momentum`` (the running variance takes the unbiased batch variance, as PyTorch); ``eval()`` uses the
@@ -622,6 +629,8 @@ class BatchNorm1d(_BatchNorm):
     ([[-1.0, -1.0], [1.0, 1.0]], [0.2, 0.4])
     """
 
+    shapes = {2: "(N, C)", 3: "(N, C, L)"}
+
 
 class BatchNorm2d(_BatchNorm):
     """Batch normalisation of (N, C, H, W) images per channel, statistics over N, H and W (see BatchNorm1d).
@@ -630,7 +639,7 @@ class BatchNorm2d(_BatchNorm):
     (2, 3, 4, 4)
     """
 
-    ndim = 4
+    shapes = {4: "(N, C, H, W)"}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -639,11 +648,12 @@ class BatchNorm2d(_BatchNorm):
 
 class _Cell(Module):
     """Parameters shared by the cells: weight_ih (G H, I), weight_hh (G H, H), bias_ih and bias_hh (G H,), for
-    G gates, all drawn from U[-1/sqrt(H), 1/sqrt(H)] as PyTorch does."""
+    G gates, all drawn from U[-1/sqrt(H), 1/sqrt(H)] as PyTorch does; ``bias=False`` leaves both biases out."""
 
     gates = 1
 
-    def __init__(self, input_size: int, hidden_size: int, dtype: Any = np.float32, rng: Any = None) -> None:
+    def __init__(self, input_size: int, hidden_size: int, dtype: Any = np.float32, rng: Any = None, *,
+                 bias: bool = True) -> None:
         super().__init__()
         self.input_size, self.hidden_size = int(input_size), int(hidden_size)
         if self.input_size < 1 or self.hidden_size < 1:
@@ -656,8 +666,8 @@ class _Cell(Module):
             return Tensor(gen.uniform(-bound, bound, size=shape).astype(dtype), label=label)
         self.weight_ih = draw((rows, self.input_size), "weight_ih")
         self.weight_hh = draw((rows, self.hidden_size), "weight_hh")
-        self.bias_ih = draw((rows,), "bias_ih")
-        self.bias_hh = draw((rows,), "bias_hh")
+        self.bias_ih = draw((rows,), "bias_ih") if bias else None
+        self.bias_hh = draw((rows,), "bias_hh") if bias else None
 
     def _zeros(self, x: Any) -> Tensor:
         n = np.shape(x.data if isinstance(x, Tensor) else x)[0]
@@ -681,11 +691,11 @@ class RNNCell(_Cell):
     """
 
     def __init__(self, input_size: int, hidden_size: int, nonlinearity: str = "tanh", dtype: Any = np.float32,
-                 rng: Any = None) -> None:
+                 rng: Any = None, *, bias: bool = True) -> None:
         row = OPS.get(nonlinearity)
         if row is None or row.arity != 1:
             raise ValueError(f"RNNCell: nonlinearity must be a one-input op-table row, got {nonlinearity!r}")
-        super().__init__(input_size, hidden_size, dtype, rng)
+        super().__init__(input_size, hidden_size, dtype, rng, bias=bias)
         self.nonlinearity = nonlinearity
 
     def forward(self, x: Any, h: Tensor | None = None) -> Tensor:
@@ -745,21 +755,23 @@ class GRUCell(_Cell):
         return (1.0 - u) * n + u * h
 
 
-class RNN(Module):
+class Unroll(Module):
     """Unroll a cell over time: input (N, T, F); output the last hidden state (N, H), or every step's
     (N, T, H) with ``return_sequences=True``. An LSTM cell's state is (h, c); h is the output.
+    ``RNN(cell, return_sequences)`` builds one too (its older name); ``RNN(input_size, hidden_size, ...)``,
+    ``LSTM`` and ``GRU`` are PyTorch's multi-layer, bidirectional layers.
 
     The graph is the cell's graph repeated T times with shared parameters, so backward is backpropagation
     through time.
 
-    >>> rnn = RNN(LSTMCell(2, 3, rng=0), return_sequences=True); rnn(np.ones((4, 5, 2), np.float32)).shape
+    >>> rnn = Unroll(LSTMCell(2, 3, rng=0), return_sequences=True); rnn(np.ones((4, 5, 2), np.float32)).shape
     (4, 5, 3)
     """
 
     def __init__(self, cell: _Cell, return_sequences: bool = False) -> None:
         super().__init__()
         if not isinstance(cell, _Cell):
-            raise TypeError(f"RNN needs a recurrent cell (RNNCell, LSTMCell, GRUCell), got {type(cell).__name__}")
+            raise TypeError(f"Unroll needs a recurrent cell (RNNCell, LSTMCell, GRUCell), got {type(cell).__name__}")
         self.cell = cell
         self.return_sequences = bool(return_sequences)
 
@@ -767,7 +779,7 @@ class RNN(Module):
         """Run the cell over the time axis, starting from ``state`` (None: zeros)."""
         shape = np.shape(x.data if isinstance(x, Tensor) else x)
         if len(shape) != 3 or shape[2] != self.cell.input_size:
-            raise ShapeError(f"RNN: input must have shape (N, T, {self.cell.input_size}), got {shape}")
+            raise ShapeError(f"Unroll: input must have shape (N, T, {self.cell.input_size}), got {shape}")
         # A data input is sliced as an array (no graph); a Tensor that needs a gradient through getitem nodes.
         steps = x if isinstance(x, Tensor) and x.requires_grad else np.asarray(x.data if isinstance(x, Tensor)
                                                                                   else x)
@@ -782,3 +794,415 @@ class RNN(Module):
 
     def extra_repr(self) -> str:
         return f"return_sequences={self.return_sequences}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# PyTorch's multi-layer, bidirectional recurrent layers: the cells above, stacked and run both ways
+# ---------------------------------------------------------------------------------------------------------
+
+__all__ += ["RNN", "LSTM", "GRU"]
+
+
+class _Recurrent(Module):
+    """Shared by RNN, LSTM and GRU: ``num_layers`` stacked cells per direction, PyTorch's arguments and names.
+
+    Layer k of direction d is a cell whose parameters are this module's ``weight_ih_l{k}``, ``weight_hh_l{k}``,
+    ``bias_ih_l{k}``, ``bias_hh_l{k}`` (``..._l{k}_reverse`` for the backward direction), PyTorch's names, drawn
+    from U[-1/sqrt(H), 1/sqrt(H)] like PyTorch's default. Layer k > 0 reads layer k - 1's output, both
+    directions concatenated (D H features); ``dropout`` is applied to it in training, as PyTorch does.
+    """
+
+    cell_type: type[_Cell] = RNNCell
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False, *,
+                 dtype: Any = np.float32, rng: Any = None, **cell_kw: Any) -> None:
+        super().__init__()
+        name = type(self).__name__
+        if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+            raise ValueError(f"{name}: num_layers must be an integer >= 1, got {num_layers!r}")
+        if not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"{name}: dropout is a probability in [0, 1], got {dropout!r}")
+        self.input_size, self.hidden_size, self.num_layers = int(input_size), int(hidden_size), num_layers
+        self.bias, self.batch_first, self.bidirectional = bool(bias), bool(batch_first), bool(bidirectional)
+        self.dropout = float(dropout)
+        self.drop = Dropout(self.dropout, rng=rng)
+        gen = _init.make_rng(rng)
+        # NOTE: kept in a dict, which named_children does not walk, so the parameters are named once, here.
+        self._cells: dict[tuple[int, int], _Cell] = {}
+        directions = 2 if self.bidirectional else 1
+        for k in range(num_layers):
+            for d in range(directions):
+                inputs = self.input_size if k == 0 else directions * self.hidden_size
+                cell = self.cell_type(inputs, self.hidden_size, dtype=dtype, rng=gen, bias=self.bias, **cell_kw)
+                self._cells[k, d] = cell
+                suffix = f"_l{k}" + ("_reverse" if d else "")
+                for weight in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    if getattr(cell, weight) is not None:
+                        getattr(cell, weight).label = weight + suffix
+                        setattr(self, weight + suffix, getattr(cell, weight))
+
+    @property
+    def directions(self) -> int:
+        """2 for a bidirectional layer, else 1 (PyTorch's D)."""
+        return 2 if self.bidirectional else 1
+
+    def _initial(self, state: Any, n: int) -> list[Any]:
+        """The given initial state as one entry per (layer, direction), or None (zeros) for each."""
+        count = self.num_layers * self.directions
+        if state is None:
+            return [None] * count
+        parts = state if isinstance(state, tuple) else (state,)
+        want = (count, n, self.hidden_size)
+        for part in parts:
+            got = np.shape(part.data if isinstance(part, Tensor) else part)
+            if got != want:
+                raise ShapeError(f"{type(self).__name__}: initial state must have shape (num_layers * directions, "
+                                 f"N, hidden_size) = {want}, got {got}")
+        parts = tuple(p if isinstance(p, Tensor) else as_tensor(p, self.weight_ih_l0.data.dtype) for p in parts)
+        return [tuple(p[i] for p in parts) if isinstance(state, tuple) else parts[0][i] for i in range(count)]
+
+    def forward(self, x: Any, state: Any = None) -> tuple[Tensor, Any]:
+        """(output, final state): output (T, N, D H), or (N, T, D H) with ``batch_first``; the final state
+        (num_layers D, N, H), a pair (h_n, c_n) for an LSTM. ``state`` is the initial one (None: zeros)."""
+        data = x.data if isinstance(x, Tensor) else np.asarray(x)
+        if data.ndim != 3 or data.shape[2] != self.input_size:
+            order = "(N, T, input_size)" if self.batch_first else "(T, N, input_size)"
+            raise ShapeError(f"{type(self).__name__}: input must have shape {order} with input_size = "
+                             f"{self.input_size}, got {data.shape}")
+        n, steps = (data.shape[0], data.shape[1]) if self.batch_first else (data.shape[1], data.shape[0])
+        # A data input is sliced as an array (no graph); a Tensor that needs a gradient through getitem nodes.
+        seq = x if isinstance(x, Tensor) and x.requires_grad else data
+        inputs = [seq[:, t] if self.batch_first else seq[t] for t in range(steps)]
+        initial = self._initial(state, n)
+        finals = []
+        for k in range(self.num_layers):
+            outputs = []
+            for d in range(self.directions):
+                cell, s = self._cells[k, d], initial[k * self.directions + d]
+                hs: list[Any] = [None] * steps
+                for t in (reversed(range(steps)) if d else range(steps)):
+                    s = cell(inputs[t], s)
+                    hs[t] = s[0] if isinstance(s, tuple) else s
+                finals.append(s)
+                outputs.append(hs)
+            inputs = [concatenate([out[t] for out in outputs], axis=1) if self.directions == 2 else outputs[0][t]
+                      for t in range(steps)]
+            if k < self.num_layers - 1 and self.training and self.dropout > 0.0:
+                inputs = [self.drop(h) for h in inputs]
+        width = self.directions * self.hidden_size
+        at = (n, 1, width) if self.batch_first else (1, n, width)
+        output = concatenate([h.reshape(*at) for h in inputs], axis=1 if self.batch_first else 0)
+        return output, self._stack(finals, n)
+
+    def _stack(self, finals: list[Any], n: int) -> Any:
+        """The last states of every (layer, direction) as one (num_layers D, N, H) tensor (a pair for LSTM)."""
+        def stacked(hs: list[Tensor]) -> Tensor:
+            return concatenate([h.reshape(1, n, self.hidden_size) for h in hs], axis=0)
+        if isinstance(finals[0], tuple):
+            return stacked([s[0] for s in finals]), stacked([s[1] for s in finals])
+        return stacked(finals)
+
+    def extra_repr(self) -> str:
+        shown = f"{self.input_size}, {self.hidden_size}"
+        for key, default in (("num_layers", 1), ("bias", True), ("batch_first", False), ("dropout", 0.0),
+                             ("bidirectional", False)):
+            if getattr(self, key) != default:
+                shown += f", {key}={getattr(self, key)}"
+        return shown
+
+
+class RNN(_Recurrent):
+    """PyTorch's ``nn.RNN``: Elman layers h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh), act tanh or any
+    one-input op-table row (``nonlinearity``), stacked ``num_layers`` deep, optionally bidirectional.
+
+    ``rnn(x, h0) -> (output, h_n)``: x (T, N, input_size), or (N, T, input_size) with ``batch_first=True``.
+    ``RNN(cell, return_sequences=False)``, given a cell, is the older unroller and builds an ``Unroll``.
+
+    >>> rnn = RNN(3, 5, num_layers=2, bidirectional=True, rng=0)
+    >>> out, h_n = rnn(np.ones((7, 2, 3), np.float32)); out.shape, h_n.shape
+    ((7, 2, 10), (4, 2, 5))
+    """
+
+    cell_type = RNNCell
+
+    def __new__(cls, *args: Any, **kw: Any) -> Any:
+        if args and isinstance(args[0], _Cell):  # the older RNN(cell, return_sequences) unroller
+            return Unroll(*args, **kw)
+        return super().__new__(cls)
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 *, dtype: Any = np.float32, rng: Any = None) -> None:
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         dtype=dtype, rng=rng, nonlinearity=nonlinearity)
+        self.nonlinearity = nonlinearity
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ("" if self.nonlinearity == "tanh" else f", nonlinearity={self.nonlinearity!r}")
+
+
+class LSTM(_Recurrent):
+    """PyTorch's ``nn.LSTM``: LSTMCell layers stacked ``num_layers`` deep, optionally bidirectional.
+
+    ``lstm(x, (h0, c0)) -> (output, (h_n, c_n))``: x (T, N, input_size), or (N, T, input_size) with
+    ``batch_first=True``; output holds every step's top-layer h (both directions side by side).
+
+    >>> lstm = LSTM(3, 4, batch_first=True, rng=0)
+    >>> out, (h_n, c_n) = lstm(np.ones((2, 6, 3), np.float32)); out.shape, h_n.shape, c_n.shape
+    ((2, 6, 4), (1, 2, 4), (1, 2, 4))
+    """
+
+    cell_type = LSTMCell
+
+
+class GRU(_Recurrent):
+    """PyTorch's ``nn.GRU``: GRUCell layers stacked ``num_layers`` deep, optionally bidirectional.
+
+    ``gru(x, h0) -> (output, h_n)``: x (T, N, input_size), or (N, T, input_size) with ``batch_first=True``.
+
+    >>> out, h_n = GRU(3, 4, num_layers=3, rng=0)(np.ones((6, 2, 3), np.float32)); out.shape, h_n.shape
+    ((6, 2, 4), (3, 2, 4))
+    """
+
+    cell_type = GRUCell
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Containers, lookup, normalisation and channel dropout with PyTorch's names
+# ---------------------------------------------------------------------------------------------------------
+
+__all__ += ["Identity", "ModuleList", "Embedding", "LayerNorm", "GroupNorm", "Dropout2d"]
+
+
+class Identity(Module):
+    """y = x: a placeholder layer (PyTorch's ``nn.Identity``; its arguments are accepted and ignored).
+
+    >>> x = Tensor([1.0]); Identity(54, unused="argument")(x) is x
+    True
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+
+    def forward(self, x: Any) -> Any:
+        """x itself."""
+        return x
+
+
+class ModuleList(Module):
+    """A list of modules whose parameters belong to the holder (named "0", "1", ...): index, iterate, append.
+
+    Like PyTorch's it has no forward of its own; the holder's forward calls its modules.
+
+    >>> blocks = ModuleList([Linear(2, 2, rng=0)]); blocks.append(Tanh()); blocks.append(Linear(2, 1, rng=1))
+    ModuleList(...)
+    >>> len(blocks), [name for name, _ in blocks.named_parameters()]
+    (3, ['0.weight', '0.bias', '2.weight', '2.bias'])
+    """
+
+    def __init__(self, modules: Any = None) -> None:
+        super().__init__()
+        self._modules: list[Module] = []
+        self.extend(() if modules is None else modules)
+
+    @staticmethod
+    def _check(module: Any, where: str) -> Module:
+        if not isinstance(module, Module):
+            raise TypeError(f"ModuleList: {where} is {type(module).__name__}, not a Module")
+        return module
+
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        """("0", first module), ("1", second module), ..."""
+        for i, module in enumerate(self._modules):
+            yield str(i), module
+
+    def append(self, module: Module) -> ModuleList:
+        """Add a module at the end; returns the list, as PyTorch's."""
+        self._modules.append(self._check(module, f"item {len(self._modules)}"))
+        return self
+
+    def extend(self, modules: Any) -> ModuleList:
+        """Add every module of an iterable at the end."""
+        for module in modules:
+            self.append(module)
+        return self
+
+    def insert(self, index: int, module: Module) -> None:
+        """Put a module before position ``index``."""
+        self._modules.insert(index, self._check(module, "the inserted item"))
+
+    def forward(self, *args: Any) -> Any:
+        """Refused: a ModuleList holds modules; call them (``for m in blocks: x = m(x)``) or use Sequential."""
+        raise TypeError("ModuleList has no forward: call its modules in your own forward, or use Sequential")
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return ModuleList(self._modules[i])
+        return self._modules[i]
+
+    def __setitem__(self, i: int, module: Module) -> None:
+        self._modules[i] = self._check(module, f"item {i}")
+
+    def __delitem__(self, i: int | slice) -> None:
+        del self._modules[i]
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules)
+
+
+class Embedding(Module):
+    """A lookup table: integer ids of any shape (...) -> vectors (..., embedding_dim), rows of ``weight``.
+
+    ``weight`` (num_embeddings, embedding_dim) starts as N(0, 1), PyTorch's default; ``padding_idx`` names an id
+    whose row starts at zero and never receives a gradient (``functional.embedding``, one node).
+
+    >>> emb = Embedding(10, 3, padding_idx=0, rng=0); y = emb(np.array([[0, 4, 4]])); y.shape
+    (1, 3, 3)
+    >>> y.sum().backward(); emb.weight.grad[[0, 4]].tolist()
+    [[0.0, 0.0, 0.0], [2.0, 2.0, 2.0]]
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None, *,
+                 dtype: Any = np.float32, rng: Any = None) -> None:
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
+        if self.num_embeddings < 1 or self.embedding_dim < 1:
+            raise ValueError(f"Embedding: sizes must be >= 1, got {num_embeddings!r}, {embedding_dim!r}")
+        if padding_idx is not None:
+            if not -self.num_embeddings <= padding_idx < self.num_embeddings:
+                raise ValueError(f"Embedding: padding_idx must be within num_embeddings = {self.num_embeddings}, "
+                                 f"got {padding_idx!r}")
+            padding_idx = int(padding_idx) % self.num_embeddings  # -1 is the last row, as PyTorch
+        self.padding_idx = padding_idx
+        weight = _init.make_rng(rng).standard_normal((self.num_embeddings, self.embedding_dim)).astype(dtype)
+        if padding_idx is not None:
+            weight[padding_idx] = 0.0
+        self.weight = Tensor(weight, label="weight")
+
+    def forward(self, indices: Any) -> Tensor:
+        """weight[indices]."""
+        return F.embedding(indices, self.weight, self.padding_idx)
+
+    def extra_repr(self) -> str:
+        pad = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
+        return f"{self.num_embeddings}, {self.embedding_dim}{pad}"
+
+
+def _normalise(x: Tensor, axes: tuple[int, ...], eps: float) -> Tensor:
+    """(x - mean) / sqrt(var + eps) over ``axes``, var the biased variance: composed from mean, sub, mul, add,
+    sqrt and div nodes, so the gradient (statistics included) comes from their rows."""
+    centred = x - x.mean(axis=axes, keepdims=True)
+    var = (centred * centred).mean(axis=axes, keepdims=True)
+    return centred / (var + eps).sqrt()
+
+
+def _affine_params(layer: Module, shape: tuple[int, ...], affine: bool, dtype: Any) -> None:
+    """gamma (``weight``, ones) and beta (``bias``, zeros) of ``shape``, or None for both without ``affine``."""
+    layer.weight = Tensor(np.ones(shape, dtype=dtype), label="weight") if affine else None
+    layer.bias = Tensor(np.zeros(shape, dtype=dtype), label="bias") if affine else None
+
+
+class LayerNorm(Module):
+    """Normalise each example over its last axes (``normalized_shape``), then y = gamma xhat + beta:
+    xhat = (x - mean) / sqrt(var + eps), mean and biased variance over those axes (Ba, Kiros & Hinton 2016).
+
+    Unlike batch norm, no statistics cross the batch, so training and evaluation compute the same thing.
+    ``elementwise_affine=False`` leaves gamma and beta out.
+
+    >>> ln = LayerNorm(4); ln(Tensor(np.array([[1.0, 2.0, 3.0, 4.0]], np.float32))).data.astype(float).round(4).tolist()
+    [[-1.3416, -0.4472, 0.4472, 1.3416]]
+    """
+
+    def __init__(self, normalized_shape: int | tuple[int, ...], eps: float = 1e-5, elementwise_affine: bool = True,
+                 *, dtype: Any = np.float32) -> None:
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        if not shape or not all(isinstance(n, (int, np.integer)) and n >= 1 for n in shape):
+            raise ValueError(f"LayerNorm: normalized_shape must be sizes >= 1, got {normalized_shape!r}")
+        if not eps > 0.0:
+            raise ValueError(f"LayerNorm: eps must be > 0 (it keeps sqrt(var + eps) away from 0), got {eps!r}")
+        self.normalized_shape, self.eps = tuple(int(n) for n in shape), float(eps)
+        self.elementwise_affine = bool(elementwise_affine)
+        _affine_params(self, self.normalized_shape, self.elementwise_affine, dtype)
+
+    def forward(self, x: Any) -> Tensor:
+        """gamma (x - mean) / sqrt(var + eps) + beta over the last len(normalized_shape) axes."""
+        x = x if isinstance(x, Tensor) else as_tensor(x)
+        k = len(self.normalized_shape)
+        if x.data.shape[x.data.ndim - k:] != self.normalized_shape:
+            raise ShapeError(f"LayerNorm: input of shape {x.data.shape} does not end in normalized_shape "
+                             f"{self.normalized_shape}")
+        y = _normalise(x, tuple(range(x.data.ndim - k, x.data.ndim)), self.eps)
+        return y if self.weight is None else y * self.weight + self.bias
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps:g}, elementwise_affine={self.elementwise_affine}"
+
+
+class GroupNorm(Module):
+    """Split the C channels of (N, C, ...) input into ``num_groups`` groups and normalise each example's group
+    over its channels and positions (Wu & He 2018), then y = gamma xhat + beta per channel.
+
+    ``num_groups=1`` normalises each example as a whole; ``num_groups=C`` each channel on its own.
+
+    >>> x = Tensor(np.arange(8.0, dtype=np.float32).reshape(1, 4, 2))   # groups: channels 0-1 and 2-3
+    >>> GroupNorm(2, 4)(x).data[0].astype(float).round(3).tolist()
+    [[-1.342, -0.447], [0.447, 1.342], [-1.342, -0.447], [0.447, 1.342]]
+    """
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, *,
+                 dtype: Any = np.float32) -> None:
+        super().__init__()
+        self.num_groups, self.num_channels = int(num_groups), int(num_channels)
+        if self.num_groups < 1 or self.num_channels < 1 or self.num_channels % self.num_groups:
+            raise ValueError(f"GroupNorm: num_channels ({num_channels!r}) must be a positive multiple of "
+                             f"num_groups ({num_groups!r})")
+        if not eps > 0.0:
+            raise ValueError(f"GroupNorm: eps must be > 0 (it keeps sqrt(var + eps) away from 0), got {eps!r}")
+        self.eps, self.affine = float(eps), bool(affine)
+        _affine_params(self, (self.num_channels,), self.affine, dtype)
+
+    def forward(self, x: Any) -> Tensor:
+        """Normalise per (example, group), then scale and shift per channel."""
+        x = x if isinstance(x, Tensor) else as_tensor(x)
+        shape = x.data.shape
+        if len(shape) < 2 or shape[1] != self.num_channels:
+            raise ShapeError(f"GroupNorm: input must have shape (N, {self.num_channels}, ...), got {shape}")
+        grouped = x.reshape(shape[0], self.num_groups, -1)
+        y = _normalise(grouped, (2,), self.eps).reshape(*shape)
+        if self.weight is None:
+            return y
+        per_channel = (self.num_channels,) + (1,) * (len(shape) - 2)
+        return y * self.weight.reshape(*per_channel) + self.bias.reshape(*per_channel)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps:g}, affine={self.affine}"
+
+
+class Dropout2d(Dropout):
+    """Channel dropout: in training each whole channel of (N, C, H, W) input (or (C, H, W)) is zeroed with
+    probability p and the others scaled by 1 / (1 - p), as PyTorch's ``nn.Dropout2d``; evaluation is y = x.
+
+    Neighbouring pixels of a feature map are strongly correlated, so dropping single pixels hardly regularises
+    a convolution; dropping whole maps does (Tompson et al. 2015).
+
+    >>> y = Dropout2d(0.5, rng=0)(Tensor(np.ones((2, 8, 3, 3)))).data   # each map all 0 or all 2
+    >>> sorted({tuple(set(y[n, c].ravel().tolist())) for n in range(2) for c in range(8)})
+    [(0.0,), (2.0,)]
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x times one mask value per channel (the last two axes share it)."""
+        x = x if isinstance(x, Tensor) else as_tensor(x)
+        if x.data.ndim not in (3, 4):
+            raise ShapeError(f"Dropout2d: input must have shape (N, C, H, W) or (C, H, W), got {x.data.shape}")
+        if not self.training or self.p == 0.0:
+            return x
+        dtype = x.data.dtype
+        keep = self.rng.random(x.data.shape[:-2] + (1, 1), dtype=np.float32) >= self.p
+        scale = keep.astype(dtype) * dtype.type(0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p))
+        return x * Tensor(scale, requires_grad=False)

@@ -116,7 +116,8 @@ def _recurrent(module: Any, cell: Any) -> tuple[str, dict[str, Any]]:
     if kind != "RNN":
         return kind, {}
     if cell.nonlinearity not in ("tanh", "relu"):
-        raise _refuse(module, f"torch.nn.{type(module).__name__} takes tanh or relu, not {cell.nonlinearity!r}")
+        layer = type(module).__name__ if module is cell else "RNN"
+        raise _refuse(module, f"torch.nn.{layer} takes tanh or relu, not {cell.nonlinearity!r}")
     return kind, {"nonlinearity": cell.nonlinearity}
 
 
@@ -125,7 +126,7 @@ def _cell(module: Any, torch: Any, children: list[Any]) -> Any:
     return getattr(torch.nn, f"{kind}Cell")(module.input_size, module.hidden_size, bias=True, **kw)
 
 
-def _unrolled(module: nn.RNN, torch: Any, children: list[Any]) -> Any:
+def _unrolled(module: nn.Unroll, torch: Any, children: list[Any]) -> Any:
     kind, kw = _recurrent(module, module.cell)
     rnn = getattr(torch.nn, kind)(module.cell.input_size, module.cell.hidden_size, batch_first=True, **kw)
     return _torch_classes()["TorchRNN"](rnn, module.return_sequences)
@@ -148,9 +149,11 @@ _KINDS: dict[type, _Kind] = {
     nn.Flatten: _Kind(lambda m, torch, c: torch.nn.Flatten()),
     # NOTE: both libraries move running statistics by r <- (1 - momentum) r + momentum s, with the unbiased
     # batch variance, so momentum is copied as is. PyTorch also counts batches (used only with momentum=None).
-    nn.BatchNorm1d: _Kind(lambda m, torch, c: torch.nn.BatchNorm1d(m.num_features, eps=m.eps, momentum=m.momentum),
+    nn.BatchNorm1d: _Kind(lambda m, torch, c: torch.nn.BatchNorm1d(m.num_features, eps=m.eps, momentum=m.momentum,
+                                                                   affine=m.affine),
                           torch_only=("num_batches_tracked",)),
-    nn.BatchNorm2d: _Kind(lambda m, torch, c: torch.nn.BatchNorm2d(m.num_features, eps=m.eps, momentum=m.momentum),
+    nn.BatchNorm2d: _Kind(lambda m, torch, c: torch.nn.BatchNorm2d(m.num_features, eps=m.eps, momentum=m.momentum,
+                                                                   affine=m.affine),
                           torch_only=("num_batches_tracked",)),
     nn.Dropout: _Kind(lambda m, torch, c: torch.nn.Dropout(m.p)),
     nn.Activation: _Kind(lambda m, torch, c: getattr(torch.nn, _activation(m)[0])(**_activation(m)[1]),
@@ -166,10 +169,41 @@ _KINDS: dict[type, _Kind] = {
     nn.LSTMCell: _Kind(_cell, check=lambda m: _recurrent(m, m)),
     nn.GRUCell: _Kind(_cell, check=lambda m: _recurrent(m, m)),
     # NOTE: PyTorch's multi-step layers name the first layer's weights weight_ih_l0, ...; the wrapper keeps
-    # them under .rnn, and returns what microgradx's RNN returns (not PyTorch's (output, state) pair).
-    nn.RNN: _Kind(_unrolled, check=lambda m: _recurrent(m, m.cell),
+    # them under .rnn, and returns what microgradx's Unroll returns (not PyTorch's (output, state) pair).
+    nn.Unroll: _Kind(_unrolled, check=lambda m: _recurrent(m, m.cell),
                   rename={f"cell.{n}": f"rnn.{n}_l0" for n in _CELL_NAMES}, leaf=True),
 }
+
+
+def _stacked(module: Any, torch: Any, children: list[Any]) -> Any:
+    """torch.nn.RNN, LSTM or GRU with the same arguments (the parameter names are PyTorch's already)."""
+    kw = {"nonlinearity": module.nonlinearity} if isinstance(module, nn.RNN) else {}
+    return getattr(torch.nn, type(module).__name__)(
+        module.input_size, module.hidden_size, num_layers=module.num_layers, bias=module.bias,
+        batch_first=module.batch_first, dropout=module.dropout, bidirectional=module.bidirectional, **kw)
+
+
+def _stacked_rnn_check(module: nn.RNN) -> None:
+    if module.nonlinearity not in ("tanh", "relu"):
+        raise _refuse(module, f"torch.nn.RNN takes tanh or relu, not {module.nonlinearity!r}")
+
+
+_KINDS.update({
+    nn.Identity: _Kind(lambda m, torch, c: torch.nn.Identity()),
+    nn.ModuleList: _Kind(lambda m, torch, c: torch.nn.ModuleList(c)),
+    nn.Embedding: _Kind(lambda m, torch, c: torch.nn.Embedding(m.num_embeddings, m.embedding_dim,
+                                                               padding_idx=m.padding_idx)),
+    nn.LayerNorm: _Kind(lambda m, torch, c: torch.nn.LayerNorm(m.normalized_shape, eps=m.eps,
+                                                               elementwise_affine=m.elementwise_affine)),
+    nn.GroupNorm: _Kind(lambda m, torch, c: torch.nn.GroupNorm(m.num_groups, m.num_channels, eps=m.eps,
+                                                               affine=m.affine)),
+    nn.Dropout2d: _Kind(lambda m, torch, c: torch.nn.Dropout2d(m.p)),
+    # NOTE: the stacked layers already use PyTorch's names (weight_ih_l0, ..._reverse); the Dropout between
+    # layers is torch's dropout argument, not a child.
+    nn.RNN: _Kind(_stacked, check=_stacked_rnn_check, leaf=True),
+    nn.LSTM: _Kind(_stacked, leaf=True),
+    nn.GRU: _Kind(_stacked, leaf=True),
+})
 
 
 def _kind(module: Any, where: str) -> _Kind:
@@ -276,7 +310,7 @@ def to_torch(module: nn.Module) -> Any:
 
     Example (with PyTorch installed): ``tnet = to_torch(net)``, then ``tnet(torch.from_numpy(x))`` equals
     ``net(x).data`` to rounding, and ``load_torch_state_dict(net, tnet.state_dict())`` brings training back.
-    A Residual becomes ``TorchResidual`` and an RNN ``TorchRNN`` (a batch-first torch.nn.RNN/LSTM/GRU called
+    A Residual becomes ``TorchResidual`` and an Unroll ``TorchRNN`` (a batch-first torch.nn.RNN/LSTM/GRU called
     like microgradx's), the two modules PyTorch lacks; everything else becomes a torch.nn layer.
     """
     torch = _torch()
@@ -326,7 +360,7 @@ def _torch_classes() -> dict[str, type]:
             return x + self.block(x)
 
     class TorchRNN(torch.nn.Module):
-        """A batch-first torch.nn.RNN/LSTM/GRU (``.rnn``) called like microgradx.nn.RNN: ``(N, T, F)`` in, the
+        """A batch-first torch.nn.RNN/LSTM/GRU (``.rnn``) called like microgradx.nn.Unroll: ``(N, T, F)`` in, the
         last hidden state ``(N, H)`` out, or every step's ``(N, T, H)`` with ``return_sequences``."""
 
         def __init__(self, rnn: Any, return_sequences: bool) -> None:

@@ -352,7 +352,7 @@ def test_rnn_unroller_equals_the_cell_applied_step_by_step():
     seq = nn.RNN(cell, return_sequences=True)(X).data
     np.testing.assert_array_equal(seq, np.stack(steps, axis=1))
     np.testing.assert_array_equal(nn.RNN(cell)(X).data, steps[-1])
-    with pytest.raises(ShapeError, match=r"RNN: input must have shape \(N, T, 2\), got \(3, 2\)"):
+    with pytest.raises(ShapeError, match=r"Unroll: input must have shape \(N, T, 2\), got \(3, 2\)"):
         nn.RNN(cell)(X[0])
 
 

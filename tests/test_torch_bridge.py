@@ -37,7 +37,8 @@ def torch():
 
 
 def as_tuple(y):
-    return y if isinstance(y, tuple) else (y,)
+    """The output's tensors in order: a recurrent layer's (output, (h_n, c_n)) is flattened to three."""
+    return tuple(t for item in y for t in as_tuple(item)) if isinstance(y, tuple) else (y,)
 
 
 def compare_layer(torch, module, x, train=True):
@@ -112,6 +113,18 @@ def cases():
         ("rnn-gru-sequence", lambda: nn.RNN(nn.GRUCell(3, 4, rng=0, dtype=F64), return_sequences=True), (2, 6, 3),
          1.0),
         ("rnn-relu", lambda: nn.RNN(nn.RNNCell(3, 4, nonlinearity="relu", rng=0, dtype=F64)), (2, 6, 3), 1.0),
+        ("lstm-stacked-bidirectional", lambda: nn.LSTM(3, 4, num_layers=2, bidirectional=True, rng=0, dtype=F64),
+         (5, 2, 3), 1.0),
+        ("gru-batch-first", lambda: nn.GRU(3, 4, num_layers=2, batch_first=True, rng=0, dtype=F64), (2, 5, 3), 1.0),
+        ("rnn-stacked-relu-no-bias", lambda: nn.RNN(3, 4, num_layers=2, nonlinearity="relu", bias=False,
+                                                    bidirectional=True, rng=0, dtype=F64), (5, 2, 3), 1.0),
+        ("layernorm", lambda: nn.LayerNorm((4, 5), eps=1e-3, dtype=F64), (3, 4, 5), 2.0),
+        ("layernorm-no-affine", lambda: nn.LayerNorm(5, elementwise_affine=False, dtype=F64), (3, 4, 5), 2.0),
+        ("groupnorm", lambda: nn.GroupNorm(2, 6, dtype=F64), (3, 6, 4, 2), 2.0),
+        ("groupnorm-no-affine", lambda: nn.GroupNorm(3, 6, affine=False, dtype=F64), (3, 6, 5), 2.0),
+        ("batchnorm1d-sequence", lambda: nn.BatchNorm1d(4, dtype=F64), (3, 4, 5), 2.0),
+        ("batchnorm2d-no-affine", lambda: nn.BatchNorm2d(3, affine=False, dtype=F64), (4, 3, 5, 5), 2.0),
+        ("identity-layer", lambda: nn.Identity(), (4, 6), 1.0),
     ]
 
 
