@@ -842,6 +842,10 @@ class _Recurrent(Module):
                         getattr(cell, weight).label = weight + suffix
                         setattr(self, weight + suffix, getattr(cell, weight))
 
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        """None: as in PyTorch, the layer owns its parameters directly (its cells and dropout are internal)."""
+        return iter(())
+
     @property
     def directions(self) -> int:
         """2 for a bidirectional layer, else 1 (PyTorch's D)."""
