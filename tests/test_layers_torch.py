@@ -1,7 +1,8 @@
 """The layers a PyTorch tutorial reaches for (Embedding, LayerNorm, GroupNorm, Dropout2d, Identity, ModuleList,
 multi-layer bidirectional RNN/LSTM/GRU, BatchNorm without affine and on (N, C, L)): gradients against float64
 central differences and forward mode, outputs and gradients against PyTorch built independently with copied
-weights (skipped without PyTorch), drawing, stepping, training and the bridge's round trip."""
+weights (the ``torch`` fixture of conftest.py skips them without PyTorch), drawing, stepping, training and the
+bridge's round trip."""
 
 from __future__ import annotations
 
@@ -17,17 +18,6 @@ from microgradx.tensor import ShapeError, Tensor
 
 F64 = np.float64
 H = 1e-6
-NO_TORCH = "PyTorch is not installed: it is the optional extra, pip install 'microgradx[torch]'"
-
-
-@pytest.fixture
-def torch():
-    """PyTorch, the oracle (one thread: these arrays are tiny); the test is skipped without it."""
-    torch = pytest.importorskip("torch", reason=NO_TORCH)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield torch
-    torch.set_num_threads(threads)
 
 
 def flat(y):

@@ -25,17 +25,6 @@ TOL = 1e-10
 NO_TORCH = "PyTorch is not installed: it is the optional extra, pip install 'microgradx[torch]'"
 
 
-@pytest.fixture
-def torch():
-    """PyTorch, the oracle; the test is skipped when it is not installed. One thread: these arrays are tiny,
-    and on a busy 2-core machine PyTorch's thread pool makes them many times slower."""
-    torch = pytest.importorskip("torch", reason=NO_TORCH)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield torch
-    torch.set_num_threads(threads)
-
-
 def as_tuple(y):
     """The output's tensors in order: a recurrent layer's (output, (h_n, c_n)) is flattened to three."""
     return tuple(t for item in y for t in as_tuple(item)) if isinstance(y, tuple) else (y,)
