@@ -868,12 +868,15 @@ class _Recurrent(Module):
 
     def forward(self, x: Any, state: Any = None) -> tuple[Tensor, Any]:
         """(output, final state): output (T, N, D H), or (N, T, D H) with ``batch_first``; the final state
-        (num_layers D, N, H), a pair (h_n, c_n) for an LSTM. ``state`` is the initial one (None: zeros)."""
+        (num_layers D, N, H), a pair (h_n, c_n) for an LSTM. ``state`` is the initial one (None: zeros). One
+        sequence (T, input_size) gives output (T, D H) and states (num_layers D, H), as PyTorch."""
         data = x.data if isinstance(x, Tensor) else np.asarray(x)
+        if data.ndim == 2 and data.shape[1] == self.input_size:
+            return self._unbatched(x, state)
         if data.ndim != 3 or data.shape[2] != self.input_size:
             order = "(N, T, input_size)" if self.batch_first else "(T, N, input_size)"
-            raise ShapeError(f"{type(self).__name__}: input must have shape {order} with input_size = "
-                             f"{self.input_size}, got {data.shape}")
+            raise ShapeError(f"{type(self).__name__}: input must have shape {order} (or one sequence, (T, "
+                             f"input_size)) with input_size = {self.input_size}, got {data.shape}")
         n, steps = (data.shape[0], data.shape[1]) if self.batch_first else (data.shape[1], data.shape[0])
         # A data input is sliced as an array (no graph); a Tensor that needs a gradient through getitem nodes.
         seq = x if isinstance(x, Tensor) and x.requires_grad else data
@@ -898,6 +901,30 @@ class _Recurrent(Module):
         at = (n, 1, width) if self.batch_first else (1, n, width)
         output = concatenate([h.reshape(*at) for h in inputs], axis=1 if self.batch_first else 0)
         return output, self._stack(finals, n)
+
+    def _unbatched(self, x: Any, state: Any) -> tuple[Tensor, Any]:
+        """One sequence (T, input_size) and states (num_layers D, H), as PyTorch allows: run as a batch of one,
+        then drop the batch axis again."""
+        dtype = self.weight_ih_l0.data.dtype
+        x = x if isinstance(x, Tensor) else as_tensor(np.asarray(x, dtype=dtype))
+        steps, width = x.data.shape[0], self.directions * self.hidden_size
+        count = self.num_layers * self.directions
+
+        def batch_of_one(s: Any) -> Tensor:
+            s = s if isinstance(s, Tensor) else as_tensor(np.asarray(s, dtype=dtype))
+            if s.data.shape != (count, self.hidden_size):
+                raise ShapeError(f"{type(self).__name__}: for one sequence the initial state must have shape "
+                                 f"(num_layers * directions, hidden_size) = {(count, self.hidden_size)}, got "
+                                 f"{s.data.shape}")
+            return s.reshape(count, 1, self.hidden_size)
+        if state is not None:
+            state = tuple(map(batch_of_one, state)) if isinstance(state, tuple) else batch_of_one(state)
+        output, final = self.forward(x.reshape(1, steps, -1) if self.batch_first else x.reshape(steps, 1, -1), state)
+        if isinstance(final, tuple):
+            final = tuple(f.reshape(count, self.hidden_size) for f in final)
+        else:
+            final = final.reshape(count, self.hidden_size)
+        return output.reshape(steps, width), final
 
     def _stack(self, finals: list[Any], n: int) -> Any:
         """The last states of every (layer, direction) as one (num_layers D, N, H) tensor (a pair for LSTM)."""

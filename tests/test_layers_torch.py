@@ -260,6 +260,19 @@ def test_recurrent_layers_equal_pytorch_with_initial_states(torch, kind, layers,
         compare_with_torch(torch, ours, theirs, [x, h0])
 
 
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_one_unbatched_sequence_equals_pytorch(torch, kind):
+    rng = np.random.default_rng(12)
+    ours = getattr(nn, kind)(3, 4, num_layers=2, bidirectional=True, batch_first=True, rng=0, dtype=F64)
+    theirs = getattr(torch.nn, kind)(3, 4, num_layers=2, bidirectional=True, batch_first=True)
+    x, h0 = rng.normal(size=(6, 3)), rng.normal(size=(4, 4))
+    if kind == "LSTM":
+        compare_with_torch(torch, ours, theirs, [x, h0, rng.normal(size=(4, 4))],
+                           call=lambda m, x, h, c: m(x, (h, c)))
+    else:
+        compare_with_torch(torch, ours, theirs, [x, h0])
+
+
 def test_dropout_between_layers_is_pytorchs_in_evaluation(torch):
     x = np.random.default_rng(8).normal(size=(4, 2, 3))
     ours = nn.GRU(3, 5, num_layers=2, dropout=0.4, rng=0, dtype=F64).eval()
@@ -500,8 +513,11 @@ def test_old_unroller_pickles_and_new_layers_pickle():
      r"BatchNorm1d: input must have shape \(N, C\) or \(N, C, L\)"),
     (lambda: nn.Dropout2d()(Tensor(np.ones((2, 3)))), ShapeError, "Dropout2d: input must have shape"),
     (lambda: nn.LSTM(3, 4)(np.ones((5, 2, 2))), ShapeError,
-     r"LSTM: input must have shape \(T, N, input_size\) with input_size = 3, got \(5, 2, 2\)"),
-    (lambda: nn.GRU(3, 4, batch_first=True)(np.ones((5, 3))), ShapeError, r"\(N, T, input_size\)"),
+     r"LSTM: input must have shape \(T, N, input_size\) \(or one sequence, \(T, input_size\)\) with input_size = 3, "
+     r"got \(5, 2, 2\)"),
+    (lambda: nn.GRU(3, 4, batch_first=True)(np.ones((5, 2))), ShapeError, r"\(N, T, input_size\)"),
+    (lambda: nn.GRU(3, 4)(np.ones((5, 3)), np.zeros((1, 1, 4))), ShapeError,
+     r"for one sequence the initial state must have shape \(num_layers \* directions, hidden_size\) = \(1, 4\)"),
     (lambda: nn.GRU(3, 4, num_layers=2)(np.ones((5, 2, 3)), np.zeros((1, 2, 4))), ShapeError,
      r"initial state must have shape \(num_layers \* directions, N, hidden_size\) = \(2, 2, 4\), got \(1, 2, 4\)"),
     (lambda: nn.LSTM(3, 4, num_layers=0), ValueError, "num_layers must be an integer >= 1"),
