@@ -1,4 +1,5 @@
-"""Convolution, pooling and batch normalisation on Tensors: rows of the tensor-op table, declared here.
+"""Convolution, pooling, batch normalisation, normalisation over chosen axes (LayerNorm, GroupNorm) and
+embedding lookup on Tensors: rows of the tensor-op table, declared here.
 
 Like ``matmul`` each is one node whose forward, vjp and jvp are written out here and registered with
 ``deftensorop``; the public functions check their arguments and build the node with ``node``. Images are NCHW
@@ -322,17 +323,19 @@ def _batch_norm_forward(X: np.ndarray, G: np.ndarray, B: np.ndarray, stats: tupl
     return out, (xhat, inv_std, G.reshape(bshape), axes, X.size // X.shape[1], stats is None)
 
 
+def _through_statistics(v: np.ndarray, xhat: np.ndarray, inv_std: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """The Jacobian of xhat = (x - mean) / sqrt(var + eps) (statistics over ``axes``, so they move with x)
+    applied to v: inv_std (v - mean(v) - xhat mean(xhat v)). It is symmetric, so one formula is both the vjp
+    (v = upstream dxhat) and the jvp (v = tangent dx)."""
+    return inv_std * (v - v.mean(axis=axes, keepdims=True) - xhat * (xhat * v).mean(axis=axes, keepdims=True))
+
+
 def _batch_norm_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
     xhat, inv_std, G, axes, m, training = res
     gx = None
     if needs[0]:
         dxhat = g * G
-        if training:
-            s1 = dxhat.sum(axis=axes, keepdims=True)
-            s2 = (dxhat * xhat).sum(axis=axes, keepdims=True)
-            gx = (dxhat - (s1 + xhat * s2) / xhat.dtype.type(m)) * inv_std
-        else:
-            gx = dxhat * inv_std
+        gx = _through_statistics(dxhat, xhat, inv_std, axes) if training else dxhat * inv_std
     gg = (g * xhat).sum(axis=axes) if needs[1] else None
     gb = g.sum(axis=axes) if needs[2] else None
     return gx, gg, gb
@@ -344,11 +347,7 @@ def _batch_norm_jvp(res: tuple, t: Sequence[np.ndarray]) -> np.ndarray:
     xhat, inv_std, G, axes, m, training = res
     dx, dg, db = t
     bshape = G.shape
-    if training:
-        dxhat = inv_std * (dx - dx.mean(axis=axes, keepdims=True)
-                           - xhat * (xhat * dx).mean(axis=axes, keepdims=True))
-    else:
-        dxhat = dx * inv_std
+    dxhat = _through_statistics(dx, xhat, inv_std, axes) if training else dx * inv_std
     return G * dxhat + dg.reshape(bshape) * xhat + db.reshape(bshape)
 
 
@@ -408,3 +407,76 @@ def _embedding_jvp(res: tuple, t: Sequence[np.ndarray]) -> np.ndarray:
 
 EMBEDDING = deftensorop("embedding", _embedding_forward, _embedding_vjp, _embedding_jvp,
                         "rows of the weight picked by integer ids; padding_idx takes no gradient")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Normalisation over chosen axes (LayerNorm, GroupNorm): one node, the batch-norm training formulas per example
+# ---------------------------------------------------------------------------------------------------------
+
+__all__ += ["normalize"]
+
+
+def normalize(x: Any, gamma: Tensor, beta: Tensor, axes: tuple[int, ...], eps: float = 1e-5) -> Tensor:
+    """gamma xhat + beta, xhat = (x - mean) / sqrt(var + eps) with the mean and biased variance over ``axes``;
+    gamma and beta broadcast against x. One node; its vjp is batch norm's training one, dx = inv_std (dxhat -
+    mean(dxhat) - xhat mean(dxhat xhat)) with dxhat = g gamma, and dgamma, dbeta sum g xhat and g over the
+    axes gamma is broadcast along. LayerNorm takes the last axes, GroupNorm each example's channel group.
+
+    >>> y = normalize(Tensor([[1.0, 3.0], [0.0, 4.0]]), Tensor([1.0, 1.0]), Tensor([0.0, 0.0]), axes=(1,))
+    >>> y.data.round(4).tolist()     # each row has mean 0 and variance 1 (up to eps)
+    [[-1.0, 1.0], [-1.0, 1.0]]
+    """
+    positive_eps("normalize", eps)
+    x = x if isinstance(x, Tensor) else as_tensor(np.asarray(x, dtype=gamma.data.dtype))
+    X = x.data
+    if not axes or any(not -X.ndim <= a < X.ndim for a in axes):
+        raise ShapeError(f"normalize: axes {axes!r} do not fit input of shape {X.shape}")
+    axes = tuple(sorted(a % X.ndim for a in axes))
+    for name, t in (("gamma", gamma), ("beta", beta)):
+        try:
+            np.broadcast_shapes(t.data.shape, X.shape)
+        except ValueError:
+            raise ShapeError(f"normalize: {name} of shape {t.data.shape} does not broadcast against input of shape "
+                             f"{X.shape}") from None
+    return node(NORMALIZE, (x, gamma, beta), {"axes": axes, "eps": float(eps)})
+
+
+def positive_eps(name: str, eps: float) -> float:
+    """``eps`` as a float, or a ValueError naming ``name``: a normalisation divides by sqrt(var + eps), and a
+    constant input has var = 0."""
+    if not (isinstance(eps, (int, float)) and eps > 0.0 and np.isfinite(eps)):
+        raise ValueError(f"{name}: eps must be a number > 0 (it keeps sqrt(var + eps) away from 0), got {eps!r}")
+    return float(eps)
+
+
+def _sum_to(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``a`` summed over the axes along which an array of ``shape`` was broadcast to a.shape."""
+    lead = a.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + k for k, n in enumerate(shape) if n == 1 and a.shape[lead + k] != 1)
+    return a.sum(axis=axes, keepdims=True).reshape(shape) if axes else a
+
+
+def _normalize_forward(X: np.ndarray, G: np.ndarray, B: np.ndarray, axes: tuple[int, ...], eps: float) -> tuple:
+    xc = X - X.mean(axis=axes, keepdims=True)
+    var = (xc * xc).mean(axis=axes, keepdims=True)
+    inv_std = (1.0 / np.sqrt(var + X.dtype.type(eps))).astype(X.dtype, copy=False)
+    xhat = xc * inv_std
+    return xhat * G + B, (xhat, inv_std, G, B.shape, axes)
+
+
+def _normalize_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+    xhat, inv_std, G, b_shape, axes = res
+    gx = _through_statistics(g * G, xhat, inv_std, axes) if needs[0] else None
+    gg = _sum_to(g * xhat, G.shape) if needs[1] else None
+    gb = _sum_to(g, b_shape) if needs[2] else None
+    return gx, gg, gb
+
+
+def _normalize_jvp(res: tuple, t: Sequence[np.ndarray]) -> np.ndarray:
+    xhat, inv_std, G, b_shape, axes = res
+    dx, dg, db = t
+    return G * _through_statistics(dx, xhat, inv_std, axes) + dg * xhat + db
+
+
+NORMALIZE = deftensorop("normalize", _normalize_forward, _normalize_vjp, _normalize_jvp,
+                        "normalisation over chosen axes of each example, then gamma * xhat + beta")

@@ -1123,18 +1123,11 @@ class Embedding(Module):
         return f"{self.num_embeddings}, {self.embedding_dim}{pad}"
 
 
-def _normalise(x: Tensor, axes: tuple[int, ...], eps: float) -> Tensor:
-    """(x - mean) / sqrt(var + eps) over ``axes``, var the biased variance: composed from mean, sub, mul, add,
-    sqrt and div nodes, so the gradient (statistics included) comes from their rows."""
-    centred = x - x.mean(axis=axes, keepdims=True)
-    var = (centred * centred).mean(axis=axes, keepdims=True)
-    return centred / (var + eps).sqrt()
-
-
 def _affine_params(layer: Module, shape: tuple[int, ...], affine: bool, dtype: Any) -> None:
-    """gamma (``weight``, ones) and beta (``bias``, zeros) of ``shape``, or None for both without ``affine``."""
-    layer.weight = Tensor(np.ones(shape, dtype=dtype), label="weight") if affine else None
-    layer.bias = Tensor(np.zeros(shape, dtype=dtype), label="bias") if affine else None
+    """gamma (``weight``, ones) and beta (``bias``, zeros) of ``shape``; without ``affine`` they are constants
+    of the node (1 and 0), not parameters, as batch norm's."""
+    layer.weight = Tensor(np.ones(shape, dtype=dtype), label="weight", requires_grad=affine)
+    layer.bias = Tensor(np.zeros(shape, dtype=dtype), label="bias", requires_grad=affine)
 
 
 class LayerNorm(Module):
@@ -1142,7 +1135,7 @@ class LayerNorm(Module):
     xhat = (x - mean) / sqrt(var + eps), mean and biased variance over those axes (Ba, Kiros & Hinton 2016).
 
     Unlike batch norm, no statistics cross the batch, so training and evaluation compute the same thing.
-    ``elementwise_affine=False`` leaves gamma and beta out.
+    ``elementwise_affine=False`` leaves gamma and beta out. One ``normalize`` node (``functional.normalize``).
 
     >>> ln = LayerNorm(4); ln(Tensor(np.array([[1.0, 2.0, 3.0, 4.0]], np.float32))).data.astype(float).round(4).tolist()
     [[-1.3416, -0.4472, 0.4472, 1.3416]]
@@ -1154,9 +1147,7 @@ class LayerNorm(Module):
         shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         if not shape or not all(isinstance(n, (int, np.integer)) and n >= 1 for n in shape):
             raise ValueError(f"LayerNorm: normalized_shape must be sizes >= 1, got {normalized_shape!r}")
-        if not eps > 0.0:
-            raise ValueError(f"LayerNorm: eps must be > 0 (it keeps sqrt(var + eps) away from 0), got {eps!r}")
-        self.normalized_shape, self.eps = tuple(int(n) for n in shape), float(eps)
+        self.normalized_shape, self.eps = tuple(int(n) for n in shape), F.positive_eps("LayerNorm", eps)
         self.elementwise_affine = bool(elementwise_affine)
         _affine_params(self, self.normalized_shape, self.elementwise_affine, dtype)
 
@@ -1167,8 +1158,7 @@ class LayerNorm(Module):
         if x.data.shape[x.data.ndim - k:] != self.normalized_shape:
             raise ShapeError(f"LayerNorm: input of shape {x.data.shape} does not end in normalized_shape "
                              f"{self.normalized_shape}")
-        y = _normalise(x, tuple(range(x.data.ndim - k, x.data.ndim)), self.eps)
-        return y if self.weight is None else y * self.weight + self.bias
+        return F.normalize(x, self.weight, self.bias, tuple(range(x.data.ndim - k, x.data.ndim)), self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.normalized_shape}, eps={self.eps:g}, elementwise_affine={self.elementwise_affine}"
@@ -1192,9 +1182,7 @@ class GroupNorm(Module):
         if self.num_groups < 1 or self.num_channels < 1 or self.num_channels % self.num_groups:
             raise ValueError(f"GroupNorm: num_channels ({num_channels!r}) must be a positive multiple of "
                              f"num_groups ({num_groups!r})")
-        if not eps > 0.0:
-            raise ValueError(f"GroupNorm: eps must be > 0 (it keeps sqrt(var + eps) away from 0), got {eps!r}")
-        self.eps, self.affine = float(eps), bool(affine)
+        self.eps, self.affine = F.positive_eps("GroupNorm", eps), bool(affine)
         _affine_params(self, (self.num_channels,), self.affine, dtype)
 
     def forward(self, x: Any) -> Tensor:
@@ -1203,12 +1191,12 @@ class GroupNorm(Module):
         shape = x.data.shape
         if len(shape) < 2 or shape[1] != self.num_channels:
             raise ShapeError(f"GroupNorm: input must have shape (N, {self.num_channels}, ...), got {shape}")
-        grouped = x.reshape(shape[0], self.num_groups, -1)
-        y = _normalise(grouped, (2,), self.eps).reshape(*shape)
-        if self.weight is None:
-            return y
-        per_channel = (self.num_channels,) + (1,) * (len(shape) - 2)
-        return y * self.weight.reshape(*per_channel) + self.bias.reshape(*per_channel)
+        # (N, C, ...) -> (N, groups, C / groups, positions): the statistics are over the last two axes, and
+        # gamma, beta (C,) -> (groups, C / groups, 1) line up with the channels they belong to.
+        per_group = self.num_channels // self.num_groups
+        grouped = x.reshape(shape[0], self.num_groups, per_group, -1)
+        gamma, beta = (p.reshape(self.num_groups, per_group, 1) for p in (self.weight, self.bias))
+        return F.normalize(grouped, gamma, beta, (2, 3), self.eps).reshape(*shape)
 
     def extra_repr(self) -> str:
         return f"{self.num_groups}, {self.num_channels}, eps={self.eps:g}, affine={self.affine}"

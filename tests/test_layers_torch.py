@@ -112,6 +112,15 @@ def test_normalisation_layers_match_central_differences(make, shape):
     check_central(lambda: layer(x), [x, *layer.parameters()], rng)
 
 
+def test_the_normalize_row_passes_the_per_node_gradient_check():
+    rng = np.random.default_rng(13)
+    x = Tensor(rng.normal(size=(3, 4, 5)))
+    gamma, beta = Tensor(rng.normal(size=(4, 1))), Tensor(rng.normal(size=(5,)))  # broadcast two ways
+    y = F.normalize(x, gamma, beta, axes=(1, 2))
+    report = check_gradients((y * y.tanh()).sum())
+    assert report.ok, report
+
+
 def test_normalisation_layers_normalise():
     rng = np.random.default_rng(2)
     x = Tensor(rng.normal(size=(3, 4, 5)) * 5 + 2)
@@ -506,7 +515,12 @@ def test_old_unroller_pickles_and_new_layers_pickle():
     (lambda: nn.Embedding(5, 2)(np.array([1.0, 2.0])), TypeError, "indices must be integers, got dtype float64"),
     (lambda: nn.Embedding(5, 2, padding_idx=5), ValueError, "padding_idx must be within num_embeddings = 5"),
     (lambda: nn.LayerNorm(4)(np.ones((2, 3))), ShapeError, r"does not end in normalized_shape \(4,\)"),
-    (lambda: nn.LayerNorm(4, eps=0.0), ValueError, "eps must be > 0"),
+    (lambda: nn.LayerNorm(4, eps=0.0), ValueError, r"LayerNorm: eps must be a number > 0"),
+    (lambda: nn.GroupNorm(2, 4, eps=float("nan")), ValueError, r"GroupNorm: eps must be a number > 0"),
+    (lambda: F.normalize(Tensor(np.ones((2, 3))), Tensor(np.ones(2)), Tensor(np.zeros(3)), (1,)), ShapeError,
+     r"normalize: gamma of shape \(2,\) does not broadcast against input of shape \(2, 3\)"),
+    (lambda: F.normalize(Tensor(np.ones((2, 3))), Tensor(np.ones(3)), Tensor(np.zeros(3)), (2,)), ShapeError,
+     r"normalize: axes \(2,\) do not fit input of shape \(2, 3\)"),
     (lambda: nn.GroupNorm(3, 4), ValueError, r"num_channels \(4\) must be a positive multiple of num_groups \(3\)"),
     (lambda: nn.GroupNorm(2, 4)(np.ones((2, 6, 3))), ShapeError, r"GroupNorm: input must have shape \(N, 4, ...\)"),
     (lambda: nn.BatchNorm1d(3)(np.ones((2, 3, 4, 4), np.float32)), ShapeError,
