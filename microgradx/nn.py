@@ -958,7 +958,7 @@ class RNN(_Recurrent):
     cell_type = RNNCell
 
     def __new__(cls, *args: Any, **kw: Any) -> Any:
-        if args and isinstance(args[0], _Cell):  # the older RNN(cell, return_sequences) unroller
+        if (args and isinstance(args[0], _Cell)) or "cell" in kw:  # the older RNN(cell, return_sequences)
             return Unroll(*args, **kw)
         return super().__new__(cls)
 

@@ -170,7 +170,7 @@ def test_a_one_layer_lstm_is_the_unrolled_cell():
     rng = np.random.default_rng(4)
     lstm = nn.LSTM(2, 3, batch_first=True, rng=0, dtype=F64)
     old = nn.RNN(nn.LSTMCell(2, 3, rng=9, dtype=F64), return_sequences=True)  # the older spelling
-    assert isinstance(old, nn.Unroll)
+    assert isinstance(old, nn.Unroll) and isinstance(nn.RNN(cell=nn.GRUCell(2, 3)), nn.Unroll)
     for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
         getattr(old.cell, name).data[...] = getattr(lstm, name + "_l0").data
     x = rng.normal(size=(4, 6, 2))

@@ -129,7 +129,9 @@ def test_every_layer_matches_pytorch_in_outputs_and_gradients(torch, make, shape
 
 @pytest.mark.parametrize("make,shape", [(lambda: nn.BatchNorm1d(4, dtype=F64), (8, 4)),
                                         (lambda: nn.BatchNorm2d(3, dtype=F64), (4, 3, 5, 5)),
-                                        (lambda: nn.Dropout(0.4, rng=0), (4, 6))], ids=["bn1d", "bn2d", "dropout"])
+                                        (lambda: nn.Dropout(0.4, rng=0), (4, 6)),
+                                        (lambda: nn.Dropout2d(0.4, rng=0), (2, 3, 4, 4))],
+                         ids=["bn1d", "bn2d", "dropout", "dropout2d"])
 def test_evaluation_mode_matches_pytorch(torch, make, shape):
     module = make()
     rng = np.random.default_rng(3)
