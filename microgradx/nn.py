@@ -382,12 +382,16 @@ class Dropout(Module):
         if not self.training or self.p == 0.0:
             return x
         dtype = x.data.dtype
-        keep = self.rng.random(x.data.shape, dtype=np.float32) >= self.p
+        keep = self.rng.random(self._mask_shape(x.data.shape), dtype=np.float32) >= self.p
         if self.p == 1.0:
-            scale = np.zeros(x.data.shape, dtype=dtype)
+            scale = np.zeros(keep.shape, dtype=dtype)
         else:
             scale = keep.astype(dtype) * dtype.type(1.0 / (1.0 - self.p))
         return x * Tensor(scale, requires_grad=False)
+
+    def _mask_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of the mask m, broadcast over the input: one draw per entry."""
+        return shape
 
     def extra_repr(self) -> str:
         return f"p={self.p:g}"
@@ -1219,9 +1223,8 @@ class Dropout2d(Dropout):
         x = x if isinstance(x, Tensor) else as_tensor(x)
         if x.data.ndim not in (3, 4):
             raise ShapeError(f"Dropout2d: input must have shape (N, C, H, W) or (C, H, W), got {x.data.shape}")
-        if not self.training or self.p == 0.0:
-            return x
-        dtype = x.data.dtype
-        keep = self.rng.random(x.data.shape[:-2] + (1, 1), dtype=np.float32) >= self.p
-        scale = keep.astype(dtype) * dtype.type(0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p))
-        return x * Tensor(scale, requires_grad=False)
+        return super().forward(x)
+
+    def _mask_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """One draw per (example, channel), shared by the channel's H x W entries."""
+        return shape[:-2] + (1, 1)

@@ -212,6 +212,7 @@ def test_dropout2d_zeroes_whole_channels_and_scales_the_rest():
     np.testing.assert_allclose(x.grad, np.broadcast_to(factor, x.shape), rtol=1e-15)  # mask / (1 - p)
     assert drop.eval()(x) is x
     assert nn.Dropout2d(0.5, rng=0)(Tensor(np.ones((4, 2, 2)))).shape == (4, 2, 2)  # (C, H, W)
+    assert not nn.Dropout2d(1.0, rng=0)(x).data.any() and nn.Dropout2d(0.0)(x) is x
 
 
 # ---------------------------------------------------------------------------------------------------------
