@@ -443,7 +443,11 @@ def normalize(x: Any, gamma: Tensor, beta: Tensor, axes: tuple[int, ...], eps: f
 
 def positive_eps(name: str, eps: float) -> float:
     """``eps`` as a float, or a ValueError naming ``name``: a normalisation divides by sqrt(var + eps), and a
-    constant input has var = 0."""
+    constant input has var = 0.
+
+    >>> positive_eps("LayerNorm", 1e-5)
+    1e-05
+    """
     if not (isinstance(eps, (int, float)) and eps > 0.0 and np.isfinite(eps)):
         raise ValueError(f"{name}: eps must be a number > 0 (it keeps sqrt(var + eps) away from 0), got {eps!r}")
     return float(eps)
