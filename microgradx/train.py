@@ -233,9 +233,9 @@ def _loss_fn(loss: str | Callable[..., Tensor]) -> Callable[..., Tensor]:
         return loss
     from . import losses
 
-    if isinstance(loss, str) and loss in losses.__all__:
+    if isinstance(loss, str) and loss in losses.LOSSES:
         return getattr(losses, loss)
-    raise ValueError(f"fit: unknown loss {loss!r}; pass a function or one of {losses.__all__}")
+    raise ValueError(f"fit: unknown loss {loss!r}; pass a function or one of {list(losses.LOSSES)}")
 
 
 def make_optimizer(name: str, params: Iterable[Any], lr: float | None = None, **options: Any) -> Any:

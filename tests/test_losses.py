@@ -99,7 +99,7 @@ def test_cross_entropy_rejects_bad_labels_naming_the_shapes(labels, message, err
 
 
 def test_cross_entropy_needs_two_dimensional_logits():
-    with pytest.raises(ShapeError, match=r"cross_entropy: logits must have shape \(N, C\), got \(3,\)"):
+    with pytest.raises(ShapeError, match=r"logits must have shape \(N, C\) or \(N, C, d1, \.\.\.\), got \(3,\)"):
         cross_entropy(Tensor(np.zeros(3)), [0, 1, 2])
 
 
