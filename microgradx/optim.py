@@ -7,10 +7,11 @@ module holds stays valid, or a float, as on the scalar ``Value``) from its ``.gr
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import numbers
-from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from abc import ABC, ABCMeta, abstractmethod
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,27 @@ __all__ = [
 def _where(i: int, p: Any) -> str:
     label = getattr(p, "label", None)
     return f"parameter {i} ({label!r})" if label else f"parameter {i}"
+
+
+def _check_parameter(name: str, i: int, p: Any) -> None:
+    if not hasattr(p, "data") or not hasattr(p, "grad"):
+        raise TypeError(f"{name}: parameter {i} ({type(p).__name__}) has no .data/.grad attributes")
+    d = p.data
+    if isinstance(d, np.ndarray):
+        if not np.issubdtype(d.dtype, np.floating):
+            raise TypeError(f"{name}: {_where(i, p)} has {d.dtype} data; a parameter needs float data")
+    elif isinstance(d, bool) or not isinstance(d, numbers.Real):
+        raise TypeError(f"{name}: {_where(i, p)} has data of type {type(d).__name__}; "
+                        "expected a NumPy float array or a float")
+
+
+def _zero_grad(params: Iterable[Any]) -> None:
+    for p in params:
+        reset = getattr(p, "reset_grad", None)
+        if reset is not None:
+            reset()
+        else:
+            p.grad = None
 
 
 def _grads(params: Iterable[Any]) -> list[tuple[Any, np.ndarray]]:
@@ -114,66 +136,143 @@ def clip_grad_value(params: Iterable[Any], clip_value: float) -> None:
         _set_grad(p, np.clip(g, -c, c))
 
 
-class Optimizer(ABC):
-    """Base class: holds the parameters, the learning rate ``lr`` and one state dict per parameter.
+class _FinishesGroups(ABCMeta):
+    """Builds an optimizer's parameter groups once its whole constructor chain has run: a group's own settings
+    are checked by that constructor (the one place each rule is written), so they can be filled in only after it."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        opt = super().__call__(*args, **kwargs)
+        opt._finish_groups()
+        return opt
+
+
+class _Probe:
+    """A stand-in parameter for checking a group's settings with the optimizer's own constructor."""
+
+    def __init__(self) -> None:
+        self.data, self.grad = np.zeros(1), None
+
+
+# Constructor arguments that belong to the whole optimizer, not to one group.
+_GLOBAL = ("self", "params", "clip_norm", "clip_value")
+
+
+class Optimizer(ABC, metaclass=_FinishesGroups):
+    """Base class: holds the parameters in groups, each group's hyperparameters and one state dict per parameter.
 
     A subclass writes only ``_update(g, theta, state) -> delta``: the change to add to the parameter, given the
-    gradient ``g`` (clipped, with coupled L2 weight decay ``weight_decay * theta`` already added), the current
-    value ``theta`` and the parameter's own ``state`` (its moment buffers and its ``step`` count t).
+    gradient ``g`` (clipped, negated for ``maximize``, with coupled L2 weight decay ``weight_decay * theta``
+    already added), the current value ``theta`` and the parameter's own ``state`` (its moment buffers and its
+    ``step`` count t). It reads its hyperparameters as attributes (``self.lr``, ``self.momentum``): while a group
+    is stepped they hold that group's values.
 
-    Options every optimizer takes: ``weight_decay`` (coupled L2: g <- g + weight_decay * theta, the gradient
-    of (weight_decay / 2) ||theta||^2, Gerald's "L2 / weight decay" slide), ``clip_norm`` (clip the gradients
-    by their global norm before each step) and ``clip_value`` (clip each entry; done first when both are set).
+    ``params``: the parameters, or parameter groups as PyTorch takes them, dicts with ``"params"`` and any
+    constructor argument to override for that group (a learning rate per layer, weight decay off for biases):
+    ``SGD([{"params": body, "lr": 0.1}, {"params": biases, "weight_decay": 0}], lr=0.01)``; each group's full
+    settings are in ``opt.param_groups``. Options every optimizer takes: ``weight_decay`` (coupled L2:
+    g <- g + weight_decay * theta, the gradient of (weight_decay / 2) ||theta||^2, Gerald's "L2 / weight decay"
+    slide), ``maximize`` (ascend: g <- -g first, as PyTorch), ``clip_norm`` (clip all gradients by their global
+    norm before each step) and ``clip_value`` (clip each entry; done first when both are set).
     """
 
-    _hyper: tuple[str, ...] = ()  # names of the hyperparameters saved by state_dict()
+    _hyper: tuple[str, ...] = ()  # names of the hyperparameters shown by repr()
 
-    def __init__(self, params: Iterable[Any], lr: float, *, weight_decay: float = 0.0,
+    def __init__(self, params: Iterable[Any], lr: float, *, weight_decay: float = 0.0, maximize: bool = False,
                  clip_norm: float | None = None, clip_value: float | None = None) -> None:
         name = type(self).__name__
-        self.params = list(params)
-        if not self.params:
+        items = list(params)
+        if not items:
             raise ValueError(f"{name}: got an empty parameter list")
-        seen: set[int] = set()
-        for i, p in enumerate(self.params):
-            if not hasattr(p, "data") or not hasattr(p, "grad"):
-                raise TypeError(f"{name}: parameter {i} ({type(p).__name__}) has no .data/.grad attributes")
-            d = p.data
-            if isinstance(d, np.ndarray):
-                if not np.issubdtype(d.dtype, np.floating):
-                    raise TypeError(f"{name}: {_where(i, p)} has {d.dtype} data; a parameter needs float data")
-            elif isinstance(d, bool) or not isinstance(d, numbers.Real):
-                raise TypeError(f"{name}: {_where(i, p)} has data of type {type(d).__name__}; "
-                                "expected a NumPy float array or a float")
-            if id(p) in seen:
-                raise ValueError(f"{name}: {_where(i, p)} appears twice in the parameter list")
-            seen.add(id(p))
-        self.lr = lr
+        self._pending = items if isinstance(items[0], Mapping) else [{"params": items}]
+        self._lr_default = _nonneg(name, "lr", lr)
         self.weight_decay = _nonneg(name, "weight_decay", weight_decay)
+        self.maximize = bool(maximize)
         self.clip_norm = None if clip_norm is None else _positive(name, "clip_norm", clip_norm)
         self.clip_value = None if clip_value is None else _positive(name, "clip_value", clip_value)
-        self.state: list[dict[str, Any]] = [{} for _ in self.params]
+        self.params: list[Any] = []
+        self.state: list[dict[str, Any]] = []
+        self.param_groups: list[dict[str, Any]] = []
+        self._stepping: dict[str, Any] | None = None
+
+    # -- parameter groups --------------------------------------------------------------------------------------
+
+    def _group_keys(self) -> tuple[str, ...]:
+        """The hyperparameters a group may set: the constructor's arguments, less the optimizer-wide ones."""
+        return tuple(k for k in inspect.signature(type(self).__init__).parameters if k not in _GLOBAL)
+
+    def _finish_groups(self) -> None:
+        keys = self._group_keys()
+        self.defaults = {k: self._lr_default if k == "lr" else getattr(self, k) for k in keys}
+        pending, self._pending = self._pending, []
+        for group in pending:
+            self.add_param_group(group)
+
+    def add_param_group(self, group: Mapping[str, Any]) -> None:
+        """Add a group of parameters, with its own settings (the others from the constructor's), as PyTorch.
+
+        >>> from microgradx import Value
+        >>> a, b = Value(1.0), Value(1.0); opt = SGD([a], lr=0.1); opt.add_param_group({"params": [b], "lr": 0.5})
+        >>> a.grad = b.grad = 1.0; opt.step(); a.data, b.data
+        (0.9, 0.5)
+        """
+        name = type(self).__name__
+        k = len(self.param_groups)
+        if not isinstance(group, Mapping) or "params" not in group:
+            raise TypeError(f"{name}: parameter group {k} must be a dict with 'params', got {type(group).__name__}")
+        keys = self._group_keys()
+        unknown = sorted(set(group) - {"params", *keys})
+        if unknown:
+            raise ValueError(f"{name}: parameter group {k} sets {unknown}, which is not among {name}'s per-group "
+                             f"settings {list(keys)}")
+        ps = group["params"]
+        ps = [ps] if hasattr(ps, "data") and hasattr(ps, "grad") else list(ps)
+        if not ps:
+            raise ValueError(f"{name}: parameter group {k} has no parameters")
+        seen = {id(p) for p in self.params}
+        for j, p in enumerate(ps, start=len(self.params)):
+            _check_parameter(name, j, p)
+            if id(p) in seen:
+                raise ValueError(f"{name}: {_where(j, p)} appears twice in the parameter list"
+                                 + (" (in two groups)" if self.param_groups else ""))
+            seen.add(id(p))
+        settings = dict(self.defaults)
+        overrides = {key: v for key, v in group.items() if key != "params"}
+        if overrides:  # checked by the optimizer's own constructor, then read back as it stored them
+            try:
+                probe = type(self)([_Probe()], **{**settings, **overrides})
+            except (TypeError, ValueError) as e:
+                message = str(e).removeprefix(f"{name}: ")
+                raise type(e)(f"{name}: parameter group {k}: {message}") from None
+            settings = {key: probe.defaults[key] for key in keys}
+        self.param_groups.append({"params": ps, **settings})
+        self.params.extend(ps)
+        self.state.extend({} for _ in ps)
+
+    def _bind(self, settings: Mapping[str, Any]) -> None:
+        # The rules read self.momentum, self.betas, ...: the settings of the group being stepped.
+        for key, v in settings.items():
+            if key not in ("params", "lr"):
+                setattr(self, key, v)
 
     @property
     def lr(self) -> float:
-        """The learning rate; settable (schedules set it once per epoch)."""
-        return self._lr
+        """The learning rate: the first group's (while a group is stepped, that group's); setting it sets every
+        group's (schedules scale each group's own rate: ``param_groups[k]["lr"]``)."""
+        return self._stepping["lr"] if self._stepping is not None else self.param_groups[0]["lr"]
 
     @lr.setter
     def lr(self, value: float) -> None:
-        self._lr = _nonneg(type(self).__name__, "lr", value)
+        value = _nonneg(type(self).__name__, "lr", value)
+        self.defaults["lr"] = value
+        for group in self.param_groups:
+            group["lr"] = value
 
     def zero_grad(self) -> None:
         """Reset every parameter's gradient: the node's own ``reset_grad()`` when it has one, else None."""
-        for p in self.params:
-            reset = getattr(p, "reset_grad", None)
-            if reset is not None:
-                reset()
-            else:
-                p.grad = None
+        _zero_grad(self.params)
 
     def step(self) -> None:
-        """Update every parameter whose ``.grad`` is not None by one step of the rule.
+        """Update every parameter whose ``.grad`` is not None by one step of the rule, each with its group's settings.
 
         Raises ``DomainError`` (naming the optimizer and the parameter) when a gradient is not finite, when a
         finite gradient is so large that a state buffer would overflow (g**2 past the dtype's largest float), or
@@ -185,14 +284,23 @@ class Optimizer(ABC):
             clip_grad_value(self.params, self.clip_value)
         if self.clip_norm is not None:
             clip_grad_norm(self.params, self.clip_norm)
-        l2 = self._coupled_l2()
+        i = 0
         # NOTE: one errstate for the whole loop (entering one costs about 2 us). An overflow, 0/0 or inf - inf
         # anywhere in a rule's arithmetic raises, so a finite gradient can never leave inf or NaN in the state or
         # a zero step from an infinite denominator: _step_one turns it into a DomainError and restores the state.
         with np.errstate(over="raise", invalid="raise", divide="raise"):
-            for i, (p, state) in enumerate(zip(self.params, self.state, strict=True)):
-                if p.grad is not None:
-                    self._step_one(i, p, state, l2)
+            for group in self.param_groups:
+                self._stepping = group
+                self._bind(group)
+                try:
+                    l2 = self._coupled_l2()
+                    for p in group["params"]:
+                        if p.grad is not None:
+                            self._step_one(i, p, self.state[i], l2)
+                        i += 1
+                finally:
+                    self._stepping = None
+                    self._bind(self.defaults)
 
     def _step_one(self, i: int, p: Any, state: dict[str, Any], l2: float) -> None:
         name = type(self).__name__
@@ -235,6 +343,8 @@ class Optimizer(ABC):
 
     def _delta(self, g: np.ndarray, theta: np.ndarray, l2: float, state: dict[str, Any]) -> np.ndarray:
         # Runs under errstate(over/invalid/divide="raise"): any non-finite number raises FloatingPointError.
+        if self.maximize:  # ascend: as PyTorch, the gradient is negated before weight decay is added
+            g = -g
         if l2:
             g = g + l2 * theta
         if not state:
@@ -262,19 +372,25 @@ class Optimizer(ABC):
     # -- saving and restoring ----------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """A deep copy of the optimizer's state: its type, lr, hyperparameters and per-parameter buffers.
+        """A deep copy of the optimizer's state: its type, settings, parameter groups (each group's settings and
+        its parameters' positions) and per-parameter buffers.
 
         >>> from microgradx import Value
         >>> w = Value(1.0); opt = SGD([w], lr=0.1, momentum=0.9); w.grad = 2.0; opt.step()
-        >>> opt.state_dict()["state"][0]["momentum_buffer"]
-        array(2.)
+        >>> opt.state_dict()["state"][0]["momentum_buffer"], opt.state_dict()["param_groups"][0]["params"]
+        (array(2.), [0])
         """
-        hyper = {k: getattr(self, k) for k in ("weight_decay", "clip_norm", "clip_value", *self._hyper)}
+        hyper = {**self.defaults, "clip_norm": self.clip_norm, "clip_value": self.clip_value}
+        groups, i = [], 0
+        for group in self.param_groups:
+            n = len(group["params"])
+            groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": list(range(i, i + n))})
+            i += n
         return {"optimizer": type(self).__name__, "lr": self.lr, "hyper": copy.deepcopy(hyper),
-                "state": copy.deepcopy(self.state)}
+                "param_groups": copy.deepcopy(groups), "state": copy.deepcopy(self.state)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore what ``state_dict()`` returned (same optimizer type, same parameter count and shapes).
+        """Restore what ``state_dict()`` returned (same optimizer type, same groups, parameter count and shapes).
 
         >>> from microgradx import Value
         >>> w = Value(1.0); opt = Adam([w], lr=0.1); w.grad = 2.0; opt.step()
@@ -289,6 +405,11 @@ class Optimizer(ABC):
         if len(states) != len(self.params):
             raise ValueError(f"{name}.load_state_dict: the state has {len(states)} parameters, "
                              f"this optimizer has {len(self.params)}")
+        groups = state_dict["param_groups"]
+        sizes = [len(g["params"]) for g in groups]
+        if sizes != [len(g["params"]) for g in self.param_groups]:
+            raise ValueError(f"{name}.load_state_dict: the state's parameter groups hold {sizes} parameters, this "
+                             f"optimizer's hold {[len(g['params']) for g in self.param_groups]}")
         for i, (p, s) in enumerate(zip(self.params, states, strict=True)):
             for key, buf in s.items():
                 if isinstance(buf, np.ndarray) and buf.shape != np.shape(p.data):
@@ -297,16 +418,20 @@ class Optimizer(ABC):
                 if isinstance(buf, np.ndarray | float) and not np.all(np.isfinite(buf)):
                     raise ValueError(f"{name}.load_state_dict: buffer {key!r} of {_where(i, p)} holds non-finite "
                                      "values")
-        for k, v in state_dict["hyper"].items():
-            setattr(self, k, copy.deepcopy(v))
-        self.lr = state_dict["lr"]
+        hyper = copy.deepcopy(state_dict["hyper"])
+        self.clip_norm, self.clip_value = hyper.pop("clip_norm"), hyper.pop("clip_value")
+        self.defaults = hyper
+        self._bind(hyper)
+        for group, saved in zip(self.param_groups, copy.deepcopy(groups), strict=True):
+            group.update({k: v for k, v in saved.items() if k != "params"})
         self.state = copy.deepcopy(list(states))
 
     def __repr__(self) -> str:
         hyper = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._hyper)
         extra = f", weight_decay={self.weight_decay!r}" if self.weight_decay else ""
-        return f"{type(self).__name__}({len(self.params)} parameters, lr={self.lr!r}{', ' if hyper else ''}" \
-               f"{hyper}{extra})"
+        groups = f", {len(self.param_groups)} groups" if len(self.param_groups) > 1 else ""
+        return f"{type(self).__name__}({len(self.params)} parameters{groups}, lr={self.lr!r}" \
+               f"{', ' if hyper else ''}{hyper}{extra})"
 
 
 def _peak(g: np.ndarray) -> float:
@@ -353,8 +478,10 @@ class SGD(Optimizer):
 
     def __init__(self, params: Iterable[Any], lr: float, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0, *, dampening: float = 0.0, momentum_form: str = "pytorch",
-                 clip_norm: float | None = None, clip_value: float | None = None) -> None:
-        super().__init__(params, lr, weight_decay=weight_decay, clip_norm=clip_norm, clip_value=clip_value)
+                 maximize: bool = False, clip_norm: float | None = None,
+                 clip_value: float | None = None) -> None:
+        super().__init__(params, lr, weight_decay=weight_decay, maximize=maximize, clip_norm=clip_norm,
+                         clip_value=clip_value)
         self.momentum = _unit("SGD", "momentum", momentum)
         self.dampening = _unit("SGD", "dampening", dampening)
         if momentum_form not in ("pytorch", "velocity"):
@@ -395,25 +522,32 @@ class AdaGrad(Optimizer):
     """AdaGrad (Duchi et al. 2011; Blain, Gerald, Unit 1 lecture): G <- G + g**2; theta -= lr g / (sqrt G + eps).
 
     NOTE: eps sits outside the square root, as in Blain's report and PyTorch; the Unit 1 lecture writes sqrt(G + eps).
+    As PyTorch: ``lr_decay`` lowers the rate at step t to lr / (1 + (t - 1) lr_decay), and G starts at
+    ``initial_accumulator_value``.
 
     >>> from microgradx import Value
     >>> w = Value(1.0); opt = AdaGrad([w], lr=0.5); w.grad = 2.0; opt.step(); round(w.data, 9)
     0.5
     """
 
-    _hyper = ("eps",)
+    _hyper = ("eps", "lr_decay", "initial_accumulator_value")
 
     def __init__(self, params: Iterable[Any], lr: float = 0.01, eps: float = 1e-10, weight_decay: float = 0.0,
-                 *, clip_norm: float | None = None, clip_value: float | None = None) -> None:
-        super().__init__(params, lr, weight_decay=weight_decay, clip_norm=clip_norm, clip_value=clip_value)
+                 *, lr_decay: float = 0.0, initial_accumulator_value: float = 0.0, maximize: bool = False,
+                 clip_norm: float | None = None, clip_value: float | None = None) -> None:
+        super().__init__(params, lr, weight_decay=weight_decay, maximize=maximize, clip_norm=clip_norm,
+                         clip_value=clip_value)
         self.eps = _nonneg("AdaGrad", "eps", eps)
+        self.lr_decay = _nonneg("AdaGrad", "lr_decay", lr_decay)
+        self.initial_accumulator_value = _nonneg("AdaGrad", "initial_accumulator_value", initial_accumulator_value)
 
     def _init_state(self, theta: np.ndarray) -> dict[str, Any]:
-        return {"sum_sq": np.zeros_like(theta)}
+        return {"sum_sq": np.full_like(theta, self.initial_accumulator_value)}
 
     def _update(self, g: np.ndarray, theta: np.ndarray, state: dict[str, Any]) -> np.ndarray:
         G = state["sum_sq"] = state["sum_sq"] + g * g
-        return -self.lr * g / (np.sqrt(G) + self.eps)
+        lr = self.lr / (1 + (state["step"] - 1) * self.lr_decay)
+        return -lr * g / (np.sqrt(G) + self.eps)
 
 
 class AdaDelta(Optimizer):
@@ -430,9 +564,10 @@ class AdaDelta(Optimizer):
     _hyper = ("rho", "eps")
 
     def __init__(self, params: Iterable[Any], lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
-                 weight_decay: float = 0.0, *, clip_norm: float | None = None,
+                 weight_decay: float = 0.0, *, maximize: bool = False, clip_norm: float | None = None,
                  clip_value: float | None = None) -> None:
-        super().__init__(params, lr, weight_decay=weight_decay, clip_norm=clip_norm, clip_value=clip_value)
+        super().__init__(params, lr, weight_decay=weight_decay, maximize=maximize, clip_norm=clip_norm,
+                         clip_value=clip_value)
         self.rho = _unit("AdaDelta", "rho", rho)
         self.eps = _positive("AdaDelta", "eps", eps)
 
@@ -463,8 +598,10 @@ class RMSprop(Optimizer):
 
     def __init__(self, params: Iterable[Any], lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False, *,
-                 clip_norm: float | None = None, clip_value: float | None = None) -> None:
-        super().__init__(params, lr, weight_decay=weight_decay, clip_norm=clip_norm, clip_value=clip_value)
+                 maximize: bool = False, clip_norm: float | None = None,
+                 clip_value: float | None = None) -> None:
+        super().__init__(params, lr, weight_decay=weight_decay, maximize=maximize, clip_norm=clip_norm,
+                         clip_value=clip_value)
         self.alpha = _unit("RMSprop", "alpha", alpha)
         self.eps = _nonneg("RMSprop", "eps", eps)
         self.momentum = _unit("RMSprop", "momentum", momentum)
@@ -497,8 +634,9 @@ class _Moments(Optimizer):
     _hyper = ("betas", "eps")
 
     def __init__(self, params: Iterable[Any], lr: float, betas: tuple[float, float], eps: float,
-                 weight_decay: float, clip_norm: float | None, clip_value: float | None) -> None:
-        super().__init__(params, lr, weight_decay=weight_decay, clip_norm=clip_norm, clip_value=clip_value)
+                 weight_decay: float, clip_norm: float | None, clip_value: float | None, maximize: bool) -> None:
+        super().__init__(params, lr, weight_decay=weight_decay, maximize=maximize, clip_norm=clip_norm,
+                         clip_value=clip_value)
         name = type(self).__name__
         b1, b2 = betas
         self.betas = (_unit(name, "beta1", b1), _unit(name, "beta2", b2))
@@ -533,9 +671,9 @@ class Adam(_Moments):
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *,
-                 decoupled_weight_decay: bool = False, clip_norm: float | None = None,
+                 decoupled_weight_decay: bool = False, maximize: bool = False, clip_norm: float | None = None,
                  clip_value: float | None = None) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, clip_norm, clip_value)
+        super().__init__(params, lr, betas, eps, weight_decay, clip_norm, clip_value, maximize)
         self.amsgrad = bool(amsgrad)
         self.decoupled_weight_decay = bool(decoupled_weight_decay)
 
@@ -576,9 +714,10 @@ class AdamW(Adam):
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.01, amsgrad: bool = False, *,
-                 clip_norm: float | None = None, clip_value: float | None = None) -> None:
+                 maximize: bool = False, clip_norm: float | None = None,
+                 clip_value: float | None = None) -> None:
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, decoupled_weight_decay=True,
-                         clip_norm=clip_norm, clip_value=clip_value)
+                         maximize=maximize, clip_norm=clip_norm, clip_value=clip_value)
 
 
 class AdaMax(_Moments):
@@ -594,9 +733,10 @@ class AdaMax(_Moments):
     """
 
     def __init__(self, params: Iterable[Any], lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, *, clip_norm: float | None = None,
+                 eps: float = 1e-8, weight_decay: float = 0.0, *, maximize: bool = False,
+                 clip_norm: float | None = None,
                  clip_value: float | None = None) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, clip_norm, clip_value)
+        super().__init__(params, lr, betas, eps, weight_decay, clip_norm, clip_value, maximize)
 
     def _init_state(self, theta: np.ndarray) -> dict[str, Any]:
         return {"exp_avg": np.zeros_like(theta), "exp_inf": np.zeros_like(theta)}
@@ -624,8 +764,9 @@ class NAdam(_Moments):
 
     def __init__(self, params: Iterable[Any], lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum_decay: float = 4e-3, *,
-                 clip_norm: float | None = None, clip_value: float | None = None) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, clip_norm, clip_value)
+                 maximize: bool = False, clip_norm: float | None = None,
+                 clip_value: float | None = None) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, clip_norm, clip_value, maximize)
         self.momentum_decay = _nonneg("NAdam", "momentum_decay", momentum_decay)
 
     def _init_state(self, theta: np.ndarray) -> dict[str, Any]:
@@ -657,9 +798,10 @@ class RAdam(_Moments):
     """
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, *, clip_norm: float | None = None,
+                 eps: float = 1e-8, weight_decay: float = 0.0, *, maximize: bool = False,
+                 clip_norm: float | None = None,
                  clip_value: float | None = None) -> None:
-        super().__init__(params, lr, betas, eps, weight_decay, clip_norm, clip_value)
+        super().__init__(params, lr, betas, eps, weight_decay, clip_norm, clip_value, maximize)
 
     def _update(self, g: np.ndarray, theta: np.ndarray, state: dict[str, Any]) -> np.ndarray:
         b1, b2 = self.betas
