@@ -1,4 +1,5 @@
-"""Optimizers: SGD (two momentum forms), AdaGrad, AdaDelta, RMSprop, Adam/AMSGrad, AdamW, AdaMax, NAdam, RAdam.
+"""Optimizers: SGD (two momentum forms), AdaGrad, AdaDelta, RMSprop, Adam/AMSGrad, AdamW, AdaMax, NAdam, RAdam;
+and L-BFGS, which steps with a closure.
 
 An optimizer updates any parameter object with ``.data`` (a NumPy array, changed IN PLACE so every reference a
 module holds stays valid, or a float, as on the scalar ``Value``) from its ``.grad`` (None = skip it).
@@ -7,23 +8,25 @@ module holds stays valid, or a float, as on the scalar ``Value``) from its ``.gr
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import math
 import numbers
 from abc import ABC, ABCMeta, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
 from . import fast
 from .ops import DomainError
+from .validation import integer as _count
 from .validation import nonnegative as _nonneg
 from .validation import positive as _positive
 from .validation import unit_interval as _unit
 
 __all__ = [
-    "Optimizer", "SGD", "AdaGrad", "AdaDelta", "RMSprop", "Adam", "AdamW", "AdaMax", "NAdam", "RAdam",
+    "Optimizer", "SGD", "AdaGrad", "AdaDelta", "RMSprop", "Adam", "AdamW", "AdaMax", "NAdam", "RAdam", "LBFGS",
     "clip_grad_norm", "clip_grad_value", "global_grad_norm",
 ]
 
@@ -814,3 +817,338 @@ class RAdam(_Moments):
             return -self.lr * m_hat
         r = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
         return -self.lr * m_hat * r * math.sqrt(1 - b2 ** t) / (np.sqrt(v) + self.eps)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# L-BFGS: a quasi-Newton method on the whole parameter vector, with an optional strong-Wolfe line search
+# ---------------------------------------------------------------------------------------------------------
+
+def _cubic_minimum(x1: float, f1: float, g1: float, x2: float, f2: float, g2: float,
+                   bounds: tuple[float, float] | None = None) -> float:
+    """The minimiser of the cubic through (x1, f1) and (x2, f2) with slopes g1 and g2, clamped to ``bounds``
+    (default: between x1 and x2); the midpoint when the cubic has no minimum (Nocedal & Wright, eq. 3.59)."""
+    lo, hi = bounds if bounds is not None else (min(x1, x2), max(x1, x2))
+    d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
+    d2_square = d1 * d1 - g1 * g2
+    if d2_square < 0:
+        return (lo + hi) / 2.0
+    d2 = math.sqrt(d2_square)
+    if x1 <= x2:
+        t = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
+    else:
+        t = x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2))
+    return min(max(t, lo), hi)
+
+
+def _strong_wolfe(evaluate: Callable[[float], tuple[float, np.ndarray]], t: float, d: np.ndarray, f: float,
+                  g: np.ndarray, gtd: float, c1: float = 1e-4, c2: float = 0.9, tolerance_change: float = 1e-9,
+                  max_ls: int = 25) -> tuple[float, np.ndarray, float, int]:
+    """A step t along d meeting the strong Wolfe conditions (Nocedal & Wright, Algorithms 3.5 and 3.6, as
+    PyTorch's ``line_search_fn="strong_wolfe"``): sufficient decrease f(t) <= f + c1 t g.d and a flat enough slope
+    |g(t).d| <= c2 |g.d|. The exact line search asks for the minimiser of f(t); these two conditions accept any
+    step close enough to it, found by bracketing and cubic interpolation. Returns (f(t), g(t), t, evaluations)."""
+    d_norm = float(np.max(np.abs(d)))
+    f_new, g_new = evaluate(t)
+    evals = 1
+    gtd_new = float(g_new @ d)
+    t_prev, f_prev, g_prev, gtd_prev = 0.0, f, g, gtd
+    done = False
+    ls_iter = 0
+    # Phase 1: grow t until a step brackets an acceptable one (or is acceptable itself).
+    while ls_iter < max_ls:
+        if f_new > f + c1 * t * gtd or (ls_iter > 1 and f_new >= f_prev):
+            bracket, bracket_f, bracket_g, bracket_gtd = [t_prev, t], [f_prev, f_new], [g_prev, g_new], \
+                [gtd_prev, gtd_new]
+            break
+        if abs(gtd_new) <= -c2 * gtd:
+            bracket, bracket_f, bracket_g = [t], [f_new], [g_new]
+            done = True
+            break
+        if gtd_new >= 0:
+            bracket, bracket_f, bracket_g, bracket_gtd = [t_prev, t], [f_prev, f_new], [g_prev, g_new], \
+                [gtd_prev, gtd_new]
+            break
+        # extrapolate: the cubic's minimiser, at least a little and at most ten times beyond t
+        t_next = _cubic_minimum(t_prev, f_prev, gtd_prev, t, f_new, gtd_new, bounds=(t + 0.01 * (t - t_prev), t * 10))
+        t_prev, f_prev, g_prev, gtd_prev = t, f_new, g_new, gtd_new
+        t = t_next
+        f_new, g_new = evaluate(t)
+        evals += 1
+        gtd_new = float(g_new @ d)
+        ls_iter += 1
+    if ls_iter == max_ls:
+        bracket, bracket_f, bracket_g = [0.0, t], [f, f_new], [g, g_new]
+    # Phase 2 ("zoom"): shrink the bracket [low, high] around an acceptable step by cubic interpolation.
+    insufficient = False
+    low, high = (0, 1) if bracket_f[0] <= bracket_f[-1] else (1, 0)
+    while not done and ls_iter < max_ls:
+        if abs(bracket[1] - bracket[0]) * d_norm < tolerance_change:
+            break
+        t = _cubic_minimum(bracket[0], bracket_f[0], bracket_gtd[0], bracket[1], bracket_f[1], bracket_gtd[1])
+        # NOTE: a trial too close to an end of the bracket makes little progress: move it 10% inside
+        eps = 0.1 * (max(bracket) - min(bracket))
+        if min(max(bracket) - t, t - min(bracket)) < eps:
+            if insufficient or t >= max(bracket) or t <= min(bracket):
+                t = max(bracket) - eps if abs(t - max(bracket)) < abs(t - min(bracket)) else min(bracket) + eps
+                insufficient = False
+            else:
+                insufficient = True
+        else:
+            insufficient = False
+        f_new, g_new = evaluate(t)
+        evals += 1
+        gtd_new = float(g_new @ d)
+        ls_iter += 1
+        if f_new > f + c1 * t * gtd or f_new >= bracket_f[low]:
+            bracket[high], bracket_f[high], bracket_g[high], bracket_gtd[high] = t, f_new, g_new, gtd_new
+            low, high = (0, 1) if bracket_f[0] <= bracket_f[1] else (1, 0)
+        else:
+            if abs(gtd_new) <= -c2 * gtd:
+                done = True
+            elif gtd_new * (bracket[high] - bracket[low]) >= 0:
+                bracket[high], bracket_f[high], bracket_g[high], bracket_gtd[high] = \
+                    bracket[low], bracket_f[low], bracket_g[low], bracket_gtd[low]
+            bracket[low], bracket_f[low], bracket_g[low], bracket_gtd[low] = t, f_new, g_new, gtd_new
+    return bracket_f[low], bracket_g[low], bracket[low], evals
+
+
+class LBFGS:
+    """L-BFGS (Nocedal & Wright, Algorithm 7.4, as ``torch.optim.LBFGS``): a quasi-Newton method that builds an
+    estimate of the inverse Hessian from the last ``history_size`` steps s and gradient changes y, and moves
+    along d = -H g.
+
+    ``step(closure)`` runs up to ``max_iter`` iterations (at most ``max_eval`` evaluations); ``closure()`` must
+    zero the gradients, compute the loss, call ``backward()`` and return the loss. Without a line search each
+    iteration moves by ``lr`` * d (the first by min(1, 1/|g|_1) * lr); ``line_search_fn="strong_wolfe"`` picks
+    the step by a line search, the inexact, practical form of Slettevold's exact line search (Example 1). It
+    stops when max |g| <= ``tolerance_grad``, or a step or the loss changes by less than ``tolerance_change``.
+    One group of parameters (as PyTorch); a non-finite loss or gradient is refused with a ``DomainError`` and
+    the parameters are put back where the step started.
+
+    >>> from microgradx import Value
+    >>> x1, x2 = Value(0.0), Value(0.0)
+    >>> def closure():  # Slettevold's Example 1: f = x1^2 + 2 x2^2 - 2 x1 x2 - 2 x2, minimum at (1, 1)
+    ...     x1.grad = x2.grad = 0.0
+    ...     f = x1 * x1 + 2 * x2 * x2 - 2 * x1 * x2 - 2 * x2; f.backward(); return f
+    >>> opt = LBFGS([x1, x2], line_search_fn="strong_wolfe"); _ = opt.step(closure)
+    >>> round(x1.data, 12), round(x2.data, 12)
+    (1.0, 1.0)
+    """
+
+    def __init__(self, params: Iterable[Any], lr: float = 1.0, max_iter: int = 20, max_eval: int | None = None,
+                 tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, history_size: int = 100,
+                 line_search_fn: str | None = None) -> None:
+        name = "LBFGS"
+        items = list(params)
+        if items and isinstance(items[0], Mapping):
+            if len(items) != 1:
+                raise ValueError(f"{name}: takes one parameter group (as PyTorch), got {len(items)}")
+            rest = sorted(set(items[0]) - {"params"})
+            if rest:
+                raise ValueError(f"{name}: set {rest} as constructor arguments: there is only one group")
+            ps = items[0]["params"]
+            items = [ps] if hasattr(ps, "data") and hasattr(ps, "grad") else list(ps)
+        if not items:
+            raise ValueError(f"{name}: got an empty parameter list")
+        seen: set[int] = set()
+        for i, p in enumerate(items):
+            _check_parameter(name, i, p)
+            if id(p) in seen:
+                raise ValueError(f"{name}: {_where(i, p)} appears twice in the parameter list")
+            seen.add(id(p))
+        self.params = items
+        max_iter = _count(name, "max_iter", max_iter, 1)
+        if line_search_fn not in (None, "strong_wolfe"):
+            raise ValueError(f"{name}: line_search_fn must be None or 'strong_wolfe', got {line_search_fn!r}")
+        self.param_groups = [{
+            "params": items, "lr": _nonneg(name, "lr", lr), "max_iter": max_iter,
+            "max_eval": max_iter * 5 // 4 if max_eval is None else _count(name, "max_eval", max_eval, 1),
+            "tolerance_grad": _nonneg(name, "tolerance_grad", tolerance_grad),
+            "tolerance_change": _nonneg(name, "tolerance_change", tolerance_change),
+            "history_size": _count(name, "history_size", history_size, 1), "line_search_fn": line_search_fn}]
+        self.state: dict[str, Any] = {"func_evals": 0, "n_iter": 0}
+
+    @property
+    def lr(self) -> float:
+        """The learning rate (the step along d without a line search, the first trial step with one)."""
+        return self.param_groups[0]["lr"]
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self.param_groups[0]["lr"] = _nonneg("LBFGS", "lr", value)
+
+    def zero_grad(self) -> None:
+        """Reset every parameter's gradient: the node's own ``reset_grad()`` when it has one, else None."""
+        _zero_grad(self.params)
+
+    # -- the parameters as one flat vector ---------------------------------------------------------------------
+
+    def _flat_grad(self) -> np.ndarray:
+        parts = []
+        for i, p in enumerate(self.params):
+            g = np.zeros(np.size(p.data)) if p.grad is None else np.asarray(p.grad, dtype=np.float64).ravel()
+            if g.size != np.size(p.data):
+                raise ValueError(f"LBFGS.step: {_where(i, p)} has {np.size(p.data)} entries but a gradient of "
+                                 f"{g.size}")
+            if not fast.all_finite(g):
+                raise DomainError(f"LBFGS.step: the gradient of {_where(i, p)} is not finite ({_first_bad(g)}); "
+                                  "the parameters are left where the step started", "LBFGS.step", p.grad,
+                                  getattr(p, "label", None))
+            parts.append(g)
+        return np.concatenate(parts)
+
+    def _values(self) -> list[Any]:
+        return [np.array(p.data, copy=True) if isinstance(p.data, np.ndarray) else p.data for p in self.params]
+
+    def _set(self, values: list[Any]) -> None:
+        for p, v in zip(self.params, values, strict=True):
+            if isinstance(p.data, np.ndarray):
+                p.data[...] = v
+            else:
+                p.data = v
+
+    def _move(self, t: float, d: np.ndarray) -> None:
+        """theta <- theta + t * d, on every parameter in place."""
+        offset = 0
+        for p in self.params:
+            n = np.size(p.data)
+            step = t * d[offset:offset + n]
+            if isinstance(p.data, np.ndarray):
+                p.data[...] = p.data + step.reshape(p.data.shape).astype(p.data.dtype)
+            else:
+                p.data = float(p.data + step[0])
+            offset += n
+
+    def _loss(self, closure: Callable[[], Any]) -> float:
+        out = closure()
+        value = out.item() if hasattr(out, "item") else out
+        try:
+            value = float(value.data if hasattr(value, "data") else value)
+        except (TypeError, ValueError):
+            raise TypeError(f"LBFGS.step: the closure must return the loss, got {type(out).__name__}") from None
+        if not math.isfinite(value):
+            raise DomainError(f"LBFGS.step: the loss is {value} at the point tried; the parameters are left where "
+                              "the step started: lower lr or use line_search_fn='strong_wolfe'", "LBFGS.step", value)
+        return value
+
+    def _try(self, closure: Callable[[], Any], x0: list[Any], d: np.ndarray, t: float) -> tuple[float, np.ndarray]:
+        """The loss and gradient at x0 + t d; the parameters are put back at x0 afterwards."""
+        self._move(t, d)
+        f, g = self._loss(closure), self._flat_grad()
+        self._set(x0)
+        return f, g
+
+    def step(self, closure: Callable[[], Any]) -> float:
+        """Run up to ``max_iter`` L-BFGS iterations; ``closure()`` recomputes the loss and the gradients and returns
+        the loss. Returns the loss at the start of the step."""
+        if not callable(closure):
+            raise TypeError("LBFGS.step needs a closure: a function that zeroes the gradients, computes the loss, "
+                            "calls backward() and returns the loss (L-BFGS evaluates it several times per step)")
+        start, saved = self._values(), copy.deepcopy(self.state)
+        try:
+            return self._iterate(closure)
+        except DomainError:
+            self._set(start)
+            self.state = saved
+            raise
+
+    def _iterate(self, closure: Callable[[], Any]) -> float:
+        group, state = self.param_groups[0], self.state
+        lr, max_iter, max_eval = group["lr"], group["max_iter"], group["max_eval"]
+        tolerance_grad, tolerance_change = group["tolerance_grad"], group["tolerance_change"]
+        history_size = group["history_size"]
+
+        orig_loss = loss = self._loss(closure)
+        current_evals = 1
+        state["func_evals"] += 1
+        flat_grad = self._flat_grad()
+        if np.max(np.abs(flat_grad)) <= tolerance_grad:  # already optimal
+            return orig_loss
+
+        d, t = state.get("d"), state.get("t")
+        old_dirs, old_stps, ro = state.get("old_dirs"), state.get("old_stps"), state.get("ro")
+        H_diag, prev_flat_grad, prev_loss = state.get("H_diag"), state.get("prev_flat_grad"), state.get("prev_loss")
+        n_iter = 0
+        while n_iter < max_iter:
+            n_iter += 1
+            state["n_iter"] += 1
+            if state["n_iter"] == 1:  # the first direction is steepest descent
+                d = -flat_grad
+                old_dirs, old_stps, ro = [], [], []
+                H_diag = 1.0
+            else:
+                # remember the step s and the gradient change y (only when y.s > 0 keeps H positive definite)
+                y = flat_grad - prev_flat_grad
+                s = d * t
+                ys = float(y @ s)
+                if ys > 1e-10:
+                    if len(old_dirs) == history_size:
+                        old_dirs.pop(0)
+                        old_stps.pop(0)
+                        ro.pop(0)
+                    old_dirs.append(y)
+                    old_stps.append(s)
+                    ro.append(1.0 / ys)
+                    H_diag = ys / float(y @ y)
+                # the two-loop recursion: d = -H g with H the L-BFGS inverse-Hessian estimate
+                al = state.setdefault("al", [0.0] * history_size)
+                q = -flat_grad
+                for i in range(len(old_dirs) - 1, -1, -1):
+                    al[i] = float(old_stps[i] @ q) * ro[i]
+                    q = q - al[i] * old_dirs[i]
+                d = r = q * H_diag
+                for i in range(len(old_dirs)):
+                    be_i = float(old_dirs[i] @ r) * ro[i]
+                    r += (al[i] - be_i) * old_stps[i]
+            prev_flat_grad = flat_grad.copy()
+            prev_loss = loss
+            t = min(1.0, 1.0 / float(np.sum(np.abs(flat_grad)))) * lr if state["n_iter"] == 1 else lr
+            gtd = float(flat_grad @ d)  # the slope along d
+            if gtd > -tolerance_change:  # d is not a descent direction any more
+                break
+            evals = 0
+            if group["line_search_fn"] == "strong_wolfe":
+                evaluate = functools.partial(self._try, closure, self._values(), d)
+                loss, flat_grad, t, evals = _strong_wolfe(evaluate, t, d, loss, flat_grad, gtd,
+                                                          max_ls=max_eval - current_evals)
+                self._move(t, d)
+                opt_cond = np.max(np.abs(flat_grad)) <= tolerance_grad
+            else:
+                self._move(t, d)
+                opt_cond = False
+                if n_iter != max_iter:  # the last iteration's loss is left to the next step
+                    loss = self._loss(closure)
+                    flat_grad = self._flat_grad()
+                    opt_cond = np.max(np.abs(flat_grad)) <= tolerance_grad
+                    evals = 1
+            current_evals += evals
+            state["func_evals"] += evals
+            if n_iter == max_iter or current_evals >= max_eval or opt_cond:
+                break
+            if np.max(np.abs(d * t)) <= tolerance_change or abs(loss - prev_loss) < tolerance_change:
+                break
+        state.update(d=d, t=t, old_dirs=old_dirs, old_stps=old_stps, ro=ro, H_diag=H_diag,
+                     prev_flat_grad=prev_flat_grad, prev_loss=prev_loss)
+        return orig_loss
+
+    def state_dict(self) -> dict[str, Any]:
+        """A deep copy of the settings and the curvature history (``load_state_dict`` restores it)."""
+        group = {k: v for k, v in self.param_groups[0].items() if k != "params"}
+        return {"optimizer": "LBFGS", "param_groups": [copy.deepcopy(group)], "state": copy.deepcopy(self.state)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore what ``state_dict()`` returned, for parameters of the same total size."""
+        if state_dict.get("optimizer") != "LBFGS":
+            raise ValueError(f"LBFGS.load_state_dict: the state belongs to {state_dict.get('optimizer')!r}")
+        size = sum(np.size(p.data) for p in self.params)
+        d = state_dict["state"].get("d")
+        if d is not None and np.size(d) != size:
+            raise ValueError(f"LBFGS.load_state_dict: the state is for {np.size(d)} entries, these parameters have "
+                             f"{size}")
+        self.param_groups[0].update(copy.deepcopy(state_dict["param_groups"][0]))
+        self.state = copy.deepcopy(state_dict["state"])
+
+    def __repr__(self) -> str:
+        g = self.param_groups[0]
+        return (f"LBFGS({len(self.params)} parameters, lr={g['lr']!r}, max_iter={g['max_iter']}, "
+                f"history_size={g['history_size']}, line_search_fn={g['line_search_fn']!r})")
