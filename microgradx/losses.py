@@ -72,6 +72,10 @@ def _along_classes(v: np.ndarray, ndim: int) -> np.ndarray:
     return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
+def _one_hot(labels: np.ndarray, z: np.ndarray) -> np.ndarray:
+    return (_along_classes(np.arange(z.shape[1]), z.ndim) == labels[:, None]).astype(z.dtype)
+
+
 def _weights(name: str, weight: Any, z: np.ndarray) -> np.ndarray | None:
     if weight is None:
         return None
@@ -85,8 +89,9 @@ def _weights(name: str, weight: Any, z: np.ndarray) -> np.ndarray | None:
 
 
 def _class_targets(name: str, z: np.ndarray, y: np.ndarray, w: np.ndarray | None, ignore_index: int | None,
-                   eps: float, reduction: str) -> tuple[np.ndarray | None, float]:
-    """(q, divisor of "mean") for class-index targets; q is None in the plain case (one-hot, built lazily)."""
+                   eps: float, reduction: str) -> tuple[np.ndarray | None, float, np.ndarray]:
+    """(q, divisor of "mean", the labels in native byte order) for class-index targets; q is None in the plain
+    case (the one-hot q is built by the row)."""
     if y.dtype.kind not in "iu":
         raise TypeError(f"{name}: labels must be integer class indices (or float probabilities of the logits' "
                         f"shape for cross_entropy), got dtype {y.dtype}")
@@ -105,7 +110,7 @@ def _class_targets(name: str, z: np.ndarray, y: np.ndarray, w: np.ndarray | None
         raise ShapeError(f"{name}: label {bad} is not a class index in [0, {c}) for logits of shape {z.shape}"
                          + (f" (nor the ignore_index {ignore_index})" if ignore_index is not None else ""))
     if keep is None and w is None and eps == 0:
-        return None, float(max(y.size, 1))
+        return None, float(max(y.size, 1)), y
     kept = np.ones(y.shape, dtype=z.dtype) if keep is None else keep.astype(z.dtype)
     w_all = np.ones(c, dtype=z.dtype) if w is None else w
     wy = w_all[yk] * kept  # each position's weight; 0 where ignored
@@ -115,9 +120,8 @@ def _class_targets(name: str, z: np.ndarray, y: np.ndarray, w: np.ndarray | None
                 else "the weights of the targets' classes sum to 0")
         raise LossError(f"{name}: the mean over the targets is 0/0: {what} (PyTorch returns nan); use "
                         "reduction='sum' or keep some targets")
-    onehot = (_along_classes(np.arange(c), z.ndim) == yk[:, None]).astype(z.dtype)
-    q = (1 - eps) * wy[:, None] * onehot + (eps / c) * _along_classes(w_all, z.ndim) * kept[:, None]
-    return q, divisor
+    q = (1 - eps) * wy[:, None] * _one_hot(yk, z) + (eps / c) * _along_classes(w_all, z.ndim) * kept[:, None]
+    return q, divisor, y
 
 
 def _probability_targets(name: str, z: np.ndarray, t: np.ndarray, w: np.ndarray | None, ignore_index: int | None,
@@ -142,7 +146,7 @@ def _probability_targets(name: str, z: np.ndarray, t: np.ndarray, w: np.ndarray 
 
 
 def _targets(name: str, logits: Tensor, target: Any, weight: Any, ignore_index: int | None,
-             label_smoothing: float, reduction: str, probabilities: bool) -> tuple[np.ndarray | None, float, Any]:
+             label_smoothing: float, reduction: str) -> tuple[np.ndarray | None, float, Any]:
     z = logits.data
     _class_axis(name, z)
     y = target.data if isinstance(target, Tensor) else target
@@ -151,13 +155,12 @@ def _targets(name: str, logits: Tensor, target: Any, weight: Any, ignore_index: 
     if not 0 <= label_smoothing <= 1:
         raise ValueError(f"{name}: label_smoothing must be in [0, 1], got {label_smoothing!r}")
     w = _weights(name, weight, z)
-    if y.dtype.kind == "f" and probabilities and y.shape == z.shape:
+    if y.dtype.kind == "f" and y.shape == z.shape:
         if isinstance(target, Tensor) and target.requires_grad:
             raise LossError(f"{name}: probability targets take no gradient here; pass target.data (or use kl_div)")
         q, divisor = _probability_targets(name, z, y, w, ignore_index, label_smoothing)
         return q, divisor, None
-    q, divisor = _class_targets(name, z, y, w, ignore_index, label_smoothing, reduction)
-    return q, divisor, (y.astype(y.dtype.newbyteorder("=")) if not y.dtype.isnative else y)
+    return _class_targets(name, z, y, w, ignore_index, label_smoothing, reduction)
 
 
 def cross_entropy(logits: Tensor, labels: Any, weight: Any = None, *, ignore_index: int | None = None,
@@ -177,12 +180,8 @@ def cross_entropy(logits: Tensor, labels: Any, weight: Any = None, *, ignore_ind
     """
     name = "cross_entropy"
     reduction = _reduction(name, reduction)
-    q, divisor, labels = _targets(name, logits, labels, weight, ignore_index, label_smoothing, reduction, True)
+    q, divisor, labels = _targets(name, logits, labels, weight, ignore_index, label_smoothing, reduction)
     return node(CROSS_ENTROPY, (logits,), {"labels": labels, "q": q, "divisor": divisor, "reduction": reduction})
-
-
-def _one_hot(labels: np.ndarray, z: np.ndarray) -> np.ndarray:
-    return (_along_classes(np.arange(z.shape[1]), z.ndim) == labels[:, None]).astype(z.dtype)
 
 
 def _per_position(x: np.ndarray, reduction: str, divisor: float) -> np.ndarray:
@@ -206,8 +205,9 @@ def _cross_entropy_forward(z: np.ndarray, *, labels: np.ndarray | None, q: np.nd
 
 def _spread(g: np.ndarray, reduction: str, divisor: float) -> np.ndarray:
     """The upstream gradient of each position, shaped to broadcast along the class axis."""
-    g = g if reduction == "none" else g / divisor if reduction == "mean" else g
-    return g[:, None] if reduction == "none" else g
+    if reduction == "none":
+        return g[:, None]
+    return g / divisor if reduction == "mean" else g
 
 
 def _cross_entropy_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
@@ -262,7 +262,7 @@ def nll_loss(log_probs: Tensor, labels: Any, weight: Any = None, *, ignore_index
     z = log_probs.data
     _class_axis(name, z, "log_probs")
     y = np.asarray(labels.data if isinstance(labels, Tensor) else labels)
-    q, divisor = _class_targets(name, z, y, _weights(name, weight, z), ignore_index, 0.0, reduction)
+    q, divisor, y = _class_targets(name, z, y, _weights(name, weight, z), ignore_index, 0.0, reduction)
     per = -(log_probs * (_one_hot(y, z) if q is None else q)).sum(axis=1)
     if reduction == "mean":
         return per.sum() / divisor

@@ -55,10 +55,8 @@ SETTINGS = [
 ]
 
 
-def ours_path(f, x0, kwargs, steps):
-    x = Tensor(x0.copy())
-    opt = optim.LBFGS([x], **kwargs)
-
+def lbfgs_path(x, opt, f, steps):
+    """The iterates of ``steps`` closure steps of ``opt`` on f(x): the same loop for either library."""
     def closure():
         opt.zero_grad()
         loss = f(x)
@@ -68,25 +66,18 @@ def ours_path(f, x0, kwargs, steps):
     path = []
     for _ in range(steps):
         opt.step(closure)
-        path.append(x.data.copy())
+        path.append(np.array(x.data if isinstance(x, Tensor) else x.detach().numpy(), copy=True))
     return np.array(path), opt
+
+
+def ours_path(f, x0, kwargs, steps):
+    x = Tensor(x0.copy())
+    return lbfgs_path(x, optim.LBFGS([x], **kwargs), f, steps)
 
 
 def torch_path(torch, f, x0, kwargs, steps):
     x = torch.tensor(x0.copy(), requires_grad=True)
-    opt = torch.optim.LBFGS([x], **kwargs)
-
-    def closure():
-        opt.zero_grad()
-        loss = f(x)
-        loss.backward()
-        return loss
-
-    path = []
-    for _ in range(steps):
-        opt.step(closure)
-        path.append(x.detach().numpy().copy())
-    return np.array(path), opt
+    return lbfgs_path(x, torch.optim.LBFGS([x], **kwargs), f, steps)
 
 
 @pytest.mark.parametrize("problem", list(PROBLEMS))
