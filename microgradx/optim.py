@@ -205,6 +205,10 @@ class Optimizer(ABC, metaclass=_FinishesGroups):
 
     def _finish_groups(self) -> None:
         keys = self._group_keys()
+        missing = [k for k in keys if k != "lr" and not hasattr(self, k)]
+        if missing:
+            raise TypeError(f"{type(self).__name__}: the constructor arguments {missing} are not kept as attributes "
+                            "of the same name, where parameter groups and the update rule read them")
         self.defaults = {k: self._lr_default if k == "lr" else getattr(self, k) for k in keys}
         pending, self._pending = self._pending, []
         for group in pending:

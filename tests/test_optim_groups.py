@@ -272,3 +272,32 @@ def test_fit_trains_with_groups_a_rate_per_layer_and_no_decay_on_biases():
     assert h.lr == [0.3] * 5 + [0.15] * 5 + [0.075] * 5  # the first group's rate, epoch by epoch
     assert opt.param_groups[1]["lr"] == 0.05 * 0.125
     assert all(not np.array_equal(b, p.data) for b, p in zip(before, net.parameters(), strict=True))
+
+
+def test_an_optimizer_subclass_keeps_its_settings_as_attributes_or_is_told_so():
+    class Sign(optim.Optimizer):
+        """signSGD: theta <- theta - lr sign(g); its own setting is read per group like the built-in ones."""
+
+        def __init__(self, params, lr=0.1, scale=1.0):
+            super().__init__(params, lr)
+            self.scale = scale
+
+        def _update(self, g, theta, state):
+            return -self.lr * self.scale * np.sign(g)
+
+    a, b = P([1.0]), P([1.0])
+    opt = Sign([{"params": [a]}, {"params": [b], "scale": 3.0}], lr=0.5)
+    a.grad, b.grad = np.array([2.0]), np.array([-0.1])
+    opt.step()
+    assert (a.data[0], b.data[0]) == (0.5, 2.5)
+
+    class Forgetful(optim.Optimizer):
+        def __init__(self, params, lr=0.1, scale=1.0):
+            super().__init__(params, lr)
+            self.s = scale
+
+        def _update(self, g, theta, state):
+            return -self.lr * self.s * g
+
+    with pytest.raises(TypeError, match=r"Forgetful: the constructor arguments \['scale'\] are not kept as attributes"):
+        Forgetful([P([1.0])])
