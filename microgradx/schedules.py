@@ -1,7 +1,7 @@
 """Per-epoch training controllers: learning-rate schedules (the Unit 1 lecture's decay methods) and early stopping.
 
-A schedule sets ``optimizer.lr`` once per epoch; anything with a settable ``lr`` attribute works, and a schedule
-built with ``lr0`` and no optimizer simply computes the numbers.
+A schedule sets the rate of each of the optimizer's parameter groups (``optimizer.lr`` on anything else with a
+settable ``lr``) once per epoch; a schedule built with ``lr0`` and no optimizer simply computes the numbers.
 """
 
 from __future__ import annotations
