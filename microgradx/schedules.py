@@ -1,7 +1,7 @@
 """Per-epoch training controllers: learning-rate schedules (the Unit 1 lecture's decay methods) and early stopping.
 
-A schedule sets ``optimizer.lr`` once per epoch; anything with a settable ``lr`` attribute works, and a schedule
-built with ``lr0`` and no optimizer simply computes the numbers.
+A schedule sets the rate of each of the optimizer's parameter groups (``optimizer.lr`` on anything else with a
+settable ``lr``) once per epoch; a schedule built with ``lr0`` and no optimizer simply computes the numbers.
 """
 
 from __future__ import annotations
@@ -37,28 +37,49 @@ def _improves(mode: str, current: float, reference: float, min_delta: float) -> 
     return current < reference - min_delta if mode == "min" else current > reference + min_delta
 
 
+def _groups(optimizer: Any) -> list[dict[str, Any]] | None:
+    """The optimizer's parameter groups (each with its own "lr"), or None for an object with a plain ``lr``."""
+    groups = getattr(optimizer, "param_groups", None)
+    return groups if isinstance(groups, list) and groups else None
+
+
 class Schedule(ABC):
     """A learning rate given by a formula of the epoch number t = 0, 1, 2, ...: ``lr_at(t)``.
 
     Built on an optimizer it sets ``optimizer.lr = lr_at(0)`` at once and ``lr_at(t)`` at each ``step()``, which
     is called once at the end of every epoch, so epoch t trains with lr_at(t). ``lr0`` defaults to the
-    optimizer's learning rate.
+    optimizer's learning rate. On an optimizer with parameter groups each group follows the formula from its
+    own starting rate, as in PyTorch (a StepDecay halves every group's rate); schedules whose rates are given
+    outright (``ManualSchedule``, ``OneCycleLR``, ``CyclicLR``) give every group the same rate, as PyTorch's
+    do for one ``max_lr``.
     """
+
+    _absolute = False  # True: the formula gives the rate itself, not a curve drawn from a starting rate
 
     def __init__(self, optimizer: Any = None, *, lr0: float | None = None) -> None:
         name = type(self).__name__
+        groups = _groups(optimizer)
         if lr0 is None:
             if optimizer is None:
                 raise ValueError(f"{name}: give an optimizer or lr0")
             lr0 = optimizer.lr
+        elif groups and len(groups) > 1 and not self._absolute:
+            raise ValueError(f"{name}: the optimizer has {len(groups)} parameter groups, each starting from its "
+                             "own rate; leave lr0 out (set the rates in the groups)")
         self.lr0 = _nonneg(name, "lr0", lr0)
+        # each group's starting rate (PyTorch's "initial_lr")
+        self.base_lrs = [self.lr0] if groups is None or self._absolute else [g["lr"] for g in groups]
         self.optimizer = optimizer
         self.epoch = 0
         self._apply()
 
     @abstractmethod
+    def _rate(self, epoch: int, lr0: float) -> float:
+        """The learning rate of epoch ``epoch`` for a group whose starting rate is ``lr0``."""
+
     def lr_at(self, epoch: int) -> float:
-        """The learning rate of epoch ``epoch``."""
+        """The learning rate of epoch ``epoch`` (of the first group)."""
+        return self._rate(epoch, self.lr0)
 
     @property
     def lr(self) -> float:
@@ -72,7 +93,11 @@ class Schedule(ABC):
 
     def _apply(self) -> float:
         lr = self.lr
-        if self.optimizer is not None:
+        groups = _groups(self.optimizer)
+        if groups is not None and not self._absolute:
+            for group, base in zip(groups, self.base_lrs, strict=True):
+                group["lr"] = self._rate(self.epoch, base)
+        elif self.optimizer is not None:
             self.optimizer.lr = lr
         return lr
 
@@ -91,8 +116,8 @@ class ExponentialDecay(Schedule):
         self.k = _nonneg("ExponentialDecay", "k", k)
         super().__init__(optimizer, lr0=lr0)
 
-    def lr_at(self, epoch: int) -> float:
-        return self.lr0 * math.exp(-self.k * epoch)
+    def _rate(self, epoch: int, lr0: float) -> float:
+        return lr0 * math.exp(-self.k * epoch)
 
 
 class InverseTimeDecay(Schedule):
@@ -106,8 +131,8 @@ class InverseTimeDecay(Schedule):
         self.k = _nonneg("InverseTimeDecay", "k", k)
         super().__init__(optimizer, lr0=lr0)
 
-    def lr_at(self, epoch: int) -> float:
-        return self.lr0 / (1 + self.k * epoch)
+    def _rate(self, epoch: int, lr0: float) -> float:
+        return lr0 / (1 + self.k * epoch)
 
 
 class StepDecay(Schedule):
@@ -124,8 +149,8 @@ class StepDecay(Schedule):
         self.every = _count("StepDecay", "every", every, 1)
         super().__init__(optimizer, lr0=lr0)
 
-    def lr_at(self, epoch: int) -> float:
-        return self.lr0 * self.factor ** (epoch // self.every)
+    def _rate(self, epoch: int, lr0: float) -> float:
+        return lr0 * self.factor ** (epoch // self.every)
 
 
 class ManualSchedule(Schedule):
@@ -139,6 +164,8 @@ class ManualSchedule(Schedule):
     0.02
     """
 
+    _absolute = True
+
     def __init__(self, optimizer: Any = None, *, lrs: Sequence[float] | Callable[[int], float]) -> None:
         if callable(lrs):
             self.lrs: Sequence[float] | Callable[[int], float] = lrs
@@ -146,9 +173,9 @@ class ManualSchedule(Schedule):
             self.lrs = [_nonneg("ManualSchedule", f"lrs[{i}]", x) for i, x in enumerate(lrs)]
             if not self.lrs:
                 raise ValueError("ManualSchedule: lrs is an empty list")
-        super().__init__(optimizer, lr0=self.lr_at(0))
+        super().__init__(optimizer, lr0=self._rate(0, 0.0))
 
-    def lr_at(self, epoch: int) -> float:
+    def _rate(self, epoch: int, lr0: float) -> float:
         if callable(self.lrs):
             return _nonneg("ManualSchedule", f"lrs({epoch})", self.lrs(epoch))
         return self.lrs[min(epoch, len(self.lrs) - 1)]
@@ -184,9 +211,9 @@ class MultiStepLR(Schedule):
         self.gamma = _nonneg(name, "gamma", gamma)
         super().__init__(optimizer, lr0=lr0)
 
-    def lr_at(self, epoch: int) -> float:
+    def _rate(self, epoch: int, lr0: float) -> float:
         # a milestone listed twice counts twice, as in PyTorch
-        return self.lr0 * self.gamma ** bisect.bisect_right(self.milestones, epoch)
+        return lr0 * self.gamma ** bisect.bisect_right(self.milestones, epoch)
 
 
 class LinearLR(Schedule):
@@ -209,9 +236,9 @@ class LinearLR(Schedule):
         self.total_iters = _count(name, "total_iters", total_iters, 1)
         super().__init__(optimizer, lr0=lr0)
 
-    def lr_at(self, epoch: int) -> float:
+    def _rate(self, epoch: int, lr0: float) -> float:
         pct = min(epoch, self.total_iters) / self.total_iters
-        return self.lr0 * _linear(self.start_factor, self.end_factor, pct)
+        return lr0 * _linear(self.start_factor, self.end_factor, pct)
 
 
 class LambdaLR(Schedule):
@@ -230,8 +257,8 @@ class LambdaLR(Schedule):
         self.lr_lambda = lr_lambda
         super().__init__(optimizer, lr0=lr0)
 
-    def lr_at(self, epoch: int) -> float:
-        return self.lr0 * _nonneg("LambdaLR", f"lr_lambda({epoch})", self.lr_lambda(epoch))
+    def _rate(self, epoch: int, lr0: float) -> float:
+        return lr0 * _nonneg("LambdaLR", f"lr_lambda({epoch})", self.lr_lambda(epoch))
 
 
 class CosineAnnealingLR(Schedule):
@@ -250,8 +277,8 @@ class CosineAnnealingLR(Schedule):
         self.eta_min = _nonneg("CosineAnnealingLR", "eta_min", eta_min)
         super().__init__(optimizer, lr0=lr0)
 
-    def lr_at(self, epoch: int) -> float:
-        return _cosine(self.lr0, self.eta_min, epoch / self.T_max)
+    def _rate(self, epoch: int, lr0: float) -> float:
+        return _cosine(lr0, self.eta_min, epoch / self.T_max)
 
 
 class CosineAnnealingWarmRestarts(Schedule):
@@ -271,14 +298,14 @@ class CosineAnnealingWarmRestarts(Schedule):
         self.eta_min = _nonneg(name, "eta_min", eta_min)
         super().__init__(optimizer, lr0=lr0)
 
-    def lr_at(self, epoch: int) -> float:
+    def _rate(self, epoch: int, lr0: float) -> float:
         t, period = epoch, self.T_0
         if self.T_mult == 1:
             t %= period
         else:  # the periods grow geometrically, so this loop runs about log(epoch) times
             while t >= period:
                 t, period = t - period, period * self.T_mult
-        return _cosine(self.lr0, self.eta_min, t / period)
+        return _cosine(lr0, self.eta_min, t / period)
 
 
 class OneCycleLR(Schedule):
@@ -295,6 +322,8 @@ class OneCycleLR(Schedule):
     >>> [round(s.lr_at(t), 12) for t in (0, 1, 2, 9)]
     [0.1, 0.55, 1.0, 0.05]
     """
+
+    _absolute = True
 
     def __init__(self, optimizer: Any = None, *, max_lr: float, total_steps: int, pct_start: float = 0.3,
                  anneal_strategy: str = "cos", div_factor: float = 25.0, final_div_factor: float = 1e4,
@@ -327,7 +356,7 @@ class OneCycleLR(Schedule):
                              "pct_start away from 0 and 1")
         super().__init__(optimizer, lr0=initial)
 
-    def lr_at(self, epoch: int) -> float:
+    def _rate(self, epoch: int, lr0: float) -> float:
         if epoch > self.total_steps:
             raise ValueError(f"OneCycleLR: epoch {epoch} is past total_steps={self.total_steps}; "
                              "build the schedule with total_steps >= the number of epochs")
@@ -358,6 +387,8 @@ class CyclicLR(Schedule):
         "exp_range": (lambda s, x: s.gamma ** x, "iterations"),
     }
 
+    _absolute = True
+
     def __init__(self, optimizer: Any = None, *, base_lr: float, max_lr: float, step_size_up: int = 2000,
                  step_size_down: int | None = None, mode: str = "triangular", gamma: float = 1.0,
                  scale_fn: Callable[[float], float] | None = None, scale_mode: str = "cycle") -> None:
@@ -382,7 +413,7 @@ class CyclicLR(Schedule):
         self.mode, self.scale_mode = mode, scale_mode
         super().__init__(optimizer, lr0=self.base_lr)
 
-    def lr_at(self, epoch: int) -> float:
+    def _rate(self, epoch: int, lr0: float) -> float:
         total = self.step_size_up + self.step_size_down
         cycle = math.floor(1 + epoch / total)
         x = 1.0 + epoch / total - cycle  # the position inside the cycle, in [0, 1)
@@ -409,13 +440,17 @@ class ReduceLROnPlateau:
     """
 
     def __init__(self, optimizer: Any = None, *, factor: float = 0.1, patience: int = 3, min_delta: float = 0.0,
-                 mode: str = "min", cooldown: int = 0, min_lr: float = 0.0, eps: float = 1e-8,
+                 mode: str = "min", cooldown: int = 0, min_lr: float | Sequence[float] = 0.0, eps: float = 1e-8,
                  lr0: float | None = None) -> None:
         name = "ReduceLROnPlateau"
+        groups = _groups(optimizer)
         if lr0 is None:
             if optimizer is None:
                 raise ValueError(f"{name}: give an optimizer or lr0")
             lr0 = optimizer.lr
+        elif groups and len(groups) > 1:
+            raise ValueError(f"{name}: the optimizer has {len(groups)} parameter groups, each starting from its "
+                             "own rate; leave lr0 out (set the rates in the groups)")
         self.factor = _nonneg(name, "factor", factor)
         if self.factor >= 1:
             raise ValueError(f"{name}: factor must be < 1, got {factor!r}")
@@ -423,16 +458,32 @@ class ReduceLROnPlateau:
         self.min_delta = _nonneg(name, "min_delta", min_delta)
         self.mode = _mode(name, mode, "")
         self.cooldown = _count(name, "cooldown", cooldown, 0)
-        self.min_lr = _nonneg(name, "min_lr", min_lr)
+        # one rate per parameter group (each reduced on its own, as PyTorch), one for a plain optimizer
+        self.lrs = [_nonneg(name, "lr0", lr0)] if groups is None else [g["lr"] for g in groups]
+        mins = list(min_lr) if isinstance(min_lr, Sequence) else [min_lr] * len(self.lrs)
+        if len(mins) != len(self.lrs):
+            raise ValueError(f"{name}: min_lr has {len(mins)} entries for {len(self.lrs)} parameter groups")
+        self.min_lrs = [_nonneg(name, f"min_lr[{k}]", m) for k, m in enumerate(mins)]
         self.eps = _nonneg(name, "eps", eps)
         self.optimizer = optimizer
-        self.lr = _nonneg(name, "lr0", lr0)
         self.best = math.inf if self.mode == "min" else -math.inf
         self.wait = 0
         self.cooldown_left = 0
         self.epoch = 0
-        if optimizer is not None:
-            optimizer.lr = self.lr
+        self._apply()
+
+    @property
+    def lr(self) -> float:
+        """The learning rate (of the first parameter group)."""
+        return self.lrs[0]
+
+    def _apply(self) -> None:
+        groups = _groups(self.optimizer)
+        if groups is not None:
+            for group, lr in zip(groups, self.lrs, strict=True):
+                group["lr"] = lr
+        elif self.optimizer is not None:
+            self.optimizer.lr = self.lr
 
     def step(self, metric: float | None = None) -> float:
         """End an epoch whose monitored value was ``metric``; return the learning rate for the next epoch."""
@@ -449,13 +500,13 @@ class ReduceLROnPlateau:
             self.cooldown_left -= 1
             self.wait = 0
         if self.wait >= self.patience:
-            new_lr = max(self.lr * self.factor, self.min_lr)
-            if self.lr - new_lr > self.eps:
-                self.lr = new_lr
+            for k, (lr, min_lr) in enumerate(zip(self.lrs, self.min_lrs, strict=True)):
+                new_lr = max(lr * self.factor, min_lr)
+                if lr - new_lr > self.eps:
+                    self.lrs[k] = new_lr
             self.cooldown_left = self.cooldown
             self.wait = 0
-        if self.optimizer is not None:
-            self.optimizer.lr = self.lr
+        self._apply()
         return self.lr
 
     def __repr__(self) -> str:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -233,9 +234,9 @@ def _loss_fn(loss: str | Callable[..., Tensor]) -> Callable[..., Tensor]:
         return loss
     from . import losses
 
-    if isinstance(loss, str) and loss in losses.__all__:
+    if isinstance(loss, str) and loss in losses.LOSSES:
         return getattr(losses, loss)
-    raise ValueError(f"fit: unknown loss {loss!r}; pass a function or one of {losses.__all__}")
+    raise ValueError(f"fit: unknown loss {loss!r}; pass a function or one of {list(losses.LOSSES)}")
 
 
 def make_optimizer(name: str, params: Iterable[Any], lr: float | None = None, **options: Any) -> Any:
@@ -392,8 +393,9 @@ def fit(model: Any, loss: str | Callable[..., Tensor], optimizer: Any, data: Any
     """Train ``model`` on ``data`` for ``epochs`` epochs of mini-batches; return the ``History``.
 
     - ``loss``: a function ``loss(outputs, targets) -> Tensor`` or a name in ``microgradx.losses``
-      ("cross_entropy", "mse", ...). ``optimizer``: an optimizer on ``model.parameters()``, or its name
-      (then built with its default rate by ``make_optimizer``).
+      ("cross_entropy", "mse", ...). ``optimizer``: an optimizer on ``model.parameters()`` (or on parameter
+      groups of them), or its name (then built with its default rate by ``make_optimizer``); an ``LBFGS`` is
+      stepped with a closure that recomputes the batch's loss (use it full batch: ``batch_size=None``).
     - ``data``: (X, y) arrays, cut into shuffled mini-batches of ``batch_size`` (None = full batch) in an
       order fixed by ``seed``; or a ``DataLoader`` (then ``batch_size`` must be None).
     - ``schedule``: a ``schedules`` object on the optimizer (``ExponentialDecay``, ``StepDecay``, ...), stepped
@@ -438,6 +440,9 @@ def fit(model: Any, loss: str | Callable[..., Tensor], optimizer: Any, data: Any
 
         schedule = ManualSchedule(optimizer, lrs=schedule)
     monitor = monitor or ("val_loss" if validation is not None else "loss")
+    from .optim import LBFGS
+
+    closure_step = isinstance(optimizer, LBFGS)
 
     history = History(label=label)
     for cb in callbacks:
@@ -459,7 +464,10 @@ def fit(model: Any, loss: str | Callable[..., Tensor], optimizer: Any, data: Any
                 out = model(xb)
                 value = loss_fn(out, _targets(out, yb))
                 value.backward()
-                optimizer.step()
+                if closure_step:  # L-BFGS evaluates the batch's loss several times per step
+                    optimizer.step(functools.partial(_batch_loss, model, loss_fn, optimizer, xb, yb))
+                else:
+                    optimizer.step()
                 lv = value.item()
                 run.add(lv, out.data, yb)
                 history.batch_loss.append(lv)
@@ -507,6 +515,15 @@ class TrainingInterrupted(KeyboardInterrupt):
         super().__init__(f"training interrupted after {history.epochs} finished epoch"
                          f"{'s' if history.epochs != 1 else ''}")
         self.history = history
+
+
+def _batch_loss(model: Any, loss_fn: Callable[..., Tensor], optimizer: Any, xb: Any, yb: Any) -> Tensor:
+    """The closure a closure-based optimizer (L-BFGS) calls: zero the gradients, the batch's loss, backward."""
+    optimizer.zero_grad()
+    out = model(xb)
+    value = loss_fn(out, _targets(out, yb))
+    value.backward()
+    return value
 
 
 def _wants_metric(schedule: Any) -> bool:

@@ -476,7 +476,7 @@ def test_cli_wine_csv_regression(tmp_path):
     (["--dataset", "csv", "--csv", "absent.csv"], "No such file"),
     (["--dataset", "moons", "--epochs", "0"], "--epochs must be a positive integer"),
     (["--dataset", "moons", "--hidden", "12,x"], "--hidden needs positive layer sizes"),
-    (["--dataset", "moons", "--optimizer", "lbfgs"], "unknown optimizer 'lbfgs'"),
+    (["--dataset", "moons", "--optimizer", "lion"], "unknown optimizer 'lion'"),
     (["--dataset", "moons", "--lr", "-1"], "lr must be >= 0"),
     (["--dataset", "moons", "--threads", "-1"], "--threads must be 0"),
 ])
