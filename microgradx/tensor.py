@@ -1372,19 +1372,25 @@ def _std_forward(X: np.ndarray, axis: Any = None, keepdims: bool = False, correc
 
 
 def _std_slope(res: tuple) -> np.ndarray:
-    """d std / d x = (x - mean) / (dof std): infinite where std is 0, which is refused (PyTorch gives nan)."""
+    """d std / d x = (x - mean) / (dof std)."""
     xc, axis, keepdims, dof, out = res
-    s = _expand(out, axis, keepdims)
-    if not np.all(s):
-        raise DomainError("std: the derivative of std is infinite where std is 0 (all entries equal along the "
-                          "axis); PyTorch would give nan. Use var, or add a small constant before std", "std", 0.0)
-    return xc / (dof * s)
+    return _over_norm(xc, dof * _expand(out, axis, keepdims))
+
+
+def _over_norm(x: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """x / n, and 0 where n is 0.
+
+    NOTE: a norm (and std, the norm of x - mean) has no derivative where it is 0; 0 is a subgradient there and
+    PyTorch's choice.
+    """
+    return np.divide(x, n, out=np.zeros_like(x), where=np.broadcast_to(n != 0, x.shape))
 
 
 STD = deftensorop("std", _std_forward,
                   lambda g, res, needs: (_expand(g, res[1], res[2]) * _std_slope(res),),
                   lambda res, t: (_std_slope(res) * t[0]).sum(axis=res[1], keepdims=res[2]),
-                  "the square root of var; the vjp is (x - mean) g / ((n - correction) std)", checks_output=True)
+                  "the square root of var; the vjp is (x - mean) g / ((n - correction) std), 0 where std is 0 (as "
+                  "PyTorch)", checks_output=True)
 
 
 def _norm_forward(X: np.ndarray, axis: Any = None, keepdims: bool = False) -> tuple:
@@ -1394,9 +1400,7 @@ def _norm_forward(X: np.ndarray, axis: Any = None, keepdims: bool = False) -> tu
 
 def _norm_slope(res: tuple) -> np.ndarray:
     X, axis, keepdims, out = res
-    n = _expand(out, axis, keepdims)
-    # NOTE: at the zero vector the 2-norm has no derivative; its subgradient 0 is PyTorch's choice.
-    return np.divide(X, n, out=np.zeros_like(X), where=np.broadcast_to(n != 0, X.shape))
+    return _over_norm(X, _expand(out, axis, keepdims))
 
 
 NORM = deftensorop("norm", _norm_forward,
@@ -1792,7 +1796,7 @@ class _TorchMethods:
     def std(self: Tensor, axis: int | tuple[int, ...] | None = None, keepdims: bool = False, *,
             correction: float | None = None, ddof: float | None = None) -> Tensor:
         """Standard deviation, the square root of ``var`` (same arguments; ``correction`` defaults to 1, as
-        PyTorch). Its gradient is refused where std is 0, where it is infinite.
+        PyTorch). Where std is 0 (all entries equal) it has no derivative; its gradient there is 0, as PyTorch.
 
         >>> Tensor([1.0, 3.0]).std().item() == math.sqrt(2.0)
         True
@@ -1978,6 +1982,12 @@ def _arg(name: str, fn: Callable[..., Any], x: Tensor, axis: Any, keepdims: bool
     return np.asarray(fn(x.data, axis=axis, keepdims=keepdims))
 
 
+def _no_item_assignment(self: Tensor, index: Any, values: Any) -> None:
+    raise TypeError(f"{_describe(self)}[{index!r}] = ...: a Tensor is a graph node and is not changed in place; "
+                    "x.index_put(index, values) returns the changed copy as a new node (accumulate=True for +=)")
+
+
+Tensor.__setitem__ = _no_item_assignment  # type: ignore[method-assign]
 for _name, _fn in vars(_TorchMethods).items():
     if callable(_fn) and not _name.startswith("__"):
         _fn.__qualname__ = f"Tensor.{_name}"

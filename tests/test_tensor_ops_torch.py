@@ -381,6 +381,7 @@ ERRORS = [
     (lambda: X.scatter_add(1, np.zeros((2, 2), int), np.ones((2, 3))), ShapeError,
      r"scatter_add: src of shape \(2, 3\) differs from index of shape \(2, 2\)"),
     (lambda: (X * 1.0).requires_grad_(False), MicrogradxError, "requires_grad_"),
+    (lambda: X.__setitem__(0, 1.0), TypeError, r"x\[0\] = \.\.\.: a Tensor is a graph node .* x\.index_put"),
     (lambda: Tensor([1e200, 1e200]).prod(), mgx.DomainError, "prod.* gives inf"),
     (lambda: Tensor([1.0, -2.0], label="neg").log1p(), mgx.DomainError, r"log1p\(neg\): log1p needs x > -1, got -2.0"),
 ]
@@ -392,9 +393,41 @@ def test_bad_input_is_refused_naming_the_op_and_the_value(call, error, match):
         call()
 
 
-def test_std_of_equal_entries_refuses_its_infinite_gradient():
+def test_std_of_equal_entries_has_gradient_zero_as_pytorch():
     x = Tensor([[1.0, 1.0], [1.0, 2.0]], label="x")
     s = x.std(axis=1)
-    assert s.data.tolist() == [0.0, pytest.approx(math.sqrt(0.5))]   # the value is fine
-    with pytest.raises(mgx.DomainError, match="std: the derivative of std is infinite where std is 0"):
-        s.sum().backward()
+    assert s.data.tolist() == [0.0, pytest.approx(math.sqrt(0.5))]
+    s.sum().backward()
+    assert x.grad[0].tolist() == [0.0, 0.0]                    # the first row's std has no derivative: 0
+    assert x.grad[1].tolist() == pytest.approx([-math.sqrt(0.5), math.sqrt(0.5)], rel=1e-14)
+
+
+def test_std_and_norm_at_their_kinks_match_pytorch():
+    torch = _torch()
+    a = np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [1.0, 2.0, 4.0]])
+    for build, torch_build in ((lambda t: t.std(axis=1), lambda t: t.std(dim=1)),
+                               (lambda t: t.norm(axis=1), lambda t: t.norm(dim=1))):
+        x, p = Tensor(a), torch.tensor(a, requires_grad=True)
+        build(x).sum().backward()
+        torch_build(p).sum().backward()
+        np.testing.assert_allclose(x.grad, p.grad.numpy(), rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_float32_stays_float32(name):
+    build, _, arrays, rng = _case(name)
+    ts = [Tensor(a.astype(np.float32)) for a in arrays]
+    out = build(*ts)
+    assert out.dtype == np.float32
+    out.backward(rng.normal(size=out.shape).astype(np.float32))
+    assert all(t.grad.dtype == np.float32 for t in ts)
+
+
+def test_a_layer_evaluated_under_no_grad_gives_data():
+    from microgradx import nn
+
+    net = nn.Sequential(nn.Linear(3, 2, rng=0), nn.GELU(), nn.Linear(2, 1, rng=1))
+    with mgx.no_grad():
+        y = net(np.ones((4, 3), np.float32))
+    assert not y.requires_grad and y.parents == ()
+    assert net(np.ones((4, 3), np.float32)).requires_grad
