@@ -221,7 +221,7 @@ class Tensor:
         """
         if not self.requires_grad:
             raise MicrogradxError(f"backward: {_describe(self)} does not require a gradient (it was computed "
-                                  "from tensors with requires_grad=False only)")
+                                  "from tensors with requires_grad=False only, or inside no_grad())")
         if seed is None:
             if self.data.size != 1:
                 raise ShapeError(f"backward: {_describe(self)} of shape {self.data.shape} is not a scalar; "
