@@ -14,7 +14,7 @@ import numpy as np
 from . import functional as F
 from . import init as _init
 from .fast import weight_layout
-from .ops import OPS, Op
+from .ops import OPS, Op, gelu_row
 from .tensor import FUSABLE_ACTIVATIONS, ShapeError, Tensor, as_tensor, concatenate, linear, node
 
 __all__ = [
@@ -289,7 +289,26 @@ Tanh = _named("Tanh", "tanh")
 Sigmoid = _named("Sigmoid", "sigmoid")
 LeakyReLU = _named("LeakyReLU", "leaky_relu")
 ELU = _named("ELU", "elu")
-GELU = _named("GELU", "gelu")
+
+
+class GELU(Activation):
+    """Layer GELU(approximate="none"): the op table's exact ``gelu`` row, x Phi(x), as PyTorch's default;
+    ``GELU(approximate="tanh")`` is the ``gelu_tanh`` row.
+
+    >>> round(GELU()(Tensor([1.0])).item(), 6), round(GELU(approximate="tanh")(Tensor([1.0])).item(), 6)
+    (0.841345, 0.841192)
+    """
+
+    row = OPS["gelu"]
+
+    def __init__(self, approximate: str = "none") -> None:
+        Activation.__init__(self, gelu_row(approximate))
+        self.approximate = approximate
+
+    def extra_repr(self) -> str:
+        return "" if self.approximate == "none" else f"approximate={self.approximate!r}"
+
+
 Swish = _named("Swish", "swish")
 SiLU = Swish
 Softplus = _named("Softplus", "softplus")

@@ -15,7 +15,7 @@ from typing import Any
 __all__ = [
     "OPS", "Op", "Domain", "DomainError", "DivisionByZeroError", "MicrogradxError",
     "FLOAT", "numpy_math", "sympy_math", "REAL", "POSITIVE", "NONNEG", "NONZERO", "method_names",
-    "Primitive", "PRIMITIVES", "namespace", "operator_rows", "operator_roles", "op_error",
+    "Primitive", "PRIMITIVES", "namespace", "operator_rows", "operator_roles", "op_error", "GELU_FORMS", "gelu_row",
 ]
 
 
@@ -108,11 +108,24 @@ def _numpy_sigmoid(np: Any) -> Callable[..., Any]:
     return sigmoid
 
 
+def _numpy_erf(np: Any) -> Callable[..., Any]:
+    # NOTE: NumPy has no erf; SciPy's (a dependency of scikit-learn, so always installed) is imported on first
+    # use, so that ``import microgradx`` stays fast.
+    def erf(x: Any) -> Any:
+        from scipy.special import erf as scipy_erf
+
+        return scipy_erf(x)
+    return erf
+
+
 PRIMITIVES: tuple[Primitive, ...] = (
     Primitive("exp", math.exp, lambda np: np.exp, lambda sp: sp.exp, row="exp"),
-    Primitive("expm1", math.expm1, lambda np: np.expm1, lambda sp: lambda x: sp.exp(x) - 1,
-              on_node=lambda F, x: F.exp(x) - 1.0),
+    Primitive("expm1", math.expm1, lambda np: np.expm1, lambda sp: lambda x: sp.exp(x) - 1, row="expm1"),
     Primitive("log", math.log, lambda np: np.log, lambda sp: sp.log, row="log"),
+    Primitive("log1p", math.log1p, lambda np: np.log1p, lambda sp: lambda x: sp.log(1 + x), row="log1p"),
+    Primitive("erf", math.erf, _numpy_erf, lambda sp: sp.erf, row="erf"),
+    # NOTE: sign(0) = 0, as NumPy, SymPy and PyTorch.
+    Primitive("sign", lambda x: float((x > 0) - (x < 0)), lambda np: np.sign, lambda sp: sp.sign, row="sign"),
     Primitive("sqrt", math.sqrt, lambda np: np.sqrt, lambda sp: sp.sqrt, row="sqrt"),
     Primitive("sin", math.sin, lambda np: np.sin, lambda sp: sp.sin, row="sin"),
     Primitive("cos", math.cos, lambda np: np.cos, lambda sp: sp.cos, row="cos"),
@@ -374,6 +387,17 @@ SINH = defop("sinh", 1, lambda F, x: F.sinh(x), lambda F, out, x: (F.cosh(x),), 
              "hyperbolic sine")
 COSH = defop("cosh", 1, lambda F, x: F.cosh(x), lambda F, out, x: (F.sinh(x),), "cosh", "cosh({0})",
              "hyperbolic cosine")
+_SQRT_HALF = math.sqrt(0.5)
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+LOG1P = defop("log1p", 1, lambda F, x: F.log1p(x), lambda F, out, x: (1.0 / (1.0 + x),), "log1p", "log1p({0})",
+              "log(1 + x), accurate for small x", domain=(Domain("> -1", lo=-1.0),))
+EXPM1 = defop("expm1", 1, lambda F, x: F.expm1(x), lambda F, out, x: (out + 1.0,), "expm1", "expm1({0})",
+              "e ** x - 1, accurate for small x")
+ERF = defop("erf", 1, lambda F, x: F.erf(x), lambda F, out, x: (_TWO_OVER_SQRT_PI * F.exp(-x * x),),
+            "erf", "erf({0})", "the error function, 2/sqrt(pi) times the integral of e**(-t**2) from 0 to x")
+SIGN = defop("sign", 1, lambda F, x: F.sign(x), lambda F, out, x: (0.0,), "sign", "sign({0})",
+             "-1, 0 or 1: its derivative is 0, so it cannot train", kink=_dist0,
+             subgradient="sign'(0) := 0, as PyTorch (the jump has no derivative)", bounded=True)
 SIGMOID = defop("sigmoid", 1, lambda F, x, a: F.sigmoid(a * x), lambda F, out, x, a: (a * out * (1.0 - out),),
                 "sigmoid", "sigmoid({0}{pa})", "1 / (1 + e**(-a*x)), slope a (Slettevold's thesis eq. 3)",
                 param="a", default=1.0)
@@ -424,8 +448,31 @@ def _gelu_partials(F, out, x):
     return (0.5 * (1.0 + t) + 0.5 * xs * (1.0 - t * t) * _GELU_C * (1.0 + 3 * 0.044715 * xs * xs),)
 
 
-GELU = defop("gelu", 1, _gelu_forward, _gelu_partials, "gelu", "gelu({0})",
-             "0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x**3))), the tanh form")
+GELU_TANH = defop("gelu_tanh", 1, _gelu_forward, _gelu_partials, "gelu_tanh", "gelu_tanh({0})",
+                  "0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x**3))), the tanh form (PyTorch's approximate='tanh')")
+_SQRT_2PI = math.sqrt(2.0 * math.pi)
+
+
+def _gelu_exact_partials(F, out, x):
+    # Phi(x) + x phi(x), Phi and phi the standard normal CDF and density.
+    # NOTE: for |x| >= 40, x phi(x) is below the smallest float (e**-800); taking it at 0 there keeps x*x from
+    # overflowing (a Value node would refuse the inf).
+    xs = F.where(F.abs(x) < 40.0, x, 0.0)
+    return (0.5 * (1.0 + F.erf(x * _SQRT_HALF)) + xs * F.exp(-0.5 * xs * xs) / _SQRT_2PI,)
+
+
+GELU = defop("gelu", 1, lambda F, x: 0.5 * x * (1.0 + F.erf(x * _SQRT_HALF)), _gelu_exact_partials,
+             "gelu", "gelu({0})", "x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), the exact form (PyTorch's default)")
+# The spellings of PyTorch's ``approximate=`` argument, read by x.gelu(approximate=...) and nn.GELU.
+GELU_FORMS = {"none": GELU, "tanh": GELU_TANH}
+
+
+def gelu_row(approximate: str = "none") -> Op:
+    """The gelu row for PyTorch's ``approximate`` spelling: ``gelu_row("tanh").name == "gelu_tanh"``."""
+    row = GELU_FORMS.get(approximate) if isinstance(approximate, str) else None
+    if row is None:
+        raise ValueError(f"gelu: approximate must be one of {sorted(GELU_FORMS)}, got {approximate!r}")
+    return row
 HARD_TANH = defop("hard_tanh", 1, lambda F, x: F.where(x > 1, 1.0, F.where(x < -1, -1.0, x)),
                   lambda F, out, x: (F.where(x >= 1, 0.0, F.where(x <= -1, 0.0, 1.0)),),
                   "hard_tanh", "hard_tanh({0})", "x clipped to [-1, 1] (the Unit 1 lecture)",

@@ -34,9 +34,9 @@ EDGES, ACCUMULATION, WHOLE = "per-edge", "accumulation", "whole-expression"
 # this many times ``max_nodes``: SymPy's diff walks the written-out tree, so chains with sharing blow up.
 _TREE_FACTOR = 40
 # Budgets of the whole-expression layer. SymPy's diff cannot be interrupted, so the size of the expression it is
-# given is bounded BEFORE it runs: its written-out size (SymPy's forms swell: gelu(x) writes x twice, so seven
-# nested gelus are 18,578 nodes from an 8-node graph) may be at most _WHOLE_SIZE_FACTOR * max_nodes. Measured:
-# four nested gelus (680 nodes) take 2.8 s to differentiate to order 2, three (222 nodes) 0.65 s. The time
+# given is bounded BEFORE it runs: its written-out size (SymPy's forms swell: gelu_tanh(x) writes x twice, so seven
+# nested gelu_tanh are 18,578 nodes from an 8-node graph) may be at most _WHOLE_SIZE_FACTOR * max_nodes. Measured:
+# four nested gelu_tanh (680 nodes) take 2.8 s to differentiate to order 2, three (222 nodes) 0.65 s. The time
 # budget is checked between SymPy's steps, as a second line of defence.
 _WHOLE_SIZE_FACTOR = 10
 
@@ -105,7 +105,8 @@ def _local(op: Op, arg: Any) -> _Local:
 
 def _numeric(syms: tuple, expr: sp.Expr) -> tuple[Callable, Callable]:
     """A NumPy evaluator and an mpmath one (for the points where floats overflow) of ``expr``."""
-    return sp.lambdify(syms, expr, "numpy"), sp.lambdify(syms, expr, "mpmath")
+    # NOTE: SciPy first, so that erf is scipy.special.erf on arrays (NumPy has none; SymPy falls back to math.erf)
+    return sp.lambdify(syms, expr, ["scipy", "numpy"]), sp.lambdify(syms, expr, "mpmath")
 
 
 def _evaluate(fns: tuple[Callable, Callable], columns: list[np.ndarray], n: int) -> np.ndarray:

@@ -9,17 +9,28 @@ family; convolution, pooling and batch norm in ``functional``; cross-entropy in 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from . import fast, graph
-from .ops import OPS, DomainError, MicrogradxError, Op, domain_error, numpy_math, operator_roles, operator_rows
+from .ops import (
+    OPS,
+    DomainError,
+    MicrogradxError,
+    Op,
+    domain_error,
+    gelu_row,
+    numpy_math,
+    operator_roles,
+    operator_rows,
+)
 
 __all__ = ["Tensor", "ShapeError", "TensorOp", "Kernel", "TENSOR_OPS", "deftensorop", "node", "linear",
            "matmul", "FUSABLE_ACTIVATIONS", "concatenate", "where", "as_tensor"]
@@ -210,7 +221,7 @@ class Tensor:
         """
         if not self.requires_grad:
             raise MicrogradxError(f"backward: {_describe(self)} does not require a gradient (it was computed "
-                                  "from tensors with requires_grad=False only)")
+                                  "from tensors with requires_grad=False only, or inside no_grad())")
         if seed is None:
             if self.data.size != 1:
                 raise ShapeError(f"backward: {_describe(self)} of shape {self.data.shape} is not a scalar; "
@@ -359,8 +370,7 @@ class Tensor:
         >>> x = Tensor([1.0, 2.0, 3.0]); y = x[[0, 0, 2]].sum(); y.backward(); x.grad
         array([2., 0., 1.])
         """
-        if isinstance(index, Tensor):
-            index = index.data
+        index = _index("getitem", self, index)  # an index Tensor holds floats: whole numbers become ints
         x = self.data
         try:
             x[index]
@@ -907,7 +917,7 @@ def node(row: Op | TensorOp, inputs: Sequence[Tensor], arg: Any = None) -> Tenso
     if impl.checks_output and not _all_finite(out):
         raise _nonfinite(row, inputs, out, "gives")
     for p in inputs:
-        if p.requires_grad:
+        if p.requires_grad and _RECORDING:  # _RECORDING: False inside no_grad()
             t = _new(Tensor)
             t.data, t._grad, t.requires_grad, t.label, t.parents = out, None, True, None, inputs
             t._op, t._arg, t._res, t._vjp, t.keeps_grad = row, arg, res, kernel.vjp, False
@@ -1138,13 +1148,7 @@ def concatenate(tensors: Sequence[Any], axis: int = 0) -> Tensor:
     >>> a.grad.tolist(), b.grad.tolist()
     ([1.0, 2.0], [3.0])
     """
-    if not tensors:
-        raise ShapeError("concatenate: needs at least one tensor")
-    first = next((t for t in tensors if isinstance(t, Tensor)), None)
-    ts = tuple(as_tensor(t, first.data.dtype if first is not None else None) for t in tensors)
-    dtypes = {t.data.dtype for t in ts}
-    if len(dtypes) > 1:
-        raise TypeError(f"concatenate: dtypes differ ({', '.join(sorted(map(str, dtypes)))})")
+    ts = _of_one_dtype("concatenate", tensors)
     try:
         return node(CONCATENATE, ts, {"axis": axis})
     except (ValueError, np.exceptions.AxisError, IndexError) as e:
@@ -1207,3 +1211,784 @@ def vjp_mismatches(t: Tensor, rng: np.random.Generator, h: float = 1e-5,
             if not abs(lhs - rhs) <= rtol * (float(np.sum(np.abs(g * fd))) + abs(lhs)) + 1e-9:
                 bad.append((k, lhs, rhs))
     return bad
+
+
+# =========================================================================================================
+# More of what a PyTorch user reaches for: stacking and splitting, shape changes, statistics, cumulative sums
+# and products, einsum, padding, tiling, masked and indexed writes, no_grad. Each op is a row of the table
+# above, or a composition of rows (a flip is a getitem, a squeeze a reshape), so that drawings, the stepper,
+# forward mode and the gradient check read it like every other node. Methods keep NumPy's ``axis``.
+# =========================================================================================================
+
+__all__ += ["stack", "einsum", "pad", "no_grad", "is_grad_enabled"]
+
+# Read by ``node``: False inside ``no_grad()``, where no op records a graph.
+_RECORDING = True
+
+
+@contextlib.contextmanager
+def no_grad() -> Iterator[None]:
+    """Inside ``with no_grad():`` ops record no graph, as PyTorch's ``torch.no_grad()``: results are data.
+
+    Tensor ops only (a Value always records). The switch is process-wide (PyTorch's is per thread). Usable as a
+    decorator too: ``@no_grad()``.
+
+    >>> w = Tensor([1.0, 2.0])
+    >>> with no_grad():
+    ...     y = w * 2.0
+    >>> y.requires_grad, (w * 2.0).requires_grad
+    (False, True)
+    """
+    global _RECORDING
+    before, _RECORDING = _RECORDING, False
+    try:
+        yield
+    finally:
+        _RECORDING = before
+
+
+def is_grad_enabled() -> bool:
+    """False inside ``no_grad()``: ``is_grad_enabled()`` is True at the top level."""
+    return _RECORDING
+
+
+def _whole_number_index(name: str, x: Tensor, a: np.ndarray) -> np.ndarray:
+    """A float index array (a Tensor's data) as integers, or a TypeError naming the first non-integer entry."""
+    whole = np.floor(a) == a
+    if not whole.all():
+        idx = tuple(int(i) for i in np.argwhere(~whole)[0])
+        raise TypeError(f"{name}: an index into {_describe(x)} must hold integers, got {float(a[idx])!r}{_at(idx)}")
+    return a.astype(np.intp)
+
+
+def _index(name: str, x: Tensor, index: Any) -> Any:
+    """``index`` for NumPy: a Tensor or float array of whole numbers becomes an integer array (a Tensor holds
+    floats, so an index tensor comes as floats); a fractional entry is a TypeError naming it."""
+    items = index if isinstance(index, tuple) else (index,)
+    out = []
+    for item in items:
+        if isinstance(item, Tensor):
+            item = _whole_number_index(name, x, item.data)
+        elif isinstance(item, np.ndarray) and item.dtype.kind == "f":
+            item = _whole_number_index(name, x, item)
+        out.append(item)
+    return tuple(out) if isinstance(index, tuple) else out[0]
+
+
+def _one_axis(name: str, x: Tensor, axis: Any, extra: int = 0) -> int:
+    """``axis`` as an index in [0, ndim + extra), or a ShapeError naming the op, the axis and the tensor."""
+    n = x.data.ndim + extra
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or not -n <= axis < n:
+        raise ShapeError(f"{name}: axis {axis!r} does not fit {_describe(x)} of shape {x.data.shape} "
+                         f"(needs an integer in [{-n}, {n}))")
+    return int(axis) % n
+
+
+def _axes(ndim: int, axis: Any) -> tuple[int, ...]:
+    """The reduced axes as sorted non-negative ints (``axis`` already checked by ``_check_axis``)."""
+    if axis is None:
+        return tuple(range(ndim))
+    return tuple(sorted(int(a) % ndim for a in (axis if isinstance(axis, tuple) else (axis,))))
+
+
+def _shape_arg(shape: tuple) -> tuple:
+    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
+
+
+def _whole(name: str, what: str, v: Any, least: int = 0) -> int:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < least:
+        raise ValueError(f"{name}: {what} must be an integer >= {least}, got {v!r}")
+    return int(v)
+
+
+def _of_one_dtype(name: str, tensors: Sequence[Any]) -> tuple[Tensor, ...]:
+    """At least one input, as Tensors of one dtype (arrays and numbers take the first Tensor's), or the error."""
+    if not tensors:
+        raise ShapeError(f"{name}: needs at least one tensor")
+    first = next((t for t in tensors if isinstance(t, Tensor)), None)
+    ts = tuple(as_tensor(t, first.data.dtype if first is not None else None) for t in tensors)
+    dtypes = {t.data.dtype for t in ts}
+    if len(dtypes) > 1:
+        raise TypeError(f"{name}: dtypes differ ({', '.join(sorted(map(str, dtypes)))})")
+    return ts
+
+
+# -- stack: tensors joined along a new axis ---------------------------------------------------------------
+
+STACK = deftensorop("stack", lambda *arrays, axis=0: (np.stack(arrays, axis=axis), axis),
+                    lambda g, axis, needs: tuple(np.take(g, k, axis=axis) if need else None
+                                                 for k, need in enumerate(needs)),
+                    lambda axis, t: np.stack(t, axis=axis),
+                    "tensors of one shape joined along a new axis; the vjp takes each slice back")
+
+
+def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
+    """Join tensors of one shape along a new axis (``torch.stack``, ``np.stack``).
+
+    >>> a = Tensor([1.0, 2.0]); b = Tensor([3.0, 4.0]); stack([a, b], axis=1).data.tolist()
+    [[1.0, 3.0], [2.0, 4.0]]
+    """
+    ts = _of_one_dtype("stack", tensors)
+    shapes = {t.data.shape for t in ts}
+    if len(shapes) > 1:
+        raise ShapeError(f"stack: all tensors need one shape, got {', '.join(str(t.data.shape) for t in ts)}")
+    return node(STACK, ts, {"axis": _one_axis("stack", ts[0], axis, extra=1)})
+
+
+# -- broadcast_to (PyTorch's expand): the vjp sums the copies back ------------------------------------------
+
+BROADCAST_TO = deftensorop("broadcast_to", lambda X, shape: (np.broadcast_to(X, shape), (X.shape, shape)),
+                           lambda g, res, needs: (_unbroadcast(g, res[0]),),
+                           lambda res, t: np.broadcast_to(t[0], res[1]),
+                           "the entries repeated along new or size-1 axes (no copy); the vjp sums them back",
+                           label="expand")
+
+
+# -- variance, standard deviation and the 2-norm over axes -------------------------------------------------
+
+def _var_forward(X: np.ndarray, axis: Any = None, keepdims: bool = False, correction: float = 1) -> tuple:
+    xc = X - X.mean(axis=axis, keepdims=True)
+    dof = math.prod(X.shape[a] for a in _axes(X.ndim, axis)) - correction   # n - correction
+    out = np.asarray(np.add.reduce(xc * xc, axis=axis, keepdims=keepdims) / dof, dtype=X.dtype)
+    return out, (xc, axis, keepdims, dof)
+
+
+def _var_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+    xc, axis, keepdims, dof = res
+    # d/dx_i of sum((x - mean)**2) / dof is 2 (x_i - mean) / dof (the mean's own change sums to zero)
+    return (_expand(g, axis, keepdims) * xc * (2.0 / dof),)
+
+
+VAR = deftensorop("var", _var_forward, _var_vjp,
+                  lambda res, t: (res[0] * t[0]).sum(axis=res[1], keepdims=res[2]) * (2.0 / res[3]),
+                  "sum((x - mean)**2) / (n - correction) over axes; the vjp is 2 (x - mean) g / (n - correction)",
+                  checks_output=True)
+
+
+def _std_forward(X: np.ndarray, axis: Any = None, keepdims: bool = False, correction: float = 1) -> tuple:
+    var, (xc, axis, keepdims, dof) = _var_forward(X, axis, keepdims, correction)
+    out = np.sqrt(var)
+    return out, (xc, axis, keepdims, dof, out)
+
+
+def _std_slope(res: tuple) -> np.ndarray:
+    """d std / d x = (x - mean) / (dof std)."""
+    xc, axis, keepdims, dof, out = res
+    return _over_norm(xc, dof * _expand(out, axis, keepdims))
+
+
+def _over_norm(x: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """x / n, and 0 where n is 0.
+
+    NOTE: a norm (and std, the norm of x - mean) has no derivative where it is 0; 0 is a subgradient there and
+    PyTorch's choice.
+    """
+    return np.divide(x, n, out=np.zeros_like(x), where=np.broadcast_to(n != 0, x.shape))
+
+
+STD = deftensorop("std", _std_forward,
+                  lambda g, res, needs: (_expand(g, res[1], res[2]) * _std_slope(res),),
+                  lambda res, t: (_std_slope(res) * t[0]).sum(axis=res[1], keepdims=res[2]),
+                  "the square root of var; the vjp is (x - mean) g / ((n - correction) std), 0 where std is 0 (as "
+                  "PyTorch)", checks_output=True)
+
+
+def _norm_forward(X: np.ndarray, axis: Any = None, keepdims: bool = False) -> tuple:
+    out = np.sqrt(np.add.reduce(X * X, axis=axis, keepdims=keepdims))
+    return np.asarray(out, dtype=X.dtype), (X, axis, keepdims, out)
+
+
+def _norm_slope(res: tuple) -> np.ndarray:
+    X, axis, keepdims, out = res
+    return _over_norm(X, _expand(out, axis, keepdims))
+
+
+NORM = deftensorop("norm", _norm_forward,
+                   lambda g, res, needs: (_expand(g, res[1], res[2]) * _norm_slope(res),),
+                   lambda res, t: (_norm_slope(res) * t[0]).sum(axis=res[1], keepdims=res[2]),
+                   "sqrt(sum(x**2)) over axes; the vjp is g x / norm (0 at the zero vector, as PyTorch)",
+                   checks_output=True)
+
+
+# -- cumulative sum and product over axes ----------------------------------------------------------------
+
+def _cumsum_forward(X: np.ndarray, axis: int | None = None) -> tuple:
+    return np.add.accumulate(X.reshape(-1) if axis is None else X, axis=axis or 0), (X.shape, axis)
+
+
+def _cumsum_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+    shape, axis = res
+    # out_j = sum over i <= j of x_i, so d/dx_i collects g_j for every j >= i: a cumulative sum from the end.
+    a = 0 if axis is None else axis
+    return (np.flip(np.cumsum(np.flip(g, a), axis=a), a).reshape(shape),)
+
+
+CUMSUM = deftensorop("cumsum", _cumsum_forward, _cumsum_vjp, lambda res, t: np.cumsum(t[0], axis=res[1]),
+                     "running sums along an axis (of the flattened entries without one); the vjp is the running "
+                     "sum of g from the end", checks_output=True)
+
+
+def _others_product(X: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """For each entry, the product of the OTHER entries of its reduction: exclusive running products from the
+    left times those from the right. Exact where an entry is 0 (dividing prod / x would give 0 / 0)."""
+    kept = X.ndim - len(axes)
+    moved = np.moveaxis(X, axes, tuple(range(kept, X.ndim)))
+    flat = moved.reshape(moved.shape[:kept] + (-1,))
+    if flat.shape[-1] == 0:
+        return np.ones_like(X)
+    one = np.ones(flat.shape[:-1] + (1,), dtype=X.dtype)
+    left = np.multiply.accumulate(np.concatenate([one, flat[..., :-1]], axis=-1), axis=-1)   # x_0 ... x_(i-1)
+    after = np.flip(np.concatenate([flat[..., 1:], one], axis=-1), -1)
+    right = np.flip(np.multiply.accumulate(after, axis=-1), -1)                                # x_(i+1) ... x_n
+    return np.moveaxis((left * right).reshape(moved.shape), tuple(range(kept, X.ndim)), axes)
+
+
+def _prod_forward(X: np.ndarray, axis: Any = None, keepdims: bool = False) -> tuple:
+    axes = _axes(X.ndim, axis)
+    out = np.asarray(np.multiply.reduce(X, axis=axis, keepdims=keepdims), dtype=X.dtype)
+    return out, (_others_product(X, axes), axis, keepdims)
+
+
+PROD = deftensorop("prod", _prod_forward,
+                   lambda g, res, needs: (_expand(g, res[1], res[2]) * res[0],),
+                   lambda res, t: (res[0] * t[0]).sum(axis=res[1], keepdims=res[2]),
+                   "product over axes; the vjp is g times the product of the other entries (exact at zeros)",
+                   checks_output=True, checks_grad=True)
+
+
+# -- einsum: subscripts parsed into a small record, never evaluated ----------------------------------------
+
+_SUBSCRIPT_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _parse_einsum(spec: Any, arrays: Sequence[np.ndarray]) -> dict[str, Any]:
+    """``spec`` ("ij,jk->ik", or implicit "ij,jk") checked against the operands' shapes, as the row's ``arg``.
+
+    A letter repeated inside one operand (a diagonal, "ii->i") is renamed and tied to the first by a constant
+    identity matrix (A_ii = sum over j of A_ij delta_ij), so every operand's letters are distinct and each vjp
+    is one more einsum.
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"einsum: subscripts must be a string like 'ij,jk->ik', got {type(spec).__name__}")
+    s = spec.replace(" ", "")
+    if "..." in s:
+        raise ValueError(f"einsum: {spec!r}: the ellipsis '...' is not supported; name every axis with a letter")
+    lhs, arrow, out = s.partition("->")
+    bad = next((c for c in lhs + out if c not in _SUBSCRIPT_LETTERS and c != ","), None)
+    if bad is not None or "->" in out or (arrow and "," in out):
+        raise ValueError(f"einsum: {spec!r} is not of the form 'ij,jk->ik' (letters, commas, one '->'); "
+                         f"found {bad or '->'!r}")
+    subs = lhs.split(",")
+    if len(subs) != len(arrays):
+        raise ValueError(f"einsum: {spec!r} names {len(subs)} operand(s), got {len(arrays)}")
+    sizes: dict[str, int] = {}
+    for k, (sub, a) in enumerate(zip(subs, arrays)):
+        if len(sub) != a.ndim:
+            raise ShapeError(f"einsum: operand {k} has shape {a.shape}, but {spec!r} gives it {len(sub)} axes "
+                             f"({sub!r})")
+        for c, n in zip(sub, a.shape):
+            if sizes.setdefault(c, n) != n:
+                raise ShapeError(f"einsum: {spec!r}: letter {c!r} is size {sizes[c]} in one place and {n} in "
+                                 f"operand {k} (shape {a.shape})")
+    letters = "".join(subs)
+    if not arrow:   # NumPy's implicit output: the letters that appear once, in alphabetical order
+        out = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    if len(set(out)) != len(out) or any(c not in sizes for c in out):
+        raise ValueError(f"einsum: {spec!r}: each output letter must appear once, and in an operand")
+    free = iter(sorted(_SUBSCRIPT_LETTERS - set(letters)))
+    renamed, deltas = [], []
+    for sub in subs:
+        seen = ""
+        for c in sub:
+            if c in seen:
+                new = next(free, None)
+                if new is None:
+                    raise ValueError(f"einsum: {spec!r} uses too many letters to spell its diagonal")
+                deltas.append((c + new, sizes[c]))
+                c = new
+            seen += c
+        renamed.append(seen)
+    return {"spec": spec, "subs": tuple(renamed), "deltas": tuple(deltas), "out": out}
+
+
+def _einsum_forward(*arrays: np.ndarray, spec: str, subs: tuple, deltas: tuple, out: str) -> tuple:
+    consts = [np.eye(n, dtype=arrays[0].dtype) for _, n in deltas]
+    formula = ",".join((*subs, *(d for d, _ in deltas))) + "->" + out
+    return np.einsum(formula, *arrays, *consts), (arrays, consts, subs, deltas, out, formula)
+
+
+def _einsum_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+    arrays, consts, subs, deltas, out, _ = res
+    grads = []
+    for k, need in enumerate(needs):
+        if not need:
+            grads.append(None)
+            continue
+        # d out / d operand k contracted with g: the einsum of g with every other operand, out to k's letters.
+        others = [(s, a) for j, (s, a) in enumerate(zip(subs, arrays)) if j != k]
+        others += [(d, c) for (d, _), c in zip(deltas, consts)]
+        present = set(out).union(*(s for s, _ in others))
+        # a letter only operand k has was summed over inside it: each of its entries gets g, so a ones vector
+        lone = [c for c in subs[k] if c not in present]
+        ones = [np.ones(arrays[k].shape[subs[k].index(c)], dtype=g.dtype) for c in lone]
+        formula = ",".join([out, *(s for s, _ in others), *lone]) + "->" + subs[k]
+        grads.append(np.einsum(formula, g, *(a for _, a in others), *ones))
+    return tuple(grads)
+
+
+def _einsum_jvp(res: tuple, t: Sequence[np.ndarray]) -> np.ndarray:
+    arrays, consts, _, _, _, formula = res
+    # multilinear: the sum over operands of the einsum with that operand's tangent in its place
+    return sum(np.einsum(formula, *arrays[:k], tk, *arrays[k + 1:], *consts) for k, tk in enumerate(t))
+
+
+EINSUM = deftensorop("einsum", _einsum_forward, _einsum_vjp, _einsum_jvp,
+                     "a sum of products over named axes ('ij,jk->ik'); each vjp is another einsum",
+                     label=lambda arg: f"einsum {arg['spec']}", checks_output=True, checks_grad=True)
+
+
+def einsum(subscripts: str, *operands: Any) -> Tensor:
+    """Einstein summation (``np.einsum``, ``torch.einsum``) in one node; the subscripts are parsed, not run.
+
+    Letters name axes, a letter in several operands is multiplied along, one missing from the output is summed
+    over: "ij,jk->ik" is a matrix product, "ii->" a trace, "i,j->ij" an outer product. Without "->" the output
+    is the letters that appear once, sorted (NumPy's rule). The ellipsis "..." is not supported.
+
+    >>> a = Tensor([[1.0, 2.0], [3.0, 4.0]]); t = einsum("ii->", a); t.backward(); t.item(), a.grad.tolist()
+    (5.0, [[1.0, 0.0], [0.0, 1.0]])
+    """
+    ts = _of_one_dtype("einsum", operands)
+    return node(EINSUM, ts, _parse_einsum(subscripts, [t.data for t in ts]))
+
+
+# -- pad and tile --------------------------------------------------------------------------------------------
+
+def _pad_forward(X: np.ndarray, widths: tuple, value: float) -> tuple:
+    return np.pad(X, widths, constant_values=value), (widths, X.shape)
+
+
+def _pad_inside(g: np.ndarray, res: tuple) -> np.ndarray:
+    widths, shape = res
+    return g[tuple(slice(before, before + n) for (before, _), n in zip(widths, shape))]
+
+
+PAD = deftensorop("pad", _pad_forward, lambda g, res, needs: (_pad_inside(g, res),),
+                  lambda res, t: np.pad(t[0], res[0]),
+                  "a border of a constant around the entries; the vjp cuts the border off g")
+
+
+def pad(x: Tensor, pad_width: Any, value: float = 0.0) -> Tensor:
+    """``x`` with ``value`` added around it, ``np.pad``'s ``pad_width``: an int, a (before, after) pair, or one
+    pair per axis. (PyTorch's ``F.pad`` lists pairs from the LAST axis backwards.)
+
+    >>> pad(Tensor([[1.0]]), ((0, 0), (1, 2))).data.tolist()
+    [[0.0, 1.0, 0.0, 0.0]]
+    """
+    X = x.data
+    try:
+        w = np.broadcast_to(np.asarray(pad_width), (X.ndim, 2))
+    except ValueError:
+        raise ShapeError(f"pad: pad_width {pad_width!r} does not fit {_describe(x)} of shape {X.shape} (needs an "
+                         "int, a (before, after) pair or one pair per axis)") from None
+    if w.dtype.kind not in "iu" or (w < 0).any():
+        raise ValueError(f"pad: pad_width must be whole numbers >= 0, got {pad_width!r}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"pad: value must be a finite number, got {value!r}")
+    widths = tuple((int(a), int(b)) for a, b in w)
+    return node(PAD, (x,), {"widths": widths, "value": float(value)})
+
+
+def _tile_forward(X: np.ndarray, reps: tuple[int, ...]) -> tuple:
+    return np.tile(X, reps), (X.shape, reps)
+
+
+def _tile_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+    shape, reps = res
+    d = max(len(shape), len(reps))
+    r = (1,) * (d - len(reps)) + reps
+    s = (1,) * (d - len(shape)) + shape
+    # axis k of the output is r_k copies of s_k entries: split it in two and sum over the copies
+    split = g.reshape(tuple(n for pair in zip(r, s) for n in pair))
+    return (split.sum(axis=tuple(range(0, 2 * d, 2))).reshape(shape),)
+
+
+TILE = deftensorop("tile", _tile_forward, _tile_vjp, lambda res, t: np.tile(t[0], res[1]),
+                   "the whole tensor repeated along each axis (np.tile, PyTorch's x.repeat); the vjp sums the copies")
+
+
+# -- writing into a copy: index_put and scatter_add ------------------------------------------------------
+
+def _index_put_forward(X: np.ndarray, V: np.ndarray, pos: np.ndarray, accumulate: bool) -> tuple:
+    out = X.copy()
+    flat = out.reshape(-1)
+    v = np.broadcast_to(V, pos.shape)
+    if accumulate:
+        np.add.at(flat, pos, v)   # a position named twice adds twice
+    else:
+        flat[pos] = v
+    return out, (pos, accumulate, V.shape)
+
+
+def _index_put_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+    pos, accumulate, vshape = res
+    gx = gv = None
+    if needs[0]:
+        gx = g
+        if not accumulate:   # an overwritten entry no longer reaches the output
+            gx = np.array(g, order="C")
+            gx.reshape(-1)[pos] = 0
+    if needs[1]:
+        gv = _unbroadcast(np.ascontiguousarray(g).reshape(-1)[pos], vshape)
+    return gx, gv
+
+
+INDEX_PUT = deftensorop("index_put", _index_put_forward, _index_put_vjp,
+                        lambda res, t: _index_put_forward(t[0], t[1], res[0], res[1])[0],
+                        "a copy with values written (or added) at indexed positions; the vjp reads g there",
+                        label=lambda arg: "index_put +=" if arg["accumulate"] else "index_put", checks_output=True)
+
+
+def _put(name: str, x: Tensor, pos: np.ndarray, values: Any, accumulate: bool) -> Tensor:
+    x, v = _operands(name, x, values)
+    try:
+        fits = np.broadcast_shapes(v.data.shape, pos.shape) == pos.shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ShapeError(f"{name}: values of shape {v.data.shape} do not fit the {pos.shape} positions selected "
+                         f"in {_describe(x)} of shape {x.data.shape}")
+    if not accumulate and np.unique(pos).size != pos.size:
+        raise ValueError(f"{name}: the index names a position of {_describe(x)} more than once, so which value "
+                         "lands there would be arbitrary; pass accumulate=True to add them up")
+    return node(INDEX_PUT, (x, v), {"pos": pos, "accumulate": accumulate})
+
+
+# -- the methods, attached to Tensor below --------------------------------------------------------------------
+
+class _TorchMethods:
+    """The Tensor methods of this section (their qualified names become ``Tensor.<name>``)."""
+
+    def requires_grad_(self: Tensor, requires_grad: bool = True) -> Tensor:
+        """Make a leaf a parameter (or data, with False) in place, as PyTorch; returns self.
+
+        >>> x = Tensor([1.0], requires_grad=False).requires_grad_(); x.requires_grad
+        True
+        """
+        if self.parents and not requires_grad:
+            raise MicrogradxError(f"requires_grad_: {_describe(self)} is the result of op {self.op_name}, not a "
+                                  "leaf; use .detach() for the same data without a gradient")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    def split(self: Tensor, split_size_or_sections: int | Sequence[int], axis: int = 0) -> tuple[Tensor, ...]:
+        """Pieces along ``axis`` as PyTorch: an int is the size of each piece (the last may be smaller), a list
+        the size of every piece. (NumPy's ``np.split(x, 2)`` means two pieces: that is ``chunk(2)``.)
+
+        >>> [p.data.tolist() for p in Tensor([1.0, 2.0, 3.0]).split(2)]
+        [[1.0, 2.0], [3.0]]
+        """
+        a = _one_axis("split", self, axis)
+        n = self.data.shape[a]
+        if isinstance(split_size_or_sections, (list, tuple)):
+            sizes = [_whole("split", "each section size", s) for s in split_size_or_sections]
+            if sum(sizes) != n:
+                raise ShapeError(f"split: sections {list(sizes)} add up to {sum(sizes)}, but {_describe(self)} of "
+                                 f"shape {self.data.shape} has {n} along axis {axis}")
+        else:
+            size = _whole("split", "the piece size", split_size_or_sections, least=1)
+            sizes = [size] * (n // size) + ([n % size] if n % size else [])
+        starts = np.cumsum([0, *sizes])
+        lead = (slice(None),) * a
+        return tuple(self[(*lead, slice(int(b), int(e)))] for b, e in zip(starts[:-1], starts[1:]))
+
+    def chunk(self: Tensor, chunks: int, axis: int = 0) -> tuple[Tensor, ...]:
+        """At most ``chunks`` pieces of equal size along ``axis`` (the last may be smaller), as ``torch.chunk``.
+
+        >>> [p.shape for p in Tensor(np.zeros((5, 2))).chunk(2)]
+        [(3, 2), (2, 2)]
+        """
+        chunks = _whole("chunk", "chunks", chunks, least=1)
+        n = self.data.shape[_one_axis("chunk", self, axis)]
+        return self.split(max(-(-n // chunks), 1), axis)
+
+    def squeeze(self: Tensor, axis: int | tuple[int, ...] | None = None) -> Tensor:
+        """Drop size-1 axes (all, or those named, which must be size 1, as NumPy); a reshape node.
+
+        >>> Tensor(np.zeros((1, 3, 1))).squeeze().shape, Tensor(np.zeros((1, 3, 1))).squeeze(axis=0).shape
+        ((3,), (3, 1))
+        """
+        shape = self.data.shape
+        drop = [a for a, n in enumerate(shape) if n == 1] if axis is None else \
+            [_one_axis("squeeze", self, a) for a in (axis if isinstance(axis, tuple) else (axis,))]
+        wide = [a for a in drop if shape[a] != 1]
+        if wide:
+            raise ShapeError(f"squeeze: axis {wide[0]} of {_describe(self)} of shape {shape} has size "
+                             f"{shape[wide[0]]}, not 1")
+        return self.reshape(tuple(n for a, n in enumerate(shape) if a not in drop))
+
+    def unsqueeze(self: Tensor, axis: int) -> Tensor:
+        """A new size-1 axis at ``axis`` (``np.expand_dims``); a reshape node.
+
+        >>> Tensor([1.0, 2.0]).unsqueeze(0).shape, Tensor([1.0, 2.0]).unsqueeze(-1).shape
+        ((1, 2), (2, 1))
+        """
+        a = _one_axis("unsqueeze", self, axis, extra=1)
+        shape = self.data.shape
+        return self.reshape(shape[:a] + (1,) + shape[a:])
+
+    def view(self: Tensor, *shape: Any) -> Tensor:
+        """PyTorch's name for ``reshape`` (NumPy data has no contiguity rule to obey): ``x.view(-1)``.
+
+        >>> Tensor(np.zeros((2, 3))).view(3, -1).shape
+        (3, 2)
+        """
+        return self.reshape(_shape_arg(shape))
+
+    def flatten(self: Tensor, start_axis: int = 0, end_axis: int = -1) -> Tensor:
+        """Axes ``start_axis`` to ``end_axis`` (both included) merged into one, as ``torch.flatten``.
+
+        >>> Tensor(np.zeros((2, 3, 4))).flatten().shape, Tensor(np.zeros((2, 3, 4))).flatten(1).shape
+        ((24,), (2, 12))
+        """
+        shape = self.data.shape
+        if not shape:
+            return self.reshape((1,))
+        b, e = _one_axis("flatten", self, start_axis), _one_axis("flatten", self, end_axis)
+        if b > e:
+            raise ShapeError(f"flatten: start_axis {start_axis} comes after end_axis {end_axis} for "
+                             f"{_describe(self)} of shape {shape}")
+        return self.reshape(shape[:b] + (math.prod(shape[b:e + 1]),) + shape[e + 1:])
+
+    def expand(self: Tensor, *shape: Any) -> Tensor:
+        """The entries repeated along new leading axes and size-1 axes to ``shape`` (-1 keeps a size), as
+        ``torch.expand`` and ``np.broadcast_to``; the gradient sums the copies.
+
+        >>> Tensor([[1.0], [2.0]]).expand(2, 3).data.tolist()
+        [[1.0, 1.0, 1.0], [2.0, 2.0, 2.0]]
+        """
+        shape = _shape_arg(shape)
+        X = self.data
+        lead = len(shape) - X.ndim
+        if lead < 0 or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) for n in shape):
+            raise ShapeError(f"expand: shape {shape} does not fit {_describe(self)} of shape {X.shape}")
+        target = tuple(X.shape[k - lead] if n == -1 and k >= lead else int(n) for k, n in enumerate(shape))
+        try:
+            if np.broadcast_shapes(X.shape, target) != target or min(target, default=0) < 0:
+                raise ValueError
+        except ValueError:
+            raise ShapeError(f"expand: {_describe(self)} of shape {X.shape} cannot be expanded to {shape} (only "
+                             "size-1 and new leading axes grow)") from None
+        return node(BROADCAST_TO, (self,), {"shape": target})
+
+    def var(self: Tensor, axis: int | tuple[int, ...] | None = None, keepdims: bool = False, *,
+            correction: float | None = None, ddof: float | None = None) -> Tensor:
+        """Variance over ``axis``: sum((x - mean)**2) / (n - correction).
+
+        ``correction`` defaults to 1, the sample variance, as ``torch.var`` (NumPy's ``np.var`` defaults to
+        ``ddof=0``): a student copying a PyTorch tutorial gets its numbers. ``ddof`` is NumPy's name for the same
+        number; ``correction=0`` is the population variance that batch norm uses.
+
+        >>> x = Tensor([1.0, 2.0, 3.0, 4.0]); x.var().item(), x.var(ddof=0).item()
+        (1.6666666666666667, 1.25)
+        """
+        return _spread(VAR, self, axis, keepdims, correction, ddof)
+
+    def std(self: Tensor, axis: int | tuple[int, ...] | None = None, keepdims: bool = False, *,
+            correction: float | None = None, ddof: float | None = None) -> Tensor:
+        """Standard deviation, the square root of ``var`` (same arguments; ``correction`` defaults to 1, as
+        PyTorch). Where std is 0 (all entries equal) it has no derivative; its gradient there is 0, as PyTorch.
+
+        >>> Tensor([1.0, 3.0]).std().item() == math.sqrt(2.0)
+        True
+        """
+        return _spread(STD, self, axis, keepdims, correction, ddof)
+
+    def norm(self: Tensor, ord: float = 2, axis: int | tuple[int, ...] | None = None,
+             keepdims: bool = False) -> Tensor:
+        """The vector ``ord``-norm over ``axis`` (all entries by default): 2 (Euclidean, Frobenius for a matrix),
+        1 (sum of magnitudes) or ``math.inf`` (largest magnitude), as ``torch.linalg.vector_norm``.
+
+        >>> x = Tensor([3.0, -4.0]); x.norm().item(), x.norm(1).item(), x.norm(math.inf).item()
+        (5.0, 7.0, 4.0)
+        """
+        _check_axis("norm", self, axis)
+        if ord == 2:
+            return node(NORM, (self,), {"axis": axis, "keepdims": keepdims})
+        if ord == 1:
+            return abs(self).sum(axis=axis, keepdims=keepdims)
+        if ord == math.inf:
+            return abs(self).max(axis=axis, keepdims=keepdims)
+        raise ValueError(f"norm: ord must be 1, 2 or math.inf, got {ord!r}")
+
+    def argmax(self: Tensor, axis: int | None = None, keepdims: bool = False) -> np.ndarray:
+        """Index of the largest entry (of the flattened tensor, or along ``axis``; the first on a tie), as a
+        plain integer array: an index has no gradient. ``x[x.argmax()]`` picks the entry.
+
+        >>> Tensor([[1.0, 5.0], [7.0, 2.0]]).argmax(axis=1).tolist()
+        [1, 0]
+        """
+        return _arg("argmax", np.argmax, self, axis, keepdims)
+
+    def argmin(self: Tensor, axis: int | None = None, keepdims: bool = False) -> np.ndarray:
+        """Index of the smallest entry, as ``argmax``: ``Tensor([2.0, 1.0]).argmin().item() == 1``."""
+        return _arg("argmin", np.argmin, self, axis, keepdims)
+
+    def cumsum(self: Tensor, axis: int | None = None) -> Tensor:
+        """Running sums along ``axis`` (of the flattened entries when None, as NumPy; PyTorch needs ``dim``).
+
+        >>> Tensor([[1.0, 2.0], [3.0, 4.0]]).cumsum(axis=1).data.tolist()
+        [[1.0, 3.0], [3.0, 7.0]]
+        """
+        if axis is not None:
+            axis = _one_axis("cumsum", self, axis)
+        return node(CUMSUM, (self,), {"axis": axis})
+
+    def prod(self: Tensor, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+        """Product over ``axis``; each entry's gradient is the product of the others, exact where some are 0.
+
+        >>> x = Tensor([2.0, 0.0, 3.0]); p = x.prod(); p.backward(); p.item(), x.grad.tolist()
+        (0.0, [0.0, 6.0, 0.0])
+        """
+        _check_axis("prod", self, axis)
+        return node(PROD, (self,), {"axis": axis, "keepdims": keepdims})
+
+    def flip(self: Tensor, axis: int | tuple[int, ...] | None = None) -> Tensor:
+        """Entries in reverse order along ``axis`` (all axes by default), as ``np.flip``; a getitem node.
+
+        >>> Tensor([[1.0, 2.0], [3.0, 4.0]]).flip(axis=1).data.tolist()
+        [[2.0, 1.0], [4.0, 3.0]]
+        """
+        axes = range(self.data.ndim) if axis is None else \
+            {_one_axis("flip", self, a) for a in (axis if isinstance(axis, tuple) else (axis,))}
+        return self[tuple(slice(None, None, -1) if a in axes else slice(None) for a in range(self.data.ndim))]
+
+    def tile(self: Tensor, *reps: Any) -> Tensor:
+        """The whole tensor repeated ``reps`` times along each axis, as ``np.tile`` and PyTorch's ``x.repeat``.
+
+        >>> Tensor([1.0, 2.0]).tile(2).data.tolist(), Tensor([1.0, 2.0]).tile(2, 1).shape
+        ([1.0, 2.0, 1.0, 2.0], (2, 2))
+        """
+        reps = tuple(_whole("tile", "each repetition count", r) for r in _shape_arg(reps))
+        return node(TILE, (self,), {"reps": reps})
+
+    def repeat(self: Tensor, repeats: int | Sequence[int], axis: int | None = None) -> Tensor:
+        """Each entry repeated ``repeats`` times along ``axis`` (flattened when None), as NumPy's ``repeat`` and
+        PyTorch's ``repeat_interleave`` (PyTorch's ``x.repeat`` is ``tile`` here); a getitem node.
+
+        >>> Tensor([1.0, 2.0]).repeat(2).data.tolist(), Tensor([1.0, 2.0]).repeat([1, 3]).data.tolist()
+        ([1.0, 1.0, 2.0, 2.0], [1.0, 2.0, 2.0, 2.0])
+        """
+        x = self.reshape(-1) if axis is None else self
+        a = 0 if axis is None else _one_axis("repeat", self, axis)
+        n = x.data.shape[a]
+        r = np.asarray(repeats)
+        if r.dtype.kind not in "iu" or r.ndim > 1 or (r < 0).any() or (r.ndim == 1 and r.size != n):
+            raise ValueError(f"repeat: repeats must be an integer >= 0 or {n} of them (one per entry along the "
+                             f"axis), got {repeats!r}")
+        return x[(slice(None),) * a + (np.repeat(np.arange(n), r),)]
+
+    def masked_fill(self: Tensor, mask: Any, value: Any) -> Tensor:
+        """A copy with ``value`` where the boolean ``mask`` holds (``x > 0`` gives one); a where node, so the
+        gradient passes only where the mask is False.
+
+        >>> x = Tensor([1.0, -2.0, 3.0]); x.masked_fill(x < 0, 0.0).data.tolist()
+        [1.0, 0.0, 3.0]
+        """
+        m = np.asarray(mask.data if isinstance(mask, Tensor) else mask)
+        if m.dtype != bool:
+            raise TypeError(f"masked_fill: the mask must be boolean (a comparison such as x > 0 gives one), got "
+                            f"dtype {m.dtype}")
+        if not isinstance(value, Tensor):
+            value = _constant_like("masked_fill", value, self)
+        v = value.data
+        try:
+            fits = np.broadcast_shapes(m.shape, v.shape, self.data.shape) == self.data.shape
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ShapeError(f"masked_fill: mask of shape {m.shape} and value of shape {v.shape} do not broadcast "
+                             f"to {_describe(self)} of shape {self.data.shape}")
+        return where(m, value, self)
+
+    def index_put(self: Tensor, index: Any, values: Any, accumulate: bool = False) -> Tensor:
+        """A copy with ``x[index] = values`` done (``accumulate=True``: ``+=``, a position named twice adding
+        twice), as PyTorch's ``index_put``: item assignment as a graph node. Gradients reach both.
+
+        >>> x = Tensor([1.0, 2.0, 3.0]); x.index_put([0, 0], Tensor([5.0, 6.0]), accumulate=True).data.tolist()
+        [12.0, 2.0, 3.0]
+        """
+        X = self.data
+        index = _index("index_put", self, index)
+        try:
+            pos = np.asarray(np.arange(X.size).reshape(X.shape)[index])
+        except (IndexError, ValueError) as e:
+            raise ShapeError(f"index_put: index {index!r} does not fit {_describe(self)} of shape {X.shape} "
+                             f"({e})") from None
+        return _put("index_put", self, pos, values, bool(accumulate))
+
+    def scatter_add(self: Tensor, axis: int, index: Any, src: Any) -> Tensor:
+        """A copy to which ``src`` is added at ``index`` along ``axis``, as PyTorch's ``scatter_add`` (the
+        reverse of ``gather``): for axis 0, out[index[i, j], j] += src[i, j]. ``index`` and ``src`` have one shape.
+
+        >>> x = Tensor(np.zeros(3)); x.scatter_add(0, [0, 2, 0], Tensor([1.0, 2.0, 3.0])).data.tolist()
+        [4.0, 0.0, 2.0]
+        """
+        X = self.data
+        a = _one_axis("scatter_add", self, axis)
+        idx = np.asarray(_index("scatter_add", self, index))
+        if idx.dtype.kind not in "iu" or idx.ndim != X.ndim:
+            raise ShapeError(f"scatter_add: index must be integers with {X.ndim} dimensions like {_describe(self)} "
+                             f"of shape {X.shape}, got dtype {idx.dtype} and shape {idx.shape}")
+        s = src.data if isinstance(src, Tensor) else np.asarray(src)
+        if s.shape != idx.shape:
+            raise ShapeError(f"scatter_add: src of shape {s.shape} differs from index of shape {idx.shape}")
+        grids = list(np.ix_(*(np.arange(n) for n in idx.shape)))
+        grids[a] = idx
+        try:
+            pos = np.arange(X.size).reshape(X.shape)[tuple(grids)]
+        except IndexError as e:
+            raise ShapeError(f"scatter_add: index of shape {idx.shape} does not fit {_describe(self)} of shape "
+                             f"{X.shape} along axis {axis} ({e})") from None
+        return _put("scatter_add", self, pos, src, True)
+
+    def gelu(self: Tensor, approximate: str = "none") -> Tensor:
+        """x Phi(x), the exact (erf) form, PyTorch's default; ``approximate="tanh"`` gives the tanh form.
+
+        >>> round(Tensor([1.0]).gelu().item(), 6), round(Tensor([1.0]).gelu(approximate="tanh").item(), 6)
+        (0.841345, 0.841192)
+        """
+        return node(gelu_row(approximate), (self,))
+
+
+def _spread(row: TensorOp, x: Tensor, axis: Any, keepdims: bool, correction: Any, ddof: Any) -> Tensor:
+    """var or std: the arguments checked once for both."""
+    if correction is not None and ddof is not None:
+        raise TypeError(f"{row.name}: pass correction (PyTorch's name) or ddof (NumPy's), not both")
+    c = 1 if correction is None and ddof is None else (ddof if correction is None else correction)
+    if isinstance(c, bool) or not isinstance(c, numbers.Real) or not 0 <= c < math.inf:
+        raise ValueError(f"{row.name}: correction must be a number >= 0, got {c!r}")
+    _check_axis(row.name, x, axis)
+    n = math.prod(x.data.shape[a] for a in _axes(x.data.ndim, axis))
+    if n - c <= 0:
+        raise ShapeError(f"{row.name}: {n} entries of {_describe(x)} (shape {x.data.shape}) along axis {axis} with "
+                         f"correction={c} leave n - correction = {n - c} (PyTorch would give inf or nan)")
+    return node(row, (x,), {"axis": axis, "keepdims": keepdims, "correction": c})
+
+
+def _arg(name: str, fn: Callable[..., Any], x: Tensor, axis: Any, keepdims: bool) -> np.ndarray:
+    if axis is not None:
+        axis = _one_axis(name, x, axis)
+    _check_axis(name, x, axis, nonempty=True)
+    return np.asarray(fn(x.data, axis=axis, keepdims=keepdims))
+
+
+def _no_item_assignment(self: Tensor, index: Any, values: Any) -> None:
+    raise TypeError(f"{_describe(self)}[{index!r}] = ...: a Tensor is a graph node and is not changed in place; "
+                    "x.index_put(index, values) returns the changed copy as a new node (accumulate=True for +=)")
+
+
+Tensor.__setitem__ = _no_item_assignment  # type: ignore[method-assign]
+for _name, _fn in vars(_TorchMethods).items():
+    if callable(_fn) and not _name.startswith("__"):
+        _fn.__qualname__ = f"Tensor.{_name}"
+        setattr(Tensor, _name, _fn)

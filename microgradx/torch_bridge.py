@@ -86,12 +86,12 @@ _ACTIVATIONS: dict[str, tuple[str, str | None]] = {
     "relu": ("ReLU", None), "tanh": ("Tanh", None), "swish": ("SiLU", None), "softsign": ("Softsign", None),
     "hard_tanh": ("Hardtanh", None), "leaky_relu": ("LeakyReLU", nn.TORCH_SPELLINGS["leaky_relu"]),
     "elu": ("ELU", "alpha"), "sigmoid": ("Sigmoid", None), "linear": ("Identity", None), "gelu": ("GELU", None),
-    "softplus": ("Softplus", None),
+    "gelu_tanh": ("GELU", None), "softplus": ("Softplus", None),
 }
-# NOTE: microgradx's gelu is the tanh form; PyTorch's default is the exact (erf) form. PyTorch's softplus returns
+# NOTE: the gelu_tanh row is PyTorch's GELU(approximate="tanh"). PyTorch's softplus returns
 # x itself above `threshold` (default 20: off by log(1 + e^-20) = 2e-9); at 40 the skipped term e^-40 = 4e-18 is
 # below float64 rounding, and e^40 cannot overflow.
-_FIXED = {"gelu": {"approximate": "tanh"}, "softplus": {"beta": 1.0, "threshold": 40.0}}
+_FIXED = {"gelu_tanh": {"approximate": "tanh"}, "softplus": {"beta": 1.0, "threshold": 40.0}}
 
 
 def _activation(module: nn.Activation) -> tuple[str, dict[str, Any]]:

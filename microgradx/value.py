@@ -22,6 +22,7 @@ from .ops import (
     DomainError,
     Op,
     domain_error,
+    gelu_row,
     namespace,
     op_error,
     operator_roles,
@@ -327,6 +328,14 @@ for _op in OPS.values():
         setattr(Value, _name_, _method(_op, _name_))
 for _dunder, _rows in operator_rows().items():
     setattr(Value, _dunder, _operator(_dunder, _rows))
+
+
+def _gelu(self: Value, approximate: str = "none") -> Value:
+    """x.gelu(): x Phi(x), the exact (erf) form; ``x.gelu(approximate="tanh")``: the tanh form, as PyTorch."""
+    return _unary(gelu_row(approximate), self)
+
+
+Value.gelu = _gelu  # type: ignore[method-assign]
 
 
 def _lift(p: Any):

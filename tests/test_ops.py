@@ -37,7 +37,12 @@ REFERENCE = {
     "softplus": lambda x: math.log1p(math.exp(x)),
     "softsign": lambda x: x / (1 + abs(x)),
     "swish": lambda x: x / (1 + math.exp(-x)),
-    "gelu": lambda x: 0.5 * x * (1 + math.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))),
+    "gelu_tanh": lambda x: 0.5 * x * (1 + math.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))),
+    "gelu": lambda x: x * 0.5 * math.erfc(-x / math.sqrt(2)),   # x times the standard normal CDF
+    "log1p": lambda x: math.log(1 + x),
+    "expm1": lambda x: math.exp(x) - 1,
+    "erf": lambda x: 1 - math.erfc(x),
+    "sign": lambda x: math.copysign(1.0, x) if x else 0.0,
     "hard_tanh": lambda x: min(1.0, max(-1.0, x)),
     "abs": abs,
     "max": max,
@@ -95,7 +100,7 @@ def test_kink_subgradients_are_the_documented_ones(row):
     """At a kink the derivative is the chosen subgradient the row documents (PyTorch's choice)."""
     expected = {
         "relu": (0.0,), "leaky_relu": (0.01,), "prelu": (0.25, 0.0), "elu": (1.0,), "abs": (0.0,),
-        "binary_step": (0.0,), "max": (0.5, 0.5), "min": (0.5, 0.5),
+        "binary_step": (0.0,), "max": (0.5, 0.5), "min": (0.5, 0.5), "sign": (0.0,),
     }
     if row.name == "hard_tanh":
         assert Value(1.0).hard_tanh().partials == (0.0,)
@@ -129,7 +134,7 @@ def test_sigmoid_slope_derivative_is_seed001_eq3():
 
 @pytest.mark.parametrize("x", [-800.0, -40.0, 40.0, 800.0])
 def test_stable_forms_do_not_overflow(x):
-    for name in ("sigmoid", "softplus", "swish", "elu", "gelu", "tanh"):
+    for name in ("sigmoid", "softplus", "swish", "elu", "gelu", "gelu_tanh", "tanh", "erf"):
         v = getattr(Value(x), name)()
         assert math.isfinite(v.data) and all(math.isfinite(z) for z in v.partials)
 

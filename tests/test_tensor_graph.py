@@ -17,7 +17,19 @@ from microgradx import MicrogradxError, Value, fast, graph, losses, nn
 from microgradx.functional import avg_pool2d, batch_norm, conv2d, max_pool2d
 from microgradx.graph import Event, Node, backprop, check_gradients, jvp
 from microgradx.ops import OPS, Op
-from microgradx.tensor import TENSOR_OPS, Kernel, Tensor, TensorOp, concatenate, linear, node, where
+from microgradx.tensor import (
+    TENSOR_OPS,
+    Kernel,
+    Tensor,
+    TensorOp,
+    concatenate,
+    einsum,
+    linear,
+    node,
+    pad,
+    stack,
+    where,
+)
 
 DEMOS = Path(__file__).resolve().parent.parent / "demos"
 
@@ -138,7 +150,8 @@ def tensor_programs(draw):
     seed = draw(st.integers(0, 2**32 - 1))
     steps = draw(st.lists(st.tuples(st.sampled_from(
         ["unary", "add", "mul", "sub", "matmul_t", "sum0", "mean1k", "softmax", "log_softmax", "logsumexp",
-         "reshape", "transpose_back", "getitem", "concat", "where", "max1k", "clip", "linear"]),
+         "reshape", "transpose_back", "getitem", "concat", "where", "max1k", "clip", "linear", "cumsum", "prod1k",
+         "var0k", "norm1k", "einsum", "stack", "index_put", "scatter_add", "tile_flip", "pad", "expand"]),
         st.integers(0, 100), st.sampled_from(UNARY)), min_size=1, max_size=7))
     return seed, steps
 
@@ -160,6 +173,16 @@ STEPS = {
     "clip": lambda x, y, un: x.clip(-0.5, 0.5) + y,
     "linear": lambda x, y, un: linear(x, Tensor(np.full((4, 4), 0.2) + np.eye(4)), Tensor(np.ones(4)),
                              activation="tanh"),
+    "cumsum": lambda x, y, un: x.cumsum(axis=1), "prod1k": lambda x, y, un: x.prod(axis=1, keepdims=True) * y,
+    "var0k": lambda x, y, un: x.var(axis=0, keepdims=True) + y,
+    "norm1k": lambda x, y, un: x.norm(axis=1, keepdims=True) * y,
+    "einsum": lambda x, y, un: einsum("ij,kj,kl->il", x, y, Tensor(np.full((3, 4), 0.1), requires_grad=False)),
+    "stack": lambda x, y, un: stack([x, y], axis=2).mean(axis=2),
+    "index_put": lambda x, y, un: x.index_put(np.array([0, 2]), y[1], accumulate=True),
+    "scatter_add": lambda x, y, un: x.scatter_add(0, np.array([[2, 0, 1, 2], [0, 0, 2, 1]]), y[:2]),
+    "tile_flip": lambda x, y, un: x.flip(axis=1).tile(1, 2)[:, 3:7],
+    "pad": lambda x, y, un: pad(x, ((1, 0), (0, 0)), value=0.5)[:3] * y,
+    "expand": lambda x, y, un: x[1:2].expand(3, 4) - y,
 }
 
 
