@@ -313,13 +313,6 @@ def value_kernels(cls: type, reference: dict[str, Any]) -> dict[str, Any]:
     new = object.__new__
     tanh = math.tanh
 
-    def leaf(x: float) -> Any:  # what Value(x) makes of a finite float
-        v = new(cls)
-        v.data = x
-        v.grad = 0.0
-        v._op = v._a = v._b = v._za = v._zb = None
-        return v
-
     def unary(op: Any, a: Any, out: float, za: float) -> Any:
         v = new(cls)
         v.data = out
@@ -330,51 +323,115 @@ def value_kernels(cls: type, reference: dict[str, Any]) -> dict[str, Any]:
         v._b = v._zb = None
         return v
 
-    def with_number(ref: Any, kernel: Any, reflected: bool) -> Any:
-        # The operator for an operand that is not a Value: a finite float becomes a leaf, as the reference's
-        # Value(other) does, and goes through the kernel; anything else goes to the reference.
-        def method(self: Any, other: Any) -> Any:
-            if type(other) is float and other - other == 0.0 and ENABLED:
-                return kernel(leaf(other), self) if reflected else kernel(self, leaf(other))
-            return ref(self, other)
-        return method
+    ref_add, ref_radd = reference["__add__"], reference["__radd__"]
+    ref_sub, ref_rsub = reference["__sub__"], reference["__rsub__"]
+    ref_mul, ref_rmul = reference["__mul__"], reference["__rmul__"]
 
-    # NOTE: each kernel writes its node inline (one Python call per node, one statement per slot: cheaper than
-    # a helper call or a tuple assignment); ``out - out == 0.0`` is the finiteness test (inf - inf and nan - nan
+    # NOTE: everything is written inline, one Python call per node and one statement per slot (a helper call or
+    # a tuple assignment costs more). A float operand becomes a leaf as the reference's Value(other) makes it;
+    # a non-finite float gives a non-finite result, which goes to the reference with the original operand, so
+    # the reference raises its own error. ``out - out == 0.0`` is the finiteness test (inf - inf and nan - nan
     # are nan), cheaper than a call to math.isfinite.
     def __add__(self: Any, other: Any) -> Any:
-        if type(other) is cls and ENABLED:
-            out = self.data + other.data
+        if ENABLED:
+            t = type(other)
+            if t is cls:
+                b = other
+            elif t is float:
+                b = new(cls)
+                b.data = other
+                b.grad = 0.0
+                b._op = b._a = b._b = b._za = b._zb = None
+            else:
+                return ref_add(self, other)
+            out = self.data + b.data
             if out - out == 0.0:
                 v = new(cls)
                 v.data = out
                 v.grad = 0.0
                 v._op = ADD
                 v._a = self
-                v._b = other
+                v._b = b
                 v._za = v._zb = 1.0
                 return v
-        return add_number(self, other)
+        return ref_add(self, other)
+
+    def __radd__(self: Any, other: Any) -> Any:  # other + self, other a number
+        if ENABLED and type(other) is float:
+            out = other + self.data
+            if out - out == 0.0:
+                a = new(cls)
+                a.data = other
+                a.grad = 0.0
+                a._op = a._a = a._b = a._za = a._zb = None
+                v = new(cls)
+                v.data = out
+                v.grad = 0.0
+                v._op = ADD
+                v._a = a
+                v._b = self
+                v._za = v._zb = 1.0
+                return v
+        return ref_radd(self, other)
 
     def __sub__(self: Any, other: Any) -> Any:
-        if type(other) is cls and ENABLED:
-            out = self.data - other.data
+        if ENABLED:
+            t = type(other)
+            if t is cls:
+                b = other
+            elif t is float:
+                b = new(cls)
+                b.data = other
+                b.grad = 0.0
+                b._op = b._a = b._b = b._za = b._zb = None
+            else:
+                return ref_sub(self, other)
+            out = self.data - b.data
             if out - out == 0.0:
                 v = new(cls)
                 v.data = out
                 v.grad = 0.0
                 v._op = SUB
                 v._a = self
-                v._b = other
+                v._b = b
                 v._za = 1.0
                 v._zb = -1.0
                 return v
-        return sub_number(self, other)
+        return ref_sub(self, other)
+
+    def __rsub__(self: Any, other: Any) -> Any:  # other - self, other a number
+        if ENABLED and type(other) is float:
+            out = other - self.data
+            if out - out == 0.0:
+                a = new(cls)
+                a.data = other
+                a.grad = 0.0
+                a._op = a._a = a._b = a._za = a._zb = None
+                v = new(cls)
+                v.data = out
+                v.grad = 0.0
+                v._op = SUB
+                v._a = a
+                v._b = self
+                v._za = 1.0
+                v._zb = -1.0
+                return v
+        return ref_rsub(self, other)
 
     def __mul__(self: Any, other: Any) -> Any:
-        if type(other) is cls and ENABLED:
+        if ENABLED:
+            t = type(other)
+            if t is cls:
+                b = other
+            elif t is float:
+                b = new(cls)
+                b.data = other
+                b.grad = 0.0
+                b._op = b._a = b._b = b._za = b._zb = None
+            else:
+                return ref_mul(self, other)
             x = self.data
-            y = other.data
+            y = b.data
             out = x * y
             if out - out == 0.0:
                 v = new(cls)
@@ -382,15 +439,32 @@ def value_kernels(cls: type, reference: dict[str, Any]) -> dict[str, Any]:
                 v.grad = 0.0
                 v._op = MUL
                 v._a = self
-                v._b = other
+                v._b = b
                 v._za = y
                 v._zb = x
                 return v
-        return mul_number(self, other)
+        return ref_mul(self, other)
 
-    add_number = with_number(reference["__add__"], __add__, False)
-    sub_number = with_number(reference["__sub__"], __sub__, False)
-    mul_number = with_number(reference["__mul__"], __mul__, False)
+    def __rmul__(self: Any, other: Any) -> Any:  # other * self, other a number
+        if ENABLED and type(other) is float:
+            y = self.data
+            out = other * y
+            if out - out == 0.0:
+                a = new(cls)
+                a.data = other
+                a.grad = 0.0
+                a._op = a._a = a._b = a._za = a._zb = None
+                v = new(cls)
+                v.data = out
+                v.grad = 0.0
+                v._op = MUL
+                v._a = a
+                v._b = self
+                v._za = y
+                v._zb = other
+                return v
+        return ref_rmul(self, other)
+
     ref_neg, ref_relu, ref_tanh = reference["__neg__"], reference["relu"], reference["tanh"]
 
     def __neg__(self: Any) -> Any:
@@ -408,10 +482,8 @@ def value_kernels(cls: type, reference: dict[str, Any]) -> dict[str, Any]:
         out = tanh(self.data)
         return unary(TANH, self, out, 1.0 - out * out)
 
-    kernels = {"__add__": __add__, "__radd__": with_number(reference["__radd__"], __add__, True),
-               "__sub__": __sub__, "__rsub__": with_number(reference["__rsub__"], __sub__, True),
-               "__mul__": __mul__, "__rmul__": with_number(reference["__rmul__"], __mul__, True),
-               "__neg__": __neg__, "relu": relu, "tanh": tanh_}
+    kernels = {"__add__": __add__, "__radd__": __radd__, "__sub__": __sub__, "__rsub__": __rsub__,
+               "__mul__": __mul__, "__rmul__": __rmul__, "__neg__": __neg__, "relu": relu, "tanh": tanh_}
     for name, kernel in kernels.items():
         kernel.__name__ = kernel.__qualname__ = name
         kernel.__doc__ = reference[name].__doc__
@@ -450,62 +522,72 @@ def _order_marking(root: Any) -> tuple[list, list]:
     """(the topological order, each node's grad before) with every node's ``grad`` set to ``_UNSET``.
 
     The reference keeps (node, iterator over its parents) on its stack and a set of the nodes it has reached;
-    here the mark in ``grad`` says "reached", and a node with a parent still to explore waits on the stack
-    under its old grad, a ``_DONE`` marker and that parent (both parents when the first needs exploring), so
-    that it is finished once everything above the marker is. Post-order as the reference: the first parent's
-    subgraph first, a node reached again skipped, a leaf finished as soon as it is reached.
+    here the mark in ``grad`` says "reached". The search walks straight into a node's first parent that has a
+    subgraph of its own; the node waits on the stack under its old grad, a ``_DONE`` marker and its second
+    parent (if that one is still to explore), and is finished once everything above the marker is. Post-order
+    as the reference: the first parent's subgraph first, a node reached again skipped, a leaf finished as soon
+    as it is reached.
     """
     order: list = []
     before: list = []
     finish, keep = order.append, before.append
-    stack = [root]
+    stack: list = []
     push, pop = stack.append, stack.pop
+    unset, done = _UNSET, _DONE
+    n = root
     try:
-        while stack:
-            n = pop()
-            if n is _DONE:
-                keep(pop())
-                finish(pop())
-                continue
+        while True:
+            # n has not been reached before: mark it, then walk into the first parent still to explore
             g0 = n.grad
-            if g0 is _UNSET:  # reached before, through another path
-                continue
-            n.grad = _UNSET
+            n.grad = unset
             a = n._a
             if a is not None:
                 b = n._b
-                if a.grad is not _UNSET:
-                    if a._a is not None:  # the first parent has a subgraph: explore it, then the second parent
+                if a.grad is not unset:
+                    if a._a is not None:
                         push(n)
                         push(g0)
-                        push(_DONE)
-                        if b is not None:
+                        push(done)
+                        if b is not None and b.grad is not unset:
                             push(b)
-                        push(a)
+                        n = a
                         continue
                     keep(a.grad)
-                    a.grad = _UNSET
+                    a.grad = unset
                     finish(a)
-                if b is not None and b.grad is not _UNSET:
+                if b is not None and b.grad is not unset:
                     if b._a is not None:
                         push(n)
                         push(g0)
-                        push(_DONE)
-                        push(b)
+                        push(done)
+                        n = b
                         continue
                     keep(b.grad)
-                    b.grad = _UNSET
+                    b.grad = unset
                     finish(b)
             finish(n)
             keep(g0)
+            # n is finished: finish the nodes waiting on the stack, up to the next one still to explore
+            while stack:
+                n = pop()
+                if n is done:
+                    keep(pop())
+                    finish(pop())
+                elif n.grad is not unset:
+                    if n._a is not None:
+                        break
+                    keep(n.grad)  # a leaf: finished at once
+                    n.grad = unset
+                    finish(n)
+            else:
+                return order, before
     except BaseException:  # interrupted: give every node its grad back
         for k, item in enumerate(stack):
-            if item is _DONE:
+            if item is done:
                 stack[k - 2].grad = stack[k - 1]
         for n, g0 in zip(order, before):
             n.grad = g0
         raise
-    return order, before
 
 
 def value_backward(root: Any, seed: float) -> None:
@@ -522,6 +604,7 @@ def value_backward(root: Any, seed: float) -> None:
     """
     order, before = _order_marking(root)
     root.grad = seed
+    unset = _UNSET
     try:
         for n, g0 in zip(reversed(order), reversed(before)):
             s = n.grad
@@ -532,7 +615,7 @@ def value_backward(root: Any, seed: float) -> None:
                 if c - c != 0.0:
                     _raise_bad_gradient(n, 0, s, c)
                 g = a.grad
-                a.grad = c if g is _UNSET else g + c
+                a.grad = c if g is unset else g + c
                 b = n._b
                 if b is not None:
                     z = n._zb
@@ -540,16 +623,16 @@ def value_backward(root: Any, seed: float) -> None:
                     if c - c != 0.0:
                         _raise_bad_gradient(n, 1, s, c)
                     g = b.grad
-                    b.grad = c if g is _UNSET else g + c
+                    b.grad = c if g is unset else g + c
             elif s - s != 0.0:  # the sum over a leaf's uses overflowed
                 from .graph import leaf_gradient_error
                 raise leaf_gradient_error(n, s)
-            if g0 is None:  # a grad the user cleared
+            if g0 == 0.0 and s != 0.0:  # the usual case, a fresh grad: g0 + s is s, bit for bit
                 n.grad = s
-            elif g0 == 0.0:  # the usual case, a fresh grad: g0 + s is s bit for bit unless s is a zero too
-                if s == 0.0:  # many nodes get a zero (behind a relu that is off): share two zeros, not a float each
-                    s = _ZERO if math.copysign(1.0, g0 + s) > 0.0 else _NEG_ZERO
+            elif g0 is None:  # a grad the user cleared
                 n.grad = s
+            elif s == 0.0 and g0 == 0.0:  # many nodes get a zero (behind a relu that is off): share two zeros
+                n.grad = _ZERO if math.copysign(1.0, g0 + s) > 0.0 else _NEG_ZERO
             else:
                 n.grad = g0 + s
     except BaseException:
