@@ -2,8 +2,9 @@
 
 Backpropagation is the dynamic program S(out) = seed, S(i) = sum over children j of S(j) * z(i, j), run once in
 reverse topological order. Every reader (``Value.backward``, ``grad``, the stepper, ``Tensor.backward``) runs
-the same generator, ``backprop``; the stepper simply asks it for one event at a time. Every reader is written
-against ``Node``, the protocol both ``Value`` and ``Tensor`` satisfy.
+the same generator, ``backprop``; the stepper simply asks it for one event at a time. (``Value.backward`` runs
+its twin in ``fast``, which gives the same gradients bit for bit; ``fast.reference_only()`` runs this one.)
+Every reader is written against ``Node``, the protocol both ``Value`` and ``Tensor`` satisfy.
 """
 
 from __future__ import annotations
