@@ -287,8 +287,8 @@ def add_in_place_if_finite(theta: np.ndarray, delta: np.ndarray, delta_bound: fl
 # The references are the row-driven node builders and ``Value.vjp`` in ``value.py`` and the generic
 # ``graph.topological_order`` and ``graph.backprop``; ``tests/test_fast_scalar.py`` checks that these twins
 # build the same nodes (data, op, parents, partials, errors), the same order and the same gradients, bit for bit.
-# Why they are faster: one Python call per node instead of four (operator method, node builder, the row's
-# forward and partials); slots read directly instead of through the ``parents`` property; no tuple, iterator
+# Why they are faster: one or two Python calls per node instead of four (operator method, node builder, the
+# row's forward and partials); slots read directly instead of through the ``parents`` property; no tuple, iterator
 # or set entry per node in the depth-first search; gradients summed in the nodes' own ``grad`` slots instead of
 # a {node: S} dictionary. An operator allocates one object the garbage collector tracks (the node; micrograd
 # allocates about seven) and the backward pass none per node, so big graphs set off few collections.
@@ -327,8 +327,8 @@ def value_kernels(cls: type, reference: dict[str, Any]) -> dict[str, Any]:
     ref_sub, ref_rsub = reference["__sub__"], reference["__rsub__"]
     ref_mul, ref_rmul = reference["__mul__"], reference["__rmul__"]
 
-    # NOTE: everything is written inline, one Python call per node and one statement per slot (a helper call or
-    # a tuple assignment costs more). A float operand becomes a leaf as the reference's Value(other) makes it;
+    # NOTE: the binary kernels are written inline, one Python call per node and one statement per slot (a helper
+    # call or a tuple assignment costs more). A float operand becomes a leaf as the reference's Value(other) makes it;
     # a non-finite float gives a non-finite result, which goes to the reference with the original operand, so
     # the reference raises its own error. ``out - out == 0.0`` is the finiteness test (inf - inf and nan - nan
     # are nan), cheaper than a call to math.isfinite.
