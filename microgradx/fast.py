@@ -627,9 +627,9 @@ def value_backward(root: Any, seed: float) -> None:
             elif s - s != 0.0:  # the sum over a leaf's uses overflowed
                 from .graph import leaf_gradient_error
                 raise leaf_gradient_error(n, s)
-            if g0 == 0.0 and s != 0.0:  # the usual case, a fresh grad: g0 + s is s, bit for bit
-                n.grad = s
-            elif g0 is None:  # a grad the user cleared
+            if g0 == 0.0 and s != 0.0:  # the usual case, a fresh grad: g0 + s is s, bit for bit, already there
+                continue
+            if g0 is None:  # a grad the user cleared
                 n.grad = s
             elif s == 0.0 and g0 == 0.0:  # many nodes get a zero (behind a relu that is off): share two zeros
                 n.grad = _ZERO if math.copysign(1.0, g0 + s) > 0.0 else _NEG_ZERO
