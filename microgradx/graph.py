@@ -2,8 +2,9 @@
 
 Backpropagation is the dynamic program S(out) = seed, S(i) = sum over children j of S(j) * z(i, j), run once in
 reverse topological order. Every reader (``Value.backward``, ``grad``, the stepper, ``Tensor.backward``) runs
-the same generator, ``backprop``; the stepper simply asks it for one event at a time. Every reader is written
-against ``Node``, the protocol both ``Value`` and ``Tensor`` satisfy.
+the same generator, ``backprop``; the stepper simply asks it for one event at a time. (``Value.backward`` runs
+its twin in ``fast``, which gives the same gradients bit for bit; ``fast.reference_only()`` runs this one.)
+Every reader is written against ``Node``, the protocol both ``Value`` and ``Tensor`` satisfy.
 """
 
 from __future__ import annotations
@@ -155,8 +156,7 @@ def backprop(root: Any, seed: Any = 1.0, *, create_graph: bool = False, accumula
         parents = node.parents
         if not parents:
             if type(s) is float and not _isfinite(s):  # the sum over a leaf's uses overflowed
-                raise DomainError(f"backward: the gradient reaching {_kind(node)} ({node.data!r}) sums to {s}, "
-                                  "not a finite float", "backward", s, node.label)
+                raise leaf_gradient_error(node, s)
             if trace:
                 yield Event(index, node, s, (), () if node.partials is not None else None, (), ())
             continue
@@ -176,6 +176,12 @@ def backprop(root: Any, seed: Any = 1.0, *, create_graph: bool = False, accumula
         # NOTE: only scalar nodes have local derivatives as numbers; a tensor node's event carries its VJPs alone.
         yield Event(index, node, s, parents, getattr(node, "partials", ()), tuple(contributions), tuple(totals))
     return S
+
+
+def leaf_gradient_error(node: Any, s: float) -> DomainError:
+    """The error for a leaf whose gradient, summed over its uses, is ``s``, not a finite float."""
+    return DomainError(f"backward: the gradient reaching {_kind(node)} ({node.data!r}) sums to {s}, not a finite "
+                       "float", "backward", s, node.label)
 
 
 def run(gen: Generator[Any, None, Any]) -> Any:

@@ -10,7 +10,7 @@ import math
 import numbers
 from typing import Any
 
-from . import graph
+from . import fast, graph
 from .ops import (
     ADD,
     FLOAT,
@@ -103,7 +103,7 @@ def _compute(op: Op, inputs: tuple, args: tuple, arg: Any) -> tuple:
 def _unary(op: Op, x: Value, arg: Any = None) -> Value:
     out, zs = _compute(op, (x,), (x.data,) if op.param is None else (x.data, arg), arg)
     v = _new(Value)
-    v.data, v.grad, v.op, v.label, v._a, v._b, v._za, v._zb, v._arg = out, 0.0, op, None, x, None, zs[0], None, arg
+    v.data, v.grad, v._op, v._a, v._b, v._za, v._zb = out, 0.0, op, x, None, zs[0], arg
     return v
 
 
@@ -117,7 +117,7 @@ def _binary(op: Op, a: Value, b: Value) -> Value:
         if not _isfinite(out):
             raise _fail(op, (a, b), None, f"gives {out}, not a finite float")
     v = _new(Value)
-    v.data, v.grad, v.op, v.label, v._a, v._b, v._za, v._zb, v._arg = out, 0.0, op, None, a, b, za, zb, None
+    v.data, v.grad, v._op, v._a, v._b, v._za, v._zb = out, 0.0, op, a, b, za, zb
     return v
 
 
@@ -138,17 +138,39 @@ class Value:
     (5.0, 2.0)
     """
 
-    __slots__ = ("data", "grad", "op", "label", "_a", "_b", "_za", "_zb", "_arg")
+    # NOTE: a graph has many nodes, so a node is seven slots (88 bytes with the object's headers):
+    #   _op      the row, or (row, label) once the node has a label (None or (None, label) on a leaf);
+    #   _a, _za  the first parent and its partial z(a, self); None on a leaf;
+    #   _b, _zb  the second parent and its partial; on a one-input node _b is None and _zb holds the op's number
+    #            parameter (the exponent of x ** 3), if it has one.
+    # ``op``, ``label``, ``parents``, ``partials`` and ``arg`` read them.
+    __slots__ = ("data", "grad", "_op", "_a", "_b", "_za", "_zb")
     keeps_grad = True  # backward adds S to every node's grad (the graph core's node protocol)
 
     def __init__(self, data: float, label: str | None = None) -> None:
         self.data = _to_float(data)
         self.grad: Any = 0.0
-        self.op: Op | None = None
-        self.label = label
-        self._a = self._b = self._za = self._zb = self._arg = None
+        self._op: Any = None if label is None else (None, label)
+        self._a = self._b = self._za = self._zb = None
 
     # -- the recorded graph ---------------------------------------------------------------------------------
+
+    @property
+    def op(self) -> Op | None:
+        """The row that made this node (``(x * y).op.name == "mul"``); None for a leaf."""
+        op = self._op
+        return op[0] if type(op) is tuple else op
+
+    @property
+    def label(self) -> str | None:
+        """The node's name in drawings, steps and errors (``Value(2.0, label="x").label == "x"``), or None."""
+        op = self._op
+        return op[1] if type(op) is tuple else None
+
+    @label.setter
+    def label(self, text: str | None) -> None:
+        op = self.op
+        self._op = op if text is None else (op, text)
 
     @property
     def parents(self) -> tuple[Value, ...]:
@@ -169,13 +191,14 @@ class Value:
     @property
     def arg(self) -> Any:
         """The op's number parameter (the exponent of ``x ** 3``, the alpha of ``leaky_relu``), or None."""
-        return self._arg
+        return self._zb if self._b is None else None
 
     def vjp(self, g: Any, create_graph: bool = False) -> tuple:
         """One contribution g * z(parent, self) per parent; with ``create_graph`` they are Values."""
         if create_graph:
-            args = (*self.parents, self._arg) if self.op.param else self.parents
-            return tuple(g * z for z in self.op.partials(VALUE_MATH, self, *args))
+            op = self.op
+            args = (*self.parents, self.arg) if op.param else self.parents
+            return tuple(g * z for z in op.partials(VALUE_MATH, self, *args))
         a = g * self._za
         if not _isfinite(a):
             raise _bad_gradient(self, 0, g, a)
@@ -212,8 +235,12 @@ class Value:
         >>> y.backward(); y.backward(); x.grad
         12.0
         """
-        s: Any = Value(seed) if create_graph else _to_float(seed, "backward seed")
-        graph.run(graph.backprop(self, s, create_graph=create_graph))
+        if create_graph:
+            graph.run(graph.backprop(self, Value(seed), create_graph=True))
+        elif fast.ENABLED:
+            fast.value_backward(self, _to_float(seed, "backward seed"))
+        else:
+            graph.run(graph.backprop(self, _to_float(seed, "backward seed")))
 
     # -- operators (+, -, *, /, **, unary -, abs) are attached from the rows' spellings below ------------------
 
@@ -244,8 +271,7 @@ class Value:
         # pickles and deep-copies; nodes shared inside it stay shared.
         order = graph.topological_order(self)
         at = {id(n): k for k, n in enumerate(order)}
-        rows = [(n.data, n.grad, n.op, n.label, tuple(at[id(p)] for p in n.parents), n._za, n._zb, n._arg)
-                for n in order]
+        rows = [(n.data, n.grad, n._op, tuple(at[id(p)] for p in n.parents), n._za, n._zb) for n in order]
         return (_rebuild, (rows,))
 
     def __repr__(self) -> str:
@@ -256,11 +282,11 @@ class Value:
 def _rebuild(rows: list) -> Value:
     """The node a ``Value.__reduce__`` flattened: its graph rebuilt from the rows, parents first."""
     nodes: list[Value] = []
-    for data, g, op, label, parents, za, zb, arg in rows:
+    for data, g, op, parents, za, zb in rows:
         v = _new(Value)
         a = nodes[parents[0]] if parents else None
         b = nodes[parents[1]] if len(parents) > 1 else None
-        v.data, v.grad, v.op, v.label, v._a, v._b, v._za, v._zb, v._arg = data, g, op, label, a, b, za, zb, arg
+        v.data, v.grad, v._op, v._a, v._b, v._za, v._zb = data, g, op, a, b, za, zb
         nodes.append(v)
     return nodes[-1]
 
@@ -328,6 +354,10 @@ for _op in OPS.values():
         setattr(Value, _name_, _method(_op, _name_))
 for _dunder, _rows in operator_rows().items():
     setattr(Value, _dunder, _operator(_dunder, _rows))
+# The hottest operators (+, -, *, unary -, relu, tanh) run as fast kernels that build the same nodes and hand
+# every other case to the methods above (microgradx.fast; fast.reference_only() runs the methods above alone).
+for _name_, _kernel in fast.value_kernels(Value, {n: getattr(Value, n) for n in fast.VALUE_KERNELS}).items():
+    setattr(Value, _name_, _kernel)
 
 
 def _gelu(self: Value, approximate: str = "none") -> Value:
