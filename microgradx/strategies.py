@@ -371,6 +371,8 @@ class TensorStep:
 def format_array(shape: tuple[int, ...], flat: tuple[float, ...]) -> str:
     import numpy as np
 
+    if not shape:
+        return f"{flat[0]:g} shape ()"
     text = np.array2string(np.array(flat, dtype=float).reshape(shape), separator=", ", precision=4,
                            suppress_small=True, max_line_width=10_000).replace("\n", "")
     return f"{text} shape {shape}" if len(shape) != 1 else text

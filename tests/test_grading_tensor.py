@@ -474,3 +474,9 @@ def test_the_autograder_bundle_grades_a_tensor_engine_from_its_own_files(tmp_pat
 def test_correct_engines_pass_the_random_programs_on_a_full_budget(engine):
     report = grade(engine, replace(FAST, examples=60), only=["programs"], seed=7)
     assert report.passed and report.results[0].examples >= 30, report.text()
+
+
+def test_a_broadcasting_mistake_still_lets_accumulation_and_order_be_graded(tensor_zoo):
+    status = {r.name: r.status for r in tensor_zoo["mul_unreduced"].results}
+    assert status["broadcast[mul]"] == "failed" and status["accumulate"] == status["order"] == "passed"
+    assert status["programs"] == "blocked"

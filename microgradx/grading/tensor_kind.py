@@ -34,7 +34,7 @@ DEFAULT_CLASS = "Tensor"
 # The child's program first, then the grader modules it loads.
 WORKER = ("tensor_worker.py", "tensor_protocol.py", "worker.py", "protocol.py")
 ELEMENTWISE = ("add", "sub", "mul", "div")
-UNARY = ("exp", "log", "relu", "pow")
+SAME_SHAPES = ("forward", "gradient")  # the per-op rules whose programs do not broadcast
 MAX_DIMS, MAX_SIZE = 6, 10_000
 
 
@@ -363,12 +363,17 @@ def _draw_broadcast(rule: Rule, ctx: Context) -> Draw:
     return Draw(_op_programs(rule.op, "broadcast"))
 
 
-def _clean(ctx: Context, wanted: Sequence[str], need: Sequence[str]) -> tuple[str, ...]:
-    """The graded ops among ``wanted`` whose per-op rules all passed; Blocked when one of ``need`` is not."""
-    ops = ctx.clean()
+def _clean(ctx: Context, wanted: Sequence[str], need: Sequence[str],
+           kinds: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The graded ops among ``wanted`` whose per-op rules (of ``kinds``, else all) passed; Blocked when one of
+    ``need`` is not among them."""
+    def rules_of(o: str) -> list[str]:
+        return [n for n in ctx.status if n.endswith(f"[{o}]") and (kinds is None or n.split("[")[0] in kinds)]
+
+    ops = tuple(o for o in ctx.ops if all(ctx.ok(n) for n in rules_of(o)))
     for o in need:
         if o not in ops:
-            bad = [n for n in ctx.status if n.endswith(f"[{o}]") and not ctx.ok(n)] or ["protocol"]
+            bad = [n for n in rules_of(o) if not ctx.ok(n)] or ["protocol"]
             raise Blocked(ctx.blocked_by.get(bad[0], bad[0]))
     return tuple(o for o in wanted if o in ops)
 
@@ -376,8 +381,9 @@ def _clean(ctx: Context, wanted: Sequence[str], need: Sequence[str]) -> tuple[st
 def _draw_accumulate(rule: Rule, ctx: Context) -> Draw:
     from hypothesis import strategies as st
 
-    combine = _clean(ctx, ("add", "mul"), ("add", "mul"))
-    unary = _clean(ctx, ("mul", "add", "sub", "div", "exp", "log", "relu", "pow"), ())
+    # Same shapes only: a broadcasting mistake does not keep accumulation from being graded.
+    combine = _clean(ctx, ("add", "mul"), ("add", "mul"), SAME_SHAPES)
+    unary = _clean(ctx, ("mul", "add", "sub", "div", "exp", "log", "relu", "pow"), (), SAME_SHAPES)
 
     @st.composite
     def draw(d: Any) -> TensorProgram:
@@ -436,8 +442,8 @@ def chain(depth: int, shape: tuple[int, ...] = (3,)) -> TensorProgram:
 def _draw_order(rule: Rule, ctx: Context) -> Draw:
     from hypothesis import strategies as st
 
-    _clean(ctx, (), ("add", "mul"))
-    unary = _clean(ctx, ("exp", "relu", "log"), ())
+    _clean(ctx, (), ("add", "mul"), SAME_SHAPES)
+    unary = _clean(ctx, ("exp", "relu", "log"), (), SAME_SHAPES)
 
     @st.composite
     def draw(d: Any) -> TensorProgram:
