@@ -480,3 +480,26 @@ def test_a_broadcasting_mistake_still_lets_accumulation_and_order_be_graded(tens
     status = {r.name: r.status for r in tensor_zoo["mul_unreduced"].results}
     assert status["broadcast[mul]"] == "failed" and status["accumulate"] == status["order"] == "passed"
     assert status["programs"] == "blocked"
+
+
+def test_every_tensor_rule_and_cause_is_documented():
+    from microgradx.grading.tensor_kind import CAUSES, TENSOR_KINDS
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "grading.md").read_text()
+    section = doc.split("## NumPy Tensor engines", 1)[1].split("\n## ", 1)[0]
+    for kind in TENSOR_KINDS:
+        row = next((line for line in section.splitlines() if line.startswith(f"| `{kind.name}")), None)
+        assert row is not None and f"| {kind.weight:g} |" in row, kind.name
+    for name in CAUSES:
+        assert f"`{name}`" in section, name
+
+
+def test_a_backward_that_changes_data_is_caught_first_with_its_own_hint(tmp_path):
+    path = tmp_path / "engine.py"
+    path.write_text(mutate({"        for v in reversed(topo):\n            v._backward()":
+                            "        for v in reversed(topo):\n            v._backward()\n"
+                            "            v.data = v.data - 0.1 * v.grad"}))
+    report = grade(path, FAST)
+    failed = [r for r in report.results if r.status == "failed"]
+    assert [r.name for r in failed] == ["seed"] and failed[0].finding["cause"] == "data-changed"
+    assert "never change .data (v0.data changed)" in failed[0].hint
