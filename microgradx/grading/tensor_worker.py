@@ -54,7 +54,7 @@ def as_array(x: Any, what: str) -> Any:
     return np.array(a, dtype=np.float64)
 
 
-def _leaf(value: Any, shape: list, flat: list, conv: dict) -> Any:
+def _leaf(value: Any, shape: list, flat: list) -> Any:
     import numpy as np
 
     return value(np.array(flat, dtype=np.float64).reshape(shape))
@@ -69,7 +69,7 @@ def run_program(value: Any, req: dict, engine: str) -> dict:
     data = conv["data"]
     stage = "forward"
     try:
-        leaves = [_leaf(value, shape, flat, conv) for shape, flat in req["inputs"]]
+        leaves = [_leaf(value, shape, flat) for shape, flat in req["inputs"]]
         nodes = list(leaves)
         for op, args, param in req["steps"]:
             nodes.append(tensor_protocol.call(op, [nodes[i] for i in args], param, conv))
