@@ -15,6 +15,8 @@ def add_parser(sub) -> None:
         description="Grade the micrograd-style Value class in each ENGINE file: every rule (forward values, local "
                     "gradients, numbers on either side, accumulation, order, seed, deep graphs, linear time, "
                     "unchanged inputs) is checked by Hypothesis, each example run in a sandboxed child process. "
+                    "With --kind tensor, ENGINE defines a NumPy Tensor instead (each op's gradient, broadcasting, "
+                    "accumulation, order, random broadcasting programs). "
                     "Exit status: 0 every rule holds (warnings allowed), 1 some rule fails, 2 usage error, "
                     "3 an engine file cannot be graded (syntax error, import error, no class, import timeout).",
         epilog="examples: microgradx grade engine.py --json report.json | microgradx grade submissions/*/engine.py "
