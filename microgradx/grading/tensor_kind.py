@@ -459,8 +459,9 @@ def _draw_order(rule: Rule, ctx: Context) -> Draw:
         for level in range(d(st.integers(1, 3))):
             n = 3 + len(steps)
             f = d(st.sampled_from((None, *unary)))
-            # log and exp of the inputs only (positive, moderate), so no level leaves their domain or overflows
-            if f is None or (f in ("log", "exp") and level > 0):
+            # Unary ops of the inputs only (positive, moderate): no later level leaves log's domain, overflows
+            # exp or lands on relu's kink.
+            if f is None or level > 0:
                 steps.append(TensorStep("mul", (v, 1)))
             else:
                 steps.append(TensorStep(f, (v,)))
