@@ -4,6 +4,7 @@
 live); ``number_programs()`` puts plain numbers on either side of an operator and ``reuse_programs()`` uses one
 value twice through a chosen op. A ``Program`` builds itself on microgradx or on any micrograd-like engine, and
 ``pairs()`` builds each drawn program on two engines, so they can be compared on the same inputs.
+``tensor_programs()`` draws programs on small NumPy tensors whose operands broadcast, for Tensor engines.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from hypothesis import strategies as st
 from .ops import FLOAT, OPS, Domain, Op
 
 __all__ = ["Step", "Program", "programs", "number_programs", "reuse_programs", "pairs", "Pair", "floats_in",
-           "op_inputs", "apply_op", "spelling", "DEFAULT_OPS", "PARAMS", "STUDENT_OPS", "STUDENT_PARAMS"]
+           "op_inputs", "apply_op", "spelling", "DEFAULT_OPS", "PARAMS", "STUDENT_OPS", "STUDENT_PARAMS",
+           "TensorStep", "TensorProgram", "tensor_programs", "TENSOR_POWERS"]
 
 # Simplest first: Hypothesis shrinks a sampled op towards the front of the list.
 DEFAULT_OPS: tuple[str, ...] = ("add", "mul", "sub", "neg", "div", "pow", "tanh", "exp", "log", "relu",
@@ -350,3 +352,246 @@ def pairs(strategy: st.SearchStrategy[Program], first: Any, second: Any = None) 
     >>> test_same()
     """
     return strategy.map(lambda p: Pair((p, p.build(first), p.build(second))))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# NumPy Tensor programs
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TensorStep:
+    """One tensor instruction: ``op`` (a name of ``TENSOR_OPS``) on earlier results ``args``, with ``param``:
+    the exponent of ``pow``, ``(axis, keepdims)`` of ``sum``/``mean``, the new shape of ``reshape``."""
+
+    op: str
+    args: tuple[int, ...]
+    param: Any = None
+
+
+def format_array(shape: tuple[int, ...], flat: tuple[float, ...]) -> str:
+    import numpy as np
+
+    if not shape:
+        return f"{flat[0]:g} shape ()"
+    text = np.array2string(np.array(flat, dtype=float).reshape(shape), separator=", ", precision=4,
+                           suppress_small=True, max_line_width=10_000).replace("\n", "")
+    return f"{text} shape {shape}" if len(shape) != 1 else text
+
+
+@dataclass(frozen=True)
+class TensorProgram:
+    """A straight-line program on NumPy tensors: ``inputs`` are v0..v(n-1), each ``(shape, flat values)``;
+    step k computes v(n+k) from earlier values; the last value is the (scalar) output.
+
+    >>> p = TensorProgram((((2, 2), (1.0, 2.0, 3.0, 4.0)), ((2,), (0.5, -1.0))),
+    ...                   (TensorStep("mul", (0, 1)), TensorStep("sum", (2,), (0, False)), TensorStep("sum", (3,))))
+    >>> out, leaves = p.build(); float(out.data), leaves[1].grad
+    (-4.0, None)
+    >>> p.formula()
+    'v4 = v3.sum() where v3 = v2.sum(axis=0); v2 = v0 * v1; v0 = [[1., 2.], [3., 4.]] shape (2, 2), v1 = [ 0.5, -1. ]'
+    """
+
+    inputs: tuple[tuple[tuple[int, ...], tuple[float, ...]], ...]
+    steps: tuple[TensorStep, ...]
+
+    def arrays(self) -> list:
+        """The inputs as float64 ndarrays (fresh copies)."""
+        import numpy as np
+
+        return [np.array(flat, dtype=np.float64).reshape(shape) for shape, flat in self.inputs]
+
+    def build(self, tensor: Any = None, conventions: dict[str, str] | None = None) -> tuple[Any, list]:
+        """Run the program on a Tensor class (microgradx's by default), spelled as ``conventions`` say (see
+        ``microgradx.grading.tensor_protocol``); returns (output, leaves)."""
+        from .grading.tensor_protocol import CONVENTIONS, call
+
+        if tensor is None:
+            from .tensor import Tensor as tensor
+        conv = {**CONVENTIONS, **(conventions or {})}
+        leaves = [tensor(a) for a in self.arrays()]
+        nodes = list(leaves)
+        for s in self.steps:
+            nodes.append(call(s.op, [nodes[i] for i in s.args], s.param, conv))
+        return nodes[-1], leaves
+
+    def _expr(self, s: TensorStep) -> str:
+        a = [f"v{i}" for i in s.args]
+        if s.op in _INFIX:
+            return f"{a[0]} {_INFIX[s.op]} {a[1]}"
+        if s.op == "pow":
+            return f"{a[0]} ** {s.param:g}"
+        if s.op in ("sum", "mean"):
+            if s.param is None or s.param[0] is None:
+                return f"{a[0]}.{s.op}()"
+            keep = ", keepdims=True" if s.param[1] else ""
+            return f"{a[0]}.{s.op}(axis={s.param[0]}{keep})"
+        if s.op == "reshape":
+            return f"{a[0]}.reshape({tuple(s.param)})"
+        if s.op == "transpose":
+            return f"{a[0]}.T"
+        return f"{a[0]}.{s.op}()"
+
+    def formula(self) -> str:
+        """The program as readable text, output first, then the inputs with their shapes."""
+        n = len(self.inputs)
+        lines = [f"v{n + k} = {self._expr(s)}" for k, s in enumerate(self.steps)]
+        head = lines[-1] if lines else f"v{n - 1}"
+        rest = "; ".join(reversed(lines[:-1]))
+        ins = ", ".join(f"v{k} = {format_array(shape, flat)}" for k, (shape, flat) in enumerate(self.inputs))
+        return f"{head} where {rest}; {ins}" if rest else f"{head}; {ins}"
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+_INFIX = {"add": "+", "sub": "-", "mul": "*", "div": "/", "matmul": "@"}
+TENSOR_POWERS: tuple[float, ...] = (2.0, 3.0, -1.0, 0.5)
+
+
+def _tensor_values(draw: Any, shape: tuple[int, ...]) -> tuple[float, ...]:
+    # Tenths from -2 to 2: readable counterexamples that Hypothesis shrinks towards 0.
+    size = math.prod(shape)
+    return tuple(draw(st.lists(st.integers(-20, 20), min_size=size, max_size=size).map(
+        lambda ks: [k / 10 for k in ks])))
+
+
+def _family_shape(draw: Any, full: tuple[int, ...]) -> tuple[int, ...]:
+    """A shape that broadcasts against ``full`` to ``full``: leading axes dropped, some axes of size 1."""
+    dropped = full[draw(st.integers(0, len(full))):]
+    return tuple(d if draw(st.booleans()) else 1 for d in dropped)
+
+
+def _tensor_forward(op: str, vals: Sequence[Any], param: Any, full: tuple[int, ...]) -> Any:
+    """The op's float64 result, or None when it leaves the op's domain, a kink, moderate sizes or the shapes that
+    broadcast to ``full``."""
+    import numpy as np
+
+    from .grading.tensor_protocol import CONVENTIONS, call
+    from .tensor import Tensor
+
+    a = vals[0]
+    if op == "log" and not (a > 0.2).all():
+        return None
+    if op == "relu" and not (np.abs(a) > 1e-3).all():
+        return None  # relu'(0) is 0 in some engines and 1 in others: never asked
+    if op == "div" and not (np.abs(vals[1]) > 0.3).all():
+        return None
+    if op == "pow" and param not in (2.0, 3.0) and not (a > 0.2).all():
+        return None
+    if op == "exp" and not (a < 3).all():
+        return None
+    with np.errstate(all="ignore"):
+        out = np.asarray(call(op, [Tensor(v) for v in vals], param, CONVENTIONS).data, dtype=np.float64)
+    if not np.isfinite(out).all() or (np.abs(out) > 1e3).any():
+        return None
+    try:
+        if np.broadcast_shapes(out.shape, full) != full:
+            return None
+    except ValueError:
+        return None
+    return out
+
+
+@st.composite
+def tensor_programs(draw: Any, ops: Sequence[str] | None = None, *, max_steps: int = 6,
+                    max_inputs: int = 3) -> TensorProgram:
+    """Random straight-line programs on small NumPy tensors whose operands broadcast: every value has a shape
+    that broadcasts to one drawn full shape (axes dropped in front, axes of size 1), so ``+ - * /`` between any
+    two values broadcast, and un-reduced broadcast gradients show. Values are reused (fan-out); the program ends
+    in ``(out * w).sum()`` with a weight leaf ``w``, so every leaf's gradient is non-uniform and the output a
+    scalar. ``ops`` come from ``microgradx.grading.tensor_protocol.TENSOR_OPS``, simplest first.
+
+    >>> from hypothesis import given, settings
+    >>> @settings(max_examples=20)
+    ... @given(tensor_programs(("add", "mul", "sum")))
+    ... def test_builds(p):
+    ...     out, leaves = p.build()
+    ...     out.backward()
+    ...     assert all(leaf.grad.shape == leaf.data.shape for leaf in leaves)
+    >>> test_builds()
+    """
+    import numpy as np
+
+    from .grading.tensor_protocol import TENSOR_OPS
+
+    ops = tuple(ops or TENSOR_OPS)
+    full = tuple(draw(st.lists(st.integers(1, 3), min_size=1, max_size=2)))
+    # Nodes in the order they are made: ("input", shape, flat) or ("step", op, args, param); inputs are renumbered
+    # first at the end.
+    nodes: list[tuple] = []
+    vals: list[Any] = []
+
+    def new_input(shape: tuple[int, ...]) -> int:
+        flat = _tensor_values(draw, shape)
+        nodes.append(("input", shape, flat))
+        vals.append(np.array(flat, dtype=np.float64).reshape(shape))
+        return len(nodes) - 1
+
+    new_input(full)
+    for _ in range(draw(st.integers(0, max_inputs - 1))):
+        new_input(_family_shape(draw, full))
+    for _ in range(draw(st.integers(1, max_steps))):
+        op = draw(st.sampled_from(ops))
+        first = len(vals) - 1 - draw(st.integers(0, len(vals) - 1))
+        param: Any = None
+        args: tuple[int, ...] = (first,)
+        if op in _INFIX and op != "matmul":
+            n_inputs = sum(n[0] == "input" for n in nodes)
+            fresh = n_inputs < max_inputs + 1 and draw(st.booleans())
+            second = new_input(_family_shape(draw, full)) if fresh else draw(st.integers(0, len(vals) - 1))
+            args = (first, second) if draw(st.booleans()) else (second, first)
+        elif op == "matmul":
+            shape = vals[first].shape
+            if len(shape) != 2:
+                continue
+            args = (first, new_input((shape[1], shape[1])))
+        elif op == "pow":
+            param = draw(st.sampled_from(TENSOR_POWERS))
+        elif op in ("sum", "mean"):
+            nd = vals[first].ndim
+            axis = draw(st.sampled_from((None, *range(nd)))) if nd else None
+            param = (axis, draw(st.booleans()) if axis is not None else False)
+        elif op == "reshape":
+            size = vals[first].size
+            same = [s for s in _family_shapes(full) if math.prod(s) == size and s != vals[first].shape]
+            if not same:
+                continue
+            param = draw(st.sampled_from(same))
+        out = _tensor_forward(op, [vals[i] for i in args], param, full)
+        if out is None:
+            continue
+        nodes.append(("step", op, args, param))
+        vals.append(out)
+    # Every value matters: the ones no step uses are added into the output (their shapes broadcast).
+    used = {i for n in nodes if n[0] == "step" for i in n[2]}
+    steps_made = [k for k, n in enumerate(nodes) if n[0] == "step"]
+    out_index = steps_made[-1] if steps_made else 0
+    for k in range(len(nodes)):
+        if k not in used and k != out_index:
+            nodes.append(("step", "add", (out_index, k), None))
+            vals.append(vals[out_index] + vals[k])
+            out_index = len(nodes) - 1
+    weight = new_input(vals[out_index].shape)
+    nodes.append(("step", "mul", (out_index, weight), None))
+    vals.append(vals[out_index] * vals[weight])
+    nodes.append(("step", "sum", (len(nodes) - 1,), None))
+    order = [k for k, n in enumerate(nodes) if n[0] == "input"] + [k for k, n in enumerate(nodes) if n[0] == "step"]
+    where = {old: new for new, old in enumerate(order)}
+    inputs = tuple((nodes[k][1], nodes[k][2]) for k in order if nodes[k][0] == "input")
+    steps = tuple(TensorStep(nodes[k][1], tuple(where[i] for i in nodes[k][2]), nodes[k][3])
+                  for k in order if nodes[k][0] == "step")
+    return TensorProgram(inputs, steps)
+
+
+def _family_shapes(full: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Every shape that broadcasts to ``full``: ``(2, 3)`` gives (2, 3), (1, 3), (2, 1), (1, 1), (3,), (1,), ()."""
+    import itertools
+
+    out = []
+    for start in range(len(full) + 1):
+        tail = full[start:]
+        for keep in itertools.product((True, False), repeat=len(tail)):
+            shape = tuple(d if k else 1 for d, k in zip(tail, keep))
+            if shape not in out:
+                out.append(shape)
+    return out

@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from ..grading.assignment import ENGINE_KINDS
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -13,12 +15,16 @@ def add_parser(sub) -> None:
         description="Grade the micrograd-style Value class in each ENGINE file: every rule (forward values, local "
                     "gradients, numbers on either side, accumulation, order, seed, deep graphs, linear time, "
                     "unchanged inputs) is checked by Hypothesis, each example run in a sandboxed child process. "
+                    "With --kind tensor, ENGINE defines a NumPy Tensor instead (each op's gradient, broadcasting, "
+                    "accumulation, order, random broadcasting programs). "
                     "Exit status: 0 every rule holds (warnings allowed), 1 some rule fails, 2 usage error, "
                     "3 an engine file cannot be graded (syntax error, import error, no class, import timeout).",
         epilog="examples: microgradx grade engine.py --json report.json | microgradx grade submissions/*/engine.py "
                "--jobs 4 --csv grades.csv | microgradx grade --make-autograder hw.toml -o autograder.zip")
     p.add_argument("engines", nargs="*", metavar="ENGINE", help="a student's Python file defining Value")
     p.add_argument("--assignment", metavar="TOML", help="assignment file: ops, weights, tolerances, limits")
+    p.add_argument("--kind", choices=ENGINE_KINDS, help="what ENGINE defines: a scalar Value (default) or a NumPy "
+                                                       "Tensor engine (overrides the assignment's kind)")
     p.add_argument("--ops", metavar="OPS", help="comma-separated ops to grade (default: those the engine has)")
     p.add_argument("--rules", metavar="NAMES", help="comma-separated rule names to run; * matches anything")
     p.add_argument("--seed", type=int, help="Hypothesis seed (default: derandomized, the same every run)")
@@ -61,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
             if args.examples < 1:
                 raise AssignmentError(f"--examples must be at least 1, got {args.examples}")
             asg = dataclasses.replace(asg, examples=args.examples)
+        if args.kind:
+            asg = dataclasses.replace(asg, kind=args.kind)
         ops = [o.strip() for o in args.ops.split(",") if o.strip()] if args.ops else None
         only = [r.strip() for r in args.rules.split(",") if r.strip()] if args.rules else None
         missing = [e for e in args.engines if not os.path.isfile(e)]

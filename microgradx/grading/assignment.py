@@ -10,9 +10,11 @@ from typing import Any
 
 from .sandbox import Limits
 
-__all__ = ["Assignment", "AssignmentError", "load_assignment", "matches", "VISIBILITIES"]
+__all__ = ["Assignment", "AssignmentError", "load_assignment", "matches", "VISIBILITIES", "ENGINE_KINDS"]
 
 VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")
+# What a submission is: a scalar ``Value`` engine, or a NumPy ``Tensor`` engine (tensor_kind.py).
+ENGINE_KINDS = ("value", "tensor")
 
 
 class AssignmentError(ValueError):
@@ -41,6 +43,8 @@ class Assignment:
     weights: dict[str, float] = field(default_factory=dict)      # rule name or glob -> weight
     visibility: dict[str, str] = field(default_factory=dict)     # rule name or glob -> Gradescope visibility
     skip: tuple[str, ...] = ()       # rule names or globs not graded at all
+    kind: str = "value"              # one of ENGINE_KINDS
+    conventions: dict[str, str] = field(default_factory=dict)  # a Tensor engine's declared conventions
 
     def weight(self, rule: str, default: float) -> float:
         """The rule's weight: an exact name wins over a glob, a glob over the default."""
@@ -107,24 +111,29 @@ def load_assignment(path: str | Path) -> Assignment:
 
     path = Path(path)
     data = _toml(path)
-    known = {"assignment", "tolerance", "time", "limits", "weights", "visibility"}
+    known = {"assignment", "tolerance", "time", "limits", "weights", "visibility", "conventions"}
     for key in data:
         if key not in known:
             raise AssignmentError(f"{path}: unknown table [{key}] (known: {', '.join(sorted(known))})")
     top = dict(data.get("assignment", {}))
     kw: dict[str, Any] = {}
     simple = {"name": str, "file": str, "class": str, "examples": int, "deep_depth": int, "deep_graph": str,
-              "extremes": str, "ops": list, "skip": list}
+              "extremes": str, "ops": list, "skip": list, "kind": str}
     for key, value in top.items():
         if key not in simple:
             raise AssignmentError(f"{path}: unknown key assignment.{key} (known: {', '.join(sorted(simple))})")
         _check(f"assignment.{key}", value, simple[key], positive=simple[key] is int)
         kw["cls" if key == "class" else key] = value
+    if kw.get("kind", "value") not in ENGINE_KINDS:
+        raise AssignmentError(f"assignment.kind must be one of {', '.join(ENGINE_KINDS)}, got {kw['kind']!r}")
+    protocol_ops = STUDENT_OPS
+    if kw.get("kind") == "tensor":
+        from .tensor_protocol import TENSOR_OPS as protocol_ops
     if "ops" in kw:
-        bad = [o for o in kw["ops"] if o not in STUDENT_OPS]
+        bad = [o for o in kw["ops"] if o not in protocol_ops]
         if bad:
             raise AssignmentError(f"assignment.ops: unknown op(s) {bad}; the student protocol has "
-                                  f"{', '.join(STUDENT_OPS)}")
+                                  f"{', '.join(protocol_ops)}")
         kw["ops"] = tuple(kw["ops"])
     if "skip" in kw:
         kw["skip"] = tuple(kw["skip"])
@@ -155,4 +164,18 @@ def load_assignment(path: str | Path) -> Assignment:
         for name in _check(f"visibility.{level}", names, list):
             vis[name] = level
     kw["visibility"] = vis
+    if "conventions" in data:
+        from .tensor_protocol import CHOICES
+
+        if kw.get("kind") != "tensor":
+            raise AssignmentError(f"{path}: [conventions] describes a Tensor engine: set assignment.kind = "
+                                  f"\"tensor\"")
+        conv = {}
+        for key, value in data["conventions"].items():
+            if key not in CHOICES:
+                raise AssignmentError(f"{path}: unknown key conventions.{key} (known: {', '.join(CHOICES)})")
+            if value not in CHOICES[key]:
+                raise AssignmentError(f"conventions.{key} must be one of {', '.join(CHOICES[key])}, got {value!r}")
+            conv[key] = value
+        kw["conventions"] = conv
     return Assignment(**kw)

@@ -786,9 +786,13 @@ def _same(a: dict, b: dict) -> bool:
     return all(a.get(k) == b.get(k) for k in keys)
 
 
-def run_rule(rule: Rule, box: Sandbox, ctx: Context, seed: int | None = None,
-             deadline: float | None = None) -> Outcome:
-    """Check one rule on the engine in ``box``; Hypothesis draws and shrinks, the sandbox evaluates."""
+def run_rule(rule: Rule, box: Sandbox, ctx: Context, seed: int | None = None, deadline: float | None = None, *,
+             _ask: Callable[..., dict] = _ask, check: Callable[..., dict | None] = check,
+             prune: Callable[[Any], Any] = prune) -> Outcome:
+    """Check one rule on the engine in ``box``; Hypothesis draws and shrinks, the sandbox evaluates. Another kind
+    of engine passes its own ``_ask`` (rule, box, program, timeout -> reply), ``check`` and ``prune``."""
+    # NOTE: the keywords keep the names of the functions they replace, so the Hypothesis test below reads the
+    # same, and its derandomized draws (seeded from its source) stay those of the scalar grader.
     asg = ctx.asg
     start = time.monotonic()
     try:
@@ -847,7 +851,7 @@ def run_rule(rule: Rule, box: Sandbox, ctx: Context, seed: int | None = None,
         test()
     except Mismatch as m:
         finding, program = {**m.finding, "shrunk": True}, m.program
-        finding = _recheck(rule, box, ctx, finding, program, state)
+        finding = _recheck(rule, box, ctx, finding, program, state, _ask)
     except _Abort as a:
         finding, program = a.finding, a.program
     except Flaky:
@@ -858,7 +862,8 @@ def run_rule(rule: Rule, box: Sandbox, ctx: Context, seed: int | None = None,
     return _finish(rule, ctx, finding, program, state["examples"], time.monotonic() - start)
 
 
-def _recheck(rule: Rule, box: Sandbox, ctx: Context, finding: dict, program: Program, state: dict) -> dict:
+def _recheck(rule: Rule, box: Sandbox, ctx: Context, finding: dict, program: Program, state: dict,
+             _ask: Callable[..., dict] = _ask) -> dict:
     """Ask the shrunk counterexample once more: an engine whose answer changes is nondeterministic, and that,
     not the numbers, is what the report must say."""
     try:

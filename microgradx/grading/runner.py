@@ -82,11 +82,20 @@ def _setup_report(path: Path, engine: str, asg: Assignment, graded: tuple[str, .
         source = ""
     hint = setup_hint(source, problem)
     problem = problem.partition("; ")[0] if problem.startswith("the file defines no class") else problem
-    total = sum(r.weight for r in build_rules(graded, asg))
+    total = sum(r.weight for r in _rules_for(graded, asg))
     finding = {"formula": "", "rows": [], "problem": problem, "shrunk": False}
     result = RuleResult("setup", "the engine file imports and defines the class", total, 0.0, "failed", "visible",
                         hint, finding)
     return Report(engine, asg.name, graded, [result], time.monotonic() - start, None, [], setup=True)
+
+
+def _rules_for(graded: tuple[str, ...], asg: Assignment) -> list[Rule]:
+    """The rules of the assignment's kind of engine."""
+    if asg.kind == "tensor":
+        from .tensor_kind import build_tensor_rules
+
+        return build_tensor_rules(graded, asg)
+    return build_rules(graded, asg)
 
 
 def _methods_missing(graded: tuple[str, ...], hello: dict, cls: str) -> dict[str, str]:
@@ -117,6 +126,10 @@ def grade(engine: str | os.PathLike, assignment: Assignment | None = None, *, op
     (True, 'import raised ZeroDivisionError: division by zero at engine.py:1 in <module>: x = 1 / 0')
     """
     asg = assignment or Assignment()
+    if asg.kind == "tensor":
+        from .tensor_kind import grade_tensor
+
+        return grade_tensor(engine, asg, ops=ops, seed=seed, only=only, progress=progress)
     path = Path(engine)
     if not path.is_file():
         raise AssignmentError(f"no such engine file: {engine}")
@@ -214,8 +227,13 @@ def _crashed(engine: str, assignment: Assignment | None, ops: Sequence[str] | No
              problem: str, seconds: float) -> Report:
     """The report of an engine whose grading process died or hung: every rule failed with ``problem``."""
     assignment = assignment or Assignment()
-    graded = tuple(o for o in STUDENT_OPS if o in (ops or assignment.ops or REQUIRED_OPS))
-    rules = build_rules(graded, assignment)
+    if assignment.kind == "tensor":
+        from .tensor_protocol import TENSOR_OPS
+
+        graded = tuple(o for o in TENSOR_OPS if o in (ops or assignment.ops or TENSOR_OPS))
+    else:
+        graded = tuple(o for o in STUDENT_OPS if o in (ops or assignment.ops or REQUIRED_OPS))
+    rules = _rules_for(graded, assignment)
     if only:
         rules = [r for r in rules if any(matches(r.name, pat) for pat in only)]
     results = [_result(r, Outcome("failed", 0, {"formula": "", "problem": problem, "rows": []}), assignment)

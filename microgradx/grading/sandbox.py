@@ -27,7 +27,7 @@ __all__ = ["Limits", "Sandbox", "EngineCrash", "Confinement", "confinement", "va
 
 _GRADING = Path(__file__).resolve().parent
 _PACKAGE = _GRADING.parent
-# The files the child needs from the grader: the worker and the standard-library modules it imports.
+# The files the child needs from the grader: the worker (run first) and the standard-library modules it imports.
 _WORKER_FILES = ("worker.py", "protocol.py")
 _MB = 1024 * 1024
 
@@ -137,7 +137,17 @@ def _clip(s: str) -> str:
     return s if len(s) <= MAX_TEXT else s[:MAX_TEXT - 30] + f"... ({len(s) - MAX_TEXT + 30} more characters)"
 
 
-def validate_reply(line: bytes, asked: dict | None = None, probes: Sequence[str] = ()) -> dict:
+def _scalar_lengths(reply: dict, asked: dict) -> str | None:
+    want = len(asked.get("inputs", ())) - len(set(asked.get("numbers", ())))
+    for key in _LENGTHS:
+        if len(reply[key]) != want:
+            return f"{key} has {len(reply[key])} numbers, the program has {want} engine values"
+    return None
+
+
+def validate_reply(line: bytes, asked: dict | None = None, probes: Sequence[str] = (),
+                   fields: dict[str, dict[str, Callable[[Any], bool]]] | None = None,
+                   sizes: Callable[[dict, dict], str | None] | None = None) -> dict:
     """The child's message ``line`` decoded and checked, or EngineCrash saying what is wrong with it.
 
     Contract: ``asked`` is the request the reply answers (``None`` for the greeting, sent unasked after import;
@@ -145,8 +155,10 @@ def validate_reply(line: bytes, asked: dict | None = None, probes: Sequence[str]
     longer than ``MAX_REPLY_BYTES`` or nests brackets deeper than ``MAX_NESTING``; after decoding it must be an
     object with exactly the keys of one entry of ``REPLY_FIELDS`` (plus ``id`` equal to ``asked["id"]``), each
     value of the right type; ``grads``, ``before`` and ``after`` have one number per engine value of the request;
-    a greeting's ``methods`` are among ``probes``. Every string is clipped to ``MAX_TEXT`` characters. The caller
-    treats the EngineCrash as the engine's crash (a failed rule), never as the grader's.
+    a greeting's ``methods`` are among ``probes``. Another kind of engine passes its own ``fields`` table and
+    ``sizes`` check (the reply and the request in, a sentence out when a length is wrong). Every string is
+    clipped to ``MAX_TEXT`` characters. The caller treats the EngineCrash as the engine's crash (a failed rule),
+    never as the grader's.
 
     >>> validate_reply(b'{"ok": true, "data": 2.0, "id": 1}', {"id": 1, "inputs": [2.0], "backward": False})
     {'ok': True, 'data': 2.0, 'id': 1}
@@ -179,7 +191,7 @@ brackets nested deeper than 3
         kind = "greeting"
     else:
         kind = "backward" if asked.get("backward", True) else "forward"
-    fields = REPLY_FIELDS[kind]
+    fields = (REPLY_FIELDS if fields is None else fields)[kind]
     if set(reply) != set(fields):
         missing, extra = sorted(set(fields) - set(reply)), sorted(set(reply) - set(fields))
         raise bad(_clip(f"keys missing {missing}, unexpected {extra}"))
@@ -187,10 +199,9 @@ brackets nested deeper than 3
         if not ok(reply[key]):
             raise bad(_clip(f"{key} is {type(reply[key]).__name__} {reply[key]!r}"))
     if kind == "backward":
-        want = len(asked.get("inputs", ())) - len(set(asked.get("numbers", ())))
-        for key in _LENGTHS:
-            if len(reply[key]) != want:
-                raise bad(f"{key} has {len(reply[key])} numbers, the program has {want} engine values")
+        wrong = (sizes or _scalar_lengths)(reply, asked)
+        if wrong:
+            raise bad(_clip(wrong))
     if kind == "greeting" and not set(reply["methods"]) <= set(probes):
         raise bad("methods that were not asked about")
     clipped = {k: _clip(v) if type(v) is str else [_clip(s) if type(s) is str else s for s in v]
@@ -217,7 +228,7 @@ if grader == "-":
     raise SystemExit(0)
 sys.modules["microgradx"] = None
 sys.path.insert(0, grader)
-sys.argv = [os.path.join(grader, "worker.py"), *sys.argv[3:]]
+sys.argv = [os.path.join(grader, sys.argv[3]), *sys.argv[4:]]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
@@ -452,8 +463,12 @@ class Sandbox:
     """
 
     def __init__(self, engine: str | os.PathLike, *, cls: str = "Value", probes: Sequence[str] = (),
-                 limits: Limits = Limits()):
+                 limits: Limits = Limits(), worker: tuple[str, ...] = _WORKER_FILES,
+                 fields: dict | None = None, sizes: Callable[[dict, dict], str | None] | None = None):
+        # ``worker``: the child's program and the grader modules it loads (another kind of engine has its own);
+        # ``fields`` and ``sizes``: how validate_reply checks that kind's replies.
         self.engine, self.cls, self.probes, self.limits = Path(engine), cls, list(probes), limits
+        self.worker, self.fields, self.sizes = worker, fields, sizes
         self.proc: subprocess.Popen | None = None
         self.hello: dict = {}
         self.tmp: str | None = None
@@ -491,7 +506,7 @@ class Sandbox:
         grader, work = os.path.join(self.tmp, "grader"), os.path.join(self.tmp, "work")
         os.mkdir(grader, 0o755)
         os.mkdir(work, 0o700)
-        for name in _WORKER_FILES:
+        for name in self.worker:
             if (_GRADING / name).is_file():
                 shutil.copyfile(_GRADING / name, os.path.join(grader, name))
                 os.chmod(os.path.join(grader, name), 0o644)
@@ -515,8 +530,8 @@ class Sandbox:
         else:
             argv = []
         argv += [sys.executable, "-I", "-c", _BOOT, "-" if self.uid is None else str(self.uid), inside[0],
-                 str(to_child_r), str(from_child_w), os.path.join(inside[1], self.engine.name), self.cls,
-                 ",".join(self.probes)]
+                 self.worker[0], str(to_child_r), str(from_child_w), os.path.join(inside[1], self.engine.name),
+                 self.cls, ",".join(self.probes)]
         try:
             self.proc = subprocess.Popen(argv, cwd=work, env=_env(inside[1]), stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=fds,
@@ -587,7 +602,7 @@ class Sandbox:
             self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
         try:
-            return validate_reply(line, asked, self.probes)
+            return validate_reply(line, asked, self.probes, self.fields, self.sizes)
         except EngineCrash:
             self.kill()
             raise
