@@ -549,6 +549,20 @@ def test_float32_engine_has_not_mutated_its_inputs(tmp_path):
     assert rep.passed and {r.status for r in rep.results} == {"passed"}, rep.text()
 
 
+def test_gradient_tolerance_scales_with_the_terms_that_cancel():
+    # d(x/x)/dx = 1/x - x/x**2 = 0 adds two terms of size 1/x = 1000. An engine that stores float32 is off by
+    # a rounding of a term (float32's ulp at 1000 is 6.1e-5), not of their sum; a missing term is off by 1000.
+    rule = next(r for r in build_rules(["div"], Assignment()) if r.name == "gradient[div]")
+    program = Program((0.001,), (Step("div", (0, 0)),))
+    reply = {"ok": True, "data": 1.0}
+    assert check(rule, program, {**reply, "grads": [3.05e-5]}, Assignment()) is None
+    found = check(rule, program, {**reply, "grads": [1000.0]}, Assignment())
+    assert found and found["problem"] == "gradients differ"
+    # Where nothing cancels the tolerance stays relative to the gradient itself.
+    square = Program((0.001,), (Step("mul", (0, 0)),))
+    assert check(rule, square, {**reply, "data": 1e-6, "grads": [0.002 + 3.05e-5]}, Assignment())
+
+
 def test_nondeterministic_engine_is_reported_as_such(tmp_path):
     # Every other backward() doubles relu's gradient: the same program gets two different answers.
     text = mutate({"            self.grad += (1.0 if self.data > 0 else 0.0) * out.grad":
