@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from ..grading.assignment import HOMEWORK_KINDS
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -19,6 +21,9 @@ def add_parser(sub) -> None:
                "--jobs 4 --csv grades.csv | microgradx grade --make-autograder hw.toml -o autograder.zip")
     p.add_argument("engines", nargs="*", metavar="ENGINE", help="a student's Python file defining Value")
     p.add_argument("--assignment", metavar="TOML", help="assignment file: ops, weights, tolerances, limits")
+    p.add_argument("--kind", choices=HOMEWORK_KINDS, help="what each file is: a scalar Value engine (value, the "
+                                                           "default) or layer forward/backward functions (layers); "
+                                                           "default: the assignment file's kind")
     p.add_argument("--ops", metavar="OPS", help="comma-separated ops to grade (default: those the engine has)")
     p.add_argument("--rules", metavar="NAMES", help="comma-separated rule names to run; * matches anything")
     p.add_argument("--seed", type=int, help="Hypothesis seed (default: derandomized, the same every run)")
@@ -57,6 +62,13 @@ def run(args: argparse.Namespace) -> int:
             err("microgradx grade: --gradescope and --junit describe one engine; use --csv or --json for many\n")
             return 2
         asg = load_assignment(args.assignment) if args.assignment else Assignment()
+        if args.kind and args.kind != asg.kind:
+            if args.assignment:
+                raise AssignmentError(f"--kind {args.kind} contradicts the assignment file's kind {asg.kind!r}")
+            asg = dataclasses.replace(asg, kind=args.kind)
+        if args.ops and asg.kind != "value":
+            raise AssignmentError("--ops chooses the ops of a Value engine; the layers kind grades the pairs "
+                                  "[layers] pairs lists (or every pair the file defines)")
         if args.examples is not None:
             if args.examples < 1:
                 raise AssignmentError(f"--examples must be at least 1, got {args.examples}")

@@ -10,9 +10,11 @@ from typing import Any
 
 from .sandbox import Limits
 
-__all__ = ["Assignment", "AssignmentError", "load_assignment", "matches", "VISIBILITIES"]
+__all__ = ["Assignment", "AssignmentError", "load_assignment", "matches", "VISIBILITIES", "HOMEWORK_KINDS"]
 
 VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")
+# What a submission is: a scalar Value engine, or layer forward/backward functions in NumPy (grading/layers.py).
+HOMEWORK_KINDS = ("value", "layers")
 
 
 class AssignmentError(ValueError):
@@ -41,6 +43,8 @@ class Assignment:
     weights: dict[str, float] = field(default_factory=dict)      # rule name or glob -> weight
     visibility: dict[str, str] = field(default_factory=dict)     # rule name or glob -> Gradescope visibility
     skip: tuple[str, ...] = ()       # rule names or globs not graded at all
+    kind: str = "value"              # one of HOMEWORK_KINDS
+    layers: Any = None               # the [layers] table (grading.layers_grade.LayersConfig) of a layers homework
 
     def weight(self, rule: str, default: float) -> float:
         """The rule's weight: an exact name wins over a glob, a glob over the default."""
@@ -107,14 +111,14 @@ def load_assignment(path: str | Path) -> Assignment:
 
     path = Path(path)
     data = _toml(path)
-    known = {"assignment", "tolerance", "time", "limits", "weights", "visibility"}
+    known = {"assignment", "tolerance", "time", "limits", "weights", "visibility", "layers"}
     for key in data:
         if key not in known:
             raise AssignmentError(f"{path}: unknown table [{key}] (known: {', '.join(sorted(known))})")
     top = dict(data.get("assignment", {}))
     kw: dict[str, Any] = {}
     simple = {"name": str, "file": str, "class": str, "examples": int, "deep_depth": int, "deep_graph": str,
-              "extremes": str, "ops": list, "skip": list}
+              "extremes": str, "ops": list, "skip": list, "kind": str}
     for key, value in top.items():
         if key not in simple:
             raise AssignmentError(f"{path}: unknown key assignment.{key} (known: {', '.join(sorted(simple))})")
@@ -128,6 +132,14 @@ def load_assignment(path: str | Path) -> Assignment:
         kw["ops"] = tuple(kw["ops"])
     if "skip" in kw:
         kw["skip"] = tuple(kw["skip"])
+    if kw.get("kind", "value") not in HOMEWORK_KINDS:
+        raise AssignmentError(f"assignment.kind must be one of {', '.join(HOMEWORK_KINDS)}, got {kw['kind']!r}")
+    if "layers" in data:
+        from .layers_grade import parse_layers
+
+        if kw.get("kind") != "layers":
+            raise AssignmentError(f"{path}: a [layers] table needs kind = \"layers\" in [assignment]")
+        kw["layers"] = parse_layers(data["layers"], str(path))
     for key in ("deep_graph", "extremes"):
         if kw.get(key, "warn") not in ("warn", "fail"):
             raise AssignmentError(f"assignment.{key} must be 'warn' or 'fail', got {kw[key]!r}")

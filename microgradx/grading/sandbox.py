@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Limits", "Sandbox", "EngineCrash", "Confinement", "confinement", "validate_reply", "sandbox_uid",
+__all__ = ["Limits", "Sandbox", "EngineCrash", "Confinement", "confinement", "validate_reply", "decode_reply",
+           "check_fields", "sandbox_uid",
            "kill_user", "MAX_REPLY_BYTES", "MAX_NESTING", "MAX_TEXT"]
 
 _GRADING = Path(__file__).resolve().parent
 _PACKAGE = _GRADING.parent
 # The files the child needs from the grader: the worker and the standard-library modules it imports.
-_WORKER_FILES = ("worker.py", "protocol.py")
+_WORKER_FILES = ("worker.py", "protocol.py", "layers_worker.py")
 _MB = 1024 * 1024
 
 MAX_REPLY_BYTES = _MB   # one reply line; legitimate ones are a few hundred bytes plus a clipped source line
@@ -156,9 +157,23 @@ def validate_reply(line: bytes, asked: dict | None = None, probes: Sequence[str]
     microgradx.grading.sandbox.EngineCrash: the engine sent a malformed reply on the grader's private pipe: \
 brackets nested deeper than 3
     """
-    def bad(why: str) -> EngineCrash:
-        return EngineCrash(f"the engine sent a malformed reply on the grader's private pipe: {why}")
+    reply = decode_reply(line, asked)
+    return check_fields(reply, asked, REPLY_FIELDS, probes)
 
+
+def _bad(why: str) -> EngineCrash:
+    return EngineCrash(f"the engine sent a malformed reply on the grader's private pipe: {why}")
+
+
+def decode_reply(line: bytes, asked: dict | None) -> dict:
+    """The child's line as a JSON object without its ``id``, or EngineCrash: refused before decoding when longer
+    than ``MAX_REPLY_BYTES`` or nested deeper than ``MAX_NESTING``; an ``id`` other than ``asked["id"]`` is
+    refused too. Shared by every worker's reply check.
+
+    >>> decode_reply(b'{"ok": true, "id": 3}', {"id": 3})
+    {'ok': True}
+    """
+    bad = _bad
     if len(line) > MAX_REPLY_BYTES:
         raise bad(f"{len(line)} bytes, more than {MAX_REPLY_BYTES}")
     if _nesting_exceeds(line, MAX_NESTING):
@@ -173,25 +188,34 @@ brackets nested deeper than 3
         if reply.get("id") != asked.get("id") or type(reply.get("id")) is not int:
             raise bad(f"answers request {_clip(repr(reply.get('id')))}, not {asked.get('id')}")
         reply = {k: v for k, v in reply.items() if k != "id"}
+    return reply
+
+
+def check_fields(reply: dict, asked: dict | None, table: dict[str, dict[str, Callable[[Any], bool]]],
+                 probes: Sequence[str] = ()) -> dict:
+    """``reply`` checked against ``table`` (``greeting``, ``failure`` and the entry named by ``asked["backward"]``,
+    ``backward`` or ``forward``): exactly the keys of its entry, each value passing its check; every string
+    clipped to ``MAX_TEXT``; the ``id`` put back. The scalar-only length checks apply where their keys exist."""
+    bad = _bad
     if reply.get("ok") is False:
         kind = "failure"
     elif asked is None:
         kind = "greeting"
     else:
         kind = "backward" if asked.get("backward", True) else "forward"
-    fields = REPLY_FIELDS[kind]
+    fields = table[kind]
     if set(reply) != set(fields):
         missing, extra = sorted(set(fields) - set(reply)), sorted(set(reply) - set(fields))
         raise bad(_clip(f"keys missing {missing}, unexpected {extra}"))
     for key, ok in fields.items():
         if not ok(reply[key]):
             raise bad(_clip(f"{key} is {type(reply[key]).__name__} {reply[key]!r}"))
-    if kind == "backward":
+    if kind == "backward" and "grads" in fields:
         want = len(asked.get("inputs", ())) - len(set(asked.get("numbers", ())))
         for key in _LENGTHS:
             if len(reply[key]) != want:
                 raise bad(f"{key} has {len(reply[key])} numbers, the program has {want} engine values")
-    if kind == "greeting" and not set(reply["methods"]) <= set(probes):
+    if kind == "greeting" and "methods" in fields and not set(reply["methods"]) <= set(probes):
         raise bad("methods that were not asked about")
     clipped = {k: _clip(v) if type(v) is str else [_clip(s) if type(s) is str else s for s in v]
                if type(v) is list else {_clip(a): _clip(b) for a, b in v.items()} if type(v) is dict else v
@@ -204,7 +228,8 @@ brackets nested deeper than 3
 # ---------------------------------------------------------------------------------------------------------
 
 # Run inside the sandbox as the child's first code: drop root for the sandbox's user (inside the namespaces, where
-# bubblewrap left the two capabilities this needs), then run the worker from the grader's read-only copy.
+# bubblewrap left the two capabilities this needs), then run the worker named on the command line from
+# the grader's read-only copy.
 _BOOT = """\
 import os, sys
 uid, grader = sys.argv[1], sys.argv[2]
@@ -217,7 +242,7 @@ if grader == "-":
     raise SystemExit(0)
 sys.modules["microgradx"] = None
 sys.path.insert(0, grader)
-sys.argv = [os.path.join(grader, "worker.py"), *sys.argv[3:]]
+sys.argv = [os.path.join(grader, sys.argv[3]), *sys.argv[4:]]
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
@@ -452,8 +477,11 @@ class Sandbox:
     """
 
     def __init__(self, engine: str | os.PathLike, *, cls: str = "Value", probes: Sequence[str] = (),
-                 limits: Limits = Limits()):
+                 limits: Limits = Limits(), worker: str = "worker.py",
+                 validate: Callable[[bytes, dict | None, Sequence[str]], dict] | None = None):
         self.engine, self.cls, self.probes, self.limits = Path(engine), cls, list(probes), limits
+        # The child's program (one of _WORKER_FILES) and the check of its replies: the scalar protocol's by default.
+        self.worker, self.validate = worker, validate or validate_reply
         self.proc: subprocess.Popen | None = None
         self.hello: dict = {}
         self.tmp: str | None = None
@@ -515,7 +543,7 @@ class Sandbox:
         else:
             argv = []
         argv += [sys.executable, "-I", "-c", _BOOT, "-" if self.uid is None else str(self.uid), inside[0],
-                 str(to_child_r), str(from_child_w), os.path.join(inside[1], self.engine.name), self.cls,
+                 self.worker, str(to_child_r), str(from_child_w), os.path.join(inside[1], self.engine.name), self.cls,
                  ",".join(self.probes)]
         try:
             self.proc = subprocess.Popen(argv, cwd=work, env=_env(inside[1]), stdin=subprocess.DEVNULL,
@@ -587,7 +615,7 @@ class Sandbox:
             self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
         try:
-            return validate_reply(line, asked, self.probes)
+            return self.validate(line, asked, self.probes)
         except EngineCrash:
             self.kill()
             raise
