@@ -68,6 +68,7 @@ class Mistake:
     kind: str
     text: str
     wrong: Callable[[Case, dict], dict | None]
+    edge: str | None = None   # the edge case's variant where it shows first (None: the plain case)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class Edge:
     variant: str
     compares: tuple[str, ...] = ("forward", "backward")
     weight: float = 1.0
+    hint: str = ""        # what to look at when none of the usual mistakes explains a failure here
 
 
 @dataclass(frozen=True)
@@ -215,7 +217,7 @@ def _draw_norm(name: str) -> Callable[[Any, str], Case]:
 def _draw_dropout(draw: Any, variant: str) -> Case:
     rng, seed = _rng(draw)
     if variant == "rate":   # big enough that the fraction kept tells keep from drop (sd 0.01 around p)
-        shape: tuple[int, ...] = (100, 20)
+        shape: tuple[int, ...] = (4, 500)
     elif variant == "mask":
         shape = (8, 16)
     else:
@@ -385,7 +387,7 @@ def _relu_mistakes() -> tuple[Mistake, ...]:
     return (Mistake("relu-mask-everything", "the mask lets every entry through: take it from the input, dx = dout * "
                                             "(x > 0) (a mask from the output, out >= 0, is true everywhere)", all_ones),
             Mistake("relu-mask-at-zero", "relu's gradient at 0 is 0 in the template: the mask is x > 0, not x >= 0 "
-                                         "(the output's out > 0 is the same mask)", ge))
+                                         "(the output's out > 0 is the same mask)", ge, edge="zero"))
 
 
 def _activation_mistakes(name: str, from_input: Callable[[np.ndarray], np.ndarray], formula: str
@@ -502,13 +504,13 @@ def _norm_mistakes(name: str) -> tuple[Mistake, ...]:
 
     return (*out,
             Mistake("batchnorm-test-batch-stats", "test mode must use the running mean and variance, not the "
-                                                  "batch's own", test_batch_stats),
+                                                  "batch's own", test_batch_stats, edge="test"),
             Mistake("batchnorm-test-no-scale-shift", "test mode must scale by gamma and shift by beta too",
-                    test_no_affine),
+                    test_no_affine, edge="test"),
             Mistake("batchnorm-momentum-swapped", "running = momentum * running + (1 - momentum) * batch: the "
-                                                  "weights are the other way round", swapped),
+                                                  "weights are the other way round", swapped, edge="running"),
             Mistake("batchnorm-unbiased-running-var", "the template's running variance averages the biased "
-                                                      "batch variance (np.var, ddof=0)", unbiased))
+                                                      "batch variance (np.var, ddof=0)", unbiased, edge="running"))
 
 
 def _dropout_mistakes() -> tuple[Mistake, ...]:
@@ -537,7 +539,7 @@ def _dropout_mistakes() -> tuple[Mistake, ...]:
                                                     "probability at train time: out = x * mask / p",
                     forward_not_rescaled),
             Mistake("dropout-test-scaled", "with inverted dropout, test mode returns x unchanged (the scaling "
-                                           "happened at train time)", test_scaled))
+                                           "happened at train time)", test_scaled, edge="test"))
 
 
 def _conv_mistakes() -> tuple[Mistake, ...]:
@@ -572,7 +574,7 @@ def _conv_mistakes() -> tuple[Mistake, ...]:
             Mistake("conv-db-per-image", "db must be summed over the batch too: db = dout.sum(axis=(0, 2, 3))",
                     db_per_image),
             Mistake("conv-pad0-slice", "with pad = 0, dx_pad[:, :, pad:-pad, pad:-pad] is EMPTY (-0 is 0): slice "
-                                       "pad:pad + H and pad:pad + W instead", empty),
+                                       "pad:pad + H and pad:pad + W instead", empty, edge="pad0"),
             Mistake("conv-padding-not-cropped", "dx must drop the padding: dx = dx_pad[:, :, pad:pad + H, pad:pad + W]",
                     uncropped))
 
@@ -587,16 +589,22 @@ def _pool_mistakes() -> tuple[Mistake, ...]:
             for j in range(1 + (w - pw) // s):
                 yield i, j, (slice(None), slice(None), slice(i * s, i * s + ph), slice(j * s, j * s + pw))
 
-    def overwrite(case: Case, got: dict) -> dict | None:
-        x, d = case.arrays["x"], case.douts[0]
-        if case.param["stride"] >= max(case.param["pool_height"], case.param["pool_width"]):
-            return None
-        dx = np.zeros_like(x)
-        for i, j, win in windows(case):
-            part = x[win]
-            mask = part == part.max(axis=(2, 3), keepdims=True)
-            dx[win] = mask * d[:, :, i:i + 1, j:j + 1]
-        return {"dx": dx}
+    def overwrite(whole: bool) -> Callable[[Case, dict], dict | None]:
+        # dx[window] = mask * dout (the whole window assigned), or dx[argmax] = dout (one entry assigned)
+        def wrong(case: Case, got: dict) -> dict | None:
+            x, d = case.arrays["x"], case.douts[0]
+            if case.param["stride"] >= max(case.param["pool_height"], case.param["pool_width"]):
+                return None
+            dx = np.zeros_like(x)
+            for i, j, win in windows(case):
+                part = x[win]
+                mask = part == part.max(axis=(2, 3), keepdims=True)
+                if whole:
+                    dx[win] = mask * d[:, :, i:i + 1, j:j + 1]
+                else:
+                    dx[win] = np.where(mask, d[:, :, i:i + 1, j:j + 1], dx[win])
+            return {"dx": dx}
+        return wrong
 
     def all_ties(case: Case, got: dict) -> dict:
         x, d = case.arrays["x"], case.douts[0]
@@ -608,7 +616,7 @@ def _pool_mistakes() -> tuple[Mistake, ...]:
 
     def transposed_index(case: Case, got: dict) -> dict | None:
         x, d = case.arrays["x"], case.douts[0]
-        ph, pw = case.param["pool_height"], case.param["pool_width"]
+        ph, pw, s = case.param["pool_height"], case.param["pool_width"], case.param["stride"]
         if ph == pw:
             return None
         dx = np.zeros_like(x)
@@ -616,29 +624,37 @@ def _pool_mistakes() -> tuple[Mistake, ...]:
             part = x[win]
             for a in range(x.shape[0]):
                 for b in range(x.shape[1]):
-                    k = int(np.argmax(part[a, b]))
-                    r, q = k // ph, k % ph   # np.unravel_index(k, (pw, ph)): the window's sides swapped
-                    if r < ph and q < pw:
-                        dx[a, b, win[2], win[3]][r, q] += d[a, b, i, j]
+                    r, q = np.unravel_index(int(np.argmax(part[a, b])), (pw, ph))  # the window's sides swapped
+                    if i * s + r >= x.shape[2] or j * s + q >= x.shape[3]:
+                        return None
+                    dx[a, b, i * s + r, j * s + q] += d[a, b, i, j]
         return {"dx": dx}
 
     return (Mistake("pool-overwrite", "overlapping windows share entries: accumulate (dx[window] += ...) instead of "
                                       "assigning, or the later window overwrites the earlier one's gradient",
-                    overwrite),
+                    overwrite(False), edge="overlap"),
+            Mistake("pool-overwrite-window", "overlapping windows share entries: dx[window] = mask * dout wipes what "
+                                             "the earlier windows put there; add instead (dx[window] += ...)",
+                    overwrite(True), edge="overlap"),
             Mistake("pool-all-ties", "on a tie, mask = (window == max) sends dout to EVERY tied maximum, so the "
-                                     "gradient counts several times: send it to one (np.argmax, the first)", all_ties),
+                                     "gradient counts several times: send it to one (np.argmax, the first)", all_ties,
+                    edge="ties"),
             Mistake("pool-index-swapped", "the position of the maximum is unravelled with the window's sides swapped: "
-                                          "np.unravel_index(k, (pool_height, pool_width))", transposed_index))
+                                          "np.unravel_index(k, (pool_height, pool_width))", transposed_index,
+                    edge="nonsquare"))
 
 
 # ---------------------------------------------------------------------------------------------------------
 # The table
 # ---------------------------------------------------------------------------------------------------------
 
+BATCH1 = Edge("batch1", "a batch of one example", "batch1",
+              hint="with N = 1, np.squeeze or a reshape that guesses N drops the batch axis")
+
 PAIRS: tuple[Pair, ...] = (
     Pair("affine", "affine_forward", "affine_backward", ("x", "w", "b"), ("out",), ("dx", "dw", "db"),
          _ref_affine, _draw_affine, title="affine layer", plain="x of 2 to 4 dims, a batch of 2 to 4",
-         edges=(Edge("batch1", "a batch of one example", "batch1"),), mistakes=_affine_mistakes(), loose=("db",)),
+         edges=(BATCH1,), mistakes=_affine_mistakes(), loose=("db",)),
     Pair("relu", "relu_forward", "relu_backward", ("x",), ("out",), ("dx",),
          lambda t, c, k: (t["x"].relu(),), _draw_elementwise("relu"), title="ReLU", plain="inputs away from 0",
          edges=(Edge("zero", "inputs exactly 0 (relu'(0) = 0)", "zero"),), mistakes=_relu_mistakes()),
@@ -650,11 +666,13 @@ PAIRS: tuple[Pair, ...] = (
          mistakes=_activation_mistakes("tanh", lambda x: 1 - x * x, "1 - t**2")),
     Pair("softmax", "softmax_loss", None, ("x", "y"), ("loss", "dx"), ("dx",), _ref_softmax, _draw_loss("softmax"),
          title="softmax loss", plain="mean over a batch of 2 to 5",
-         edges=(Edge("large", "logits in the thousands (subtract the row maximum)", "large"),
-                Edge("batch1", "a batch of one example", "batch1")), mistakes=_loss_mistakes("softmax")),
+         edges=(Edge("large", "logits in the thousands (subtract the row maximum)", "large",
+                     hint="exp of large logits overflows: subtract each row's maximum before exp (the softmax is "
+                          "unchanged)"),
+                BATCH1), mistakes=_loss_mistakes("softmax")),
     Pair("svm", "svm_loss", None, ("x", "y"), ("loss", "dx"), ("dx",), _ref_svm, _draw_loss("svm"),
-         title="SVM loss", plain="margin 1, mean over a batch of 2 to 5",
-         edges=(Edge("batch1", "a batch of one example", "batch1"),), mistakes=_loss_mistakes("svm")),
+         title="SVM loss", plain="margin 1, mean over a batch of 2 to 5", edges=(BATCH1,),
+         mistakes=_loss_mistakes("svm")),
     Pair("batchnorm", "batchnorm_forward", "batchnorm_backward", ("x", "gamma", "beta"), ("out",),
          ("dx", "dgamma", "dbeta"), _ref_batchnorm, _draw_norm("batchnorm"), param="bn_param",
          title="batch normalization", plain="train mode, gamma != 1, beta != 0",
@@ -675,13 +693,20 @@ PAIRS: tuple[Pair, ...] = (
          mistakes=_dropout_mistakes()),
     Pair("conv", "conv_forward_naive", "conv_backward_naive", ("x", "w", "b"), ("out",), ("dx", "dw", "db"),
          _ref_conv, _draw_conv, param="conv_param", title="naive convolution", plain="stride 1, pad 1, square",
-         edges=(Edge("pad0", "padding 0", "pad0"), Edge("stride2", "stride 2", "stride2"),
-                Edge("nonsquare", "non-square inputs and kernels", "nonsquare")),
+         edges=(Edge("pad0", "padding 0", "pad0", hint="with pad = 0, a slice such as a[pad:-pad] is empty"),
+                Edge("stride2", "stride 2", "stride2",
+                     hint="with stride 2, window (i, j) starts at (i * stride, j * stride), in the forward AND the "
+                          "backward loops"),
+                Edge("nonsquare", "non-square inputs and kernels", "nonsquare",
+                     hint="non-square: a height used where the width belongs (HH for WW, H for W)?")),
          mistakes=_conv_mistakes()),
     Pair("maxpool", "max_pool_forward_naive", "max_pool_backward_naive", ("x",), ("out",), ("dx",), _ref_pool,
          _draw_pool, param="pool_param", title="naive max pooling", plain="2x2 windows, stride 2",
-         edges=(Edge("overlap", "overlapping windows (stride < window)", "overlap"),
-                Edge("nonsquare", "non-square windows and inputs", "nonsquare"),
+         edges=(Edge("overlap", "overlapping windows (stride < window)", "overlap",
+                     hint="overlapping windows share entries: every window must add (+=) its gradient"),
+                Edge("nonsquare", "non-square windows and inputs", "nonsquare",
+                     hint="non-square windows: the window's sides swapped somewhere (pool_height where pool_width "
+                          "belongs)?"),
                 Edge("ties", "tied maxima: the gradient goes to one of them", "ties", ("ties",))),
          mistakes=_pool_mistakes()),
 )
@@ -766,17 +791,21 @@ def central(case: Case, conv: Conventions, grad: str, index: tuple[int, ...], go
     return (vals[0] - vals[1]) / (2 * h)
 
 
-def diagnose(case: Case, got: dict, wrong: list[str], rel: float, abs_: float) -> Mistake | None:
+def diagnose(case: Case, got: dict, wrong: list[str], rel: float, abs_: float, variant: str = "base"
+             ) -> Mistake | None:
     """The usual mistake that reproduces every wrong array of ``got`` (by name), if one does."""
     pair = PAIRS_BY_NAME[case.pair]
-    for m in pair.mistakes:
+    # An edge case's own mistakes first: the plain rules passed, so the plain case's mistakes are less likely.
+    for m in sorted(pair.mistakes, key=lambda m: m.edge != variant):
         try:
             guess = m.wrong(case, got)
         except (ValueError, IndexError, FloatingPointError):
             continue
         if not guess or not all(w in guess for w in wrong):
             continue
+        # Every array the mistake predicts must be the file's, the right ones too (a loss not divided by N is
+        # not the mistake of a file whose loss is right).
         if all(got.get(w) is not None and np.shape(got[w]) == np.shape(guess[w]) and
-               np.allclose(got[w], guess[w], rtol=rel, atol=abs_) for w in wrong):
+               np.allclose(got[w], guess[w], rtol=rel, atol=abs_) for w in guess if w in got or w in wrong):
             return m
     return None
