@@ -106,6 +106,15 @@ BUGS = [
         "dout[n, c, i, j]"}),
     Bug("pool_index_swapped", "nonsquare[maxpool]", "sides swapped",
         {"np.unravel_index(np.argmax(window), window.shape)": "np.unravel_index(np.argmax(window), (pw, ph))"}),
+    Bug("rnn_db_not_summed", "backward[rnn]", "summed over the batch",
+        {"da.dot(Wh.T), x.T.dot(da), prev_h.T.dot(da), da.sum(axis=0)\n":
+         "da.dot(Wh.T), x.T.dot(da), prev_h.T.dot(da), da\n"}),
+    Bug("rnn_tanh_of_input", "backward[rnn]", "not from its input", {
+        "next_h = np.tanh(x.dot(Wx) + prev_h.dot(Wh) + b)\n    return next_h, (x, prev_h, Wx, Wh, next_h)":
+        "a = x.dot(Wx) + prev_h.dot(Wh) + b\n    return np.tanh(a), (x, prev_h, Wx, Wh, a)"}),
+    Bug("lstm_lost_next_h_path", "backward[lstm]", "depends on next_c too",
+        {"dc = dnext_c + dnext_h * o * (1 - t ** 2)": "dc = dnext_c"}),
+    Bug("embedding_repeats_overwrite", "repeats[embedding]", "np.add.at", {"np.add.at(dW, x, dout)": "dW[x] += dout"}),
 ]
 
 
@@ -269,7 +278,8 @@ def test_every_hint_of_the_table_is_reached_by_a_zoo_file():
               "batchnorm-no-variance-term", "batchnorm-test-no-scale-shift", "batchnorm-test-batch-stats",
               "batchnorm-momentum-swapped", "layernorm-no-mean-term", "dropout-backward-not-rescaled",
               "dropout-forward-not-rescaled", "dropout-test-scaled", "conv-kernel-flipped", "conv-db-per-image",
-              "conv-pad0-slice", "pool-overwrite", "pool-all-ties", "pool-index-swapped"}
+              "conv-pad0-slice", "pool-overwrite", "pool-all-ties", "pool-index-swapped", "rnn-db-not-summed",
+              "rnn-tanh-of-input", "lstm-lost-next-h-path", "embedding-repeats-overwrite"}
     every = {m.kind for p in PAIRS for m in p.mistakes}
     assert tested <= every
 

@@ -282,6 +282,38 @@ def _draw_pool(draw: Any, variant: str) -> Case:
                 (rng.standard_normal((n, c, ho, wo)),), seed)
 
 
+def _draw_rnn(name: str) -> Callable[[Any, str], Case]:
+    def make(draw: Any, variant: str) -> Case:
+        rng, seed = _rng(draw)
+        n, d, h = _batch(draw, variant, 2, 3), _size(draw, 1, 4), _size(draw, 1, 3)
+        gates = 4 * h if name == "lstm" else h
+        arrays = {"x": rng.standard_normal((n, d)), "prev_h": rng.standard_normal((n, h))}
+        if name == "lstm":
+            arrays["prev_c"] = rng.standard_normal((n, h))
+        arrays.update(Wx=rng.standard_normal((d, gates)) * 0.5, Wh=rng.standard_normal((h, gates)) * 0.5,
+                      b=rng.standard_normal(gates))
+        douts = tuple(rng.standard_normal((n, h)) for _ in range(2 if name == "lstm" else 1))
+        return Case(name, arrays, None, douts, seed)
+    return make
+
+
+def _draw_embedding(draw: Any, variant: str) -> Case:
+    rng, seed = _rng(draw)
+    n, t, d = _size(draw, 1, 3), _size(draw, 1, 4), _size(draw, 1, 3)
+    if variant == "repeats":   # the same word more than once: its gradient rows must add up
+        v = _size(draw, 1, 3)
+        x = rng.integers(0, v, (n, t))
+        x.flat[0] = x.flat[-1] = 0
+        if x.size == 1:
+            x = np.zeros((n, 2), dtype=np.int64)
+            t = 2
+    else:                      # every word once
+        v = n * t + _size(draw, 0, 2)
+        x = rng.permutation(v)[:n * t].reshape(n, t)
+    return Case("embedding", {"x": x, "W": rng.standard_normal((v, d))}, None,
+                (rng.standard_normal((n, t, d)),), seed)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # References: microgradx's Tensor ops
 # ---------------------------------------------------------------------------------------------------------
@@ -346,6 +378,27 @@ def _ref_conv(t: dict[str, Tensor], case: Case, conv: Conventions) -> tuple[Tens
 def _ref_pool(t: dict[str, Tensor], case: Case, conv: Conventions) -> tuple[Tensor, ...]:
     p = case.param
     return (max_pool2d(t["x"], (p["pool_height"], p["pool_width"]), p["stride"]),)
+
+
+def _ref_rnn(t: dict[str, Tensor], case: Case, conv: Conventions) -> tuple[Tensor, ...]:
+    return ((t["x"] @ t["Wx"] + t["prev_h"] @ t["Wh"] + t["b"]).tanh(),)
+
+
+def _lstm_gates(t: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The template's gate order: input, forget, output, then the candidate g."""
+    a = t["x"] @ t["Wx"] + t["prev_h"] @ t["Wh"] + t["b"]
+    h = a.shape[1] // 4
+    return (a[:, :h].sigmoid(), a[:, h:2 * h].sigmoid(), a[:, 2 * h:3 * h].sigmoid(), a[:, 3 * h:].tanh())
+
+
+def _ref_lstm(t: dict[str, Tensor], case: Case, conv: Conventions) -> tuple[Tensor, ...]:
+    i, f, o, g = _lstm_gates(t)
+    next_c = f * t["prev_c"] + i * g
+    return (o * next_c.tanh(), next_c)
+
+
+def _ref_embedding(t: dict[str, Tensor], case: Case, conv: Conventions) -> tuple[Tensor, ...]:
+    return (t["W"][case.arrays["x"]],)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -644,6 +697,57 @@ def _pool_mistakes() -> tuple[Mistake, ...]:
                     edge="nonsquare"))
 
 
+def _rnn_mistakes() -> tuple[Mistake, ...]:
+    def db_not_summed(case: Case, got: dict) -> dict | None:
+        e = expected(case, Conventions())
+        da = case.douts[0] * (1 - e["next_h"] ** 2)
+        return {"db": da} if da.shape[0] > 1 else None
+
+    def pre_activation(case: Case, got: dict) -> dict:
+        a = case.arrays
+        pre = a["x"] @ a["Wx"] + a["prev_h"] @ a["Wh"] + a["b"]
+        da = case.douts[0] * (1 - pre ** 2)
+        return {"dx": da @ a["Wx"].T, "dprev_h": da @ a["Wh"].T, "dWx": a["x"].T @ da, "dWh": a["prev_h"].T @ da,
+                "db": da.sum(axis=0)}
+
+    return (Mistake("rnn-db-not-summed", "db must be summed over the batch: db = da.sum(axis=0)", db_not_summed),
+            Mistake("rnn-tanh-of-input", "tanh' = 1 - next_h**2, from the OUTPUT of tanh, not from its input",
+                    pre_activation))
+
+
+def _lstm_mistakes() -> tuple[Mistake, ...]:
+    def lost_path(case: Case, got: dict) -> dict:
+        a = case.arrays
+        pre = a["x"] @ a["Wx"] + a["prev_h"] @ a["Wh"] + a["b"]
+        h = pre.shape[1] // 4
+        sig = 1 / (1 + np.exp(-pre[:, :3 * h]))
+        i, f, o, g = sig[:, :h], sig[:, h:2 * h], sig[:, 2 * h:], np.tanh(pre[:, 3 * h:])
+        next_c = f * a["prev_c"] + i * g
+        dh, dc = case.douts
+        do = dh * np.tanh(next_c)
+        # NOTE: the mistake: dc is taken as it arrives, without next_h's path through next_c.
+        di, df, dg = dc * g, dc * a["prev_c"], dc * i
+        da = np.hstack([di * i * (1 - i), df * f * (1 - f), do * o * (1 - o), dg * (1 - g ** 2)])
+        return {"dx": da @ a["Wx"].T, "dprev_h": da @ a["Wh"].T, "dprev_c": dc * f, "dWx": a["x"].T @ da,
+                "dWh": a["prev_h"].T @ da, "db": da.sum(axis=0)}
+
+    return (Mistake("lstm-lost-next-h-path", "next_h = o * tanh(next_c) depends on next_c too: the gradient "
+                                             "reaching next_c is dnext_c + dnext_h * o * (1 - tanh(next_c)**2)",
+                    lost_path),)
+
+
+def _embedding_mistakes() -> tuple[Mistake, ...]:
+    def assigned(case: Case, got: dict) -> dict:
+        x, d = case.arrays["x"], case.douts[0]
+        dW = np.zeros_like(case.arrays["W"])
+        dW[x] += d
+        return {"dW": dW}
+
+    return (Mistake("embedding-repeats-overwrite", "dW[x] += dout adds a repeated word's rows only once (fancy "
+                                                   "indexing buffers): np.add.at(dW, x, dout) adds every one",
+                    assigned, edge="repeats"),)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The table
 # ---------------------------------------------------------------------------------------------------------
@@ -709,6 +813,18 @@ PAIRS: tuple[Pair, ...] = (
                           "belongs)?"),
                 Edge("ties", "tied maxima: the gradient goes to one of them", "ties", ("ties",))),
          mistakes=_pool_mistakes()),
+    Pair("rnn", "rnn_step_forward", "rnn_step_backward", ("x", "prev_h", "Wx", "Wh", "b"), ("next_h",),
+         ("dx", "dprev_h", "dWx", "dWh", "db"), _ref_rnn, _draw_rnn("rnn"), title="vanilla RNN step",
+         plain="tanh, a batch of 2 to 3", edges=(BATCH1,), mistakes=_rnn_mistakes(), loose=("db",)),
+    Pair("lstm", "lstm_step_forward", "lstm_step_backward", ("x", "prev_h", "prev_c", "Wx", "Wh", "b"),
+         ("next_h", "next_c"), ("dx", "dprev_h", "dprev_c", "dWx", "dWh", "db"), _ref_lstm, _draw_rnn("lstm"),
+         title="LSTM step", plain="gates i, f, o, g; a batch of 2 to 3", edges=(BATCH1,), mistakes=_lstm_mistakes(),
+         loose=("db",)),
+    Pair("embedding", "word_embedding_forward", "word_embedding_backward", ("x", "W"), ("out",), ("dW",),
+         _ref_embedding, _draw_embedding, title="word embedding", plain="every word once",
+         edges=(Edge("repeats", "a word repeated in the batch", "repeats",
+                     hint="a repeated word's rows must all be added to its row of dW"),),
+         mistakes=_embedding_mistakes()),
 )
 PAIRS_BY_NAME = {p.name: p for p in PAIRS}
 PAIR_NAMES = tuple(PAIRS_BY_NAME)
