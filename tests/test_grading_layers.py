@@ -106,6 +106,8 @@ BUGS = [
         "dout[n, c, i, j]"}),
     Bug("pool_index_swapped", "nonsquare[maxpool]", "sides swapped",
         {"np.unravel_index(np.argmax(window), window.shape)": "np.unravel_index(np.argmax(window), (pw, ph))"}),
+    Bug("groupnorm_per_channel", "forward[groupnorm]", "per channel",
+        {"xg = x.reshape(N, G, -1)\n    mu": "xg = x.reshape(N, C, -1)\n    mu"}),
     Bug("rnn_db_not_summed", "backward[rnn]", "summed over the batch",
         {"da.dot(Wh.T), x.T.dot(da), prev_h.T.dot(da), da.sum(axis=0)\n":
          "da.dot(Wh.T), x.T.dot(da), prev_h.T.dot(da), da\n"}),
@@ -185,6 +187,23 @@ def test_the_other_dropout_convention_is_said_once_instead_of_failing(tmp_path):
     # Declared "drop", a file keeping p of the units is the one that follows the other convention.
     rep = grade(REFERENCE_FILE, declared, only=["*[dropout]"])
     assert rep.passed and "KEEP probability" in rep.notes[0]
+
+
+def test_the_other_groupnorm_parameter_shape_is_said_once_instead_of_failing(tmp_path):
+    """A file of the years whose template gives gamma and beta as (C,): it indexes them as gamma[None, :, None, None]
+    and returns dgamma of shape (C,)."""
+    src = REFERENCE.replace("return gamma * xhat + beta, (xhat, std, gamma, G)",
+                            "g4, b4 = gamma[None, :, None, None], beta[None, :, None, None]\n"
+                            "    return g4 * xhat + b4, (xhat, std, g4, G)")
+    src = src.replace("dgamma = np.sum(dout * xhat, axis=(0, 2, 3), keepdims=True)",
+                      "dgamma = np.sum(dout * xhat, axis=(0, 2, 3))")
+    src = src.replace("dbeta = np.sum(dout, axis=(0, 2, 3), keepdims=True)", "dbeta = np.sum(dout, axis=(0, 2, 3))")
+    path = _write(tmp_path, "c_shape", src)
+    rep = grade(path, FAST, only=["*[groupnorm]"])
+    assert rep.passed and len(rep.notes) == 1 and "shape (C,)" in rep.notes[0], rep.text()
+    declared = replace(FAST, layers=LayersConfig(conventions=Conventions(groupnorm_gamma="C")))
+    rep = grade(path, declared, only=["*[groupnorm]"])
+    assert rep.passed and rep.notes == []
 
 
 def test_old_files_are_not_false_alarms(tmp_path):
@@ -279,7 +298,7 @@ def test_every_hint_of_the_table_is_reached_by_a_zoo_file():
               "batchnorm-momentum-swapped", "layernorm-no-mean-term", "dropout-backward-not-rescaled",
               "dropout-forward-not-rescaled", "dropout-test-scaled", "conv-kernel-flipped", "conv-db-per-image",
               "conv-pad0-slice", "pool-overwrite", "pool-all-ties", "pool-index-swapped", "rnn-db-not-summed",
-              "rnn-tanh-of-input", "lstm-lost-next-h-path", "embedding-repeats-overwrite"}
+              "groupnorm-per-channel", "rnn-tanh-of-input", "lstm-lost-next-h-path", "embedding-repeats-overwrite"}
     every = {m.kind for p in PAIRS for m in p.mistakes}
     assert tested <= every
 

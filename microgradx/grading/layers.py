@@ -30,6 +30,7 @@ class Conventions:
     """What a course's template declares; the defaults follow the current cs231n-style template."""
 
     dropout_p: str = "keep"                                   # "keep" or "drop": what dropout_param["p"] means
+    groupnorm_gamma: str = "1C11"                             # gamma and beta of group norm: (1, C, 1, 1) or "C"
     conv_param: tuple[str, ...] = ("stride", "pad")           # key order of the dicts the grader builds
     pool_param: tuple[str, ...] = ("pool_height", "pool_width", "stride")
 
@@ -49,10 +50,12 @@ class Case:
     douts: tuple[np.ndarray, ...]
     seed: int
     mode: str = "train"
+    numbers: dict[str, int] | None = None   # plain numbers passed after the arrays (group norm's G)
 
     def describe(self) -> str:
         """Shapes, parameters and the seed: what a student needs to reproduce the call."""
-        shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in self.arrays.items())
+        shapes = ", ".join([f"{k} {tuple(v.shape)}" for k, v in self.arrays.items()] +
+                           [f"{k} = {v}" for k, v in (self.numbers or {}).items()])
         param = ""
         if self.param is not None:
             shown = {k: (f"array {tuple(v.shape)}" if isinstance(v, np.ndarray) else v) for k, v in self.param.items()}
@@ -229,6 +232,15 @@ def _draw_dropout(draw: Any, variant: str) -> Case:
                 mode)
 
 
+def _draw_groupnorm(draw: Any, variant: str) -> Case:
+    rng, seed = _rng(draw)
+    g = _size(draw, 1, 3)
+    n, c, h, w = _size(draw, 1, 3), g * _size(draw, 1, 2), _size(draw, 1, 3), _size(draw, 2, 3)
+    x = rng.standard_normal((n, c, h, w)) * 2.0 + rng.standard_normal((1, c, 1, 1))
+    return Case("groupnorm", {"x": x, "gamma": rng.uniform(0.5, 2.0, c), "beta": rng.standard_normal(c)}, {},
+                (rng.standard_normal((n, c, h, w)),), seed, numbers={"G": g})
+
+
 def _conv_sizes(draw: Any, variant: str) -> tuple[int, int, int, int, int, int]:
     """H, W, HH, WW, stride, pad with (H + 2 pad - HH) divisible by the stride, as the template's dims are."""
     stride, pad = (2, 1) if variant == "stride2" else (1, 0) if variant == "pad0" else (1, 1)
@@ -350,6 +362,17 @@ def _ref_layernorm(t: dict[str, Tensor], case: Case, conv: Conventions) -> tuple
     return (xc * (var + EPS) ** -0.5 * t["gamma"] + t["beta"],)
 
 
+def _ref_groupnorm(t: dict[str, Tensor], case: Case, conv: Conventions) -> tuple[Tensor, ...]:
+    x = t["x"]
+    n, c, h, w = x.shape
+    g = case.numbers["G"]
+    grouped = x.reshape(n, g, (c // g) * h * w)
+    xc = grouped - grouped.mean(axis=2, keepdims=True)
+    var = (xc * xc).mean(axis=2, keepdims=True)
+    xhat = (xc * (var + EPS) ** -0.5).reshape(n, c, h, w)
+    return (xhat * t["gamma"].reshape(1, c, 1, 1) + t["beta"].reshape(1, c, 1, 1),)
+
+
 def keep_probability(case: Case, conv: Conventions) -> float:
     """The probability of keeping a unit, from ``p`` and what the template says ``p`` means.
 
@@ -407,7 +430,7 @@ def _ref_embedding(t: dict[str, Tensor], case: Case, conv: Conventions) -> tuple
 
 def _ref_grads(case: Case, conv: Conventions, got: dict | None = None, **change: Any) -> dict:
     """The reference's arrays on ``case`` with some inputs changed (a flipped kernel, say)."""
-    changed = Case(case.pair, {**case.arrays, **change}, case.param, case.douts, case.seed, case.mode)
+    changed = Case(case.pair, {**case.arrays, **change}, case.param, case.douts, case.seed, case.mode, case.numbers)
     return expected(changed, conv, got)
 
 
@@ -564,6 +587,19 @@ def _norm_mistakes(name: str) -> tuple[Mistake, ...]:
                                                   "weights are the other way round", swapped, edge="running"),
             Mistake("batchnorm-unbiased-running-var", "the template's running variance averages the biased "
                                                       "batch variance (np.var, ddof=0)", unbiased, edge="running"))
+
+
+def _groupnorm_mistakes() -> tuple[Mistake, ...]:
+    def per_channel(case: Case, got: dict) -> dict | None:
+        x, gm, bt = case.arrays["x"], case.arrays["gamma"], case.arrays["beta"]
+        if case.numbers["G"] == x.shape[1]:
+            return None
+        xhat = (x - x.mean(axis=(2, 3), keepdims=True)) / np.sqrt(x.var(axis=(2, 3), keepdims=True) + EPS)
+        return {"out": xhat * gm.reshape(1, -1, 1, 1) + bt.reshape(1, -1, 1, 1)}
+
+    return (Mistake("groupnorm-per-channel", "the statistics are taken per channel: reshape x to (N, G, C // G * H "
+                                             "* W) and normalise each group of C // G channels together",
+                    per_channel),)
 
 
 def _dropout_mistakes() -> tuple[Mistake, ...]:
@@ -813,6 +849,10 @@ PAIRS: tuple[Pair, ...] = (
                           "belongs)?"),
                 Edge("ties", "tied maxima: the gradient goes to one of them", "ties", ("ties",))),
          mistakes=_pool_mistakes()),
+    Pair("groupnorm", "spatial_groupnorm_forward", "spatial_groupnorm_backward", ("x", "gamma", "beta"), ("out",),
+         ("dx", "dgamma", "dbeta"), _ref_groupnorm, _draw_groupnorm, param="gn_param",
+         title="spatial group normalization", plain="G groups, gamma != 1, beta != 0",
+         mistakes=_groupnorm_mistakes(), loose=("gamma", "beta", "dgamma", "dbeta")),
     Pair("rnn", "rnn_step_forward", "rnn_step_backward", ("x", "prev_h", "Wx", "Wh", "b"), ("next_h",),
          ("dx", "dprev_h", "dWx", "dWh", "db"), _ref_rnn, _draw_rnn("rnn"), title="vanilla RNN step",
          plain="tanh, a batch of 2 to 3", edges=(BATCH1,), mistakes=_rnn_mistakes(), loose=("db",)),
@@ -897,7 +937,7 @@ def central(case: Case, conv: Conventions, grad: str, index: tuple[int, ...], go
     for sign in (1.0, -1.0):
         arrays = {k: np.array(v, dtype=np.float64) if k == name else v for k, v in case.arrays.items()}
         arrays[name][index] += sign * h
-        moved = Case(case.pair, arrays, case.param, case.douts, case.seed, case.mode)
+        moved = Case(case.pair, arrays, case.param, case.douts, case.seed, case.mode, case.numbers)
         t = {k: Tensor(v, requires_grad=False) for k, v in arrays.items() if k in pair.inputs and f"d{k}" in pair.grads}
         outs = _outputs(pair, t, moved, conv, got)
         if pair.loss:

@@ -66,7 +66,7 @@ def parse_layers(table: dict, where: str) -> LayersConfig:
     >>> parse_layers({"pairs": ["conv"], "dropout_p": "drop"}, "hw.toml").conventions.dropout_p
     'drop'
     """
-    known = {"pairs", "names", "provided", "dropout_p", "conv_param", "pool_param"}
+    known = {"pairs", "names", "provided", "dropout_p", "groupnorm_gamma", "conv_param", "pool_param"}
     for key in table:
         if key not in known:
             raise AssignmentError(f"{where}: unknown key layers.{key} (known: {', '.join(sorted(known))})")
@@ -99,6 +99,12 @@ def parse_layers(table: dict, where: str) -> LayersConfig:
         if table["dropout_p"] not in ("keep", "drop"):
             raise AssignmentError(f"{where}: layers.dropout_p must be 'keep' or 'drop', got {table['dropout_p']!r}")
         conv["dropout_p"] = table["dropout_p"]
+    if "groupnorm_gamma" in table:
+        shapes = {"(1, C, 1, 1)": "1C11", "(C,)": "C"}
+        if table["groupnorm_gamma"] not in shapes:
+            raise AssignmentError(f"{where}: layers.groupnorm_gamma must be \"(1, C, 1, 1)\" or \"(C,)\", got "
+                                  f"{table['groupnorm_gamma']!r}")
+        conv["groupnorm_gamma"] = shapes[table["groupnorm_gamma"]]
     for key in ("conv_param", "pool_param"):
         if key in table:
             want = getattr(Conventions(), key)
@@ -133,20 +139,29 @@ def _ordered(param: dict, pair: Pair, conv: Conventions) -> dict:
     return {k: param[k] for k in order} if order else dict(param)
 
 
-def request(case: Case, cfg: LayersConfig, backward: bool = True) -> dict:
+def _shaped(name: str, value: np.ndarray, pair: Pair, conv: Conventions) -> np.ndarray:
+    """A parameter in the shape the template declares: group norm's gamma and beta are (1, C, 1, 1) or (C,)."""
+    if pair.name == "groupnorm" and name in ("gamma", "beta") and conv.groupnorm_gamma == "1C11":
+        return value.reshape(1, -1, 1, 1)
+    return value
+
+
+def request(case: Case, cfg: LayersConfig, backward: bool = True, conv: Conventions | None = None) -> dict:
     """The call as the worker reads it: function names, encoded arguments, upstream gradients, what to read back.
 
     >>> c = Case("relu", {"x": np.ones((1, 1))}, None, (np.ones((1, 1)),), 0)
     >>> r = request(c, LayersConfig()); r["forward"], r["backward"], r["args"][0][:2]
     ('relu_forward', 'relu_backward', ['array', [1, 1]])
     """
+    conv = conv or cfg.conventions
     pair = PAIRS_BY_NAME[case.pair]
-    args = [_encode(case.arrays[k]) for k in pair.inputs]
+    args = [_encode(_shaped(k, case.arrays[k], pair, conv)) for k in pair.inputs]
+    args += [_encode(v) for v in (case.numbers or {}).values()]
     state: list = []
     if case.param is not None:
-        args.append(_encode(_ordered(case.param, pair, cfg.conventions)))
+        args.append(_encode(_ordered(case.param, pair, conv)))
         if case.mode == "train":
-            state = [[len(pair.inputs), k] for k in pair.state if k in case.param]
+            state = [[len(args) - 1, k] for k in pair.state if k in case.param]
     back = backward and not pair.loss
     req = {"forward": cfg.name(pair.forward), "args": args, "outputs": len(pair.outputs), "names": list(pair.outputs),
            "state": state, "cache": not pair.loss, "backward": cfg.name(pair.backward) if back else None}
@@ -446,7 +461,7 @@ def _ask(box: Sandbox, case: Case, rule: LayerRule, st: _State) -> dict:
         if not box.hello.get("ok"):
             raise EngineCrash(f"the file failed to load again: {box.hello.get('error')}")
     backward = any(c in rule.compares for c in ("backward", "ties")) or rule.compares == ("forward", "backward")
-    return box.request(request(case, st.cfg, backward=backward))
+    return box.request(request(case, st.cfg, backward=backward, conv=st.conv))
 
 
 def _examples(rule: LayerRule, asg: Assignment) -> int:
@@ -502,6 +517,42 @@ def _run(rule: LayerRule, box: Sandbox, st: _State, seed: int | None, deadline: 
     hint = _hint(rule, finding, case, got, st)
     finding.pop("wrong", None)
     return "failed", finding, hint, state["examples"], seconds
+
+
+def _probe_groupnorm(box: Sandbox, st: _State) -> None:
+    """Group norm's gamma and beta are (1, C, 1, 1) in some years' templates and (C,) in others: when a file gets
+    the forward wrong in the declared shape and right in the other, it follows the other template (said once)."""
+    rng = np.random.default_rng(0)
+    case = Case("groupnorm", {"x": rng.standard_normal((2, 4, 2, 3)), "gamma": rng.uniform(0.5, 2.0, 4),
+                              "beta": rng.standard_normal(4)}, {}, (rng.standard_normal((2, 4, 2, 3)),), 0,
+                numbers={"G": 2})
+    want = expected(case, st.conv)["out"]
+
+    def right(conv: Conventions) -> bool:
+        try:
+            if box.proc is None:
+                box.start()
+            reply = box.request(request(case, st.cfg, backward=False, conv=conv))
+        except EngineCrash:
+            return False
+        if not reply.get("ok"):
+            return False
+        got = _unpack(reply, PAIRS_BY_NAME["groupnorm"], case)["out"]
+        return got.shape == want.shape and bool(np.allclose(got, want, rtol=st.asg.rel, atol=st.asg.abs))
+
+    if right(st.conv):
+        return
+    other = dataclasses.replace(st.conv, groupnorm_gamma="C" if st.conv.groupnorm_gamma == "1C11" else "1C11")
+    if right(other):
+        st.conv = other
+        shape = {"C": "(C,)", "1C11": "(1, C, 1, 1)"}
+        st.notes.append(f"group norm: the file takes gamma and beta of shape {shape[other.groupnorm_gamma]}; the "
+                        f"assignment's template says {shape[st.cfg.conventions.groupnorm_gamma]}. Graded in the "
+                        f"file's own shape.")
+
+
+# Conventions a file's answers reveal, probed once before the first rule of the pair.
+PROBES: dict[str, Callable[[Sandbox, _State], None]] = {"groupnorm": _probe_groupnorm}
 
 
 def _result(rule: LayerRule, status: str, finding: dict | None, hint: str, examples: int, seconds: float,
@@ -579,8 +630,12 @@ def grade_layers(path: Path, engine: str, asg: Assignment, seed: int | None = No
         rules = build_layer_rules(pairs, asg)
         if only:
             rules = [r for r in rules if any(matches(r.name, pat) for pat in only)]
+        probed: set[str] = set()
         for rule in rules:
             blocker = _blocker(rule, st)
+            if blocker is None and rule.pair in PROBES and rule.pair not in probed:
+                probed.add(rule.pair)
+                PROBES[rule.pair](box, st)
             if blocker is not None and blocker.startswith("function:"):
                 fn = blocker.partition(":")[2]
                 status, finding, hint, n, secs = "failed", _finding(None, missing[fn]), \

@@ -254,3 +254,25 @@ def word_embedding_backward(dout, cache):
     dW = np.zeros_like(W)
     np.add.at(dW, x, dout)
     return dW
+
+
+def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
+    eps = gn_param.get("eps", 1e-5)
+    N, C, H, W = x.shape
+    xg = x.reshape(N, G, -1)
+    mu = xg.mean(axis=2, keepdims=True)
+    std = np.sqrt(xg.var(axis=2, keepdims=True) + eps)
+    xhat = ((xg - mu) / std).reshape(N, C, H, W)
+    return gamma * xhat + beta, (xhat, std, gamma, G)
+
+
+def spatial_groupnorm_backward(dout, cache):
+    xhat, std, gamma, G = cache
+    N, C, H, W = dout.shape
+    dgamma = np.sum(dout * xhat, axis=(0, 2, 3), keepdims=True)
+    dbeta = np.sum(dout, axis=(0, 2, 3), keepdims=True)
+    dxhat = (dout * gamma).reshape(N, G, -1)
+    xh = xhat.reshape(N, G, -1)
+    M = xh.shape[2]
+    dx = (M * dxhat - dxhat.sum(axis=2, keepdims=True) - xh * (dxhat * xh).sum(axis=2, keepdims=True)) / (M * std)
+    return dx.reshape(N, C, H, W), dgamma, dbeta
