@@ -385,3 +385,18 @@ def test_kind_on_the_command_line_must_agree_with_the_assignment(tmp_path, capsy
     toml.write_text('[assignment]\nname = "scalar"\n')
     assert main(["grade", "--kind", "layers", "--assignment", str(toml), str(REFERENCE_FILE)]) == 2
     assert "contradicts" in capsys.readouterr().err
+
+
+def test_every_layers_rule_and_pair_is_documented_with_its_weight():
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "grading.md").read_text()
+    section = doc[doc.index("## The layers homework"):doc.index("## `microgradx.strategies`")]
+    for kind, weight in (("forward[pair]", 1), ("backward[pair]", 2), ("edge[pair]", 1)):
+        assert f"| `{kind}` | {weight} |" in section
+    for pair in PAIRS:
+        row = next((line for line in section.splitlines() if line.startswith("| `")
+                    and f"`{pair.name}`" in line.split("|")[1]), None)
+        assert row is not None, pair.name
+        assert f"`{pair.forward}" in row
+        for edge in pair.edges:
+            assert f"`{edge.name}`" in row, (pair.name, edge.name)
+    assert f"each of its {len(BUGS)} entries" in section

@@ -15,10 +15,13 @@ def add_parser(sub) -> None:
         description="Grade the micrograd-style Value class in each ENGINE file: every rule (forward values, local "
                     "gradients, numbers on either side, accumulation, order, seed, deep graphs, linear time, "
                     "unchanged inputs) is checked by Hypothesis, each example run in a sandboxed child process. "
+                    "With --kind layers each file holds layer forward/backward functions in NumPy (affine_forward, "
+                    "conv_backward_naive...), checked against microgradx's Tensor ops and their VJP. "
                     "Exit status: 0 every rule holds (warnings allowed), 1 some rule fails, 2 usage error, "
                     "3 an engine file cannot be graded (syntax error, import error, no class, import timeout).",
         epilog="examples: microgradx grade engine.py --json report.json | microgradx grade submissions/*/engine.py "
-               "--jobs 4 --csv grades.csv | microgradx grade --make-autograder hw.toml -o autograder.zip")
+               "--jobs 4 --csv grades.csv | microgradx grade --kind layers layers.py | "
+               "microgradx grade --make-autograder hw.toml -o autograder.zip")
     p.add_argument("engines", nargs="*", metavar="ENGINE", help="a student's Python file defining Value")
     p.add_argument("--assignment", metavar="TOML", help="assignment file: ops, weights, tolerances, limits")
     p.add_argument("--kind", choices=HOMEWORK_KINDS, help="what each file is: a scalar Value engine (value, the "
