@@ -31,7 +31,7 @@ from .layers import (
     keep_probability,
 )
 from .report import Report, RuleResult
-from .sandbox import REPLY_FIELDS, EngineCrash, Sandbox, check_fields, decode_reply
+from .sandbox import REPLY_FIELDS, EngineCrash, Sandbox, check_fields, decode_reply, malformed
 
 __all__ = ["LayersConfig", "parse_layers", "build_layer_rules", "grade_layers", "crashed_layers",
            "validate_layers_reply", "request", "LayerRule"]
@@ -201,23 +201,21 @@ def validate_layers_reply(line: bytes, asked: dict | None = None, probes: Sequen
     ...                       b'"seconds": 0.1, "id": 4}', {"id": 4, "outputs": 1, "state": [], "backward": None})
     {'ok': True, 'shapes': [[1]], 'values': [[2.0]], 'counts': [1, 0, 0], 'seconds': 0.1, 'id': 4}
     """
-    from .sandbox import _bad
-
     reply = check_fields(decode_reply(line, asked), asked, LAYER_REPLY_FIELDS, probes)
     if asked is None:
         if reply.get("ok") and not set(reply["functions"]) <= set(probes):
-            raise _bad("functions that were not asked about")
+            raise malformed("functions that were not asked about")
         return reply
     if not reply.get("ok"):
         return reply
     want = [asked["outputs"], len(asked.get("state", ())), asked.get("grads", 0) if asked.get("backward") else 0]
     if reply["counts"] != want:
-        raise _bad(f"counts {reply['counts']}, the call asked for {want}")
+        raise malformed(f"counts {reply['counts']}, the call asked for {want}")
     if not len(reply["shapes"]) == len(reply["values"]) == sum(want):
-        raise _bad("the shapes and values do not match the counts")
+        raise malformed("the shapes and values do not match the counts")
     for shape, values in zip(reply["shapes"], reply["values"]):
         if int(np.prod(shape, dtype=np.int64)) != len(values):
-            raise _bad(f"{len(values)} values for shape {shape}")
+            raise malformed(f"{len(values)} values for shape {shape}")
     return reply
 
 
@@ -661,7 +659,12 @@ def grade_layers(path: Path, engine: str, asg: Assignment, seed: int | None = No
     if hello.get("module") not in (None, path.stem):
         notes.append(f"the functions are loaded from module {hello['module']!r}")
     not_graded = [f"{f} (provided by the course)" for f in cfg.provided if cfg.name(f) in functions]
-    return Report(engine, asg.name, pairs, results, time.monotonic() - start, seed, notes, not_graded=not_graded)
+    return Report(engine, _name(asg), pairs, results, time.monotonic() - start, seed, notes, not_graded=not_graded)
+
+
+def _name(asg: Assignment) -> str:
+    """The assignment's name, or what the homework is when the file gives none."""
+    return "layers homework" if asg.name == Assignment().name else asg.name
 
 
 def _setup(path: Path, engine: str, asg: Assignment, problem: str, start: float) -> Report:
@@ -679,7 +682,7 @@ def _setup(path: Path, engine: str, asg: Assignment, problem: str, start: float)
     total = sum(r.weight for r in build_layer_rules(pairs, asg))
     result = RuleResult("setup", "the file imports and defines the layer functions", total, 0.0, "failed",
                         "visible", hint, {"formula": "", "rows": [], "problem": problem, "shrunk": False})
-    return Report(engine, asg.name, (), [result], time.monotonic() - start, None, [], setup=True)
+    return Report(engine, _name(asg), (), [result], time.monotonic() - start, None, [], setup=True)
 
 
 def crashed_layers(engine: str, asg: Assignment, only: Sequence[str] | None, problem: str,
@@ -691,7 +694,7 @@ def crashed_layers(engine: str, asg: Assignment, only: Sequence[str] | None, pro
     if only:
         rules = [r for r in rules if any(matches(r.name, pat) for pat in only)]
     results = [_result(r, "failed", {"formula": "", "problem": problem, "rows": []}, "", 0, 0.0, asg) for r in rules]
-    return Report(engine, asg.name, tuple(pairs), results, seconds, None, [])
+    return Report(engine, _name(asg), tuple(pairs), results, seconds, None, [])
 
 
 def check_layer_rules(only: Sequence[str] | None, asg: Assignment) -> None:

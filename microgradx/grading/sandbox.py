@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["Limits", "Sandbox", "EngineCrash", "Confinement", "confinement", "validate_reply", "decode_reply",
-           "check_fields", "sandbox_uid",
+           "check_fields", "malformed", "sandbox_uid",
            "kill_user", "MAX_REPLY_BYTES", "MAX_NESTING", "MAX_TEXT"]
 
 _GRADING = Path(__file__).resolve().parent
@@ -161,7 +161,8 @@ brackets nested deeper than 3
     return check_fields(reply, asked, REPLY_FIELDS, probes)
 
 
-def _bad(why: str) -> EngineCrash:
+def malformed(why: str) -> EngineCrash:
+    """The EngineCrash of a reply that breaks the protocol, saying ``why``."""
     return EngineCrash(f"the engine sent a malformed reply on the grader's private pipe: {why}")
 
 
@@ -173,7 +174,7 @@ def decode_reply(line: bytes, asked: dict | None) -> dict:
     >>> decode_reply(b'{"ok": true, "id": 3}', {"id": 3})
     {'ok': True}
     """
-    bad = _bad
+    bad = malformed
     if len(line) > MAX_REPLY_BYTES:
         raise bad(f"{len(line)} bytes, more than {MAX_REPLY_BYTES}")
     if _nesting_exceeds(line, MAX_NESTING):
@@ -196,7 +197,7 @@ def check_fields(reply: dict, asked: dict | None, table: dict[str, dict[str, Cal
     """``reply`` checked against ``table`` (``greeting``, ``failure`` and the entry named by ``asked["backward"]``,
     ``backward`` or ``forward``): exactly the keys of its entry, each value passing its check; every string
     clipped to ``MAX_TEXT``; the ``id`` put back. The scalar-only length checks apply where their keys exist."""
-    bad = _bad
+    bad = malformed
     if reply.get("ok") is False:
         kind = "failure"
     elif asked is None:
