@@ -232,6 +232,15 @@ def test_old_files_are_not_false_alarms(tmp_path):
     assert rep.passed, rep.text()
 
 
+def test_a_signature_taking_stride_and_pad_as_keywords_gets_them_as_keywords(tmp_path):
+    src = REFERENCE.replace("def conv_forward_naive(x, w, b, conv_param):\n    stride, pad = conv_param[\"stride\"], "
+                            "conv_param[\"pad\"]\n", "def conv_forward_naive(x, w, b, stride=1, pad=0):\n"
+                            "    conv_param = {\"stride\": stride, \"pad\": pad}\n")
+    assert "stride=1, pad=0" in src
+    rep = grade(_write(tmp_path, "kw", src), FAST, only=["*[conv]"])
+    assert rep.passed and rep.notes == [], rep.text()
+
+
 def test_other_names_provided_functions_and_chosen_pairs_come_from_the_assignment(tmp_path):
     src = REFERENCE.replace("def affine_forward(", "def fc_forward(")
     src = src.replace("def affine_backward(", "def fc_backward(")
@@ -378,6 +387,8 @@ def test_the_autograder_bundle_carries_the_layers_worker_and_kind(tmp_path):
     names = zipfile.ZipFile(make_autograder(toml, tmp_path / "a.zip")).namelist()
     assert "microgradx/grading/layers_worker.py" in names and "assignment.toml" in names
     assert load_assignment(toml).layers.conventions.dropout_p == "drop"
+    toml.write_text('[assignment]\nkind = "layers"\n')
+    assert load_assignment(toml).file == "layers.py"
 
 
 def test_kind_on_the_command_line_must_agree_with_the_assignment(tmp_path, capsys):

@@ -140,6 +140,8 @@ def load_assignment(path: str | Path) -> Assignment:
         if kw.get("kind") != "layers":
             raise AssignmentError(f"{path}: a [layers] table needs kind = \"layers\" in [assignment]")
         kw["layers"] = parse_layers(data["layers"], str(path))
+    if kw.get("kind") == "layers":
+        kw.setdefault("file", "layers.py")  # the template's file name
     for key in ("deep_graph", "extremes"):
         if kw.get(key, "warn") not in ("warn", "fail"):
             raise AssignmentError(f"assignment.{key} must be 'warn' or 'fail', got {kw[key]!r}")

@@ -146,8 +146,10 @@ def _shaped(name: str, value: np.ndarray, pair: Pair, conv: Conventions) -> np.n
     return value
 
 
-def request(case: Case, cfg: LayersConfig, backward: bool = True, conv: Conventions | None = None) -> dict:
+def request(case: Case, cfg: LayersConfig, backward: bool = True, conv: Conventions | None = None,
+            signature: str | None = None) -> dict:
     """The call as the worker reads it: function names, encoded arguments, upstream gradients, what to read back.
+    ``signature`` is the forward function's parameter names (``"x,w,b,conv_param"``), as the file defines it.
 
     >>> c = Case("relu", {"x": np.ones((1, 1))}, None, (np.ones((1, 1)),), 0)
     >>> r = request(c, LayersConfig()); r["forward"], r["backward"], r["args"][0][:2]
@@ -158,12 +160,18 @@ def request(case: Case, cfg: LayersConfig, backward: bool = True, conv: Conventi
     args = [_encode(_shaped(k, case.arrays[k], pair, conv)) for k in pair.inputs]
     args += [_encode(v) for v in (case.numbers or {}).values()]
     state: list = []
-    if case.param is not None:
+    kwargs: list = []
+    params = (signature or "").split(",")
+    if case.param is not None and case.param and pair.param not in params and all(k in params for k in case.param):
+        # A signature such as conv_forward(x, w, b, stride=1, pad=0): the dict's entries as keyword arguments.
+        kwargs = [[k, _encode(v)] for k, v in _ordered(case.param, pair, conv).items()]
+    elif case.param is not None:
         args.append(_encode(_ordered(case.param, pair, conv)))
         if case.mode == "train":
             state = [[len(args) - 1, k] for k in pair.state if k in case.param]
     back = backward and not pair.loss
-    req = {"forward": cfg.name(pair.forward), "args": args, "outputs": len(pair.outputs), "names": list(pair.outputs),
+    req = {"forward": cfg.name(pair.forward), "args": args, "kwargs": kwargs, "outputs": len(pair.outputs),
+           "names": list(pair.outputs),
            "state": state, "cache": not pair.loss, "backward": cfg.name(pair.backward) if back else None}
     if back:
         req.update(douts=[_encode(d) for d in case.douts], grads=len(pair.grads), grad_names=list(pair.grads))
@@ -292,6 +300,7 @@ class _State:
     status: dict[str, str] = field(default_factory=dict)
     blocked_by: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    signatures: dict[str, str] = field(default_factory=dict)  # function -> its parameter names, from the greeting
 
 
 class _Mismatch(Exception):
@@ -459,7 +468,9 @@ def _ask(box: Sandbox, case: Case, rule: LayerRule, st: _State) -> dict:
         if not box.hello.get("ok"):
             raise EngineCrash(f"the file failed to load again: {box.hello.get('error')}")
     backward = any(c in rule.compares for c in ("backward", "ties")) or rule.compares == ("forward", "backward")
-    return box.request(request(case, st.cfg, backward=backward, conv=st.conv))
+    pair = PAIRS_BY_NAME[case.pair]
+    return box.request(request(case, st.cfg, backward=backward, conv=st.conv,
+                               signature=st.signatures.get(st.cfg.name(pair.forward))))
 
 
 def _examples(rule: LayerRule, asg: Assignment) -> int:
@@ -623,7 +634,7 @@ def grade_layers(path: Path, engine: str, asg: Assignment, seed: int | None = No
             for f in PAIRS_BY_NAME[p].functions():
                 if cfg.name(f) not in functions and f not in cfg.provided:
                     missing[cfg.name(f)] = f"the file defines no function {cfg.name(f)}()"
-        st = _State(asg, cfg, cfg.conventions, missing)
+        st = _State(asg, cfg, cfg.conventions, missing, signatures=dict(hello["functions"]))
         results: list[RuleResult] = []
         rules = build_layer_rules(pairs, asg)
         if only:
