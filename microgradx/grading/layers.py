@@ -540,7 +540,16 @@ def _norm_mistakes(name: str) -> tuple[Mistake, ...]:
         xhat = (x - x.mean(axis=axis, keepdims=True)) / np.sqrt(x.var(axis=axis, keepdims=True) + EPS)
         return {"dgamma": g * xhat, "dbeta": g}
 
-    out = (Mistake(f"{name}-no-mean-term", "dx misses the path through the mean: subtract the mean of dxhat "
+    def unbiased(case: Case, got: dict) -> dict | None:
+        x = case.arrays["x"]
+        if x.shape[axis] < 2:
+            return None
+        xhat = (x - x.mean(axis=axis, keepdims=True)) / np.sqrt(x.var(axis=axis, ddof=1, keepdims=True) + EPS)
+        return {"out": xhat * case.arrays["gamma"] + case.arrays["beta"]} if case.mode == "train" else None
+
+    out = (Mistake(f"{name}-unbiased-variance", "the template normalises with the biased variance, np.var (ddof=0, "
+                                                 "dividing by N), not the unbiased one", unbiased),
+           Mistake(f"{name}-no-mean-term", "dx misses the path through the mean: subtract the mean of dxhat "
                                             "(the term -sum(dxhat) / N)", terms(False, True)),
            Mistake(f"{name}-no-variance-term", "dx misses the path through the variance: subtract xhat * "
                                                 "mean(dxhat * xhat)", terms(True, False)),
@@ -767,7 +776,18 @@ def _lstm_mistakes() -> tuple[Mistake, ...]:
         return {"dx": da @ a["Wx"].T, "dprev_h": da @ a["Wh"].T, "dprev_c": dc * f, "dWx": a["x"].T @ da,
                 "dWh": a["prev_h"].T @ da, "db": da.sum(axis=0)}
 
-    return (Mistake("lstm-lost-next-h-path", "next_h = o * tanh(next_c) depends on next_c too: the gradient "
+    def torch_order(case: Case, got: dict) -> dict:
+        a = case.arrays
+        pre = a["x"] @ a["Wx"] + a["prev_h"] @ a["Wh"] + a["b"]
+        h = pre.shape[1] // 4
+        sig = 1 / (1 + np.exp(-pre))
+        i, f, g, o = sig[:, :h], sig[:, h:2 * h], np.tanh(pre[:, 2 * h:3 * h]), sig[:, 3 * h:]
+        next_c = f * a["prev_c"] + i * g
+        return {"next_h": o * np.tanh(next_c), "next_c": next_c}
+
+    return (Mistake("lstm-gate-order", "the template orders the gates i, f, o, g in a (PyTorch's order is i, f, g, "
+                                       "o): o = sigmoid(a[:, 2H:3H]), g = tanh(a[:, 3H:])", torch_order),
+            Mistake("lstm-lost-next-h-path", "next_h = o * tanh(next_c) depends on next_c too: the gradient "
                                              "reaching next_c is dnext_c + dnext_h * o * (1 - tanh(next_c)**2)",
                     lost_path),)
 
