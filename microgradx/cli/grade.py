@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from ..grading.assignment import ENGINE_KINDS
+from ..grading.assignment import HOMEWORK_KINDS
 
 
 def add_parser(sub) -> None:
@@ -17,14 +17,19 @@ def add_parser(sub) -> None:
                     "unchanged inputs) is checked by Hypothesis, each example run in a sandboxed child process. "
                     "With --kind tensor, ENGINE defines a NumPy Tensor instead (each op's gradient, broadcasting, "
                     "accumulation, order, random broadcasting programs). "
+                    "With --kind layers each file holds layer forward/backward functions in NumPy (affine_forward, "
+                    "conv_backward_naive...), checked against microgradx's Tensor ops and their VJP. "
                     "Exit status: 0 every rule holds (warnings allowed), 1 some rule fails, 2 usage error, "
                     "3 an engine file cannot be graded (syntax error, import error, no class, import timeout).",
         epilog="examples: microgradx grade engine.py --json report.json | microgradx grade submissions/*/engine.py "
-               "--jobs 4 --csv grades.csv | microgradx grade --make-autograder hw.toml -o autograder.zip")
+               "--jobs 4 --csv grades.csv | microgradx grade --kind layers layers.py | "
+               "microgradx grade --make-autograder hw.toml -o autograder.zip")
     p.add_argument("engines", nargs="*", metavar="ENGINE", help="a student's Python file defining Value")
     p.add_argument("--assignment", metavar="TOML", help="assignment file: ops, weights, tolerances, limits")
-    p.add_argument("--kind", choices=ENGINE_KINDS, help="what ENGINE defines: a scalar Value (default) or a NumPy "
-                                                       "Tensor engine (overrides the assignment's kind)")
+    p.add_argument("--kind", choices=HOMEWORK_KINDS, help="what each file is: a scalar Value engine (value, the "
+                                                           "default), a NumPy Tensor engine (tensor) or layer "
+                                                           "forward/backward functions (layers); default: the "
+                                                           "assignment file's kind")
     p.add_argument("--ops", metavar="OPS", help="comma-separated ops to grade (default: those the engine has)")
     p.add_argument("--rules", metavar="NAMES", help="comma-separated rule names to run; * matches anything")
     p.add_argument("--seed", type=int, help="Hypothesis seed (default: derandomized, the same every run)")
@@ -63,12 +68,17 @@ def run(args: argparse.Namespace) -> int:
             err("microgradx grade: --gradescope and --junit describe one engine; use --csv or --json for many\n")
             return 2
         asg = load_assignment(args.assignment) if args.assignment else Assignment()
+        if args.kind and args.kind != asg.kind:
+            if args.assignment:
+                raise AssignmentError(f"--kind {args.kind} contradicts the assignment file's kind {asg.kind!r}")
+            asg = dataclasses.replace(asg, kind=args.kind)
+        if args.ops and asg.kind == "layers":
+            raise AssignmentError("--ops chooses the ops of an engine; the layers kind grades the pairs "
+                                  "[layers] pairs lists (or every pair the file defines)")
         if args.examples is not None:
             if args.examples < 1:
                 raise AssignmentError(f"--examples must be at least 1, got {args.examples}")
             asg = dataclasses.replace(asg, examples=args.examples)
-        if args.kind:
-            asg = dataclasses.replace(asg, kind=args.kind)
         ops = [o.strip() for o in args.ops.split(",") if o.strip()] if args.ops else None
         only = [r.strip() for r in args.rules.split(",") if r.strip()] if args.rules else None
         missing = [e for e in args.engines if not os.path.isfile(e)]

@@ -10,11 +10,12 @@ from typing import Any
 
 from .sandbox import Limits
 
-__all__ = ["Assignment", "AssignmentError", "load_assignment", "matches", "VISIBILITIES", "ENGINE_KINDS"]
+__all__ = ["Assignment", "AssignmentError", "load_assignment", "matches", "VISIBILITIES", "HOMEWORK_KINDS"]
 
 VISIBILITIES = ("visible", "hidden", "after_due_date", "after_published")
-# What a submission is: a scalar ``Value`` engine, or a NumPy ``Tensor`` engine (tensor_kind.py).
-ENGINE_KINDS = ("value", "tensor")
+# What a submission is: a scalar Value engine, a NumPy Tensor engine (grading/tensor_kind.py), or layer
+# forward/backward functions in NumPy (grading/layers.py).
+HOMEWORK_KINDS = ("value", "tensor", "layers")
 
 
 class AssignmentError(ValueError):
@@ -43,8 +44,9 @@ class Assignment:
     weights: dict[str, float] = field(default_factory=dict)      # rule name or glob -> weight
     visibility: dict[str, str] = field(default_factory=dict)     # rule name or glob -> Gradescope visibility
     skip: tuple[str, ...] = ()       # rule names or globs not graded at all
-    kind: str = "value"              # one of ENGINE_KINDS
+    kind: str = "value"              # one of HOMEWORK_KINDS
     conventions: dict[str, str] = field(default_factory=dict)  # a Tensor engine's declared conventions
+    layers: Any = None               # the [layers] table (grading.layers_grade.LayersConfig) of a layers homework
 
     def weight(self, rule: str, default: float) -> float:
         """The rule's weight: an exact name wins over a glob, a glob over the default."""
@@ -111,7 +113,7 @@ def load_assignment(path: str | Path) -> Assignment:
 
     path = Path(path)
     data = _toml(path)
-    known = {"assignment", "tolerance", "time", "limits", "weights", "visibility", "conventions"}
+    known = {"assignment", "tolerance", "time", "limits", "weights", "visibility", "conventions", "layers"}
     for key in data:
         if key not in known:
             raise AssignmentError(f"{path}: unknown table [{key}] (known: {', '.join(sorted(known))})")
@@ -124,8 +126,8 @@ def load_assignment(path: str | Path) -> Assignment:
             raise AssignmentError(f"{path}: unknown key assignment.{key} (known: {', '.join(sorted(simple))})")
         _check(f"assignment.{key}", value, simple[key], positive=simple[key] is int)
         kw["cls" if key == "class" else key] = value
-    if kw.get("kind", "value") not in ENGINE_KINDS:
-        raise AssignmentError(f"assignment.kind must be one of {', '.join(ENGINE_KINDS)}, got {kw['kind']!r}")
+    if kw.get("kind", "value") not in HOMEWORK_KINDS:
+        raise AssignmentError(f"assignment.kind must be one of {', '.join(HOMEWORK_KINDS)}, got {kw['kind']!r}")
     protocol_ops = STUDENT_OPS
     if kw.get("kind") == "tensor":
         from .tensor_protocol import TENSOR_OPS as protocol_ops
@@ -137,6 +139,14 @@ def load_assignment(path: str | Path) -> Assignment:
         kw["ops"] = tuple(kw["ops"])
     if "skip" in kw:
         kw["skip"] = tuple(kw["skip"])
+    if "layers" in data:
+        from .layers_grade import parse_layers
+
+        if kw.get("kind") != "layers":
+            raise AssignmentError(f"{path}: a [layers] table needs kind = \"layers\" in [assignment]")
+        kw["layers"] = parse_layers(data["layers"], str(path))
+    if kw.get("kind") == "layers":
+        kw.setdefault("file", "layers.py")  # the template's file name
     for key in ("deep_graph", "extremes"):
         if kw.get(key, "warn") not in ("warn", "fail"):
             raise AssignmentError(f"assignment.{key} must be 'warn' or 'fail', got {kw[key]!r}")

@@ -133,6 +133,12 @@ def grade(engine: str | os.PathLike, assignment: Assignment | None = None, *, op
     path = Path(engine)
     if not path.is_file():
         raise AssignmentError(f"no such engine file: {engine}")
+    if asg.kind == "layers":
+        from .layers_grade import check_layer_rules, grade_layers
+
+        check_layer_rules(only, asg)
+        with _hypothesis_home():
+            return grade_layers(path, str(engine), asg, seed, only, progress)
     for o in ops or ():
         if o not in STUDENT_OPS:
             raise AssignmentError(f"unknown op {o!r} in --ops; the student protocol has {', '.join(STUDENT_OPS)}")
@@ -227,6 +233,10 @@ def _crashed(engine: str, assignment: Assignment | None, ops: Sequence[str] | No
              problem: str, seconds: float) -> Report:
     """The report of an engine whose grading process died or hung: every rule failed with ``problem``."""
     assignment = assignment or Assignment()
+    if assignment.kind == "layers":
+        from .layers_grade import crashed_layers
+
+        return crashed_layers(engine, assignment, only, problem, seconds)
     if assignment.kind == "tensor":
         from .tensor_protocol import TENSOR_OPS
 

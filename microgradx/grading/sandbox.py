@@ -22,13 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Limits", "Sandbox", "EngineCrash", "Confinement", "confinement", "validate_reply", "sandbox_uid",
+__all__ = ["Limits", "Sandbox", "EngineCrash", "Confinement", "confinement", "validate_reply", "decode_reply",
+           "check_fields", "malformed", "sandbox_uid",
            "kill_user", "MAX_REPLY_BYTES", "MAX_NESTING", "MAX_TEXT"]
 
 _GRADING = Path(__file__).resolve().parent
 _PACKAGE = _GRADING.parent
-# The files the child needs from the grader: the worker (run first) and the standard-library modules it imports.
-_WORKER_FILES = ("worker.py", "protocol.py")
+# The files the child needs from the grader: every kind's worker and the standard-library (and NumPy) modules
+# they import; the Sandbox's ``worker`` names the one the child runs.
+_WORKER_FILES = ("worker.py", "protocol.py", "layers_worker.py", "tensor_worker.py", "tensor_protocol.py")
 _MB = 1024 * 1024
 
 MAX_REPLY_BYTES = _MB   # one reply line; legitimate ones are a few hundred bytes plus a clipped source line
@@ -168,9 +170,24 @@ def validate_reply(line: bytes, asked: dict | None = None, probes: Sequence[str]
     microgradx.grading.sandbox.EngineCrash: the engine sent a malformed reply on the grader's private pipe: \
 brackets nested deeper than 3
     """
-    def bad(why: str) -> EngineCrash:
-        return EngineCrash(f"the engine sent a malformed reply on the grader's private pipe: {why}")
+    reply = decode_reply(line, asked)
+    return check_fields(reply, asked, REPLY_FIELDS if fields is None else fields, probes, sizes)
 
+
+def malformed(why: str) -> EngineCrash:
+    """The EngineCrash of a reply that breaks the protocol, saying ``why``."""
+    return EngineCrash(f"the engine sent a malformed reply on the grader's private pipe: {why}")
+
+
+def decode_reply(line: bytes, asked: dict | None) -> dict:
+    """The child's line as a JSON object without its ``id``, or EngineCrash: refused before decoding when longer
+    than ``MAX_REPLY_BYTES`` or nested deeper than ``MAX_NESTING``; an ``id`` other than ``asked["id"]`` is
+    refused too. Shared by every worker's reply check.
+
+    >>> decode_reply(b'{"ok": true, "id": 3}', {"id": 3})
+    {'ok': True}
+    """
+    bad = malformed
     if len(line) > MAX_REPLY_BYTES:
         raise bad(f"{len(line)} bytes, more than {MAX_REPLY_BYTES}")
     if _nesting_exceeds(line, MAX_NESTING):
@@ -185,24 +202,34 @@ brackets nested deeper than 3
         if reply.get("id") != asked.get("id") or type(reply.get("id")) is not int:
             raise bad(f"answers request {_clip(repr(reply.get('id')))}, not {asked.get('id')}")
         reply = {k: v for k, v in reply.items() if k != "id"}
+    return reply
+
+
+def check_fields(reply: dict, asked: dict | None, table: dict[str, dict[str, Callable[[Any], bool]]],
+                 probes: Sequence[str] = (), sizes: Callable[[dict, dict], str | None] | None = None) -> dict:
+    """``reply`` checked against ``table`` (``greeting``, ``failure`` and the entry named by ``asked["backward"]``,
+    ``backward`` or ``forward``): exactly the keys of its entry, each value passing its check; every string
+    clipped to ``MAX_TEXT``; the ``id`` put back. ``sizes`` checks a backward reply's lengths (the reply and the
+    request in, a sentence out when one is wrong); the scalar lengths are checked where their keys exist."""
+    bad = malformed
     if reply.get("ok") is False:
         kind = "failure"
     elif asked is None:
         kind = "greeting"
     else:
         kind = "backward" if asked.get("backward", True) else "forward"
-    fields = (REPLY_FIELDS if fields is None else fields)[kind]
+    fields = table[kind]
     if set(reply) != set(fields):
         missing, extra = sorted(set(fields) - set(reply)), sorted(set(reply) - set(fields))
         raise bad(_clip(f"keys missing {missing}, unexpected {extra}"))
     for key, ok in fields.items():
         if not ok(reply[key]):
             raise bad(_clip(f"{key} is {type(reply[key]).__name__} {reply[key]!r}"))
-    if kind == "backward":
+    if kind == "backward" and (sizes or "grads" in fields):
         wrong = (sizes or _scalar_lengths)(reply, asked)
         if wrong:
             raise bad(_clip(wrong))
-    if kind == "greeting" and not set(reply["methods"]) <= set(probes):
+    if kind == "greeting" and "methods" in fields and not set(reply["methods"]) <= set(probes):
         raise bad("methods that were not asked about")
     clipped = {k: _clip(v) if type(v) is str else [_clip(s) if type(s) is str else s for s in v]
                if type(v) is list else {_clip(a): _clip(b) for a, b in v.items()} if type(v) is dict else v
@@ -215,7 +242,8 @@ brackets nested deeper than 3
 # ---------------------------------------------------------------------------------------------------------
 
 # Run inside the sandbox as the child's first code: drop root for the sandbox's user (inside the namespaces, where
-# bubblewrap left the two capabilities this needs), then run the worker from the grader's read-only copy.
+# bubblewrap left the two capabilities this needs), then run the worker named on the command line from
+# the grader's read-only copy.
 _BOOT = """\
 import os, sys
 uid, grader = sys.argv[1], sys.argv[2]
@@ -463,12 +491,11 @@ class Sandbox:
     """
 
     def __init__(self, engine: str | os.PathLike, *, cls: str = "Value", probes: Sequence[str] = (),
-                 limits: Limits = Limits(), worker: tuple[str, ...] = _WORKER_FILES,
-                 fields: dict | None = None, sizes: Callable[[dict, dict], str | None] | None = None):
-        # ``worker``: the child's program and the grader modules it loads (another kind of engine has its own);
-        # ``fields`` and ``sizes``: how validate_reply checks that kind's replies.
+                 limits: Limits = Limits(), worker: str = "worker.py",
+                 validate: Callable[[bytes, dict | None, Sequence[str]], dict] | None = None):
         self.engine, self.cls, self.probes, self.limits = Path(engine), cls, list(probes), limits
-        self.worker, self.fields, self.sizes = worker, fields, sizes
+        # The child's program (one of _WORKER_FILES) and the check of its replies: the scalar protocol's by default.
+        self.worker, self.validate = worker, validate or validate_reply
         self.proc: subprocess.Popen | None = None
         self.hello: dict = {}
         self.tmp: str | None = None
@@ -506,7 +533,7 @@ class Sandbox:
         grader, work = os.path.join(self.tmp, "grader"), os.path.join(self.tmp, "work")
         os.mkdir(grader, 0o755)
         os.mkdir(work, 0o700)
-        for name in self.worker:
+        for name in _WORKER_FILES:
             if (_GRADING / name).is_file():
                 shutil.copyfile(_GRADING / name, os.path.join(grader, name))
                 os.chmod(os.path.join(grader, name), 0o644)
@@ -530,8 +557,8 @@ class Sandbox:
         else:
             argv = []
         argv += [sys.executable, "-I", "-c", _BOOT, "-" if self.uid is None else str(self.uid), inside[0],
-                 self.worker[0], str(to_child_r), str(from_child_w), os.path.join(inside[1], self.engine.name),
-                 self.cls, ",".join(self.probes)]
+                 self.worker, str(to_child_r), str(from_child_w), os.path.join(inside[1], self.engine.name), self.cls,
+                 ",".join(self.probes)]
         try:
             self.proc = subprocess.Popen(argv, cwd=work, env=_env(inside[1]), stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=fds,
@@ -602,7 +629,7 @@ class Sandbox:
             self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
         try:
-            return validate_reply(line, asked, self.probes, self.fields, self.sizes)
+            return self.validate(line, asked, self.probes)
         except EngineCrash:
             self.kill()
             raise

@@ -10,6 +10,7 @@ Hypothesis loop, sandbox and reports. microgradx's ``Tensor`` and float64 centra
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -25,15 +26,15 @@ from ..strategies import TENSOR_POWERS, TensorProgram, TensorStep, format_array,
 from .assignment import Assignment, AssignmentError, matches
 from .report import Report, RuleResult
 from .rules import UNKNOWN, Blocked, Context, Draw, Kind, Outcome, Rule, _ensure, _error_hint, _finding, needs, run_rule
-from .sandbox import EngineCrash, Sandbox, _false, _number, _numbers, _text, _text_map, _texts, _true
+from .sandbox import EngineCrash, Sandbox, _false, _number, _numbers, _text, _text_map, _texts, _true, validate_reply
 from .tensor_protocol import CHOICES, CONVENTIONS, SPELLINGS, TENSOR_OPS
 
 __all__ = ["grade_tensor", "build_tensor_rules", "TENSOR_KINDS", "WORKER", "FIELDS", "sizes", "wire", "reference",
            "central", "CAUSES", "DEFAULT_CLASS"]
 
 DEFAULT_CLASS = "Tensor"
-# The child's program first, then the grader modules it loads.
-WORKER = ("tensor_worker.py", "tensor_protocol.py", "worker.py", "protocol.py")
+# The child's program (the sandbox copies the grader modules it loads).
+WORKER = "tensor_worker.py"
 ELEMENTWISE = ("add", "sub", "mul", "div")
 SAME_SHAPES = ("forward", "gradient")  # the per-op rules whose programs do not broadcast
 MAX_DIMS, MAX_SIZE = 6, 10_000
@@ -911,8 +912,8 @@ def _grade(path: Path, engine: str, asg: Assignment, ops: Sequence[str] | None, 
     box = None
     try:
         try:
-            box = Sandbox(path, cls=cls, probes=graded, limits=asg.limits, worker=WORKER, fields=FIELDS,
-                          sizes=sizes)
+            box = Sandbox(path, cls=cls, probes=graded, limits=asg.limits, worker=WORKER,
+                          validate=functools.partial(validate_reply, fields=FIELDS, sizes=sizes))
         except EngineCrash as e:
             return _setup_report(path, engine, setup_asg, graded, f"import: the engine {e.reason}", start)
         hello = box.hello
