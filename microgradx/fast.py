@@ -47,16 +47,27 @@ def reference_only() -> Iterator[None]:
 # ---------------------------------------------------------------------------------------------------------
 
 _and_reduce = np.logical_and.reduce
+_dot = np.dot
+_BLAS_FLOATS = frozenset((np.dtype(np.float32), np.dtype(np.float64)))
 
 
 def all_finite(a: np.ndarray) -> bool:
     """True when every entry of ``a`` is finite: ``all_finite(np.array([1.0, np.inf]))`` is False.
 
-    One vectorised pass that cannot warn (``a.sum()`` costs as much and could itself overflow), through the
-    ufunc's own reduce rather than ``a.all()``, which goes through a Python-level wrapper.
+    The reference is the exact scan ``np.isfinite(a).all()``. The fast path first takes the sum of squares
+    a . a with one BLAS dot product (one read pass, no temporary, about half the scan's time): a NaN or an
+    infinity makes it NaN or inf, so a finite sum proves every entry finite. Only when the sum is not finite
+    (a bad entry, or entries so large that their squares overflow) does the exact scan decide.
     """
     if a.ndim == 0:  # a loss: one number
         return math.isfinite(a)
+    if ENABLED and a.dtype in _BLAS_FLOATS and (a.flags.c_contiguous or a.flags.f_contiguous):
+        flat = a.ravel(order="K")  # a view for either contiguous layout
+        try:
+            if math.isfinite(_dot(flat, flat)):
+                return True
+        except FloatingPointError:  # under errstate(over="raise") the overflowing sum raises: scan instead
+            pass
     return bool(_and_reduce(np.isfinite(a), axis=None))
 
 

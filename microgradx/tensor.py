@@ -34,8 +34,9 @@ _new = object.__new__
 #   * the output of every row with ``checks_output`` (matmul, linear, sum/mean, convolution, the losses, and
 #     every op-table row that is not ``bounded``: they can overflow);
 #   * the vjp of every row with ``checks_grad`` (op-table rows that are not ``bounded``: pow near 0 can
-#     overflow; matmul), except a gradient passed on unchanged (it is the finite incoming one). linear's are
-#     not scanned (a tenth of an MLP step at batch 32): the optimizers check the gradients they get.
+#     overflow; matmul and linear: a product of finite factors can), except a gradient passed on unchanged
+#     (it is the finite incoming one).
+# The check is ``fast.all_finite``: an exact scan in the reference, a sum-of-squares proof on the fast path.
 # Not checked: a raw batch array fed to ``linear`` (its NaN reaches linear's output, which is checked), rows
 # that only move, select or normalise finite values (reshape, indexing, max, softmax, where, clip), and the
 # output and vjp of a ``bounded`` row (relu, tanh, ...): from finite data it gives a finite output, and a
@@ -577,7 +578,8 @@ def _linear_label(arg: Any) -> str:
 
 LINEAR = deftensorop("linear", _linear_forward, _linear_vjp, _linear_jvp,
                      "x @ W.T + b, optionally followed by a one-input op-table row in the same node",
-                     label=_linear_label, checks_output=True, fast=Kernel(fast.linear_forward, fast.linear_vjp))
+                     label=_linear_label, checks_output=True, checks_grad=True,
+                     fast=Kernel(fast.linear_forward, fast.linear_vjp))
 
 
 # -- reductions -------------------------------------------------------------------------------------------
@@ -975,8 +977,9 @@ def _nonfinite(row: Op | TensorOp, inputs: Sequence[Tensor], a: np.ndarray, what
 
 # NOTE: an overflow inside a row's forward or a cast to float32 is always followed by the DomainError that names
 # the op or the data (every unbounded result is checked), so NumPy's own warning would only be noise printed
-# before it. Filtered once here, for warnings raised from these two modules only: no errstate cost per op.
-for _module in ("microgradx.ops", "microgradx.tensor"):
+# before it; so would the overflow of the fast finiteness proof's sum of squares (``fast.all_finite``, which
+# then scans exactly). Filtered once here, for warnings raised from these modules only: no errstate cost per op.
+for _module in ("microgradx.ops", "microgradx.tensor", "microgradx.fast"):
     warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning, _module)
 
 

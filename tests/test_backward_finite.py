@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import re
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from microgradx import DomainError, MicrogradxError, Value, grad, jvp
-from microgradx.tensor import Tensor
+from microgradx import DomainError, MicrogradxError, Value, fast, grad, jvp, nn
+from microgradx.tensor import Tensor, linear
 
 
 def test_value_backward_overflow_names_node_op_and_parent():
@@ -65,6 +67,55 @@ def test_matmul_backward_overflow_in_float32_is_refused():
     with pytest.raises(DomainError, match=r"the gradient flowing from .* \(op matmul\) to its parent 0 \(x\)"):
         ((x @ W) * 1e10).sum().backward()
 
+
+
+LINEARS = {"linear": lambda x, W: linear(x, W),
+           "linear+relu": lambda x, W: linear(x, W, activation="relu"),
+           "nn.Linear": None}
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["fast", "reference"])
+@pytest.mark.parametrize("kind", sorted(LINEARS))
+@pytest.mark.parametrize("dtype, tiny, huge", [(np.float32, 1e-30, 1e30), (np.float64, 1e-200, 1e300)])
+def test_linear_backward_overflow_is_refused_naming_node_op_and_parent(kind, dtype, tiny, huge, reference):
+    # x @ W.T = 2 tiny * huge is finite; the gradient to x is g @ W = 1e10 * huge, past the dtype's largest float.
+    x = Tensor(np.full((1, 2), tiny, dtype), label="x")
+    if LINEARS[kind] is None:
+        layer = nn.Linear(2, 1, bias=False, dtype=dtype)
+        layer.weight.data[...] = huge
+        build, op = layer, "linear"
+    else:
+        W = Tensor(np.full((1, 2), huge, dtype), label="weight")
+        build, op = (lambda v: LINEARS[kind](v, W)), kind
+    with fast.reference_only() if reference else contextlib.nullcontext():
+        out = build(x) * 1e10
+        with pytest.raises(DomainError, match=rf"the gradient flowing from .* \(op {re.escape(op)}\) to its parent 0 "
+                                              r"\(x\) is inf"):
+            out.sum().backward()
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["fast", "reference"])
+def test_linear_weight_gradient_overflow_is_refused(reference):
+    # The other product: d/dW = g.T @ x with a huge batch entry and a large upstream gradient.
+    x = np.full((1, 2), 1e30, np.float32)
+    layer = nn.Linear(2, 1, bias=True)
+    layer.weight.data[...] = 1e-30
+    with fast.reference_only() if reference else contextlib.nullcontext():
+        out = layer(x) * 1e10
+        with pytest.raises(DomainError, match=r"\(op linear\) to its parent 1 \(weight\) is inf"):
+            out.sum().backward()
+    assert layer.weight.grad is None  # nothing reached the parameter
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["fast", "reference"])
+def test_matmul_and_linear_gradients_near_the_top_of_the_range_stay_exact(reference):
+    # Large but finite gradients (squares overflow, so the fast proof falls back to the exact scan) pass.
+    x = Tensor(np.full((1, 2), 1.0, np.float32), label="x")
+    W = Tensor(np.full((1, 2), 1e20, np.float32), label="W")
+    with fast.reference_only() if reference else contextlib.nullcontext():
+        (linear(x, W) * 1e10).sum().backward()
+    np.testing.assert_array_equal(x.grad, np.full((1, 2), np.float32(1e20) * np.float32(1e10)))
+    assert np.isfinite(x.grad).all()
 
 STEPS = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
          "div": lambda a, b: a / b, "tanh": lambda a, b: a.tanh(), "exp": lambda a, b: a.exp(),

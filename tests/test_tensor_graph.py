@@ -339,6 +339,26 @@ def test_fast_elementwise_rows_with_mask_arithmetic_agree_with_the_reference(nam
     np.testing.assert_allclose(fg[0], rg[0], rtol=tol, atol=tol)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(["float32", "float64"]), st.integers(0, 40), st.integers(0, 2**31),
+       st.sampled_from([0.0, np.inf, -np.inf, np.nan]), st.sampled_from([1.0, 1e18, 1e30, 1e160, 1e300]),
+       st.sampled_from(["C", "F", "strided"]))
+def test_fast_finiteness_proof_agrees_with_the_exact_scan(dtype, n, seed, bad, scale, layout):
+    # The oracle is NumPy's own elementwise isfinite; huge finite entries make the sum of squares overflow, so
+    # the fast path must fall back to the scan and still say True.
+    rng = np.random.default_rng(seed)
+    with np.errstate(over="ignore"):
+        a = (rng.normal(size=(n, 3)) * scale).astype(dtype)
+    if n and bad != 0.0:
+        a[rng.integers(n), rng.integers(3)] = bad
+    a = np.asfortranarray(a) if layout == "F" else a[::2] if layout == "strided" else a
+    want = bool(np.isfinite(a).all())
+    assert fast.all_finite(a) is want
+    with fast.reference_only():
+        assert fast.all_finite(a) is want
+    with np.errstate(over="raise"):  # as inside an optimizer step
+        assert fast.all_finite(a) is want
+
 # ---------------------------------------------------------------------------------------------------------
 # Bugs found on the way
 # ---------------------------------------------------------------------------------------------------------
