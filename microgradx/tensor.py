@@ -156,7 +156,10 @@ class Tensor:
                                       "order) is not supported; use Value for higher-order derivatives")
             g = np.asarray(g, dtype=self.data.dtype)  # a number seed from graph.grad()
         parents = self.parents
-        grads = self._vjp(g, self._res, tuple([p.requires_grad for p in parents]))
+        try:
+            grads = self._vjp(g, self._res, tuple([p.requires_grad for p in parents]))
+        except fast.NonFiniteGradient as e:  # a fast vjp that checks its own gradients found one
+            raise self._nonfinite_grad(e.parent, e.grad) from None
         checks = self._checks_grad
         for k, c in enumerate(grads):
             if c is not None:
@@ -164,12 +167,15 @@ class Tensor:
                     if not parents[k].parents:  # a parameter must not share its gradient array
                         grads = (*grads[:k], g.copy(), *grads[k + 1:])
                 elif checks and not _all_finite(c):
-                    idx, bad = fast.first_nonfinite(c)
-                    name = self.op_name
-                    raise DomainError(f"backward: the gradient flowing from {_describe(self)} (op {name}) to its "
-                                      f"parent {k} ({_describe(parents[k])}) is {bad}{_at(idx)}, not a finite "
-                                      "number", name, bad, self.label or parents[k].label)
+                    raise self._nonfinite_grad(k, c)
         return grads
+
+    def _nonfinite_grad(self, k: int, c: np.ndarray) -> DomainError:
+        idx, bad = fast.first_nonfinite(c)
+        name, parent = self.op_name, self.parents[k]
+        return DomainError(f"backward: the gradient flowing from {_describe(self)} (op {name}) to its parent {k} "
+                           f"({_describe(parent)}) is {bad}{_at(idx)}, not a finite number", name, bad,
+                           self.label or parent.label)
 
     def jvp(self, tangents: Sequence[Any]) -> np.ndarray:
         """The tangent of this node from its parents' tangents (None for a zero tangent)."""
@@ -452,10 +458,14 @@ class Tensor:
 @dataclass(frozen=True)
 class Kernel:
     """A forward and its vjp that belong together: ``forward(*arrays, **arg) -> (out, residuals)`` and
-    ``vjp(g, residuals, needs) -> one gradient per input`` (None where ``needs[k]`` is False)."""
+    ``vjp(g, residuals, needs) -> one gradient per input`` (None where ``needs[k]`` is False).
+
+    ``checks_grad``: the vjp applies the finiteness rule to its own gradients (a bound-based proof, else a
+    scan) and raises ``fast.NonFiniteGradient``, so the node need not scan them again."""
 
     forward: Callable[..., tuple[np.ndarray, Any]]
     vjp: Callable[..., tuple]
+    checks_grad: bool = False
 
 
 @dataclass(eq=False)
@@ -507,9 +517,13 @@ def _unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if g.shape == shape:
         return g
     lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
-    s = g.sum(axis=axes, keepdims=True) if axes else g
-    return s.reshape(shape)
+    kept = tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+    # NOTE: the leading axes are summed away without keepdims, so a bias's gradient (the column sums of g) is a
+    # new array of the bias's shape, not a reshaped view that a parameter would have to copy.
+    s = np.add.reduce(g, axis=tuple(range(lead))) if lead else g
+    if kept:
+        s = np.add.reduce(s, axis=tuple(k - lead for k in kept), keepdims=True)
+    return s if s.shape == shape else s.reshape(shape)
 
 
 def _expand(g: np.ndarray, axis: Any, keepdims: bool) -> np.ndarray:
@@ -529,9 +543,11 @@ def _matmul_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
     A2 = A[None, :] if A.ndim == 1 else A
     B2 = B[:, None] if B.ndim == 1 else B
     g2 = np.reshape(g, np.broadcast_shapes(A2.shape[:-2], B2.shape[:-2]) + (A2.shape[-2], B2.shape[-1]))
-    ga = _unbroadcast(g2 @ np.swapaxes(B2, -1, -2), A2.shape).reshape(A.shape) if needs[0] else None
-    gb = _unbroadcast(np.swapaxes(A2, -1, -2) @ g2, B2.shape).reshape(B.shape) if needs[1] else None
-    return ga, gb
+    ga = _unbroadcast(g2 @ np.swapaxes(B2, -1, -2), A2.shape) if needs[0] else None
+    gb = _unbroadcast(np.swapaxes(A2, -1, -2) @ g2, B2.shape) if needs[1] else None
+    # NOTE: reshaped only for a 1-D operand: a reshape is a view, which a parameter would have to copy.
+    return (ga if ga is None or A.ndim > 1 else ga.reshape(A.shape),
+            gb if gb is None or B.ndim > 1 else gb.reshape(B.shape))
 
 
 MATMUL = deftensorop("matmul", _matmul_forward, _matmul_vjp,
@@ -579,7 +595,7 @@ def _linear_label(arg: Any) -> str:
 LINEAR = deftensorop("linear", _linear_forward, _linear_vjp, _linear_jvp,
                      "x @ W.T + b, optionally followed by a one-input op-table row in the same node",
                      label=_linear_label, checks_output=True, checks_grad=True,
-                     fast=Kernel(fast.linear_forward, fast.linear_vjp))
+                     fast=Kernel(fast.linear_forward, fast.linear_vjp, checks_grad=True))
 
 
 # -- reductions -------------------------------------------------------------------------------------------
@@ -913,7 +929,7 @@ def node(row: Op | TensorOp, inputs: Sequence[Tensor], arg: Any = None) -> Tenso
             t = _new(Tensor)
             t.data, t._grad, t.requires_grad, t.label, t.parents = out, None, True, None, inputs
             t._op, t._arg, t._res, t._vjp, t.keeps_grad = row, arg, res, kernel.vjp, False
-            t._checks_grad = impl.checks_grad
+            t._checks_grad = impl.checks_grad and not (kernel is impl.fast and kernel.checks_grad)
             return t
     return _const(out)
 

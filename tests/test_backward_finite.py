@@ -107,6 +107,42 @@ def test_linear_weight_gradient_overflow_is_refused(reference):
     assert layer.weight.grad is None  # nothing reached the parameter
 
 
+@pytest.mark.parametrize("scale, w_scale, expect", [(1.0, 1.0, "proved"), (3e18, 1.0, "scanned"),
+                                                    (1e20, 1e-20, "refused")])
+def test_fast_linear_proves_its_gradients_finite_from_norms_and_scans_when_it_cannot(monkeypatch, scale, w_scale,
+                                                                                      expect):
+    # A wide layer and a batch of one: the norms of g and x are cheaper than a scan of the 60 x 40 weight
+    # gradient s * 1 x^T. Ordinary magnitudes are proved finite without that scan; near the top of the range
+    # the norm bound fails and the gradient is scanned, and one that really overflows is refused naming the
+    # weight, exactly as the reference refuses it.
+    rng = np.random.default_rng(0)
+    s = np.float32(scale)
+    x = rng.normal(size=(1, 40)).astype(np.float32) * s
+    layer = nn.Linear(40, 60, rng=1)
+    layer.weight.data *= np.float32(w_scale)  # keeps the forward finite when the gradient is meant to overflow
+    scanned = []
+    original = fast.all_finite
+    monkeypatch.setattr(fast, "all_finite", lambda a: scanned.append(a.shape) or original(a))
+    outcomes = []
+    for reference in (False, True):
+        layer.weight.grad = None
+        with fast.reference_only() if reference else contextlib.nullcontext():
+            out = layer(x) * s
+            try:
+                out.sum().backward()
+                outcomes.append(layer.weight.grad.copy())
+            except DomainError as e:
+                assert "(op linear) to its parent 1 (weight)" in str(e)
+                outcomes.append(None)
+        if not reference:
+            assert ((60, 40) in scanned) == (expect != "proved")
+    if expect == "refused":
+        assert outcomes == [None, None]
+    else:
+        np.testing.assert_allclose(outcomes[0], outcomes[1], rtol=1e-6)
+        np.testing.assert_allclose(outcomes[0], s * np.ones((60, 1), np.float32) * x, rtol=1e-6)  # d/dW = s 1 x^T
+
+
 @pytest.mark.parametrize("reference", [False, True], ids=["fast", "reference"])
 def test_matmul_and_linear_gradients_near_the_top_of_the_range_stay_exact(reference):
     # Large but finite gradients (squares overflow, so the fast proof falls back to the exact scan) pass.
