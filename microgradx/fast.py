@@ -20,7 +20,8 @@ import numpy as np
 from .ops import numpy_math
 
 __all__ = ["ENABLED", "reference_only", "all_finite", "first_nonfinite", "array_math", "weight_layout",
-           "NonFiniteGradient", "linear_forward", "linear_vjp", "cross_entropy_forward", "cross_entropy_vjp",
+           "NonFiniteGradient", "matmul_vjp", "linear_forward", "linear_vjp", "cross_entropy_forward",
+           "cross_entropy_vjp",
            "max_abs_bound", "scaled_bound", "add_in_place_if_finite", "sgd_step"]
 
 ENABLED = True  # read by the node builder on every node: the fast kernels run when True
@@ -157,6 +158,9 @@ def linear_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, activation: 
     return out, (X, W, z, out, len(bias), activation, F)
 
 
+_PROOF_CALL = 8192  # numbers a scan reads in the time of one more dot product's fixed cost (measured)
+
+
 class NonFiniteGradient(ArithmeticError):
     """A fast vjp that applies the finiteness rule itself found gradient ``grad`` for input ``parent`` not
     finite; the node turns it into the DomainError that names the node, its op and that parent."""
@@ -175,6 +179,40 @@ def _products_finite(bound: float, terms: int, dtype: np.dtype) -> bool:
     """
     eps = _ROUNDING[dtype][0]
     return terms * eps <= 0.5 and bound * (1.0 + 2.0 * terms * eps) <= _HEADROOM[dtype]
+
+
+def matmul_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...], reference: Any) -> tuple:
+    """The reference's g @ B.T and A.T @ g for two matrices, each proved finite from the norms of its factors
+    when those read clearly fewer numbers than the gradient (else scanned), as ``linear_vjp`` does; other
+    shapes (vectors, batches) run ``reference`` and scan its gradients."""
+    A, B = res
+    if A.ndim != 2 or B.ndim != 2:
+        grads = reference(g, res, needs)
+        for k, c in enumerate(grads):
+            if c is not None and not all_finite(c):
+                raise NonFiniteGradient(k, c)
+        return grads
+    dt = g.dtype
+    g_norm = -1.0
+    ga = gb = None
+    if needs[0]:
+        ga = g @ B.T
+        proved = False
+        if g.size + B.size + _PROOF_CALL < ga.size:
+            g_norm = max_abs_bound(g)
+            proved = _products_finite(g_norm * max_abs_bound(B), B.shape[1], dt)
+        if not proved and not all_finite(ga):
+            raise NonFiniteGradient(0, ga)
+    if needs[1]:
+        gb = A.T @ g
+        proved = False
+        if g.size + A.size + _PROOF_CALL < gb.size:
+            if g_norm < 0.0:
+                g_norm = max_abs_bound(g)
+            proved = _products_finite(g_norm * max_abs_bound(A), A.shape[0], dt)
+        if not proved and not all_finite(gb):
+            raise NonFiniteGradient(1, gb)
+    return ga, gb
 
 
 def linear_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
@@ -209,19 +247,19 @@ def linear_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
         gb = np.add.reduce(g2, axis=0)
     # The finiteness rule: a gradient is proved finite from the norms of its factors (Cauchy-Schwarz: an entry
     # of A @ B is at most ||A||_F ||B||_F, a column sum of g at most sqrt(n) ||g||_F) when those norms read
-    # fewer numbers than the gradient holds; else it is scanned.
+    # clearly fewer numbers than the gradient holds (each dot product also costs a fixed call); else scanned.
     n, dt = g2.shape[0], g2.dtype
     g_norm = -1.0
     if gx is not None:
         proved = False
-        if g2.size + W.size < gx.size:
+        if g2.size + W.size + _PROOF_CALL < gx.size:
             g_norm = max_abs_bound(g2)
             proved = _products_finite(g_norm * max_abs_bound(W), W.shape[0], dt)
         if not proved and not all_finite(gx):
             raise NonFiniteGradient(0, gx)
     if gW is not None:
         proved = False
-        if g2.size + X2.size < gW.size:
+        if g2.size + X2.size + _PROOF_CALL < gW.size:
             if g_norm < 0.0:
                 g_norm = max_abs_bound(g2)
             proved = _products_finite(g_norm * max_abs_bound(X2), n, dt)

@@ -9,6 +9,7 @@ family; convolution, pooling and batch norm in ``functional``; cross-entropy in 
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import warnings
@@ -552,7 +553,9 @@ def _matmul_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
 
 MATMUL = deftensorop("matmul", _matmul_forward, _matmul_vjp,
                      lambda res, t: t[0] @ res[1] + res[0] @ t[1],
-                     "matrix product with NumPy's rules", label="@", checks_output=True, checks_grad=True)
+                     "matrix product with NumPy's rules", label="@", checks_output=True, checks_grad=True,
+                     fast=Kernel(_matmul_forward, functools.partial(fast.matmul_vjp, reference=_matmul_vjp),
+                                 checks_grad=True))
 
 
 # -- linear: out = f(x @ W.T + b) -------------------------------------------------------------------------
@@ -1019,10 +1022,14 @@ def _check_axis(name: str, x: Tensor, axis: Any, nonempty: bool = False) -> None
 
 def _elementwise(op: Op, a: Any, b: Any) -> Tensor:
     a, b = _operands(op.name, a, b)
-    try:
-        np.broadcast_shapes(a.data.shape, b.data.shape)
-    except ValueError:
-        raise ShapeError(f"{op.name}: shapes {a.data.shape} and {b.data.shape} do not broadcast") from None
+    sa, sb = a.data.shape, b.data.shape
+    # NOTE: one shape a suffix of the other (equal shapes, a bias added to a batch) always broadcasts; only
+    # other pairs need NumPy's rule, which costs microseconds per call.
+    if sa[len(sa) - len(sb):] != sb and sb[len(sb) - len(sa):] != sa:
+        try:
+            np.broadcast_shapes(sa, sb)
+        except ValueError:
+            raise ShapeError(f"{op.name}: shapes {sa} and {sb} do not broadcast") from None
     return node(op, (a, b))
 
 
@@ -1090,10 +1097,11 @@ def matmul(a: Any, b: Any) -> Tensor:
     ka, kb = A.shape[-1], B.shape[0] if B.ndim == 1 else B.shape[-2]
     if ka != kb:
         raise ShapeError(f"matmul: shapes {A.shape} and {B.shape} do not align ({ka} != {kb})")
-    try:
-        np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
-    except ValueError as e:
-        raise ShapeError(f"matmul: shapes {A.shape} and {B.shape} do not broadcast ({e})") from None
+    if A.ndim > 2 and B.ndim > 2:  # two stacks of matrices: their leading dimensions must broadcast
+        try:
+            np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
+        except ValueError as e:
+            raise ShapeError(f"matmul: shapes {A.shape} and {B.shape} do not broadcast ({e})") from None
     return node(MATMUL, (a, b))
 
 

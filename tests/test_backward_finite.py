@@ -69,6 +69,20 @@ def test_matmul_backward_overflow_in_float32_is_refused():
 
 
 
+
+@pytest.mark.parametrize("reference", [False, True], ids=["fast", "reference"])
+def test_batched_and_wide_matmul_backward_overflow_is_refused(reference):
+    # A stack of matrices (the reference vjp, then a scan) and a wide product (the norm bound fails, then a scan).
+    with fast.reference_only() if reference else contextlib.nullcontext():
+        x = Tensor(np.full((2, 1, 2), 1e-30, np.float32), label="x")
+        W = Tensor(np.full((2, 2, 1), 1e30, np.float32), label="W")
+        with pytest.raises(DomainError, match=r"\(op matmul\) to its parent 0 \(x\) is inf"):
+            ((x @ W) * 1e10).sum().backward()
+        a = Tensor(np.full((1, 300), 1e30, np.float32), label="a", requires_grad=False)
+        B = Tensor(np.full((300, 40), 1e-32, np.float32), label="B")
+        with pytest.raises(DomainError, match=r"\(op matmul\) to its parent 1 \(B\) is inf"):
+            ((a @ B) * 1e10).sum().backward()
+
 LINEARS = {"linear": lambda x, W: linear(x, W),
            "linear+relu": lambda x, W: linear(x, W, activation="relu"),
            "nn.Linear": None}
@@ -111,14 +125,14 @@ def test_linear_weight_gradient_overflow_is_refused(reference):
                                                     (1e20, 1e-20, "refused")])
 def test_fast_linear_proves_its_gradients_finite_from_norms_and_scans_when_it_cannot(monkeypatch, scale, w_scale,
                                                                                       expect):
-    # A wide layer and a batch of one: the norms of g and x are cheaper than a scan of the 60 x 40 weight
+    # A wide layer and a batch of one: the norms of g and x are cheaper than a scan of the 300 x 400 weight
     # gradient s * 1 x^T. Ordinary magnitudes are proved finite without that scan; near the top of the range
     # the norm bound fails and the gradient is scanned, and one that really overflows is refused naming the
     # weight, exactly as the reference refuses it.
     rng = np.random.default_rng(0)
     s = np.float32(scale)
-    x = rng.normal(size=(1, 40)).astype(np.float32) * s
-    layer = nn.Linear(40, 60, rng=1)
+    x = rng.normal(size=(1, 400)).astype(np.float32) * s
+    layer = nn.Linear(400, 300, rng=1)
     layer.weight.data *= np.float32(w_scale)  # keeps the forward finite when the gradient is meant to overflow
     scanned = []
     original = fast.all_finite
@@ -135,12 +149,12 @@ def test_fast_linear_proves_its_gradients_finite_from_norms_and_scans_when_it_ca
                 assert "(op linear) to its parent 1 (weight)" in str(e)
                 outcomes.append(None)
         if not reference:
-            assert ((60, 40) in scanned) == (expect != "proved")
+            assert ((300, 400) in scanned) == (expect != "proved")
     if expect == "refused":
         assert outcomes == [None, None]
     else:
         np.testing.assert_allclose(outcomes[0], outcomes[1], rtol=1e-6)
-        np.testing.assert_allclose(outcomes[0], s * np.ones((60, 1), np.float32) * x, rtol=1e-6)  # d/dW = s 1 x^T
+        np.testing.assert_allclose(outcomes[0], s * np.ones((300, 1), np.float32) * x, rtol=1e-6)  # d/dW = s 1 x^T
 
 
 @pytest.mark.parametrize("reference", [False, True], ids=["fast", "reference"])

@@ -302,6 +302,22 @@ def test_fast_linear_agrees_with_the_reference(n, k, m, act, column_major, dtype
         np.testing.assert_allclose(a, r, rtol=tol, atol=tol)
 
 
+
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from([((5, 7), (7, 3)), ((1, 300), (300, 40)), ((7,), (7, 3)), ((5, 7), (7,)), ((2, 5, 7), (7, 3)),
+                        ((2, 5, 7), (2, 7, 3))]),
+       st.sampled_from(["float32", "float64"]), st.integers(0, 2**31))
+def test_fast_matmul_agrees_with_the_reference(shapes, dtype, seed):
+    # (1, 300) @ (300, 40): the weight gradient is proved finite from norms, without a scan.
+    rng = np.random.default_rng(seed)
+    A, B = (rng.normal(size=s).astype(dtype) for s in shapes)
+    (fo, fg), (ro, rg) = both_paths(lambda a, b: a @ b, [A, B])
+    tol = 1e-4 if dtype == "float32" else 1e-10
+    np.testing.assert_allclose(fo, ro, rtol=tol, atol=tol)
+    for a, r in zip(fg, rg):
+        assert a.shape == r.shape
+        np.testing.assert_allclose(a, r, rtol=tol, atol=tol)
+
 def test_fast_linear_agrees_with_the_reference_on_a_large_weight():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(8, 300)).astype(np.float64)
