@@ -524,6 +524,8 @@ def _unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     s = np.add.reduce(g, axis=tuple(range(lead))) if lead else g
     if kept:
         s = np.add.reduce(s, axis=tuple(k - lead for k in kept), keepdims=True)
+    if type(s) is not np.ndarray:  # everything summed away: NumPy gives a scalar, the engine keeps arrays
+        s = np.asarray(s)
     return s if s.shape == shape else s.reshape(shape)
 
 

@@ -462,3 +462,18 @@ def test_functional_rows_check_against_central_differences():
     t = jvp(out, {w: direction})
     out.backward()
     assert float(t) == pytest.approx(float(np.sum(w.grad * direction)), rel=1e-9)
+
+
+@pytest.mark.parametrize("shape, other", [((), (3,)), ((), (2, 3)), ((1,), (2, 3)), ((3,), (2, 3)), ((2, 1), (2, 3))])
+def test_a_broadcast_operand_gets_an_owned_array_gradient_of_its_own_shape_and_dtype(shape, other):
+    # d sum(a * b) / da = b summed over the axes a was broadcast along (the oracle sums with NumPy directly).
+    rng = np.random.default_rng(0)
+    a = Tensor(rng.normal(size=shape).astype(np.float32))
+    B = rng.normal(size=other).astype(np.float32)
+    (a * Tensor(B, requires_grad=False)).sum().backward()
+    assert type(a.grad) is np.ndarray and a.grad.shape == shape and a.grad.dtype == np.float32
+    assert a.grad.base is None  # owned, so an optimizer may update it in place
+    lead = len(other) - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and other[lead + i] != 1)
+    want = B.sum(axis=axes, keepdims=True).reshape(shape)
+    np.testing.assert_allclose(a.grad, want, rtol=1e-6)
