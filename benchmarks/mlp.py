@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> None:
         for where, table in ((threads, found), ("1 BLAS thread", one_thread)):
             ratio = table.get((engine, baseline, batch))
             if ratio is not None:
-                print(f"  {engine!r} at batch {batch}, {where}: {ratio:.2f}x {baseline!r} (goal <= {goal:.2f}x: "
+                print(f"  {engine!r} at batch {batch}, {where}: {ratio:.3f}x {baseline!r} (goal <= {goal:.2f}x: "
                       f"{'met' if ratio <= goal else 'not met'})")
     if (MGX_OPTIM, NUMPY, 128) in found:
         cost = [found[(MGX_OPTIM, NUMPY, b)] / found[(MGX_OPTIM + " " + UNCHECKED, NUMPY, b)] for b in args.batches]
