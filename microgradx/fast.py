@@ -20,8 +20,9 @@ import numpy as np
 from .ops import numpy_math
 
 __all__ = ["ENABLED", "reference_only", "all_finite", "first_nonfinite", "array_math", "weight_layout",
-           "linear_forward", "linear_vjp", "cross_entropy_forward", "cross_entropy_vjp",
-           "max_abs_bound", "scaled_bound", "add_in_place_if_finite"]
+           "NonFiniteGradient", "matmul_vjp", "linear_forward", "linear_vjp", "cross_entropy_forward",
+           "cross_entropy_vjp",
+           "max_abs_bound", "scaled_bound", "add_in_place_if_finite", "sgd_step"]
 
 ENABLED = True  # read by the node builder on every node: the fast kernels run when True
 
@@ -47,16 +48,27 @@ def reference_only() -> Iterator[None]:
 # ---------------------------------------------------------------------------------------------------------
 
 _and_reduce = np.logical_and.reduce
+_dot = np.dot
+_BLAS_FLOATS = frozenset((np.dtype(np.float32), np.dtype(np.float64)))
 
 
 def all_finite(a: np.ndarray) -> bool:
     """True when every entry of ``a`` is finite: ``all_finite(np.array([1.0, np.inf]))`` is False.
 
-    One vectorised pass that cannot warn (``a.sum()`` costs as much and could itself overflow), through the
-    ufunc's own reduce rather than ``a.all()``, which goes through a Python-level wrapper.
+    The reference is the exact scan ``np.isfinite(a).all()``. The fast path first takes the sum of squares
+    a . a with one BLAS dot product (one read pass, no temporary, about half the scan's time): a NaN or an
+    infinity makes it NaN or inf, so a finite sum proves every entry finite. Only when the sum is not finite
+    (a bad entry, or entries so large that their squares overflow) does the exact scan decide.
     """
     if a.ndim == 0:  # a loss: one number
         return math.isfinite(a)
+    if ENABLED and a.dtype in _BLAS_FLOATS and (a.flags.c_contiguous or a.flags.f_contiguous):
+        flat = a.ravel(order="K")  # a view for either contiguous layout
+        try:
+            if math.isfinite(_dot(flat, flat)):
+                return True
+        except FloatingPointError:  # under errstate(over="raise") the overflowing sum raises: scan instead
+            pass
     return bool(_and_reduce(np.isfinite(a), axis=None))
 
 
@@ -146,8 +158,70 @@ def linear_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, activation: 
     return out, (X, W, z, out, len(bias), activation, F)
 
 
+_PROOF_CALL = 8192  # numbers a scan reads in the time of one more dot product's fixed cost (measured)
+
+
+class NonFiniteGradient(ArithmeticError):
+    """A fast vjp that applies the finiteness rule itself found gradient ``grad`` for input ``parent`` not
+    finite; the node turns it into the DomainError that names the node, its op and that parent."""
+
+    def __init__(self, parent: int, grad: np.ndarray) -> None:
+        super().__init__(parent)
+        self.parent, self.grad = parent, grad
+
+
+def _products_finite(bound: float, terms: int, dtype: np.dtype) -> bool:
+    """True when sums of ``terms`` products, whose exact magnitudes are at most ``bound``, are finite in ``dtype``.
+
+    Computed in floating point such a sum is at most (1 + gamma) times the exact sum of |products|, with
+    gamma = k eps / (1 - k eps) <= 2 k eps while k eps <= 1/2 (any summation order, with or without FMA); the
+    headroom of a factor two covers the rounding of ``bound`` itself.
+    """
+    eps = _ROUNDING[dtype][0]
+    return terms * eps <= 0.5 and bound * (1.0 + 2.0 * terms * eps) <= _HEADROOM[dtype]
+
+
+def matmul_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...], reference: Any) -> tuple:
+    """The reference's g @ B.T and A.T @ g for two matrices, each proved finite from the norms of its factors
+    when those read clearly fewer numbers than the gradient (else scanned), as ``linear_vjp`` does; other
+    shapes (vectors, batches) run ``reference`` and scan its gradients."""
+    A, B = res
+    if A.ndim != 2 or B.ndim != 2:
+        grads = reference(g, res, needs)
+        for k, c in enumerate(grads):
+            if c is not None and not all_finite(c):
+                raise NonFiniteGradient(k, c)
+        return grads
+    dt = g.dtype
+    g_norm = -1.0
+    ga = gb = None
+    if needs[0]:
+        ga = g @ B.T
+        proved = False
+        if g.size + B.size + _PROOF_CALL < ga.size:
+            g_norm = max_abs_bound(g)
+            proved = _products_finite(g_norm * max_abs_bound(B), B.shape[1], dt)
+        if not proved and not all_finite(ga):
+            raise NonFiniteGradient(0, ga)
+    if needs[1]:
+        gb = A.T @ g
+        proved = False
+        if g.size + A.size + _PROOF_CALL < gb.size:
+            if g_norm < 0.0:
+                g_norm = max_abs_bound(g)
+            proved = _products_finite(g_norm * max_abs_bound(A), A.shape[0], dt)
+        if not proved and not all_finite(gb):
+            raise NonFiniteGradient(1, gb)
+    return ga, gb
+
+
 def linear_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
-    """The reference's g @ W, g.T @ x and the column sums of g, laid out for a column-major W."""
+    """The reference's g @ W, g.T @ x and the column sums of g, laid out for a column-major W.
+
+    It applies the finiteness rule to its gradients itself (``Kernel.checks_grad``): each is proved finite
+    from a bound on the norms of its factors when that reads fewer numbers than a scan of the gradient,
+    else scanned; the incoming g and the data are finite (the rule holds everywhere upstream).
+    """
     X, W, z, out, nb, act, F = res
     if act is not None:
         g = g * act.partials(F, out, z)[0]
@@ -171,6 +245,29 @@ def linear_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
             gW = g2.T @ X2
     if nb and needs[2]:
         gb = np.add.reduce(g2, axis=0)
+    # The finiteness rule: a gradient is proved finite from the norms of its factors (Cauchy-Schwarz: an entry
+    # of A @ B is at most ||A||_F ||B||_F, a column sum of g at most sqrt(n) ||g||_F) when those norms read
+    # clearly fewer numbers than the gradient holds (each dot product also costs a fixed call); else scanned.
+    n, dt = g2.shape[0], g2.dtype
+    g_norm = -1.0
+    if gx is not None:
+        proved = False
+        if g2.size + W.size + _PROOF_CALL < gx.size:
+            g_norm = max_abs_bound(g2)
+            proved = _products_finite(g_norm * max_abs_bound(W), W.shape[0], dt)
+        if not proved and not all_finite(gx):
+            raise NonFiniteGradient(0, gx)
+    if gW is not None:
+        proved = False
+        if g2.size + X2.size + _PROOF_CALL < gW.size:
+            if g_norm < 0.0:
+                g_norm = max_abs_bound(g2)
+            proved = _products_finite(g_norm * max_abs_bound(X2), n, dt)
+        if not proved and not all_finite(gW):
+            raise NonFiniteGradient(1, gW)
+    if gb is not None and not (0.0 <= g_norm and _products_finite(g_norm * math.sqrt(n), n, dt)) \
+            and not all_finite(gb):
+        raise NonFiniteGradient(2, gb)
     return (gx, gW, gb)[:2 + nb]
 
 
@@ -278,6 +375,43 @@ def add_in_place_if_finite(theta: np.ndarray, delta: np.ndarray, delta_bound: fl
     return True
 
 
+# Below half the gap between the largest float and the next power of two, 2**(emax - p): adding a number this
+# small to ANY finite float rounds to a finite float (round to nearest overflows only from max + ulp(max) / 2).
+_NEVER_OVERFLOWS = {np.dtype(t): math.ldexp(1.0, int(np.finfo(t).maxexp) - 1 - int(np.finfo(t).nmant) - 1)
+                    for t in (np.float16, np.float32, np.float64)}
+
+
+def sgd_step(theta: np.ndarray, g: Any, lr: float) -> bool:
+    """theta -= lr * g in place when a norm bound proves the step finite, and True; else False with theta
+    untouched (the caller's reference step then decides, and refuses with its error).
+
+    Plain SGD's step is delta = -lr * g (``SGD._update``) added to theta; the reference checks g, then theta +
+    delta, with exact scans. Here one dot product over delta bounds every |delta_i| (and is inf or NaN when g
+    holds an inf or a NaN); below ``_NEVER_OVERFLOWS`` no finite theta_i + delta_i can round to infinity (a
+    finite sum of squares already puts every |delta_i| below the square root of the largest float, far below
+    that), so the sum is written straight into the parameter, whose entries are finite (every writer of a
+    parameter keeps them so: Tensor data is checked, and so is every optimizer step). The cost is the inline
+    ``p.data -= lr * p.grad`` plus that one dot product; the numbers are the reference's: -lr * g in theta's
+    dtype, then the sum.
+
+    >>> t = np.array([1.0, 2.0]); sgd_step(t, np.array([10.0, -10.0]), 0.1), t
+    (True, array([0., 3.]))
+    >>> sgd_step(t, np.array([np.nan, 0.0]), 0.1), t
+    (False, array([0., 3.]))
+    """
+    if type(g) is not np.ndarray or g.dtype != theta.dtype or g.shape != theta.shape:
+        return False
+    limit = _NEVER_OVERFLOWS.get(theta.dtype)
+    if limit is None:
+        return False
+    try:
+        delta = np.multiply(g, -lr)
+    except FloatingPointError:  # lr * g overflows (inside Optimizer.step, overflow raises): the reference refuses
+        return False
+    if not max_abs_bound(delta) < limit:  # NaN or inf in g, or a step near the top of the range
+        return False
+    np.add(theta, delta, out=theta)
+    return True
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -513,6 +513,16 @@ class SGD(Optimizer):
             return None
         return fast.scaled_bound(self.lr, g_bound, theta.dtype)
 
+    def _step_one(self, i: int, p: Any, state: dict[str, Any], l2: float) -> None:
+        # NOTE: plain SGD on an array is theta -= lr * g; the fast path writes it in place when one dot product
+        # over the step proves it finite (the inline update's cost plus that pass), else the reference step below
+        # checks and refuses.
+        if not self.momentum and not l2 and fast.ENABLED and type(p.data) is np.ndarray and \
+                fast.sgd_step(p.data, p.grad, self.lr):
+            state["step"] = state.get("step", 0) + 1
+            return
+        super()._step_one(i, p, state, l2)
+
     def _update(self, g: np.ndarray, theta: np.ndarray, state: dict[str, Any]) -> np.ndarray:
         mu, lr = self.momentum, self.lr
         if mu == 0:

@@ -10,6 +10,7 @@ family; convolution, pooling and batch norm in ``functional``; cross-entropy in 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import numbers
 import warnings
@@ -45,8 +46,9 @@ _new = object.__new__
 #   * the output of every row with ``checks_output`` (matmul, linear, sum/mean, convolution, the losses, and
 #     every op-table row that is not ``bounded``: they can overflow);
 #   * the vjp of every row with ``checks_grad`` (op-table rows that are not ``bounded``: pow near 0 can
-#     overflow; matmul), except a gradient passed on unchanged (it is the finite incoming one). linear's are
-#     not scanned (a tenth of an MLP step at batch 32): the optimizers check the gradients they get.
+#     overflow; matmul and linear: a product of finite factors can), except a gradient passed on unchanged
+#     (it is the finite incoming one).
+# The check is ``fast.all_finite``: an exact scan in the reference, a sum-of-squares proof on the fast path.
 # Not checked: a raw batch array fed to ``linear`` (its NaN reaches linear's output, which is checked), rows
 # that only move, select or normalise finite values (reshape, indexing, max, softmax, where, clip), and the
 # output and vjp of a ``bounded`` row (relu, tanh, ...): from finite data it gives a finite output, and a
@@ -166,7 +168,10 @@ class Tensor:
                                       "order) is not supported; use Value for higher-order derivatives")
             g = np.asarray(g, dtype=self.data.dtype)  # a number seed from graph.grad()
         parents = self.parents
-        grads = self._vjp(g, self._res, tuple([p.requires_grad for p in parents]))
+        try:
+            grads = self._vjp(g, self._res, tuple([p.requires_grad for p in parents]))
+        except fast.NonFiniteGradient as e:  # a fast vjp that checks its own gradients found one
+            raise self._nonfinite_grad(e.parent, e.grad) from None
         checks = self._checks_grad
         for k, c in enumerate(grads):
             if c is not None:
@@ -174,12 +179,15 @@ class Tensor:
                     if not parents[k].parents:  # a parameter must not share its gradient array
                         grads = (*grads[:k], g.copy(), *grads[k + 1:])
                 elif checks and not _all_finite(c):
-                    idx, bad = fast.first_nonfinite(c)
-                    name = self.op_name
-                    raise DomainError(f"backward: the gradient flowing from {_describe(self)} (op {name}) to its "
-                                      f"parent {k} ({_describe(parents[k])}) is {bad}{_at(idx)}, not a finite "
-                                      "number", name, bad, self.label or parents[k].label)
+                    raise self._nonfinite_grad(k, c)
         return grads
+
+    def _nonfinite_grad(self, k: int, c: np.ndarray) -> DomainError:
+        idx, bad = fast.first_nonfinite(c)
+        name, parent = self.op_name, self.parents[k]
+        return DomainError(f"backward: the gradient flowing from {_describe(self)} (op {name}) to its parent {k} "
+                           f"({_describe(parent)}) is {bad}{_at(idx)}, not a finite number", name, bad,
+                           self.label or parent.label)
 
     def jvp(self, tangents: Sequence[Any]) -> np.ndarray:
         """The tangent of this node from its parents' tangents (None for a zero tangent)."""
@@ -461,10 +469,14 @@ class Tensor:
 @dataclass(frozen=True)
 class Kernel:
     """A forward and its vjp that belong together: ``forward(*arrays, **arg) -> (out, residuals)`` and
-    ``vjp(g, residuals, needs) -> one gradient per input`` (None where ``needs[k]`` is False)."""
+    ``vjp(g, residuals, needs) -> one gradient per input`` (None where ``needs[k]`` is False).
+
+    ``checks_grad``: the vjp applies the finiteness rule to its own gradients (a bound-based proof, else a
+    scan) and raises ``fast.NonFiniteGradient``, so the node need not scan them again."""
 
     forward: Callable[..., tuple[np.ndarray, Any]]
     vjp: Callable[..., tuple]
+    checks_grad: bool = False
 
 
 @dataclass(eq=False)
@@ -516,9 +528,15 @@ def _unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if g.shape == shape:
         return g
     lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
-    s = g.sum(axis=axes, keepdims=True) if axes else g
-    return s.reshape(shape)
+    kept = tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+    # NOTE: the leading axes are summed away without keepdims, so a bias's gradient (the column sums of g) is a
+    # new array of the bias's shape, not a reshaped view that a parameter would have to copy.
+    s = np.add.reduce(g, axis=tuple(range(lead))) if lead else g
+    if kept:
+        s = np.add.reduce(s, axis=tuple(k - lead for k in kept), keepdims=True)
+    if type(s) is not np.ndarray:  # everything summed away: NumPy gives a scalar, the engine keeps arrays
+        s = np.asarray(s)
+    return s if s.shape == shape else s.reshape(shape)
 
 
 def _expand(g: np.ndarray, axis: Any, keepdims: bool) -> np.ndarray:
@@ -538,14 +556,18 @@ def _matmul_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
     A2 = A[None, :] if A.ndim == 1 else A
     B2 = B[:, None] if B.ndim == 1 else B
     g2 = np.reshape(g, np.broadcast_shapes(A2.shape[:-2], B2.shape[:-2]) + (A2.shape[-2], B2.shape[-1]))
-    ga = _unbroadcast(g2 @ np.swapaxes(B2, -1, -2), A2.shape).reshape(A.shape) if needs[0] else None
-    gb = _unbroadcast(np.swapaxes(A2, -1, -2) @ g2, B2.shape).reshape(B.shape) if needs[1] else None
-    return ga, gb
+    ga = _unbroadcast(g2 @ np.swapaxes(B2, -1, -2), A2.shape) if needs[0] else None
+    gb = _unbroadcast(np.swapaxes(A2, -1, -2) @ g2, B2.shape) if needs[1] else None
+    # NOTE: reshaped only for a 1-D operand: a reshape is a view, which a parameter would have to copy.
+    return (ga if ga is None or A.ndim > 1 else ga.reshape(A.shape),
+            gb if gb is None or B.ndim > 1 else gb.reshape(B.shape))
 
 
 MATMUL = deftensorop("matmul", _matmul_forward, _matmul_vjp,
                      lambda res, t: t[0] @ res[1] + res[0] @ t[1],
-                     "matrix product with NumPy's rules", label="@", checks_output=True, checks_grad=True)
+                     "matrix product with NumPy's rules", label="@", checks_output=True, checks_grad=True,
+                     fast=Kernel(_matmul_forward, functools.partial(fast.matmul_vjp, reference=_matmul_vjp),
+                                 checks_grad=True))
 
 
 # -- linear: out = f(x @ W.T + b) -------------------------------------------------------------------------
@@ -587,7 +609,8 @@ def _linear_label(arg: Any) -> str:
 
 LINEAR = deftensorop("linear", _linear_forward, _linear_vjp, _linear_jvp,
                      "x @ W.T + b, optionally followed by a one-input op-table row in the same node",
-                     label=_linear_label, checks_output=True, fast=Kernel(fast.linear_forward, fast.linear_vjp))
+                     label=_linear_label, checks_output=True, checks_grad=True,
+                     fast=Kernel(fast.linear_forward, fast.linear_vjp, checks_grad=True))
 
 
 # -- reductions -------------------------------------------------------------------------------------------
@@ -921,7 +944,7 @@ def node(row: Op | TensorOp, inputs: Sequence[Tensor], arg: Any = None) -> Tenso
             t = _new(Tensor)
             t.data, t._grad, t.requires_grad, t.label, t.parents = out, None, True, None, inputs
             t._op, t._arg, t._res, t._vjp, t.keeps_grad = row, arg, res, kernel.vjp, False
-            t._checks_grad = impl.checks_grad
+            t._checks_grad = impl.checks_grad and not (kernel is impl.fast and kernel.checks_grad)
             return t
     return _const(out)
 
@@ -985,8 +1008,9 @@ def _nonfinite(row: Op | TensorOp, inputs: Sequence[Tensor], a: np.ndarray, what
 
 # NOTE: an overflow inside a row's forward or a cast to float32 is always followed by the DomainError that names
 # the op or the data (every unbounded result is checked), so NumPy's own warning would only be noise printed
-# before it. Filtered once here, for warnings raised from these two modules only: no errstate cost per op.
-for _module in ("microgradx.ops", "microgradx.tensor"):
+# before it; so would the overflow of the fast finiteness proof's sum of squares (``fast.all_finite``, which
+# then scans exactly). Filtered once here, for warnings raised from these modules only: no errstate cost per op.
+for _module in ("microgradx.ops", "microgradx.tensor", "microgradx.fast"):
     warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning, _module)
 
 
@@ -1010,10 +1034,14 @@ def _check_axis(name: str, x: Tensor, axis: Any, nonempty: bool = False) -> None
 
 def _elementwise(op: Op, a: Any, b: Any) -> Tensor:
     a, b = _operands(op.name, a, b)
-    try:
-        np.broadcast_shapes(a.data.shape, b.data.shape)
-    except ValueError:
-        raise ShapeError(f"{op.name}: shapes {a.data.shape} and {b.data.shape} do not broadcast") from None
+    sa, sb = a.data.shape, b.data.shape
+    # NOTE: one shape a suffix of the other (equal shapes, a bias added to a batch) always broadcasts; only
+    # other pairs need NumPy's rule, which costs microseconds per call.
+    if sa[len(sa) - len(sb):] != sb and sb[len(sb) - len(sa):] != sa:
+        try:
+            np.broadcast_shapes(sa, sb)
+        except ValueError:
+            raise ShapeError(f"{op.name}: shapes {sa} and {sb} do not broadcast") from None
     return node(op, (a, b))
 
 
@@ -1081,10 +1109,11 @@ def matmul(a: Any, b: Any) -> Tensor:
     ka, kb = A.shape[-1], B.shape[0] if B.ndim == 1 else B.shape[-2]
     if ka != kb:
         raise ShapeError(f"matmul: shapes {A.shape} and {B.shape} do not align ({ka} != {kb})")
-    try:
-        np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
-    except ValueError as e:
-        raise ShapeError(f"matmul: shapes {A.shape} and {B.shape} do not broadcast ({e})") from None
+    if A.ndim > 2 and B.ndim > 2:  # two stacks of matrices: their leading dimensions must broadcast
+        try:
+            np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
+        except ValueError as e:
+            raise ShapeError(f"matmul: shapes {A.shape} and {B.shape} do not broadcast ({e})") from None
     return node(MATMUL, (a, b))
 
 

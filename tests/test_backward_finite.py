@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import re
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from microgradx import DomainError, MicrogradxError, Value, grad, jvp
-from microgradx.tensor import Tensor
+from microgradx import DomainError, MicrogradxError, Value, fast, grad, jvp, nn
+from microgradx.tensor import Tensor, linear
 
 
 def test_value_backward_overflow_names_node_op_and_parent():
@@ -72,6 +74,105 @@ def test_matmul_backward_overflow_in_float32_is_refused():
     with pytest.raises(DomainError, match=r"the gradient flowing from .* \(op matmul\) to its parent 0 \(x\)"):
         ((x @ W) * 1e10).sum().backward()
 
+
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["fast", "reference"])
+def test_batched_and_wide_matmul_backward_overflow_is_refused(reference):
+    # A stack of matrices (the reference vjp, then a scan) and a wide product (the norm bound fails, then a scan).
+    with fast.reference_only() if reference else contextlib.nullcontext():
+        x = Tensor(np.full((2, 1, 2), 1e-30, np.float32), label="x")
+        W = Tensor(np.full((2, 2, 1), 1e30, np.float32), label="W")
+        with pytest.raises(DomainError, match=r"\(op matmul\) to its parent 0 \(x\) is inf"):
+            ((x @ W) * 1e10).sum().backward()
+        a = Tensor(np.full((1, 300), 1e30, np.float32), label="a", requires_grad=False)
+        B = Tensor(np.full((300, 40), 1e-32, np.float32), label="B")
+        with pytest.raises(DomainError, match=r"\(op matmul\) to its parent 1 \(B\) is inf"):
+            ((a @ B) * 1e10).sum().backward()
+
+LINEARS = {"linear": lambda x, W: linear(x, W),
+           "linear+relu": lambda x, W: linear(x, W, activation="relu"),
+           "nn.Linear": None}
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["fast", "reference"])
+@pytest.mark.parametrize("kind", sorted(LINEARS))
+@pytest.mark.parametrize("dtype, tiny, huge", [(np.float32, 1e-30, 1e30), (np.float64, 1e-200, 1e300)])
+def test_linear_backward_overflow_is_refused_naming_node_op_and_parent(kind, dtype, tiny, huge, reference):
+    # x @ W.T = 2 tiny * huge is finite; the gradient to x is g @ W = 1e10 * huge, past the dtype's largest float.
+    x = Tensor(np.full((1, 2), tiny, dtype), label="x")
+    if LINEARS[kind] is None:
+        layer = nn.Linear(2, 1, bias=False, dtype=dtype)
+        layer.weight.data[...] = huge
+        build, op = layer, "linear"
+    else:
+        W = Tensor(np.full((1, 2), huge, dtype), label="weight")
+        build, op = (lambda v: LINEARS[kind](v, W)), kind
+    with fast.reference_only() if reference else contextlib.nullcontext():
+        out = build(x) * 1e10
+        with pytest.raises(DomainError, match=rf"the gradient flowing from .* \(op {re.escape(op)}\) to its parent 0 "
+                                              r"\(x\) is inf"):
+            out.sum().backward()
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["fast", "reference"])
+def test_linear_weight_gradient_overflow_is_refused(reference):
+    # The other product: d/dW = g.T @ x with a huge batch entry and a large upstream gradient.
+    x = np.full((1, 2), 1e30, np.float32)
+    layer = nn.Linear(2, 1, bias=True)
+    layer.weight.data[...] = 1e-30
+    with fast.reference_only() if reference else contextlib.nullcontext():
+        out = layer(x) * 1e10
+        with pytest.raises(DomainError, match=r"\(op linear\) to its parent 1 \(weight\) is inf"):
+            out.sum().backward()
+    assert layer.weight.grad is None  # nothing reached the parameter
+
+
+@pytest.mark.parametrize("scale, w_scale, expect", [(1.0, 1.0, "proved"), (3e18, 1.0, "scanned"),
+                                                    (1e20, 1e-20, "refused")])
+def test_fast_linear_proves_its_gradients_finite_from_norms_and_scans_when_it_cannot(monkeypatch, scale, w_scale,
+                                                                                      expect):
+    # A wide layer and a batch of one: the norms of g and x are cheaper than a scan of the 300 x 400 weight
+    # gradient s * 1 x^T. Ordinary magnitudes are proved finite without that scan; near the top of the range
+    # the norm bound fails and the gradient is scanned, and one that really overflows is refused naming the
+    # weight, exactly as the reference refuses it.
+    rng = np.random.default_rng(0)
+    s = np.float32(scale)
+    x = rng.normal(size=(1, 400)).astype(np.float32) * s
+    layer = nn.Linear(400, 300, rng=1)
+    layer.weight.data *= np.float32(w_scale)  # keeps the forward finite when the gradient is meant to overflow
+    scanned = []
+    original = fast.all_finite
+    monkeypatch.setattr(fast, "all_finite", lambda a: scanned.append(a.shape) or original(a))
+    outcomes = []
+    for reference in (False, True):
+        layer.weight.grad = None
+        with fast.reference_only() if reference else contextlib.nullcontext():
+            out = layer(x) * s
+            try:
+                out.sum().backward()
+                outcomes.append(layer.weight.grad.copy())
+            except DomainError as e:
+                assert "(op linear) to its parent 1 (weight)" in str(e)
+                outcomes.append(None)
+        if not reference:
+            assert ((300, 400) in scanned) == (expect != "proved")
+    if expect == "refused":
+        assert outcomes == [None, None]
+    else:
+        np.testing.assert_allclose(outcomes[0], outcomes[1], rtol=1e-6)
+        np.testing.assert_allclose(outcomes[0], s * np.ones((300, 1), np.float32) * x, rtol=1e-6)  # d/dW = s 1 x^T
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["fast", "reference"])
+def test_matmul_and_linear_gradients_near_the_top_of_the_range_stay_exact(reference):
+    # Large but finite gradients (squares overflow, so the fast proof falls back to the exact scan) pass.
+    x = Tensor(np.full((1, 2), 1.0, np.float32), label="x")
+    W = Tensor(np.full((1, 2), 1e20, np.float32), label="W")
+    with fast.reference_only() if reference else contextlib.nullcontext():
+        (linear(x, W) * 1e10).sum().backward()
+    np.testing.assert_array_equal(x.grad, np.full((1, 2), np.float32(1e20) * np.float32(1e10)))
+    assert np.isfinite(x.grad).all()
 
 STEPS = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
          "div": lambda a, b: a / b, "tanh": lambda a, b: a.tanh(), "exp": lambda a, b: a.exp(),

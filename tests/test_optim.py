@@ -780,13 +780,15 @@ def test_the_fast_step_and_the_reference_step_agree_and_refuse_the_same_steps(da
             np.testing.assert_allclose(fast_state[0][key], value, rtol=rtol, atol=0, err_msg=key)
 
 
-def test_the_fast_path_writes_the_step_in_place_and_reference_only_turns_it_off(monkeypatch):
-    # Without this the agreement above could hold because both runs took the reference path.
+@pytest.mark.parametrize("kernel, momentum", [("sgd_step", 0.0), ("add_in_place_if_finite", 0.5)])
+def test_the_fast_path_writes_the_step_in_place_and_reference_only_turns_it_off(monkeypatch, kernel, momentum):
+    # Without this the agreement above could hold because both runs took the reference path. Plain SGD has its
+    # own kernel (one dot product over the step); the other rules add their delta with add_in_place_if_finite.
     taken = []
-    original = fast.add_in_place_if_finite
-    monkeypatch.setattr(fast, "add_in_place_if_finite", lambda *a: taken.append(original(*a)) or taken[-1])
+    original = getattr(fast, kernel)
+    monkeypatch.setattr(fast, kernel, lambda *a: taken.append(original(*a)) or taken[-1])
     p = P(START)
-    opt = optim.SGD([p], lr=0.1)
+    opt = optim.SGD([p], lr=0.1, momentum=momentum)
     p.grad = grad_of(p.data)
     opt.step()
     assert taken == [True]
@@ -794,7 +796,8 @@ def test_the_fast_path_writes_the_step_in_place_and_reference_only_turns_it_off(
         p.grad = grad_of(p.data)
         opt.step()
     assert taken == [True]
-    close(p.data, reference(lambda th, g, t, s: th - 0.1 * g, steps=2)[-1])
+    if not momentum:
+        close(p.data, reference(lambda th, g, t, s: th - 0.1 * g, steps=2)[-1])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -806,3 +809,30 @@ def test_add_in_place_if_finite_leaves_theta_alone_when_the_bounds_cannot_prove_
     np.testing.assert_array_equal(theta, np.array([top * 0.75, 1.0], dtype=dtype))
     assert fast.add_in_place_if_finite(theta[1:], np.array([2.0], dtype=dtype))
     assert theta[1] == 3.0
+
+
+@pytest.mark.parametrize("dtype, big", [(np.float32, 1e19), (np.float64, 1e150)])
+def test_sgd_step_writes_a_large_step_onto_the_largest_floats_and_leaves_theta_alone_when_unproved(dtype, big):
+    # The oracle is the dtype's own rounding: max + d stays max for |d| below half an ulp of max, which every step
+    # whose sum of squares is finite is. A step with a NaN is not proved: theta is left alone for the reference.
+    info = np.finfo(dtype)
+    d = dtype(big)
+    assert info.max + d == info.max and -info.max - d == -info.max
+    theta = np.array([info.max, -info.max, 1.0], dtype=dtype)
+    assert fast.sgd_step(theta, np.array([-d, d, 0.0], dtype=dtype), 1.0)
+    np.testing.assert_array_equal(theta, np.array([info.max, -info.max, 1.0], dtype=dtype))
+    assert not fast.sgd_step(theta, np.array([np.nan, 0.0, 0.0], dtype=dtype), 1.0)
+    with np.errstate(over="ignore"):
+        assert not fast.sgd_step(theta, np.array([info.max, 0.0, 0.0], dtype=dtype), 1.0)  # squares overflow
+    np.testing.assert_array_equal(theta, np.array([info.max, -info.max, 1.0], dtype=dtype))
+
+
+def test_sgd_refuses_a_non_finite_gradient_naming_the_parameter_and_leaves_it_unchanged():
+    from microgradx import Tensor
+
+    w = Tensor(np.array([1.0, 2.0], np.float32), label="w")
+    opt = optim.SGD([w], lr=0.1)
+    w.grad = np.array([0.5, np.nan], np.float32)
+    with pytest.raises(DomainError, match=r"SGD.step: the gradient of parameter 0 \('w'\) is not finite"):
+        opt.step()
+    np.testing.assert_array_equal(w.data, np.array([1.0, 2.0], np.float32))

@@ -325,6 +325,22 @@ def test_fast_linear_agrees_with_the_reference(n, k, m, act, column_major, dtype
         np.testing.assert_allclose(a, r, rtol=tol, atol=tol)
 
 
+
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from([((5, 7), (7, 3)), ((1, 300), (300, 40)), ((7,), (7, 3)), ((5, 7), (7,)), ((2, 5, 7), (7, 3)),
+                        ((2, 5, 7), (2, 7, 3))]),
+       st.sampled_from(["float32", "float64"]), st.integers(0, 2**31))
+def test_fast_matmul_agrees_with_the_reference(shapes, dtype, seed):
+    # (1, 300) @ (300, 40): the weight gradient is proved finite from norms, without a scan.
+    rng = np.random.default_rng(seed)
+    A, B = (rng.normal(size=s).astype(dtype) for s in shapes)
+    (fo, fg), (ro, rg) = both_paths(lambda a, b: a @ b, [A, B])
+    tol = 1e-4 if dtype == "float32" else 1e-10
+    np.testing.assert_allclose(fo, ro, rtol=tol, atol=tol)
+    for a, r in zip(fg, rg):
+        assert a.shape == r.shape
+        np.testing.assert_allclose(a, r, rtol=tol, atol=tol)
+
 def test_fast_linear_agrees_with_the_reference_on_a_large_weight():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(8, 300)).astype(np.float64)
@@ -361,6 +377,26 @@ def test_fast_elementwise_rows_with_mask_arithmetic_agree_with_the_reference(nam
     np.testing.assert_allclose(fo, ro, rtol=tol, atol=tol)
     np.testing.assert_allclose(fg[0], rg[0], rtol=tol, atol=tol)
 
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(["float32", "float64"]), st.integers(0, 40), st.integers(0, 2**31),
+       st.sampled_from([0.0, np.inf, -np.inf, np.nan]), st.sampled_from([1.0, 1e18, 1e30, 1e160, 1e300]),
+       st.sampled_from(["C", "F", "strided"]))
+def test_fast_finiteness_proof_agrees_with_the_exact_scan(dtype, n, seed, bad, scale, layout):
+    # The oracle is NumPy's own elementwise isfinite; huge finite entries make the sum of squares overflow, so
+    # the fast path must fall back to the scan and still say True.
+    rng = np.random.default_rng(seed)
+    with np.errstate(over="ignore"):
+        a = (rng.normal(size=(n, 3)) * scale).astype(dtype)
+    if n and bad != 0.0:
+        a[rng.integers(n), rng.integers(3)] = bad
+    a = np.asfortranarray(a) if layout == "F" else a[::2] if layout == "strided" else a
+    want = bool(np.isfinite(a).all())
+    assert fast.all_finite(a) is want
+    with fast.reference_only():
+        assert fast.all_finite(a) is want
+    with np.errstate(over="raise"):  # as inside an optimizer step
+        assert fast.all_finite(a) is want
 
 # ---------------------------------------------------------------------------------------------------------
 # Bugs found on the way
@@ -449,3 +485,18 @@ def test_functional_rows_check_against_central_differences():
     t = jvp(out, {w: direction})
     out.backward()
     assert float(t) == pytest.approx(float(np.sum(w.grad * direction)), rel=1e-9)
+
+
+@pytest.mark.parametrize("shape, other", [((), (3,)), ((), (2, 3)), ((1,), (2, 3)), ((3,), (2, 3)), ((2, 1), (2, 3))])
+def test_a_broadcast_operand_gets_an_owned_array_gradient_of_its_own_shape_and_dtype(shape, other):
+    # d sum(a * b) / da = b summed over the axes a was broadcast along (the oracle sums with NumPy directly).
+    rng = np.random.default_rng(0)
+    a = Tensor(rng.normal(size=shape).astype(np.float32))
+    B = rng.normal(size=other).astype(np.float32)
+    (a * Tensor(B, requires_grad=False)).sum().backward()
+    assert type(a.grad) is np.ndarray and a.grad.shape == shape and a.grad.dtype == np.float32
+    assert a.grad.base is None  # owned, so an optimizer may update it in place
+    lead = len(other) - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and other[lead + i] != 1)
+    want = B.sum(axis=axes, keepdims=True).reshape(shape)
+    np.testing.assert_allclose(a.grad, want, rtol=1e-6)

@@ -506,16 +506,22 @@ def _mlp_benchmark():
 
 def test_the_mlp_benchmark_engines_do_the_same_work():
     """benchmarks/mlp.py compares engines on one workload: from the same weights and batches, the hand-written
-    NumPy MLPs (both weight layouts) and microgradx must follow the same trajectory."""
+    NumPy MLPs (both weight layouts) and microgradx (nn layers, raw tensor ops, the finiteness rule off) must
+    follow the same trajectory."""
+    from microgradx import fast, tensor
+
     bench = _mlp_benchmark()
     X, y = bench.make_data(256)
     plan = bench.batches(256, 32, np.random.default_rng(0))
-    engines = [bench.numpy_engine, bench.numpy_in_out_engine, bench.microgradx_engine, bench.microgradx_optim_engine]
+    engines = [bench.numpy_engine, bench.numpy_in_out_engine, bench.microgradx_engine, bench.microgradx_optim_engine,
+               bench.raw_ops_engine, bench.unchecked_engine]
+    checks = fast.all_finite, tensor._all_finite, fast._products_finite
     epochs = [make(X, y, 0.1) for make in engines]
     losses = [[epoch(plan) for _ in range(3)] for epoch in epochs]
     assert losses[0][-1] < losses[0][0]  # the shared trajectory does learn
     for other in losses[1:]:
         np.testing.assert_allclose(other, losses[0], rtol=1e-4)
+    assert (fast.all_finite, tensor._all_finite, fast._products_finite) == checks  # the rule is back on
 
 
 def test_the_mlp_benchmark_pytorch_engines_do_the_same_work_too():
