@@ -17,7 +17,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from . import fast
 from .tensor import Kernel, ShapeError, Tensor, as_tensor, deftensorop, node
 
-__all__ = ["conv2d", "conv1d", "pad", "max_pool2d", "avg_pool2d", "global_avg_pool2d", "batch_norm", "conv_output_size"]
+__all__ = ["conv2d", "conv1d", "pad", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "global_avg_pool2d",
+           "batch_norm", "conv_output_size", "pool_output_size"]
 
 
 def _pair(name: str, what: str, v: Any, least: int) -> tuple[int, int]:
@@ -314,19 +315,68 @@ CONV1D = deftensorop("conv1d", _CONV1D_REFERENCE.forward, _CONV1D_REFERENCE.vjp,
 
 
 
-def _pool_args(name: str, x: Any, k: Any, stride: Any) -> tuple[Tensor, int, int, int, int]:
+# ---------------------------------------------------------------------------------------------------------
+# Pooling
+# ---------------------------------------------------------------------------------------------------------
+
+def pool_output_size(size: int, kernel: int, stride: int, padding: int = 0, dilation: int = 1,
+                     ceil_mode: bool = False) -> int:
+    """Windows along one axis, as PyTorch counts them: floor (or with ``ceil_mode`` ceil) of
+    (size + 2 padding - dilation (kernel - 1) - 1) / stride, plus 1; with ``ceil_mode`` a last window that
+    would start in the right-hand padding is dropped.
+
+    >>> pool_output_size(5, 2, 2), pool_output_size(5, 2, 2, ceil_mode=True)
+    (2, 3)
+    >>> pool_output_size(6, 3, 2, 1, ceil_mode=True)   # the fifth window would start in the padding
+    4
+    """
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def _pool_args(name: str, x: Any, k: Any, stride: Any, padding: Any, dilation: Any,
+               ceil_mode: bool) -> tuple[Tensor, dict[str, Any]]:
+    """The input and the row's arguments: kernel, stride, (before, after) padding per axis (``after`` covers
+    the windows ``ceil_mode`` adds), dilation and the output size."""
     x = _image(name, x)
-    kh, kw = _pair(name, "kernel size", k, 1)
-    sh, sw = (kh, kw) if stride is None else _pair(name, "stride", stride, 1)
-    h, w = x.data.shape[2:]
-    if h < kh or w < kw:
-        raise ShapeError(f"{name}: a {kh}x{kw} window does not fit input of shape {x.data.shape}")
-    return x, kh, kw, sh, sw
+    kernel = _pair(name, "kernel size", k, 1)
+    strides = kernel if stride is None else _pair(name, "stride", stride, 1)
+    pads = _pair(name, "padding", padding, 0)
+    dil = _pair(name, "dilation", dilation, 1)
+    size = x.data.shape[2:]
+    for k_, p_, d_ in zip(kernel, pads, dil):
+        if 2 * p_ > d_ * (k_ - 1) + 1:
+            raise ValueError(f"{name}: padding {pads} must be at most half of the window {kernel} (dilation {dil}), "
+                             "as in PyTorch")
+    out = tuple(pool_output_size(s, k_, st, p_, d_, bool(ceil_mode))
+                for s, k_, st, p_, d_ in zip(size, kernel, strides, pads, dil))
+    if min(out) < 1:
+        raise ShapeError(f"{name}: a {kernel[0]}x{kernel[1]} window does not fit input of shape {x.data.shape}"
+                         f"{f' with padding {pads}' if any(pads) else ''}")
+    after = tuple(max(0, (o - 1) * st + d_ * (k_ - 1) + 1 - s - p_)
+                  for o, st, d_, k_, s, p_ in zip(out, strides, dil, kernel, size, pads))
+    arg = {"kernel": kernel, "stride": strides, "padding": ((pads[0], after[0]), (pads[1], after[1])),
+           "dilation": dil, "out": out}
+    return x, arg
 
 
-def max_pool2d(x: Any, k: int | tuple[int, int], stride: int | tuple[int, int] | None = None) -> Tensor:
-    """The largest entry of each k x k window (stride defaults to k; trailing rows and columns that do not
-    fill a window are dropped).
+def _pooled_windows(X: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padding: Any,
+                    dilation: tuple[int, int], out: tuple[int, int], fill: float) -> tuple[np.ndarray, tuple]:
+    """The (N, C, Ho, Wo, kh * kw) windows of X padded with ``fill`` (a copy), and the padded shape."""
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out
+    Xp = np.pad(X, ((0, 0), (0, 0), *padding), constant_values=fill) if np.any(padding) else X
+    win = _windows(Xp, kh, kw, sh, sw, dh, dw)[:, :, :ho, :wo]
+    return win.reshape(*win.shape[:4], kh * kw), Xp.shape
+
+
+def max_pool2d(x: Any, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
+               padding: int | tuple[int, int] = 0, dilation: int | tuple[int, int] = 1,
+               ceil_mode: bool = False) -> Tensor:
+    """The largest entry of each window (stride defaults to the window; ``padding`` adds -inf borders, at most
+    half a window; ``ceil_mode`` keeps a last, partial window; the taps of a window are ``dilation`` apart).
 
     On a tie the whole gradient goes to the FIRST maximal entry of the window in row-major order (the
     top-most, then left-most), as PyTorch's CPU kernel does; overlapping windows (stride < k) add up.
@@ -334,65 +384,145 @@ def max_pool2d(x: Any, k: int | tuple[int, int], stride: int | tuple[int, int] |
     >>> x = Tensor([[[[1.0, 5.0], [5.0, 2.0]]]]); y = max_pool2d(x, 2); y.backward(np.ones((1, 1, 1, 1)))
     >>> y.data.ravel().tolist(), x.grad[0, 0].tolist()
     ([5.0], [[0.0, 1.0], [0.0, 0.0]])
+    >>> max_pool2d(Tensor(np.arange(9.0).reshape(1, 1, 3, 3)), 2, ceil_mode=True).data[0, 0].tolist()
+    [[4.0, 5.0], [7.0, 8.0]]
     """
-    x, kh, kw, sh, sw = _pool_args("max_pool2d", x, k, stride)
-    return node(MAX_POOL2D, (x,), {"kernel": (kh, kw), "stride": (sh, sw)})
+    x, arg = _pool_args("max_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode)
+    return node(MAX_POOL2D, (x,), arg)
 
 
-def _max_pool2d_forward(X: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]) -> tuple:
-    (kh, kw), (sh, sw) = kernel, stride
-    flat = _windows(X, kh, kw, sh, sw)
-    n, c, ho, wo = flat.shape[:4]
-    flat = flat.reshape(n, c, ho, wo, kh * kw)
+def _max_pool2d_forward(X: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padding: Any,
+                        dilation: tuple[int, int], out: tuple[int, int]) -> tuple:
+    flat, padded_shape = _pooled_windows(X, kernel, stride, padding, dilation, out, -np.inf)
     arg = flat.argmax(axis=-1)[..., None]  # argmax returns the first maximum: the tie rule above
-    return np.take_along_axis(flat, arg, axis=-1)[..., 0], (X.shape, X.dtype, arg, kernel, stride)
+    res = (X.shape, padded_shape, X.dtype, arg, kernel, stride, padding, dilation)
+    return np.take_along_axis(flat, arg, axis=-1)[..., 0], res
 
 
 def _max_pool2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
-    shape, dtype, arg, (kh, kw), (sh, sw) = res
+    shape, padded_shape, dtype, arg, (kh, kw), (sh, sw), ((pt, _), (pl, _)), (dh, dw) = res
     n, c, ho, wo = arg.shape[:4]
-    dw = np.zeros((n, c, ho, wo, kh * kw), dtype=dtype)
-    np.put_along_axis(dw, arg, g[..., None], axis=-1)
-    dw = dw.reshape(n, c, ho, wo, kh, kw)
-    return (_fold(shape, dtype, kh, kw, sh, sw, ho, wo, lambda i, j: dw[..., i, j]),)
+    dw_ = np.zeros((n, c, ho, wo, kh * kw), dtype=dtype)
+    np.put_along_axis(dw_, arg, g[..., None], axis=-1)
+    dw_ = dw_.reshape(n, c, ho, wo, kh, kw)
+    gpad = _fold(padded_shape, dtype, kh, kw, sh, sw, ho, wo, lambda i, j: dw_[..., i, j], dh, dw)
+    return (gpad[:, :, pt:pt + shape[2], pl:pl + shape[3]],)
 
 
 def _max_pool2d_jvp(res: tuple, t: Sequence[np.ndarray]) -> np.ndarray:
-    _, _, arg, (kh, kw), (sh, sw) = res
-    win = _windows(t[0], kh, kw, sh, sw)
-    return np.take_along_axis(win.reshape(*win.shape[:4], kh * kw), arg, axis=-1)[..., 0]
+    _, _, _, arg, kernel, stride, padding, dilation = res
+    flat, _ = _pooled_windows(t[0], kernel, stride, padding, dilation, arg.shape[2:4], 0.0)
+    return np.take_along_axis(flat, arg, axis=-1)[..., 0]
 
 
 MAX_POOL2D = deftensorop("max_pool2d", _max_pool2d_forward, _max_pool2d_vjp, _max_pool2d_jvp,
                          "the largest entry of each window; a tie goes to the first, as PyTorch's CPU kernel")
 
 
-def avg_pool2d(x: Any, k: int | tuple[int, int], stride: int | tuple[int, int] | None = None) -> Tensor:
-    """The mean of each k x k window (stride defaults to k; no padding; trailing rows and columns that do not
-    fill a window are dropped). Each entry of a window gets g / (kh kw).
+def avg_pool2d(x: Any, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
+               padding: int | tuple[int, int] = 0, ceil_mode: bool = False, count_include_pad: bool = True,
+               divisor_override: int | None = None) -> Tensor:
+    """The mean of each window (stride defaults to the window; ``padding`` adds zero borders, at most half a
+    window; ``ceil_mode`` keeps a last, partial window). As PyTorch, a window's sum is divided by the number
+    of its entries inside the padded input (``count_include_pad``, the default) or inside the input itself,
+    or by ``divisor_override``. Each entry of a window gets g / divisor.
 
     >>> x = Tensor(np.arange(16.0).reshape(1, 1, 4, 4)); avg_pool2d(x, 2).data[0, 0].tolist()
     [[2.5, 4.5], [10.5, 12.5]]
+    >>> avg_pool2d(Tensor(np.ones((1, 1, 2, 2))), 2, padding=1, count_include_pad=False).data[0, 0].tolist()
+    [[1.0, 1.0], [1.0, 1.0]]
     """
-    x, kh, kw, sh, sw = _pool_args("avg_pool2d", x, k, stride)
-    return node(AVG_POOL2D, (x,), {"kernel": (kh, kw), "stride": (sh, sw)})
+    x, arg = _pool_args("avg_pool2d", x, kernel_size, stride, padding, 1, ceil_mode)
+    if divisor_override is not None and not (isinstance(divisor_override, numbers.Integral)
+                                             and not isinstance(divisor_override, bool) and divisor_override >= 1):
+        raise ValueError(f"avg_pool2d: divisor_override must be a positive integer or None, got {divisor_override!r}")
+    del arg["dilation"]
+    arg["divisor"] = _avg_divisor(x.data.shape[2:], arg, bool(count_include_pad), divisor_override)
+    return node(AVG_POOL2D, (x,), arg)
 
 
-def _avg_pool2d_forward(X: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]) -> tuple:
-    (kh, kw), (sh, sw) = kernel, stride
-    out = _windows(X, kh, kw, sh, sw).mean(axis=(-2, -1), dtype=X.dtype)
-    return out, (X.shape, X.dtype, kernel, stride, out.shape[2:])
+def _avg_divisor(size: tuple[int, int], arg: dict[str, Any], count_include_pad: bool,
+                 divisor_override: int | None) -> np.ndarray:
+    """(Ho, Wo) divisors: each window's count of entries inside the padded input (or the input itself)."""
+    if divisor_override is not None:
+        return np.full(arg["out"], float(divisor_override))
+    counts = []
+    for s, k, st, (p, _), o in zip(size, arg["kernel"], arg["stride"], arg["padding"], arg["out"]):
+        start = np.arange(o) * st - p
+        end = np.minimum(start + k, s + p)
+        if not count_include_pad:
+            start, end = np.maximum(start, 0), np.minimum(end, s)
+        counts.append(end - start)
+    return np.outer(counts[0], counts[1]).astype(float)
+
+
+def _avg_pool2d_forward(X: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padding: Any,
+                        out: tuple[int, int], divisor: np.ndarray) -> tuple:
+    flat, padded_shape = _pooled_windows(X, kernel, stride, padding, (1, 1), out, 0.0)
+    res = (X.shape, padded_shape, X.dtype, kernel, stride, padding, out, divisor)
+    return flat.sum(axis=-1) * (1.0 / divisor).astype(X.dtype), res
 
 
 def _avg_pool2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
-    shape, dtype, (kh, kw), (sh, sw), (ho, wo) = res
-    gs = g * dtype.type(1.0 / (kh * kw))  # each entry of a window gets g / (kh kw)
-    return (_fold(shape, dtype, kh, kw, sh, sw, ho, wo, lambda i, j: gs),)
+    shape, padded_shape, dtype, (kh, kw), (sh, sw), ((pt, _), (pl, _)), (ho, wo), divisor = res
+    gs = g * (1.0 / divisor).astype(dtype)  # each entry of a window gets g / divisor
+    gpad = _fold(padded_shape, dtype, kh, kw, sh, sw, ho, wo, lambda i, j: gs)
+    return (gpad[:, :, pt:pt + shape[2], pl:pl + shape[3]],)
 
 
 AVG_POOL2D = deftensorop("avg_pool2d", _avg_pool2d_forward, _avg_pool2d_vjp,
-                         lambda res, t: _avg_pool2d_forward(t[0], res[2], res[3])[0],
+                         lambda res, t: _avg_pool2d_forward(t[0], *res[3:])[0],
                          "the mean of each window")
+
+
+def _adaptive_bins(size: int, out: int) -> np.ndarray:
+    """The (out, size) averaging matrix of adaptive pooling: row i is 1 / len over
+    [floor(i size / out), ceil((i + 1) size / out)), PyTorch's bins.
+
+    >>> (3 * _adaptive_bins(5, 2)).tolist()
+    [[1.0, 1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0, 1.0]]
+    """
+    P = np.zeros((out, size))
+    for i in range(out):
+        start, end = (i * size) // out, -((-(i + 1) * size) // out)
+        P[i, start:end] = 1.0 / (end - start)
+    return P
+
+
+def adaptive_avg_pool2d(x: Any, output_size: int | None | tuple[int | None, int | None]) -> Tensor:
+    """The mean over each of output_size bins per axis, whatever the input's size (PyTorch's bins: bin i of
+    n over a length L covers [floor(i L / n), ceil((i + 1) L / n))); None keeps an axis' size.
+
+    The mean is linear: out = P_h x P_w^T with the averaging matrices P, so the vjp is P_h^T g P_w.
+
+    >>> adaptive_avg_pool2d(Tensor(np.arange(16.0).reshape(1, 1, 4, 4)), (1, 2)).data[0, 0].tolist()
+    [[6.5, 8.5]]
+    """
+    x = _image("adaptive_avg_pool2d", x)
+    items = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size, output_size)
+    size = x.data.shape[2:]
+    if len(items) != 2 or not all(i is None or (isinstance(i, numbers.Integral) and not isinstance(i, bool)
+                                                and i >= 1) for i in items):
+        raise ValueError(f"adaptive_avg_pool2d: output_size must be a positive integer, None or a pair of them, "
+                         f"got {output_size!r}")
+    out = tuple(s if i is None else int(i) for i, s in zip(items, size))
+    if min(size) < 1:
+        raise ShapeError(f"adaptive_avg_pool2d: input of shape {x.data.shape} has an empty spatial axis")
+    dtype = x.data.dtype
+    bins = tuple(_adaptive_bins(s, o).astype(dtype) for s, o in zip(size, out))
+    return node(ADAPTIVE_AVG_POOL2D, (x,), {"bins": bins})
+
+
+def _adaptive_forward(X: np.ndarray, bins: tuple[np.ndarray, np.ndarray]) -> tuple:
+    Ph, Pw = bins
+    return np.einsum("ih,nchw,jw->ncij", Ph, X, Pw, optimize=True), bins
+
+
+ADAPTIVE_AVG_POOL2D = deftensorop(
+    "adaptive_avg_pool2d", _adaptive_forward,
+    lambda g, res, needs: (np.einsum("ih,ncij,jw->nchw", res[0], g, res[1], optimize=True),),
+    lambda res, t: _adaptive_forward(t[0], res)[0],
+    "the mean over each of a fixed number of bins per axis: P_h x P_w^T")
 
 
 def global_avg_pool2d(x: Any) -> Tensor:

@@ -474,8 +474,8 @@ class Sequential(Module):
 # Convolution, pooling and batch normalisation (their ops are in microgradx.functional)
 # ---------------------------------------------------------------------------------------------------------
 
-__all__ += ["Conv2d", "Conv1d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "Flatten", "BatchNorm1d", "BatchNorm2d",
-            "RNNCell", "LSTMCell", "GRUCell", "RNN"]
+__all__ += ["Conv2d", "Conv1d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "GlobalAvgPool2d", "Flatten",
+            "BatchNorm1d", "BatchNorm2d", "RNNCell", "LSTMCell", "GRUCell", "RNN"]
 
 
 class Conv2d(Module):
@@ -527,9 +527,8 @@ class Conv2d(Module):
                     self.padding_mode)
 
     def extra_repr(self) -> str:
-        extra = "".join(f", {k}={v!r}" for k, v, default in (
-            ("dilation", self.dilation, 1), ("groups", self.groups, 1), ("bias", self.bias is not None, True),
-            ("padding_mode", self.padding_mode, "zeros")) if v != default)
+        extra = _options(dilation=(self.dilation, 1), groups=(self.groups, 1), bias=(self.bias is not None, True),
+                         padding_mode=(self.padding_mode, "zeros"))
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding!r}{extra}")
 
@@ -553,21 +552,26 @@ class Conv1d(Conv2d):
 
 
 class MaxPool2d(Module):
-    """The maximum of each k x k window (stride k by default); a tie sends the gradient to the first maximum.
+    """The maximum of each window (stride = the window by default); a tie sends the gradient to the first maximum.
 
-    ``kernel_size`` is PyTorch's name for k; the older spelling ``k=`` is accepted too (one argument).
+    PyTorch's arguments: ``kernel_size`` (the older spelling ``k=`` is accepted too), ``stride``, ``padding``
+    (-inf borders, at most half a window), ``dilation`` and ``ceil_mode`` (keep a last, partial window).
 
     >>> MaxPool2d(2)(Tensor(np.arange(16.0).reshape(1, 1, 4, 4))).data[0, 0].tolist()
     [[5.0, 7.0], [13.0, 15.0]]
+    >>> MaxPool2d(3, stride=2, padding=1, ceil_mode=True)(Tensor(np.ones((1, 1, 6, 6)))).shape
+    (1, 1, 4, 4)
     """
 
     def __init__(self, kernel_size: int | tuple[int, int] | None = None,
-                 stride: int | tuple[int, int] | None = None, *, k: int | tuple[int, int] | None = None) -> None:
+                 stride: int | tuple[int, int] | None = None, padding: int | tuple[int, int] = 0,
+                 dilation: int | tuple[int, int] = 1, ceil_mode: bool = False, *,
+                 k: int | tuple[int, int] | None = None) -> None:
         super().__init__()
         self.kernel_size = _spelled(type(self).__name__, {"kernel_size": kernel_size, "k": k}, None)
         if self.kernel_size is None:
             raise TypeError(f"{type(self).__name__} needs kernel_size, the window size k")
-        self.stride = stride
+        self.stride, self.padding, self.dilation, self.ceil_mode = stride, padding, dilation, bool(ceil_mode)
 
     @property
     def k(self) -> int | tuple[int, int]:
@@ -575,23 +579,66 @@ class MaxPool2d(Module):
         return self.kernel_size
 
     def forward(self, x: Any) -> Tensor:
-        """max_pool2d(x, kernel_size, stride)."""
-        return F.max_pool2d(x, self.kernel_size, self.stride)
+        """max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)."""
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
 
     def extra_repr(self) -> str:
-        return f"{self.kernel_size}" + (f", stride={self.stride}" if self.stride is not None else "")
+        return f"{self.kernel_size}" + _options(stride=(self.stride, None), padding=(self.padding, 0),
+                                                dilation=(self.dilation, 1),
+                                                ceil_mode=(self.ceil_mode, False))
+
+
+def _options(**given: tuple[Any, Any]) -> str:
+    """", name=value" for each (value, default) pair whose value is not the default."""
+    return "".join(f", {name}={value!r}" for name, (value, default) in given.items() if value != default)
 
 
 class AvgPool2d(MaxPool2d):
-    """The mean of each k x k window (stride k by default).
+    """The mean of each window (stride = the window by default), PyTorch's arguments: ``padding`` (zero borders),
+    ``ceil_mode``, ``count_include_pad`` (divide by the entries inside the padded input, or only the input's)
+    and ``divisor_override``.
 
     >>> AvgPool2d(2)(Tensor(np.ones((1, 3, 4, 4)))).shape
     (1, 3, 2, 2)
     """
 
+    def __init__(self, kernel_size: int | tuple[int, int] | None = None,
+                 stride: int | tuple[int, int] | None = None, padding: int | tuple[int, int] = 0,
+                 ceil_mode: bool = False, count_include_pad: bool = True, divisor_override: int | None = None, *,
+                 k: int | tuple[int, int] | None = None) -> None:
+        super().__init__(kernel_size, stride, padding, 1, ceil_mode, k=k)
+        self.count_include_pad, self.divisor_override = bool(count_include_pad), divisor_override
+
     def forward(self, x: Any) -> Tensor:
-        """avg_pool2d(x, kernel_size, stride)."""
-        return F.avg_pool2d(x, self.kernel_size, self.stride)
+        """avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)."""
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad,
+                            self.divisor_override)
+
+    def extra_repr(self) -> str:
+        return f"{self.kernel_size}" + _options(stride=(self.stride, None), padding=(self.padding, 0),
+                                                ceil_mode=(self.ceil_mode, False),
+                                                count_include_pad=(self.count_include_pad, True),
+                                                divisor_override=(self.divisor_override, None))
+
+
+class AdaptiveAvgPool2d(Module):
+    """(N, C, H, W) -> (N, C, *output_size): the mean over output_size bins per axis, for any input size
+    (None keeps an axis). ``AdaptiveAvgPool2d(1)`` is a global average that keeps the 1 x 1 axes.
+
+    >>> AdaptiveAvgPool2d((2, None))(Tensor(np.ones((1, 3, 5, 7)))).shape
+    (1, 3, 2, 7)
+    """
+
+    def __init__(self, output_size: int | None | tuple[int | None, int | None]) -> None:
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x: Any) -> Tensor:
+        """adaptive_avg_pool2d(x, output_size)."""
+        return F.adaptive_avg_pool2d(x, self.output_size)
+
+    def extra_repr(self) -> str:
+        return f"{self.output_size!r}"
 
 
 class GlobalAvgPool2d(Module):

@@ -230,3 +230,97 @@ def test_pad_modes_are_pytorchs_and_their_gradient_adds_back_to_the_source(mode,
         if value:
             got[value] += g
     assert x.grad[0].tolist() == [got[1], got[2], got[3]]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pooling options
+# ---------------------------------------------------------------------------------------------------------
+
+MAX_POOL_OPTIONS = [
+    dict(kernel_size=2),
+    dict(kernel_size=3, stride=2, padding=1),
+    dict(kernel_size=2, ceil_mode=True),
+    dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
+    dict(kernel_size=(2, 3), stride=(1, 2), padding=(1, 1), ceil_mode=True),
+    dict(kernel_size=2, stride=1, dilation=2, padding=1),
+]
+AVG_POOL_OPTIONS = [
+    dict(kernel_size=2),
+    dict(kernel_size=3, stride=2, padding=1),
+    dict(kernel_size=3, stride=2, padding=1, count_include_pad=False),
+    dict(kernel_size=2, ceil_mode=True),
+    dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
+    dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+    dict(kernel_size=(2, 3), stride=(3, 2), padding=(1, 0), ceil_mode=True),
+    dict(kernel_size=2, padding=1, divisor_override=3),
+]
+ADAPTIVE_SIZES = [1, 3, (2, 4), (None, 2), (5, 7), (4, None)]
+
+
+def distinct(shape, seed):
+    """Random values without ties, so that max pooling is differentiable at the point."""
+    rng = np.random.default_rng(seed)
+    return rng.permutation(int(np.prod(shape))).reshape(shape) * 0.1 + rng.normal(size=shape) * 0.01
+
+
+@pytest.mark.parametrize("opts", MAX_POOL_OPTIONS, ids=conv_id)
+def test_max_pool_options_match_central_differences_and_pytorch(opts):
+    x = Tensor(distinct((2, 3, 7, 8), 1))
+    pool = nn.MaxPool2d(**opts)
+    check_central(lambda: pool(x), {"x": x})
+    torch = pytest.importorskip("torch", reason=NO_TORCH)
+    compare_with_torch(torch, pool, torch.nn.MaxPool2d(**opts), distinct((2, 3, 9, 6), 2), np.random.default_rng(3))
+
+
+@pytest.mark.parametrize("opts", AVG_POOL_OPTIONS, ids=conv_id)
+def test_avg_pool_options_match_central_differences_and_pytorch(opts):
+    rng = np.random.default_rng(4)
+    x = Tensor(rng.normal(size=(2, 3, 7, 8)))
+    pool = nn.AvgPool2d(**opts)
+    check_central(lambda: pool(x), {"x": x})
+    torch = pytest.importorskip("torch", reason=NO_TORCH)
+    compare_with_torch(torch, pool, torch.nn.AvgPool2d(**opts), rng.normal(size=(2, 3, 9, 6)), rng)
+
+
+@pytest.mark.parametrize("size", ADAPTIVE_SIZES, ids=str)
+def test_adaptive_avg_pool_matches_central_differences_and_pytorch(size):
+    rng = np.random.default_rng(5)
+    x = Tensor(rng.normal(size=(2, 3, 7, 5)))
+    pool = nn.AdaptiveAvgPool2d(size)
+    check_central(lambda: pool(x), {"x": x})
+    torch = pytest.importorskip("torch", reason=NO_TORCH)
+    compare_with_torch(torch, pool, torch.nn.AdaptiveAvgPool2d(size), rng.normal(size=(2, 3, 9, 6)), rng)
+
+
+def test_adaptive_avg_pool_bins_are_the_means_of_pytorchs_ranges():
+    X = np.arange(2 * 5 * 7, dtype=float).reshape(1, 2, 5, 7)
+    out = F.adaptive_avg_pool2d(Tensor(X), (2, 3)).data
+    # bins of 5 rows into 2: [0, 3) and [2, 5); of 7 columns into 3: [0, 3), [2, 5), [4, 7)
+    for i, (r0, r1) in enumerate([(0, 3), (2, 5)]):
+        for j, (c0, c1) in enumerate([(0, 3), (2, 5), (4, 7)]):
+            assert out[0, 1, i, j] == pytest.approx(X[0, 1, r0:r1, c0:c1].mean(), rel=1e-14)
+
+
+def test_ceil_mode_keeps_the_partial_window_and_padding_counts_as_pytorch_says():
+    x = Tensor(np.arange(25.0).reshape(1, 1, 5, 5))
+    assert F.max_pool2d(x, 2, ceil_mode=True).data[0, 0].tolist() == [[6, 8, 9], [16, 18, 19], [21, 23, 24]]
+    avg = F.avg_pool2d(x, 2, ceil_mode=True).data[0, 0]
+    assert avg[2, 2] == 24.0 and avg[0, 2] == (4 + 9) / 2  # a partial window divides by its own entries
+    padded = F.avg_pool2d(x, 3, stride=2, padding=1).data[0, 0]
+    assert padded[0, 0] == pytest.approx((0 + 1 + 5 + 6) / 9)  # the zeros of the padding count
+    assert F.avg_pool2d(x, 3, 2, 1, count_include_pad=False).data[0, 0, 0, 0] == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: F.max_pool2d(np.ones((1, 1, 4, 4)), 2, padding=2), ValueError,
+     r"max_pool2d: padding \(2, 2\) must be at most half of the window \(2, 2\)"),
+    (lambda: F.avg_pool2d(np.ones((1, 1, 4, 4)), 2, divisor_override=0), ValueError,
+     r"avg_pool2d: divisor_override must be a positive integer or None, got 0"),
+    (lambda: F.adaptive_avg_pool2d(np.ones((1, 1, 4, 4)), (0, 2)), ValueError,
+     r"adaptive_avg_pool2d: output_size must be a positive integer, None or a pair of them, got \(0, 2\)"),
+    (lambda: F.adaptive_avg_pool2d(np.ones((4, 4)), 2), ShapeError,
+     r"adaptive_avg_pool2d: input must have shape \(N, C, H, W\), got \(4, 4\)"),
+])
+def test_pool_options_refuse_bad_arguments_with_clear_errors(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
