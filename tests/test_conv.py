@@ -324,3 +324,33 @@ def test_ceil_mode_keeps_the_partial_window_and_padding_counts_as_pytorch_says()
 def test_pool_options_refuse_bad_arguments_with_clear_errors(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Every new layer in one graph: checked, drawn and stepped like the others
+# ---------------------------------------------------------------------------------------------------------
+
+def option_net():
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding="same", padding_mode="reflect", dilation=2, groups=2, dtype=F64, rng=0),
+        nn.Tanh(), nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True),
+        nn.AvgPool2d(2, stride=1, padding=1, count_include_pad=False), nn.AdaptiveAvgPool2d((2, 3)))
+
+
+def test_a_graph_of_every_option_passes_the_gradient_check_and_is_drawn_and_stepped():
+    from microgradx import check_gradients, draw, step
+
+    x = Tensor(np.random.default_rng(0).normal(size=(2, 2, 7, 6)), label="x")
+    seq = Tensor(np.random.default_rng(1).normal(size=(2, 3, 8)), label="seq")
+    out = option_net()(x).sum() + nn.Conv1d(3, 2, 3, padding=1, padding_mode="replicate", dtype=F64, rng=1)(seq).sum()
+    report = check_gradients(out)
+    assert report.ok, str(report)
+    source = draw(out).source
+    for label in ("pad (reflect)", "conv2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "pad (replicate)",
+                  "conv1d"):
+        assert label in source, label
+    s = step(out)
+    events = list(s)
+    assert s.run().done
+    stepped = {e.node.op_name for e in events if e.node.parents}
+    assert {"conv2d", "conv1d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"} <= stepped, stepped
