@@ -21,7 +21,8 @@ from .ops import numpy_math
 
 __all__ = ["ENABLED", "reference_only", "all_finite", "first_nonfinite", "array_math", "weight_layout",
            "linear_forward", "linear_vjp", "cross_entropy_forward", "cross_entropy_vjp",
-           "max_abs_bound", "scaled_bound", "add_in_place_if_finite", "conv2d_forward", "conv2d_vjp"]
+           "max_abs_bound", "scaled_bound", "add_in_place_if_finite", "conv2d_forward", "conv2d_vjp",
+           "max_pool2d_forward", "max_pool2d_vjp", "avg_pool2d_forward"]
 
 ENABLED = True  # read by the node builder on every node: the fast kernels run when True
 
@@ -378,3 +379,64 @@ def conv2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
     if nb and needs[2]:
         gb = np.add.reduce(ge, axis=2).reshape(o)
     return (gx, gW, gb)[:2 + nb]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pooling: one pass per window tap over the output (the twins of functional's pooling rows)
+# ---------------------------------------------------------------------------------------------------------
+
+def _pool_taps(Xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
+               out: tuple[int, int]) -> Iterator[np.ndarray]:
+    """For each window tap (i, j), in row-major order, the (N, C, Ho, Wo) view of the entries it reads."""
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out
+    for i in range(kh):
+        for j in range(kw):
+            r, c = i * dh, j * dw
+            yield Xp[:, :, r:r + sh * (ho - 1) + 1:sh, c:c + sw * (wo - 1) + 1:sw]
+
+
+def _padded(X: np.ndarray, padding: Any, fill: float) -> np.ndarray:
+    return np.pad(X, ((0, 0), (0, 0), *padding), constant_values=fill) if np.any(padding) else X
+
+
+def max_pool2d_forward(X: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padding: Any,
+                       dilation: tuple[int, int], out: tuple[int, int]) -> tuple:
+    """The reference's window maxima, as a running ``np.maximum`` over the taps.
+
+    The reference copies every window into a (..., kh kw) array and takes ``argmax`` along that short axis,
+    one slow call per window; here each tap is one vectorised operation over the whole output.
+    """
+    Xp = _padded(X, padding, -np.inf)
+    taps = _pool_taps(Xp, kernel, stride, dilation, out)
+    best = next(taps).copy()
+    for tap in taps:
+        np.maximum(best, tap, out=best)
+    return best, (X.shape, Xp, best, kernel, stride, padding, dilation, out)
+
+
+def max_pool2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+    """g added, tap by tap, to the entries that are their window's maximum; the first such tap in row-major
+    order takes it (the reference's tie rule), so later equal taps are masked out."""
+    shape, Xp, best, kernel, stride, ((pt, _), (pl, _)), dilation, out = res
+    gpad = np.zeros(Xp.shape, dtype=g.dtype)
+    open_ = np.ones(best.shape, dtype=bool)  # windows whose maximum has not been found yet
+    for tap, gtap in zip(_pool_taps(Xp, kernel, stride, dilation, out),
+                         _pool_taps(gpad, kernel, stride, dilation, out)):
+        hit = tap == best
+        hit &= open_
+        open_ ^= hit
+        gtap += g * hit  # overlapping windows add up
+    return (gpad[:, :, pt:pt + shape[2], pl:pl + shape[3]],)
+
+
+def avg_pool2d_forward(X: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padding: Any,
+                       out: tuple[int, int], divisor: np.ndarray) -> tuple:
+    """The reference's window means as a sum over the taps (no copy of the windows), residuals as the
+    reference's, whose vjp it shares."""
+    Xp = _padded(X, padding, 0.0)
+    taps = _pool_taps(Xp, kernel, stride, (1, 1), out)
+    total = next(taps).copy()
+    for tap in taps:
+        total += tap
+    total *= (1.0 / divisor).astype(X.dtype)
+    return total, (X.shape, Xp.shape, X.dtype, kernel, stride, padding, out, divisor)

@@ -416,7 +416,8 @@ def _max_pool2d_jvp(res: tuple, t: Sequence[np.ndarray]) -> np.ndarray:
 
 
 MAX_POOL2D = deftensorop("max_pool2d", _max_pool2d_forward, _max_pool2d_vjp, _max_pool2d_jvp,
-                         "the largest entry of each window; a tie goes to the first, as PyTorch's CPU kernel")
+                         "the largest entry of each window; a tie goes to the first, as PyTorch's CPU kernel",
+                         fast=Kernel(fast.max_pool2d_forward, fast.max_pool2d_vjp))
 
 
 def avg_pool2d(x: Any, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
@@ -472,7 +473,7 @@ def _avg_pool2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple
 
 AVG_POOL2D = deftensorop("avg_pool2d", _avg_pool2d_forward, _avg_pool2d_vjp,
                          lambda res, t: _avg_pool2d_forward(t[0], *res[3:])[0],
-                         "the mean of each window")
+                         "the mean of each window", fast=Kernel(fast.avg_pool2d_forward, _avg_pool2d_vjp))
 
 
 def _adaptive_bins(size: int, out: int) -> np.ndarray:

@@ -105,6 +105,7 @@ def test_conv2d_options_match_central_differences_both_paths(opts):
         check_central(lambda: conv(x), {"x": x, **dict(conv.named_parameters())}, seed=1)
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
 @pytest.mark.parametrize("opts", CONV2D_OPTIONS, ids=conv_id)
 def test_conv2d_options_match_pytorch(torch, opts):
     rng = np.random.default_rng(3)
@@ -354,3 +355,33 @@ def test_a_graph_of_every_option_passes_the_gradient_check_and_is_drawn_and_step
     assert s.run().done
     stepped = {e.node.op_name for e in events if e.node.parents}
     assert {"conv2d", "conv1d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"} <= stepped, stepped
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from(["max", "avg"]), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3),
+       st.integers(0, 1), st.booleans(), st.booleans(), st.sampled_from(["float32", "float64"]), st.booleans(),
+       st.integers(0, 2**31))
+def test_fast_pooling_agrees_with_the_reference(kind, kh, kw, sh, sw, p, ceil, ties, dtype, dilate, seed):
+    rng = np.random.default_rng(seed)
+    p = min(p, kh // 2, kw // 2)
+    X = rng.normal(size=(2, 3, int(rng.integers(2 * kh, 10)), int(rng.integers(2 * kw, 10))))
+    if ties:  # few distinct values: windows with several maxima, where the first one must win on both paths
+        X = np.round(X)
+    X = X.astype(dtype)
+
+    def build(x):
+        if kind == "max":
+            return F.max_pool2d(x, (kh, kw), (sh, sw), p, 2 if dilate and 2 * p <= kh + 1 else 1, ceil)
+        return F.avg_pool2d(x, (kh, kw), (sh, sw), p, ceil, count_include_pad=bool(seed % 2))
+    found = []
+    for reference in (False, True):
+        x = Tensor(X.copy())
+        with fast.reference_only() if reference else contextlib.nullcontext():
+            out = build(x)
+            out.backward(np.random.default_rng(1).normal(size=out.shape).astype(dtype))
+        found.append((out.data, x.grad))
+    (fo, fg), (ro, rg) = found
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    assert fo.dtype == ro.dtype == fg.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(fo, ro, rtol=tol, atol=tol)
+    np.testing.assert_allclose(fg, rg, rtol=tol, atol=tol)
