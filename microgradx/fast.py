@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from .ops import numpy_math
 
@@ -285,13 +286,13 @@ def add_in_place_if_finite(theta: np.ndarray, delta: np.ndarray, delta_bound: fl
 
 def _conv_plan(xshape: tuple[int, ...], wshape: tuple[int, ...], stride: tuple[int, int],
                padding: tuple[tuple[int, int], tuple[int, int]], dilation: tuple[int, int]) -> tuple:
-    """Where each kernel tap's row of the unrolled matrix starts in the flattened phase images.
+    """Where each kernel tap's rows of the unrolled matrix start in the flattened phase images.
 
     The padded image is split into sh * sw phases (rows a, a + sh, ...; columns b, b + sw, ...), each of
-    Hq x Wq entries; in its phase every tap reads at stride 1. Flattening (batch, row, column) of a phase into
-    one axis, output position (n, p, q) sits at n Hq Wq + p Wq + q, and tap (i, j) reads the entry
-    ``offset`` further on: one contiguous slice per tap serves the whole batch. Positions with q >= Wo (or
-    p >= Ho) are computed too and thrown away; the valid ones never read across a row.
+    Hq x Wq entries; in its phase every tap reads at stride 1. Flattening (row, column) of a phase image,
+    output position (p, q) sits at p Wq + q and tap (i, j) reads the entry ``offset`` further on: one
+    contiguous slice per tap and image. The m = (Ho - 1) Wq + Wo positions up to the last valid one are
+    computed; those with q >= Wo (Wq - Wo per row) are thrown away, and the valid ones never read across a row.
     """
     n, c, h, w = xshape
     kh, kw = wshape[2:]
@@ -301,24 +302,40 @@ def _conv_plan(xshape: tuple[int, ...], wshape: tuple[int, ...], stride: tuple[i
     hq, wq = -(-hp // sh), -(-wp // sw)
     taps = [(((i * dh) % sh) * sw + (j * dw) % sw, ((i * dh) // sh) * wq + (j * dw) // sw)
             for i in range(kh) for j in range(kw)]
-    length = (n - 1) * hq * wq + (ho - 1) * wq + wo  # up to the last valid output position
-    return hp, wp, ho, wo, hq, wq, taps, length
+    return hp, wp, ho, wo, hq, wq, taps, (ho - 1) * wq + wo
+
+
+def _valid(a: np.ndarray, n: int, m: int, ho: int, wo: int, wq: int) -> np.ndarray:
+    """The (rows, N, Ho, Wo) view of the valid positions of ``a`` (rows, N m): no copy."""
+    size = a.itemsize
+    return as_strided(a, (a.shape[0], n, ho, wo), (a.strides[0], m * size, wq * size, size))
+
+
+def _grouped_matmul(A: np.ndarray, B: np.ndarray, groups: int) -> np.ndarray:
+    """A @ B group by group: A (G a, k), B (G k, l) -> (G a, l); one BLAS call when G = 1."""
+    if groups == 1:
+        return A @ B
+    a, k = A.shape[0] // groups, B.shape[0] // groups
+    out = np.empty((A.shape[0], B.shape[1]), dtype=B.dtype)
+    for g in range(groups):
+        np.matmul(A[g * a:(g + 1) * a], B[g * k:(g + 1) * k], out=out[g * a:(g + 1) * a])
+    return out
 
 
 def conv2d_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, stride: tuple[int, int],
                    padding: tuple[tuple[int, int], tuple[int, int]], dilation: tuple[int, int],
                    groups: int) -> tuple:
-    """The reference's convolution as one matrix product per group over the unrolled phase images.
+    """The reference's convolution as one matrix product (per group) over the unrolled phase images.
 
     The reference contracts the (n, c, ho, wo, kh, kw) window view, which gathers ho * wo short rows per
-    tap; here each tap copies one long contiguous slice (``_conv_plan``), about three times less copying
-    work, and the input gradient is folded back the same way. ``benchmarks/conv.py`` measures it.
+    tap; here each tap copies one contiguous slice per image (``_conv_plan``), and the input gradient is
+    folded back the same way, at the price of (Wq - Wo) / Wo more columns in the products.
+    ``benchmarks/conv.py`` measures it.
     """
     n, c, h, w = X.shape
     o, cg, kh, kw = W.shape
     (sh, sw), ((pt, _), (pl, _)) = stride, padding
-    hp, wp, ho, wo, hq, wq, taps, length = _conv_plan(X.shape, W.shape, stride, padding, dilation)
-    size = n * hq * wq
+    hp, wp, ho, wo, hq, wq, taps, m = _conv_plan(X.shape, W.shape, stride, padding, dilation)
     phases = np.zeros((c, sh * sw, n, hq, wq), dtype=X.dtype)
     if sh == sw == 1:
         phases[:, 0, :, pt:pt + h, pl:pl + w] = X.transpose(1, 0, 2, 3)
@@ -329,16 +346,14 @@ def conv2d_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, stride: tupl
             for b in range(sw):
                 part = padded[:, :, a::sh, b::sw]
                 phases[:, a * sw + b, :, :part.shape[2], :part.shape[3]] = part
-    flat = phases.reshape(c, sh * sw, size)
-    cols = np.empty((c, kh * kw, length), dtype=X.dtype)
+    flat = phases.reshape(c, sh * sw, n, hq * wq)
+    cols = np.empty((c, kh * kw, n, m), dtype=X.dtype)
     for k, (phase, offset) in enumerate(taps):
-        cols[:, k] = flat[:, phase, offset:offset + length]
-    cols = cols.reshape(groups, cg * kh * kw, length)
-    Wg = W.reshape(groups, o // groups, cg * kh * kw)
-    full = np.empty((groups, o // groups, size), dtype=X.dtype)
-    np.matmul(Wg, cols, out=full[:, :, :length])
-    valid = full.reshape(o, n, hq, wq)[:, :, :ho, :wo].transpose(1, 0, 2, 3)
+        cols[:, k] = flat[:, phase, :, offset:offset + m]
+    cols = cols.reshape(c * kh * kw, n * m)
+    full = _grouped_matmul(W.reshape(o, cg * kh * kw), cols, groups)        # (o, n m)
     out = np.empty((n, o, ho, wo), dtype=X.dtype)
+    valid = _valid(full, n, m, ho, wo, wq).transpose(1, 0, 2, 3)
     if bias:
         np.add(valid, bias[0].reshape(1, o, 1, 1), out=out)
     else:
@@ -352,18 +367,17 @@ def conv2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
     n, c, h, w = xshape
     o, cg, kh, kw = W.shape
     (sh, sw), ((pt, _), (pl, _)) = stride, padding
-    hp, wp, ho, wo, hq, wq, taps, length = _conv_plan(xshape, W.shape, stride, padding, dilation)
-    size = n * hq * wq
-    # g spread over the flattened positions, zero at the thrown-away ones so that they add nothing
-    spread = np.zeros((o, n, hq, wq), dtype=g.dtype)
-    spread[:, :, :ho, :wo] = g.transpose(1, 0, 2, 3)
-    ge = spread.reshape(groups, o // groups, size)[:, :, :length]
+    hp, wp, ho, wo, hq, wq, taps, m = _conv_plan(xshape, W.shape, stride, padding, dilation)
+    # g spread over the computed positions, zero at the thrown-away ones so that they add nothing
+    ge = np.zeros((o, n * m), dtype=g.dtype)
+    _valid(ge, n, m, ho, wo, wq)[...] = g.transpose(1, 0, 2, 3)
     gx = gW = gb = None
     if needs[0]:
-        dcols = (W.reshape(groups, o // groups, -1).transpose(0, 2, 1) @ ge).reshape(c, kh * kw, length)
-        dflat = np.zeros((c, sh * sw, size), dtype=g.dtype)
+        Wt = W.reshape(groups, o // groups, cg * kh * kw).transpose(0, 2, 1).reshape(c * kh * kw, o // groups)
+        dcols = _grouped_matmul(np.ascontiguousarray(Wt), ge, groups).reshape(c, kh * kw, n, m)
+        dflat = np.zeros((c, sh * sw, n, hq * wq), dtype=g.dtype)
         for k, (phase, offset) in enumerate(taps):
-            dflat[:, phase, offset:offset + length] += dcols[:, k]
+            dflat[:, phase, :, offset:offset + m] += dcols[:, k]
         dphases = dflat.reshape(c, sh * sw, n, hq, wq)
         if sh == sw == 1:
             dpad = dphases[:, 0]
@@ -375,9 +389,14 @@ def conv2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
                     part[...] = dphases[:, a * sw + b, :, :part.shape[2], :part.shape[3]]
         gx = np.ascontiguousarray(dpad[:, :, pt:pt + h, pl:pl + w].transpose(1, 0, 2, 3))
     if needs[1]:
-        gW = (ge @ cols.transpose(0, 2, 1)).reshape(W.shape)
+        if groups == 1:
+            gW = (ge @ cols.T).reshape(W.shape)
+        else:
+            og, k = o // groups, cg * kh * kw
+            gW = np.concatenate([ge[i * og:(i + 1) * og] @ cols[i * k:(i + 1) * k].T
+                                 for i in range(groups)]).reshape(W.shape)
     if nb and needs[2]:
-        gb = np.add.reduce(ge, axis=2).reshape(o)
+        gb = np.add.reduce(ge, axis=1)
     return (gx, gW, gb)[:2 + nb]
 
 
