@@ -3,7 +3,8 @@
 Three layers: a first layer 1 -> 16 channels (no input gradient needed, as for data), a hidden layer 16 -> 32
 channels (input gradient included), and the same with stride 2. The engines get the same arrays and the same
 upstream gradient and take turns call by call: microgradx (its fast path, ``microgradx.fast``), its readable
-reference kernels (``fast.reference_only()``: what the fast path buys) and PyTorch. The table shows median
+reference kernels (``fast.reference_only()``: what the fast path buys), the matrix products alone (what
+NumPy's BLAS costs for the same work, a floor for any im2col convolution) and PyTorch. The table shows median
 milliseconds and the ratio to PyTorch (measured in the same run; skipped when torch is absent). Not a test: it
 prints figures and never fails for being slow.
 
@@ -70,6 +71,28 @@ def microgradx_step(x: np.ndarray, w: np.ndarray, b: np.ndarray, g: np.ndarray, 
         with fast.reference_only():
             return step()
     return reference_step if reference else step
+
+
+def blas_floor_step(x: np.ndarray, w: np.ndarray, b: np.ndarray, g: np.ndarray, input_grad: bool,
+                    stride: int) -> Callable[[], tuple[float, float]]:
+    """Only the matrix products an im2col convolution cannot avoid, on operands prepared beforehand: W @ cols
+    (forward), g @ cols.T and W.T @ g (backward), with no window wasted: what NumPy's BLAS alone costs."""
+    o, c = w.shape[:2]
+    positions = g.shape[0] * g.shape[2] * g.shape[3]
+    rng = np.random.default_rng(1)
+    cols = rng.random((c * 9, positions), dtype=np.float32)
+    g2 = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(o, positions)
+    wm = w.reshape(o, -1)
+
+    def step() -> tuple[float, float]:
+        t0 = time.perf_counter()
+        wm @ cols
+        t1 = time.perf_counter()
+        g2 @ cols.T
+        if input_grad:
+            wm.T @ g2
+        return t1 - t0, time.perf_counter() - t1
+    return step
 
 
 def torch_step(x: np.ndarray, w: np.ndarray, b: np.ndarray, g: np.ndarray, input_grad: bool,
@@ -139,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         steps = {"microgradx": microgradx_step(*data, input_grad, stride)}
         if not args.no_reference:
             steps["reference"] = microgradx_step(*data, input_grad, stride, reference=True)
+        steps["BLAS alone"] = blas_floor_step(*data, input_grad, stride)
         made = None if args.no_torch else torch_step(*data, input_grad, stride)
         if made is not None:
             steps["pytorch"] = made
