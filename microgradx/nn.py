@@ -555,7 +555,8 @@ class MaxPool2d(Module):
     """The maximum of each window (stride = the window by default); a tie sends the gradient to the first maximum.
 
     PyTorch's arguments: ``kernel_size`` (the older spelling ``k=`` is accepted too), ``stride``, ``padding``
-    (-inf borders, at most half a window), ``dilation`` and ``ceil_mode`` (keep a last, partial window).
+    (-inf borders, at most half a window), ``dilation`` and ``ceil_mode`` (keep a last, partial window; by
+    keyword, since PyTorch's fifth argument is ``return_indices``).
 
     >>> MaxPool2d(2)(Tensor(np.arange(16.0).reshape(1, 1, 4, 4))).data[0, 0].tolist()
     [[5.0, 7.0], [13.0, 15.0]]
@@ -565,7 +566,7 @@ class MaxPool2d(Module):
 
     def __init__(self, kernel_size: int | tuple[int, int] | None = None,
                  stride: int | tuple[int, int] | None = None, padding: int | tuple[int, int] = 0,
-                 dilation: int | tuple[int, int] = 1, ceil_mode: bool = False, *,
+                 dilation: int | tuple[int, int] = 1, *, ceil_mode: bool = False,
                  k: int | tuple[int, int] | None = None) -> None:
         super().__init__()
         self.kernel_size = _spelled(type(self).__name__, {"kernel_size": kernel_size, "k": k}, None)
@@ -606,7 +607,7 @@ class AvgPool2d(MaxPool2d):
                  stride: int | tuple[int, int] | None = None, padding: int | tuple[int, int] = 0,
                  ceil_mode: bool = False, count_include_pad: bool = True, divisor_override: int | None = None, *,
                  k: int | tuple[int, int] | None = None) -> None:
-        super().__init__(kernel_size, stride, padding, 1, ceil_mode, k=k)
+        super().__init__(kernel_size, stride, padding, 1, ceil_mode=ceil_mode, k=k)
         self.count_include_pad, self.divisor_override = bool(count_include_pad), divisor_override
 
     def forward(self, x: Any) -> Tensor:
