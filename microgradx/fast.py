@@ -341,8 +341,12 @@ def conv2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
     g2 = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(o, n * ho * wo)
     gx = gW = gb = None
     if needs[0]:
-        Wt = W.reshape(groups, o // groups, cg * kh * kw).transpose(0, 2, 1).reshape(c * kh * kw, o // groups)
-        dcols = _grouped_matmul(np.ascontiguousarray(Wt), g2, groups).reshape(c, kh, kw, n, ho, wo)
+        # NOTE: W.T as a transposed view, not a contiguous copy: BLAS takes the transpose as a flag
+        Wg, og = W.reshape(groups, o // groups, cg * kh * kw), o // groups
+        dcols = np.empty((c * kh * kw, n * ho * wo), dtype=g.dtype)
+        for i in range(groups):
+            np.matmul(Wg[i].T, g2[i * og:(i + 1) * og], out=dcols[i * cg * kh * kw:(i + 1) * cg * kh * kw])
+        dcols = dcols.reshape(c, kh, kw, n, ho, wo)
         dpad = np.zeros(padded_shape, dtype=g.dtype)
         for i in range(kh):
             for j in range(kw):
