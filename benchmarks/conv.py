@@ -1,9 +1,12 @@
 """Benchmark: forward + backward of one 3x3 convolution on a batch of 28x28 images, microgradx vs PyTorch CPU.
 
-Two layers: a first layer 1 -> 16 channels (no input gradient needed, as for data) and a hidden layer 16 -> 32
-channels (input gradient included). Both engines get the same arrays and the same upstream gradient and take
-turns call by call; the table shows median milliseconds and the ratio to PyTorch (measured in the same run;
-skipped when torch is absent). Not a test: it prints figures and never fails for being slow.
+Three layers: a first layer 1 -> 16 channels (no input gradient needed, as for data), a hidden layer 16 -> 32
+channels (input gradient included), and the same with stride 2. The engines get the same arrays and the same
+upstream gradient and take turns call by call: microgradx (its fast path, ``microgradx.fast``), its readable
+reference kernels (``fast.reference_only()``: what the fast path buys), the matrix products alone (what
+NumPy's BLAS costs for the same work, a floor for any im2col convolution) and PyTorch. The table shows median
+milliseconds and the ratio to PyTorch (measured in the same run; skipped when torch is absent). Not a test: it
+prints figures and never fails for being slow.
 
     python benchmarks/conv.py               # library thread defaults
     python benchmarks/conv.py --threads 1   # one BLAS/OpenMP thread for both engines
@@ -30,40 +33,70 @@ if _threads is not None:
 
 import numpy as np  # noqa: E402
 
+from microgradx import fast  # noqa: E402
 from microgradx import functional as F  # noqa: E402
 from microgradx.tensor import Tensor  # noqa: E402
 
-LAYERS = (("1 -> 16 (first layer)", 1, 16, False), ("16 -> 32 (hidden layer)", 16, 32, True))
+LAYERS = (("1 -> 16 (first layer)", 1, 16, False, 1), ("16 -> 32 (hidden layer)", 16, 32, True, 1),
+          ("16 -> 32, stride 2", 16, 32, True, 2))
 
 
-def arrays(n: int, cin: int, cout: int, size: int, seed: int = 0) -> tuple[np.ndarray, ...]:
+def arrays(n: int, cin: int, cout: int, size: int, stride: int, seed: int = 0) -> tuple[np.ndarray, ...]:
     """Input images, weight, bias and the upstream gradient, float32."""
     rng = np.random.default_rng(seed)
     x = rng.random((n, cin, size, size), dtype=np.float32)
     w = (rng.standard_normal((cout, cin, 3, 3)) * np.sqrt(2.0 / (cin * 9))).astype(np.float32)
     b = np.zeros(cout, np.float32)
-    g = rng.standard_normal((n, cout, size, size)).astype(np.float32)
+    out = F.conv_output_size(size, 3, stride, 1)
+    g = rng.standard_normal((n, cout, out, out)).astype(np.float32)
     return x, w, b, g
 
 
-def microgradx_step(x: np.ndarray, w: np.ndarray, b: np.ndarray, g: np.ndarray,
-                    input_grad: bool) -> Callable[[], tuple[float, float]]:
-    """One conv2d node (padding 1) and its backward from the upstream gradient g; returns (forward s, backward s)."""
+def microgradx_step(x: np.ndarray, w: np.ndarray, b: np.ndarray, g: np.ndarray, input_grad: bool, stride: int,
+                    reference: bool = False) -> Callable[[], tuple[float, float]]:
+    """One conv2d node (padding 1) and its backward from the upstream gradient g; returns (forward s, backward s).
+    With ``reference`` the readable reference kernels run instead of the fast ones."""
     xt = Tensor(x, requires_grad=input_grad)
     wt, bt = Tensor(w), Tensor(b)
 
     def step() -> tuple[float, float]:
         wt.grad = bt.grad = xt.grad = None
         t0 = time.perf_counter()
-        y = F.conv2d(xt, wt, bt, padding=1)
+        y = F.conv2d(xt, wt, bt, stride=stride, padding=1)
         t1 = time.perf_counter()
         y.backward(g)
+        return t1 - t0, time.perf_counter() - t1
+
+    def reference_step() -> tuple[float, float]:
+        with fast.reference_only():
+            return step()
+    return reference_step if reference else step
+
+
+def blas_floor_step(x: np.ndarray, w: np.ndarray, b: np.ndarray, g: np.ndarray, input_grad: bool,
+                    stride: int) -> Callable[[], tuple[float, float]]:
+    """Only the matrix products an im2col convolution cannot avoid, on operands prepared beforehand: W @ cols
+    (forward), g @ cols.T and W.T @ g (backward), with no window wasted: what NumPy's BLAS alone costs."""
+    o, c = w.shape[:2]
+    positions = g.shape[0] * g.shape[2] * g.shape[3]
+    rng = np.random.default_rng(1)
+    cols = rng.random((c * 9, positions), dtype=np.float32)
+    g2 = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(o, positions)
+    wm = w.reshape(o, -1)
+
+    def step() -> tuple[float, float]:
+        t0 = time.perf_counter()
+        wm @ cols
+        t1 = time.perf_counter()
+        g2 @ cols.T
+        if input_grad:
+            wm.T @ g2
         return t1 - t0, time.perf_counter() - t1
     return step
 
 
-def torch_step(x: np.ndarray, w: np.ndarray, b: np.ndarray, g: np.ndarray,
-               input_grad: bool) -> Callable[[], tuple[float, float]] | None:
+def torch_step(x: np.ndarray, w: np.ndarray, b: np.ndarray, g: np.ndarray, input_grad: bool,
+               stride: int) -> Callable[[], tuple[float, float]] | None:
     """The same with torch.nn.functional.conv2d, or None when torch is not installed."""
     try:
         import torch
@@ -78,22 +111,23 @@ def torch_step(x: np.ndarray, w: np.ndarray, b: np.ndarray, g: np.ndarray,
     def step() -> tuple[float, float]:
         wt.grad = bt.grad = xt.grad = None
         t0 = time.perf_counter()
-        y = torch.nn.functional.conv2d(xt, wt, bt, padding=1)
+        y = torch.nn.functional.conv2d(xt, wt, bt, stride=stride, padding=1)
         t1 = time.perf_counter()
         y.backward(gt)
         return t1 - t0, time.perf_counter() - t1
     return step
 
 
-def check_same(x: np.ndarray, w: np.ndarray, b: np.ndarray, g: np.ndarray) -> float:
+def check_same(x: np.ndarray, w: np.ndarray, b: np.ndarray, g: np.ndarray, stride: int) -> float:
     """Largest relative difference of the weight gradients of the two engines (a sanity check, not a test)."""
     import torch
 
     wt = torch.from_numpy(w.astype(np.float64)).requires_grad_()
-    torch.nn.functional.conv2d(torch.from_numpy(x.astype(np.float64)), wt, None, padding=1).backward(
+    torch.nn.functional.conv2d(torch.from_numpy(x.astype(np.float64)), wt, None, stride=stride, padding=1).backward(
         torch.from_numpy(g.astype(np.float64)))
     ours = Tensor(w.astype(np.float64))
-    F.conv2d(Tensor(x.astype(np.float64), requires_grad=False), ours, None, padding=1).backward(g.astype(np.float64))
+    F.conv2d(Tensor(x.astype(np.float64), requires_grad=False), ours, None, stride=stride, padding=1).backward(
+        g.astype(np.float64))
     ref = wt.grad.numpy()
     return float(np.abs(ours.grad - ref).max() / np.abs(ref).max())
 
@@ -107,6 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="BLAS/OpenMP threads for both engines (default: the libraries' own defaults)")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even when it is installed")
+    parser.add_argument("--no-reference", action="store_true", help="skip the reference kernels (the slowest)")
     args = parser.parse_args(argv)
     threads = ", ".join(f"{k}={os.environ[k]}" for k in THREAD_VARIABLES if k in os.environ) or "library defaults"
     torch_threads = ""
@@ -122,10 +157,13 @@ def main(argv: list[str] | None = None) -> None:
     header = f"{'layer':24s} {'engine':12s} {'forward ms':>10s} {'backward ms':>11s} {'total ms':>9s} {'x torch':>8s}"
     print(header)
     print("-" * len(header))
-    for name, cin, cout, input_grad in LAYERS:
-        data = arrays(args.batch, cin, cout, args.size)
-        steps = {"microgradx": microgradx_step(*data, input_grad)}
-        made = None if args.no_torch else torch_step(*data, input_grad)
+    for name, cin, cout, input_grad, stride in LAYERS:
+        data = arrays(args.batch, cin, cout, args.size, stride)
+        steps = {"microgradx": microgradx_step(*data, input_grad, stride)}
+        if not args.no_reference:
+            steps["reference"] = microgradx_step(*data, input_grad, stride, reference=True)
+        steps["BLAS alone"] = blas_floor_step(*data, input_grad, stride)
+        made = None if args.no_torch else torch_step(*data, input_grad, stride)
         if made is not None:
             steps["pytorch"] = made
         for step in steps.values():  # warm-up: threads, buffers, first-call costs
@@ -142,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
             ratio = f"{total / base:8.2f}" if base else f"{'-':>8s}"
             print(f"{name:24s} {engine:12s} {1e3 * fwd:10.2f} {1e3 * bwd:11.2f} {1e3 * total:9.2f} {ratio}")
         if "pytorch" in steps:
-            print(f"{'':24s} (weight gradients agree to {check_same(*data):.1e} relative, float64)")
+            print(f"{'':24s} (weight gradients agree to {check_same(*data, stride):.1e} relative, float64)")
 
 
 if __name__ == "__main__":

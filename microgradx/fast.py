@@ -21,8 +21,8 @@ from .ops import numpy_math
 
 __all__ = ["ENABLED", "reference_only", "all_finite", "first_nonfinite", "array_math", "weight_layout",
            "NonFiniteGradient", "matmul_vjp", "linear_forward", "linear_vjp", "cross_entropy_forward",
-           "cross_entropy_vjp",
-           "max_abs_bound", "scaled_bound", "add_in_place_if_finite", "sgd_step"]
+           "cross_entropy_vjp", "max_abs_bound", "scaled_bound", "add_in_place_if_finite", "sgd_step",
+           "conv2d_forward", "conv2d_vjp", "max_pool2d_forward", "max_pool2d_vjp", "avg_pool2d_forward"]
 
 ENABLED = True  # read by the node builder on every node: the fast kernels run when True
 
@@ -778,3 +778,149 @@ def value_backward(root: Any, seed: float) -> None:
 def _raise_bad_gradient(node: Any, k: int, g: float, c: float) -> None:
     from .value import _bad_gradient  # the reference's error (value.py imports this module)
     raise _bad_gradient(node, k, g, c)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Convolution: the windows of the flattened image (the twin of functional's conv2d row)
+# ---------------------------------------------------------------------------------------------------------
+
+def _grouped_matmul(A: np.ndarray, B: np.ndarray, groups: int) -> np.ndarray:
+    """A @ B group by group: A (G a, k), B (G k, l) -> (G a, l); one BLAS call when G = 1."""
+    if groups == 1:
+        return A @ B
+    a, k = A.shape[0] // groups, B.shape[0] // groups
+    out = np.empty((A.shape[0], B.shape[1]), dtype=B.dtype)
+    for g in range(groups):
+        np.matmul(A[g * a:(g + 1) * a], B[g * k:(g + 1) * k], out=out[g * a:(g + 1) * a])
+    return out
+
+
+def _tap_slices(i: int, j: int, stride: tuple[int, int], dilation: tuple[int, int],
+                out: tuple[int, int]) -> tuple[slice, slice]:
+    """The rows and columns of the padded image that kernel tap (i, j) reads for the Ho x Wo outputs."""
+    (sh, sw), (dh, dw), (ho, wo) = stride, dilation, out
+    return slice(i * dh, i * dh + sh * (ho - 1) + 1, sh), slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
+
+
+def conv2d_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, stride: tuple[int, int],
+                   padding: tuple[tuple[int, int], tuple[int, int]], dilation: tuple[int, int],
+                   groups: int) -> tuple:
+    """The reference's convolution as one matrix product per group over the unrolled windows (im2col).
+
+    The reference contracts a (n, c, ho, wo, kh, kw) window view with ``einsum``; here the windows are copied
+    into a matrix laid out (c, i, j) x (n, p, q), channels first: each kernel tap then copies whole image rows
+    for all channels at once (the input is transposed to (c, n, h, w) once), about five times faster than
+    gathering (n, p, q) x (c, i, j) windows from NCHW, and the product is a single BLAS call with no wasted
+    column. ``benchmarks/conv.py`` measures it, and what BLAS alone costs for the same products.
+    """
+    n, c, h, w = X.shape
+    o, cg, kh, kw = W.shape
+    ((pt, pb), (pl, pr)), (dh, dw), (sh, sw) = padding, dilation, stride
+    hp, wp = h + pt + pb, w + pl + pr
+    ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
+    padded = np.zeros((c, n, hp, wp), dtype=X.dtype)
+    padded[:, :, pt:pt + h, pl:pl + w] = X.transpose(1, 0, 2, 3)
+    cols = np.empty((c, kh, kw, n, ho, wo), dtype=X.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, i, j] = padded[(slice(None), slice(None), *_tap_slices(i, j, stride, dilation, (ho, wo)))]
+    cols = cols.reshape(c * kh * kw, n * ho * wo)
+    out2 = _grouped_matmul(W.reshape(o, cg * kh * kw), cols, groups)           # (o, n ho wo)
+    if bias:
+        out2 += bias[0][:, None]
+    out = np.ascontiguousarray(out2.reshape(o, n, ho, wo).transpose(1, 0, 2, 3))
+    return out, (X.shape, W, len(bias), cols, padded.shape, stride, padding, dilation, groups)
+
+
+def conv2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+    """The reference's input, weight and bias gradients from the unrolled windows: two matrix products, and
+    the input gradient folded back (col2im) with one slice-add per kernel tap over the whole batch."""
+    xshape, W, nb, cols, padded_shape, stride, ((pt, _), (pl, _)), dilation, groups = res
+    n, c, h, w = xshape
+    o, cg, kh, kw = W.shape
+    ho, wo = g.shape[2:]
+    g2 = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(o, n * ho * wo)
+    gx = gW = gb = None
+    if needs[0]:
+        # NOTE: W.T as a transposed view, not a contiguous copy: BLAS takes the transpose as a flag
+        Wg, og = W.reshape(groups, o // groups, cg * kh * kw), o // groups
+        dcols = np.empty((c * kh * kw, n * ho * wo), dtype=g.dtype)
+        for i in range(groups):
+            np.matmul(Wg[i].T, g2[i * og:(i + 1) * og], out=dcols[i * cg * kh * kw:(i + 1) * cg * kh * kw])
+        dcols = dcols.reshape(c, kh, kw, n, ho, wo)
+        dpad = np.zeros(padded_shape, dtype=g.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                dpad[(slice(None), slice(None), *_tap_slices(i, j, stride, dilation, (ho, wo)))] += dcols[:, i, j]
+        gx = np.ascontiguousarray(dpad[:, :, pt:pt + h, pl:pl + w].transpose(1, 0, 2, 3))
+    if needs[1]:
+        if groups == 1:
+            gW = (g2 @ cols.T).reshape(W.shape)
+        else:
+            og, k = o // groups, cg * kh * kw
+            gW = np.concatenate([g2[i * og:(i + 1) * og] @ cols[i * k:(i + 1) * k].T
+                                 for i in range(groups)]).reshape(W.shape)
+    if nb and needs[2]:
+        gb = np.add.reduce(g2, axis=1)
+    return (gx, gW, gb)[:2 + nb]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pooling: one pass per window tap over the output (the twins of functional's pooling rows)
+# ---------------------------------------------------------------------------------------------------------
+
+def _pool_taps(Xp: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
+               out: tuple[int, int]) -> Iterator[np.ndarray]:
+    """For each window tap (i, j), in row-major order, the (N, C, Ho, Wo) view of the entries it reads."""
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out
+    for i in range(kh):
+        for j in range(kw):
+            r, c = i * dh, j * dw
+            yield Xp[:, :, r:r + sh * (ho - 1) + 1:sh, c:c + sw * (wo - 1) + 1:sw]
+
+
+def _padded(X: np.ndarray, padding: Any, fill: float) -> np.ndarray:
+    return np.pad(X, ((0, 0), (0, 0), *padding), constant_values=fill) if np.any(padding) else X
+
+
+def max_pool2d_forward(X: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padding: Any,
+                       dilation: tuple[int, int], out: tuple[int, int]) -> tuple:
+    """The reference's window maxima, as a running ``np.maximum`` over the taps.
+
+    The reference copies every window into a (..., kh kw) array and takes ``argmax`` along that short axis,
+    one slow call per window; here each tap is one vectorised operation over the whole output.
+    """
+    Xp = _padded(X, padding, -np.inf)
+    taps = _pool_taps(Xp, kernel, stride, dilation, out)
+    best = next(taps).copy()
+    for tap in taps:
+        np.maximum(best, tap, out=best)
+    return best, (X.shape, Xp, best, kernel, stride, padding, dilation, out)
+
+
+def max_pool2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+    """g added, tap by tap, to the entries that are their window's maximum; the first such tap in row-major
+    order takes it (the reference's tie rule), so later equal taps are masked out."""
+    shape, Xp, best, kernel, stride, ((pt, _), (pl, _)), dilation, out = res
+    gpad = np.zeros(Xp.shape, dtype=g.dtype)
+    open_ = np.ones(best.shape, dtype=bool)  # windows whose maximum has not been found yet
+    for tap, gtap in zip(_pool_taps(Xp, kernel, stride, dilation, out),
+                         _pool_taps(gpad, kernel, stride, dilation, out)):
+        hit = tap == best
+        hit &= open_
+        open_ ^= hit
+        gtap += g * hit  # overlapping windows add up
+    return (gpad[:, :, pt:pt + shape[2], pl:pl + shape[3]],)
+
+
+def avg_pool2d_forward(X: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padding: Any,
+                       out: tuple[int, int], divisor: np.ndarray) -> tuple:
+    """The reference's window means as a sum over the taps (no copy of the windows), residuals as the
+    reference's, whose vjp it shares."""
+    Xp = _padded(X, padding, 0.0)
+    taps = _pool_taps(Xp, kernel, stride, (1, 1), out)
+    total = next(taps).copy()
+    for tap in taps:
+        total += tap
+    total *= (1.0 / divisor).astype(X.dtype)
+    return total, (X.shape, Xp.shape, X.dtype, kernel, stride, padding, out, divisor)

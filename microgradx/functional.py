@@ -15,9 +15,11 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .tensor import ShapeError, Tensor, as_tensor, deftensorop, node
+from . import fast
+from .tensor import Kernel, ShapeError, Tensor, as_tensor, deftensorop, node
 
-__all__ = ["conv2d", "max_pool2d", "avg_pool2d", "global_avg_pool2d", "batch_norm", "conv_output_size"]
+__all__ = ["conv2d", "conv1d", "pad", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "global_avg_pool2d",
+           "batch_norm", "conv_output_size", "pool_output_size"]
 
 
 def _pair(name: str, what: str, v: Any, least: int) -> tuple[int, int]:
@@ -28,50 +30,148 @@ def _pair(name: str, what: str, v: Any, least: int) -> tuple[int, int]:
     return int(items[0]), int(items[1])
 
 
-def _image(name: str, x: Any, dtype: Any = None) -> Tensor:
+def _image(name: str, x: Any, dtype: Any = None, ndim: int = 4) -> Tensor:
     t = x if isinstance(x, Tensor) else as_tensor(np.asarray(x, dtype=dtype))
-    if t.data.ndim != 4:
-        raise ShapeError(f"{name}: input must have shape (N, C, H, W), got {t.data.shape}")
+    if t.data.ndim != ndim:
+        want = "(N, C, H, W)" if ndim == 4 else "(N, C, L)"
+        raise ShapeError(f"{name}: input must have shape {want}, got {t.data.shape}")
     return t
 
 
-def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
-    """Output length along one axis: floor((size + 2 padding - kernel) / stride) + 1 (trailing rows dropped).
+def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
+    """Output length along one axis: floor((size + 2 padding - dilation (kernel - 1) - 1) / stride) + 1.
 
     >>> conv_output_size(28, 3, 1, 1), conv_output_size(8, 3, 2, 0), conv_output_size(7, 2, 2)
     (28, 3, 3)
+    >>> conv_output_size(9, 3, dilation=2)
+    5
     """
-    return (size + 2 * padding - kernel) // stride + 1
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def _windows(X: np.ndarray, kh: int, kw: int, sh: int, sw: int) -> np.ndarray:
-    """A view (N, C, Ho, Wo, kh, kw) of every kh x kw window at stride (sh, sw): no copy is made."""
-    return sliding_window_view(X, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
+def _windows(X: np.ndarray, kh: int, kw: int, sh: int, sw: int, dh: int = 1, dw: int = 1) -> np.ndarray:
+    """A view (N, C, Ho, Wo, kh, kw) of every kh x kw window at stride (sh, sw), its taps dilation (dh, dw)
+    apart: no copy is made."""
+    span = sliding_window_view(X, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
+    return span[:, :, ::sh, ::sw, ::dh, ::dw]
 
 
 def _fold(shape: tuple[int, ...], dtype: Any, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int,
-          piece: Any) -> np.ndarray:
-    """col2im: an array of ``shape`` (windows over its last two axes) to which each kernel position (i, j)
-    adds ``piece(i, j)`` (..., ho, wo) at rows i, i + sh, ... and columns j, j + sw, ...
+          piece: Any, dh: int = 1, dw: int = 1) -> np.ndarray:
+    """col2im: an array of ``shape`` (windows over its last two axes) to which each kernel tap (i, j) adds
+    ``piece(i, j)`` (..., ho, wo) at rows i dh, i dh + sh, ... and columns j dw, j dw + sw, ...
 
-    One strided slice-add per kernel position (kh * kw NumPy calls, each over the whole batch), which also
+    One strided slice-add per kernel tap (kh * kw NumPy calls, each over the whole batch), which also
     accumulates correctly where windows overlap (stride < kernel).
     """
     dx = np.zeros(shape, dtype=dtype)
     for i in range(kh):
         for j in range(kw):
-            dx[..., i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += piece(i, j)
+            r, c = i * dh, j * dw
+            dx[..., r:r + sh * (ho - 1) + 1:sh, c:c + sw * (wo - 1) + 1:sw] += piece(i, j)
     return dx
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Padding the spatial axes: zeros, reflect, replicate, circular (PyTorch's padding modes)
+# ---------------------------------------------------------------------------------------------------------
+
+# PyTorch's padding mode -> NumPy's np.pad mode (the one place the two spellings meet).
+PADDING_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def _source_index(size: int, before: int, after: int, mode: str) -> np.ndarray:
+    """For each position of a padded axis, the input position it copies (-1: a zero), from np.pad itself.
+
+    >>> _source_index(3, 2, 1, "reflect").tolist(), _source_index(3, 1, 1, "zeros").tolist()
+    ([2, 1, 0, 1, 2, 1], [-1, 0, 1, 2, -1])
+    """
+    kw = {"constant_values": -1} if mode == "zeros" else {}
+    return np.pad(np.arange(size), (before, after), mode=PADDING_MODES[mode], **kw)
+
+
+def pad(x: Any, widths: Sequence[tuple[int, int]], mode: str = "zeros") -> Tensor:
+    """Pad the last ``len(widths)`` axes of ``x`` by (before, after) entries each, one graph node.
+
+    ``mode``: ``"zeros"``; ``"reflect"`` (mirror without repeating the edge: needs width < size);
+    ``"replicate"`` (repeat the edge); ``"circular"`` (wrap around: needs width <= size), PyTorch's names.
+    The vjp adds each padded entry's gradient back onto the input entry it copies.
+
+    >>> pad(Tensor([[1.0, 2.0, 3.0]]), [(2, 1)], "reflect").data.tolist()
+    [[3.0, 2.0, 1.0, 2.0, 3.0, 2.0]]
+    """
+    if mode not in PADDING_MODES:
+        raise ValueError(f"pad: padding_mode must be one of {', '.join(map(repr, PADDING_MODES))}, got {mode!r}")
+    x = as_tensor(x)
+    X = x.data
+    widths = tuple((int(a), int(b)) for a, b in widths)
+    if len(widths) > X.ndim or any(a < 0 or b < 0 for a, b in widths):
+        raise ValueError(f"pad: widths {widths} do not fit input of shape {X.shape} (one non-negative pair per "
+                         "trailing axis)")
+    sizes = X.shape[X.ndim - len(widths):]
+    for size, (a, b) in zip(sizes, widths):
+        if (mode == "reflect" and max(a, b) >= size) or (mode == "circular" and max(a, b) > size):
+            raise ShapeError(f"pad: {mode} padding of {(a, b)} needs an axis longer than the padding, got an axis "
+                             f"of {size} in input of shape {X.shape}")
+    return node(PAD, (x,), {"widths": widths, "mode": mode})
+
+
+def _pad_forward(X: np.ndarray, widths: tuple[tuple[int, int], ...], mode: str) -> tuple:
+    full = ((0, 0),) * (X.ndim - len(widths)) + widths
+    return np.pad(X, full, mode=PADDING_MODES[mode]), (X.shape, widths, mode)
+
+
+def _pad_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+    shape, widths, mode = res
+    gx = g
+    for k, (a, b) in enumerate(widths):
+        axis = len(shape) - len(widths) + k
+        src = _source_index(shape[axis], a, b, mode)
+        keep = src >= 0
+        moved = np.moveaxis(gx, axis, 0)
+        acc = np.zeros((shape[axis],) + moved.shape[1:], dtype=g.dtype)
+        np.add.at(acc, src[keep], moved[keep])  # several padded entries may copy one input entry
+        gx = np.moveaxis(acc, 0, axis)
+    return (gx,)
+
+
+PAD = deftensorop("pad", _pad_forward, _pad_vjp, lambda res, t: _pad_forward(t[0], res[1], res[2])[0],
+                  "pad the trailing axes with zeros, a reflection, the edge or a wrap-around",
+                  label=lambda arg: f"pad ({arg['mode']})")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Convolution
+# ---------------------------------------------------------------------------------------------------------
+
+def _conv_padding(name: str, padding: Any, kernel: tuple[int, int], dilation: tuple[int, int],
+                  stride: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(before, after) per spatial axis from an int, a pair, ``"valid"`` (none) or ``"same"`` (the output as
+    large as the input: d (k - 1) in all, the odd one after, as PyTorch)."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0), (0, 0)
+        if padding != "same":
+            raise ValueError(f"{name}: padding must be an integer, a pair, 'valid' or 'same', got {padding!r}")
+        if stride != (1, 1):
+            raise ValueError(f"{name}: padding='same' needs stride 1 (as in PyTorch), got stride {stride}")
+        totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
+        return tuple((t // 2, t - t // 2) for t in totals)  # type: ignore[return-value]
+    ph, pw = _pair(name, "padding", padding, 0)
+    return (ph, ph), (pw, pw)
+
+
 def conv2d(x: Any, weight: Tensor, bias: Tensor | None = None, stride: int | tuple[int, int] = 1,
-           padding: int | tuple[int, int] = 0) -> Tensor:
+           padding: int | tuple[int, int] | str = 0, dilation: int | tuple[int, int] = 1, groups: int = 1,
+           padding_mode: str = "zeros") -> Tensor:
     """2-D cross-correlation (what deep learning calls convolution), NCHW, one graph node.
 
-    x: (N, C, H, W); weight: (O, C, kh, kw); bias: (O,). out[n, o, p, q] = bias[o] + sum over c, i, j of
-    weight[o, c, i, j] * xpad[n, c, p*sh + i, q*sw + j], with ``padding`` zeros on every side. The windows
-    are unrolled (im2col) into a matrix so that the forward pass and both weight and input gradients are
-    single matrix products; the input gradient is folded back (col2im) one kernel position at a time.
+    x: (N, C, H, W); weight: (O, C / groups, kh, kw); bias: (O,).
+    out[n, o, p, q] = bias[o] + sum over c, i, j of weight[o, c, i, j] * xpad[n, c', p sh + i dh, q sw + j dw],
+    where c' runs over the input channels of o's group (``groups`` splits the channels into independent
+    convolutions) and xpad is x padded by ``padding`` (an int, a pair, ``"valid"`` or ``"same"``) with
+    ``padding_mode`` (zeros, reflect, replicate, circular: a ``pad`` node before this one when not zeros).
+    Output size per axis: floor((size + 2 padding - dilation (k - 1) - 1) / stride) + 1.
 
     >>> x = Tensor(np.arange(16.0).reshape(1, 1, 4, 4), requires_grad=False)
     >>> w = Tensor(np.ones((1, 1, 2, 2)))
@@ -80,94 +180,204 @@ def conv2d(x: Any, weight: Tensor, bias: Tensor | None = None, stride: int | tup
     >>> y.sum().backward(); w.grad[0, 0].tolist()
     [[20.0, 24.0], [36.0, 40.0]]
     """
+    return _conv("conv2d", x, weight, bias, stride, padding, dilation, groups, padding_mode, 2)
+
+
+def conv1d(x: Any, weight: Tensor, bias: Tensor | None = None, stride: int = 1, padding: int | str = 0,
+           dilation: int = 1, groups: int = 1, padding_mode: str = "zeros") -> Tensor:
+    """1-D cross-correlation over (N, C, L) sequences: ``conv2d`` on a height of 1, one graph node.
+
+    weight: (O, C / groups, k); out[n, o, p] = bias[o] + sum over c, i of weight[o, c, i] xpad[n, c, p s + i d].
+
+    >>> conv1d(Tensor([[[1.0, 2.0, 3.0, 4.0]]]), Tensor([[[1.0, -1.0]]])).data.tolist()
+    [[[-1.0, -1.0, -1.0]]]
+    """
+    return _conv("conv1d", x, weight, bias, stride, padding, dilation, groups, padding_mode, 1)
+
+
+def _conv(name: str, x: Any, weight: Tensor, bias: Tensor | None, stride: Any, padding: Any, dilation: Any,
+          groups: Any, padding_mode: str, dims: int) -> Tensor:
+    """Check the arguments of conv1d / conv2d and build the node (after a ``pad`` node for non-zero modes)."""
     W = weight.data
-    x = _image("conv2d", x, W.dtype)
+    x = _image(name, x, W.dtype, dims + 2)
     X = x.data
-    sh, sw = _pair("conv2d", "stride", stride, 1)
-    ph, pw = _pair("conv2d", "padding", padding, 0)
-    if W.ndim != 4 or W.shape[1] != X.shape[1]:
-        raise ShapeError(f"conv2d: weight of shape {W.shape} does not fit input of shape {X.shape} "
-                         f"(needs (out_channels, {X.shape[1]}, kh, kw))")
+    if W.ndim != dims + 2:
+        raise ShapeError(f"{name}: weight of shape {W.shape} needs {dims + 2} axes (out_channels, in_channels / "
+                         f"groups, {'k' if dims == 1 else 'kh, kw'})")
+
+    def pair(what: str, v: Any, least: int) -> tuple[int, int]:
+        if dims == 2:
+            return _pair(name, what, v, least)
+        v = v[0] if isinstance(v, (tuple, list)) and len(v) == 1 else v
+        return (least, _pair(name, what, v, least)[1])  # a 1-D convolution is a 2-D one of height 1
+
+    strides, dil = pair("stride", stride, 1), pair("dilation", dilation, 1)
+    kernel = (1, W.shape[-1]) if dims == 1 else (W.shape[2], W.shape[3])
+    if isinstance(padding, str):
+        pads = _conv_padding(name, padding, kernel, dil, strides)
+    else:
+        ph, pw = pair("padding", padding, 0)
+        pads = ((ph, ph), (pw, pw))
+    if not (isinstance(groups, numbers.Integral) and not isinstance(groups, bool) and groups >= 1):
+        raise ValueError(f"{name}: groups must be an integer >= 1, got {groups!r}")
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"{name}: padding_mode must be one of {', '.join(map(repr, PADDING_MODES))}, got "
+                         f"{padding_mode!r}")
+    c, o = X.shape[1], W.shape[0]
+    if c % groups or o % groups or W.shape[1] * groups != c:
+        raise ShapeError(f"{name}: weight of shape {W.shape} does not fit input of shape {X.shape} with groups="
+                         f"{groups} (needs in_channels / groups = {W.shape[1]} input channels per group, and "
+                         "in_channels and out_channels both multiples of groups)")
     if X.dtype != W.dtype:
-        raise TypeError(f"conv2d: input dtype {X.dtype} differs from weight dtype {W.dtype}; convert the input "
+        raise TypeError(f"{name}: input dtype {X.dtype} differs from weight dtype {W.dtype}; convert the input "
                         "(float32 data is never silently upcast)")
-    o, c, kh, kw = W.shape
-    n, _, h, w = X.shape
-    if h + 2 * ph < kh or w + 2 * pw < kw:
-        raise ShapeError(f"conv2d: a {kh}x{kw} kernel does not fit input of shape {X.shape} with padding "
-                         f"{(ph, pw)}")
+    size = (1, X.shape[-1]) if dims == 1 else X.shape[2:]
+    if any(s + a + b < d * (k - 1) + 1 for s, k, d, (a, b) in zip(size, kernel, dil, pads)):
+        raise ShapeError(f"{name}: a kernel of {W.shape[2:]} with dilation {dil[2 - dims:]} does not fit input of "
+                         f"shape {X.shape} with padding {padding!r}")
     if bias is not None and bias.data.shape != (o,):
-        raise ShapeError(f"conv2d: bias of shape {bias.data.shape} does not fit weight of shape {W.shape} "
+        raise ShapeError(f"{name}: bias of shape {bias.data.shape} does not fit weight of shape {W.shape} "
                          f"(needs ({o},))")
+    if padding_mode != "zeros" and any(a or b for a, b in pads):
+        x = pad(x, pads[2 - dims:], padding_mode)  # a node of its own, as PyTorch pads before convolving
+        pads = ((0, 0), (0, 0))
     parents = (x, weight) if bias is None else (x, weight, bias)
-    return node(CONV2D, parents, {"stride": (sh, sw), "padding": (ph, pw)})
+    arg = {"stride": strides, "padding": pads, "dilation": dil, "groups": int(groups)}
+    return node(CONV2D if dims == 2 else CONV1D, parents, arg)
 
 
 def _conv2d_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, stride: tuple[int, int],
-                    padding: tuple[int, int]) -> tuple:
-    (sh, sw), (ph, pw) = stride, padding
-    o, c, kh, kw = W.shape
-    n, _, h, w = X.shape
-    ho, wo = conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw)
-    # NOTE: the columns are laid out (c, i, j) x (n, p, q), channels first: each kernel position then copies
-    # whole image rows, about five times faster than gathering (n, p, q) x (c, i, j) windows from NCHW.
-    padded = np.zeros((c, n, h + 2 * ph, w + 2 * pw), dtype=X.dtype)
-    padded[:, :, ph:ph + h, pw:pw + w] = X.transpose(1, 0, 2, 3)
-    cols = np.empty((c, kh, kw, n, ho, wo), dtype=X.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, i, j] = padded[:, :, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw]
-    cols = cols.reshape(c * kh * kw, n * ho * wo)
-    Wm = W.reshape(o, -1)
-    out2 = Wm @ cols                       # (o, n * ho * wo)
+                    padding: tuple[tuple[int, int], tuple[int, int]], dilation: tuple[int, int],
+                    groups: int) -> tuple:
+    # The reference: pad, take every window as a view, and contract it with the weight group by group.
+    (sh, sw), (dh, dw), G = stride, dilation, groups
+    o, cg, kh, kw = W.shape
+    Xp = np.pad(X, ((0, 0), (0, 0), *padding))
+    win = _windows(Xp, kh, kw, sh, sw, dh, dw)                    # (n, c, ho, wo, kh, kw)
+    n, c, ho, wo = win.shape[:4]
+    win = win.reshape(n, G, cg, ho, wo, kh, kw)
+    Wg = W.reshape(G, o // G, cg, kh, kw)
+    out = np.einsum("ngcpqij,gocij->ngopq", win, Wg, optimize=True).reshape(n, o, ho, wo)
     if bias:
-        out2 += bias[0][:, None]
-    out = np.ascontiguousarray(out2.reshape(o, n, ho, wo).transpose(1, 0, 2, 3))
-    return out, (X, W, len(bias), cols, padded.shape, stride, padding, ho, wo)
+        out = out + bias[0].reshape(1, o, 1, 1)
+    return out, (X, W, len(bias), win, Xp.shape, stride, padding, dilation, groups)
 
 
 def _conv2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
-    X, W, nb, cols, padded_shape, (sh, sw), (ph, pw), ho, wo = res
-    o, c, kh, kw = W.shape
+    X, W, nb, win, padded_shape, (sh, sw), ((pt, _), (pl, _)), (dh, dw), G = res
+    o, cg, kh, kw = W.shape
     n, _, h, w = X.shape
-    g2 = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(o, n * ho * wo)
+    ho, wo = g.shape[2:]
+    gg = g.reshape(n, G, o // G, ho, wo)
     gx = gW = None
-    if needs[0]:
-        dcols = (W.reshape(o, -1).T @ g2).reshape(c, kh, kw, n, ho, wo)
-        dpad = _fold(padded_shape, X.dtype, kh, kw, sh, sw, ho, wo, lambda i, j: dcols[:, i, j])
-        gx = np.ascontiguousarray(dpad[:, :, ph:ph + h, pw:pw + w].transpose(1, 0, 2, 3))
-    if needs[1]:
-        gW = (g2 @ cols.T).reshape(W.shape)
+    if needs[0]:  # each window's gradient, g times the weight, folded back onto the padded input
+        gwin = np.einsum("ngopq,gocij->ngcpqij", gg, W.reshape(G, o // G, cg, kh, kw), optimize=True)
+        gwin = gwin.reshape(n, G * cg, ho, wo, kh, kw)
+        gpad = _fold(padded_shape, X.dtype, kh, kw, sh, sw, ho, wo, lambda i, j: gwin[..., i, j], dh, dw)
+        gx = gpad[:, :, pt:pt + h, pl:pl + w]
+    if needs[1]:  # g times each window, summed over the batch and the output positions
+        gW = np.einsum("ngopq,ngcpqij->gocij", gg, win, optimize=True).reshape(W.shape)
     if not nb:
         return gx, gW
-    return gx, gW, (g2.sum(axis=1) if needs[2] else None)
+    return gx, gW, (g.sum(axis=(0, 2, 3)) if needs[2] else None)
 
 
 def _conv2d_jvp(res: tuple, t: Sequence[np.ndarray]) -> np.ndarray:
     # Bilinear in (x, W), plus the bias: d(x * W + b) = dx * W + x * dW + db.
-    X, W, nb, _, _, stride, padding, _, _ = res
-    out = _conv2d_forward(t[0], W, stride=stride, padding=padding)[0]
-    out += _conv2d_forward(X, t[1], *t[2:], stride=stride, padding=padding)[0]
-    return out
+    X, W, nb, _, _, stride, padding, dilation, groups = res
+    arg = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+    return _conv2d_forward(t[0], W, **arg)[0] + _conv2d_forward(X, t[1], *t[2:], **arg)[0]
 
 
 CONV2D = deftensorop("conv2d", _conv2d_forward, _conv2d_vjp, _conv2d_jvp,
-                     "2-D cross-correlation, NCHW, by im2col and one matrix product", checks_output=True)
+                     "2-D cross-correlation, NCHW, with stride, zero padding, dilation and groups",
+                     checks_output=True, checks_grad=True,
+                     fast=Kernel(fast.conv2d_forward, fast.conv2d_vjp))
 
 
-def _pool_args(name: str, x: Any, k: Any, stride: Any) -> tuple[Tensor, int, int, int, int]:
+def _as_1d(kernel: Kernel) -> Kernel:
+    """A 2-D kernel run on (N, C, L) as (N, C, 1, L): the forward's output and the gradients lose the height."""
+    def forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, **arg: Any) -> tuple:
+        out, res = kernel.forward(X[:, :, None], W[:, :, None], *bias, **arg)
+        return out[:, :, 0], res
+
+    def vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+        grads = kernel.vjp(g[:, :, None], res, needs)
+        return tuple(None if d is None else d[:, :, 0] if k < 2 else d for k, d in enumerate(grads))
+    return Kernel(forward, vjp)
+
+
+_CONV1D_REFERENCE = _as_1d(Kernel(_conv2d_forward, _conv2d_vjp))
+CONV1D = deftensorop("conv1d", _CONV1D_REFERENCE.forward, _CONV1D_REFERENCE.vjp,
+                     lambda res, t: _conv2d_jvp(res, [t[0][:, :, None], t[1][:, :, None], *t[2:]])[:, :, 0],
+                     "1-D cross-correlation of (N, C, L) sequences: conv2d on a height of 1",
+                     checks_output=True, checks_grad=True,
+                     fast=_as_1d(Kernel(fast.conv2d_forward, fast.conv2d_vjp)))
+
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pooling
+# ---------------------------------------------------------------------------------------------------------
+
+def pool_output_size(size: int, kernel: int, stride: int, padding: int = 0, dilation: int = 1,
+                     ceil_mode: bool = False) -> int:
+    """Windows along one axis, as PyTorch counts them: floor (or with ``ceil_mode`` ceil) of
+    (size + 2 padding - dilation (kernel - 1) - 1) / stride, plus 1; with ``ceil_mode`` a last window that
+    would start in the right-hand padding is dropped.
+
+    >>> pool_output_size(5, 2, 2), pool_output_size(5, 2, 2, ceil_mode=True)
+    (2, 3)
+    >>> pool_output_size(6, 3, 2, 1, ceil_mode=True)   # the fifth window would start in the padding
+    4
+    """
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def _pool_args(name: str, x: Any, k: Any, stride: Any, padding: Any, dilation: Any,
+               ceil_mode: bool) -> tuple[Tensor, dict[str, Any]]:
+    """The input and the row's arguments: kernel, stride, (before, after) padding per axis (``after`` covers
+    the windows ``ceil_mode`` adds), dilation and the output size."""
     x = _image(name, x)
-    kh, kw = _pair(name, "kernel size", k, 1)
-    sh, sw = (kh, kw) if stride is None else _pair(name, "stride", stride, 1)
-    h, w = x.data.shape[2:]
-    if h < kh or w < kw:
-        raise ShapeError(f"{name}: a {kh}x{kw} window does not fit input of shape {x.data.shape}")
-    return x, kh, kw, sh, sw
+    kernel = _pair(name, "kernel size", k, 1)
+    strides = kernel if stride is None else _pair(name, "stride", stride, 1)
+    pads = _pair(name, "padding", padding, 0)
+    dil = _pair(name, "dilation", dilation, 1)
+    size = x.data.shape[2:]
+    for k_, p_, d_ in zip(kernel, pads, dil):
+        if 2 * p_ > d_ * (k_ - 1) + 1:
+            raise ValueError(f"{name}: padding {pads} must be at most half of the window {kernel} (dilation {dil}), "
+                             "as in PyTorch")
+    out = tuple(pool_output_size(s, k_, st, p_, d_, bool(ceil_mode))
+                for s, k_, st, p_, d_ in zip(size, kernel, strides, pads, dil))
+    if min(out) < 1:
+        raise ShapeError(f"{name}: a {kernel[0]}x{kernel[1]} window does not fit input of shape {x.data.shape}"
+                         f"{f' with padding {pads}' if any(pads) else ''}")
+    after = tuple(max(0, (o - 1) * st + d_ * (k_ - 1) + 1 - s - p_)
+                  for o, st, d_, k_, s, p_ in zip(out, strides, dil, kernel, size, pads))
+    arg = {"kernel": kernel, "stride": strides, "padding": ((pads[0], after[0]), (pads[1], after[1])),
+           "dilation": dil, "out": out}
+    return x, arg
 
 
-def max_pool2d(x: Any, k: int | tuple[int, int], stride: int | tuple[int, int] | None = None) -> Tensor:
-    """The largest entry of each k x k window (stride defaults to k; trailing rows and columns that do not
-    fill a window are dropped).
+def _pooled_windows(X: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padding: Any,
+                    dilation: tuple[int, int], out: tuple[int, int], fill: float) -> tuple[np.ndarray, tuple]:
+    """The (N, C, Ho, Wo, kh * kw) windows of X padded with ``fill`` (a copy), and the padded shape."""
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out
+    Xp = np.pad(X, ((0, 0), (0, 0), *padding), constant_values=fill) if np.any(padding) else X
+    win = _windows(Xp, kh, kw, sh, sw, dh, dw)[:, :, :ho, :wo]
+    return win.reshape(*win.shape[:4], kh * kw), Xp.shape
+
+
+def max_pool2d(x: Any, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
+               padding: int | tuple[int, int] = 0, dilation: int | tuple[int, int] = 1,
+               ceil_mode: bool = False) -> Tensor:
+    """The largest entry of each window (stride defaults to the window; ``padding`` adds -inf borders, at most
+    half a window; ``ceil_mode`` keeps a last, partial window; the taps of a window are ``dilation`` apart).
 
     On a tie the whole gradient goes to the FIRST maximal entry of the window in row-major order (the
     top-most, then left-most), as PyTorch's CPU kernel does; overlapping windows (stride < k) add up.
@@ -175,65 +385,146 @@ def max_pool2d(x: Any, k: int | tuple[int, int], stride: int | tuple[int, int] |
     >>> x = Tensor([[[[1.0, 5.0], [5.0, 2.0]]]]); y = max_pool2d(x, 2); y.backward(np.ones((1, 1, 1, 1)))
     >>> y.data.ravel().tolist(), x.grad[0, 0].tolist()
     ([5.0], [[0.0, 1.0], [0.0, 0.0]])
+    >>> max_pool2d(Tensor(np.arange(9.0).reshape(1, 1, 3, 3)), 2, ceil_mode=True).data[0, 0].tolist()
+    [[4.0, 5.0], [7.0, 8.0]]
     """
-    x, kh, kw, sh, sw = _pool_args("max_pool2d", x, k, stride)
-    return node(MAX_POOL2D, (x,), {"kernel": (kh, kw), "stride": (sh, sw)})
+    x, arg = _pool_args("max_pool2d", x, kernel_size, stride, padding, dilation, ceil_mode)
+    return node(MAX_POOL2D, (x,), arg)
 
 
-def _max_pool2d_forward(X: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]) -> tuple:
-    (kh, kw), (sh, sw) = kernel, stride
-    flat = _windows(X, kh, kw, sh, sw)
-    n, c, ho, wo = flat.shape[:4]
-    flat = flat.reshape(n, c, ho, wo, kh * kw)
+def _max_pool2d_forward(X: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padding: Any,
+                        dilation: tuple[int, int], out: tuple[int, int]) -> tuple:
+    flat, padded_shape = _pooled_windows(X, kernel, stride, padding, dilation, out, -np.inf)
     arg = flat.argmax(axis=-1)[..., None]  # argmax returns the first maximum: the tie rule above
-    return np.take_along_axis(flat, arg, axis=-1)[..., 0], (X.shape, X.dtype, arg, kernel, stride)
+    res = (X.shape, padded_shape, X.dtype, arg, kernel, stride, padding, dilation)
+    return np.take_along_axis(flat, arg, axis=-1)[..., 0], res
 
 
 def _max_pool2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
-    shape, dtype, arg, (kh, kw), (sh, sw) = res
+    shape, padded_shape, dtype, arg, (kh, kw), (sh, sw), ((pt, _), (pl, _)), (dh, dw) = res
     n, c, ho, wo = arg.shape[:4]
-    dw = np.zeros((n, c, ho, wo, kh * kw), dtype=dtype)
-    np.put_along_axis(dw, arg, g[..., None], axis=-1)
-    dw = dw.reshape(n, c, ho, wo, kh, kw)
-    return (_fold(shape, dtype, kh, kw, sh, sw, ho, wo, lambda i, j: dw[..., i, j]),)
+    dw_ = np.zeros((n, c, ho, wo, kh * kw), dtype=dtype)
+    np.put_along_axis(dw_, arg, g[..., None], axis=-1)
+    dw_ = dw_.reshape(n, c, ho, wo, kh, kw)
+    gpad = _fold(padded_shape, dtype, kh, kw, sh, sw, ho, wo, lambda i, j: dw_[..., i, j], dh, dw)
+    return (gpad[:, :, pt:pt + shape[2], pl:pl + shape[3]],)
 
 
 def _max_pool2d_jvp(res: tuple, t: Sequence[np.ndarray]) -> np.ndarray:
-    _, _, arg, (kh, kw), (sh, sw) = res
-    win = _windows(t[0], kh, kw, sh, sw)
-    return np.take_along_axis(win.reshape(*win.shape[:4], kh * kw), arg, axis=-1)[..., 0]
+    _, _, _, arg, kernel, stride, padding, dilation = res
+    flat, _ = _pooled_windows(t[0], kernel, stride, padding, dilation, arg.shape[2:4], 0.0)
+    return np.take_along_axis(flat, arg, axis=-1)[..., 0]
 
 
 MAX_POOL2D = deftensorop("max_pool2d", _max_pool2d_forward, _max_pool2d_vjp, _max_pool2d_jvp,
-                         "the largest entry of each window; a tie goes to the first, as PyTorch's CPU kernel")
+                         "the largest entry of each window; a tie goes to the first, as PyTorch's CPU kernel",
+                         fast=Kernel(fast.max_pool2d_forward, fast.max_pool2d_vjp))
 
 
-def avg_pool2d(x: Any, k: int | tuple[int, int], stride: int | tuple[int, int] | None = None) -> Tensor:
-    """The mean of each k x k window (stride defaults to k; no padding; trailing rows and columns that do not
-    fill a window are dropped). Each entry of a window gets g / (kh kw).
+def avg_pool2d(x: Any, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
+               padding: int | tuple[int, int] = 0, ceil_mode: bool = False, count_include_pad: bool = True,
+               divisor_override: int | None = None) -> Tensor:
+    """The mean of each window (stride defaults to the window; ``padding`` adds zero borders, at most half a
+    window; ``ceil_mode`` keeps a last, partial window). As PyTorch, a window's sum is divided by the number
+    of its entries inside the padded input (``count_include_pad``, the default) or inside the input itself,
+    or by ``divisor_override``. Each entry of a window gets g / divisor.
 
     >>> x = Tensor(np.arange(16.0).reshape(1, 1, 4, 4)); avg_pool2d(x, 2).data[0, 0].tolist()
     [[2.5, 4.5], [10.5, 12.5]]
+    >>> avg_pool2d(Tensor(np.ones((1, 1, 2, 2))), 2, padding=1, count_include_pad=False).data[0, 0].tolist()
+    [[1.0, 1.0], [1.0, 1.0]]
     """
-    x, kh, kw, sh, sw = _pool_args("avg_pool2d", x, k, stride)
-    return node(AVG_POOL2D, (x,), {"kernel": (kh, kw), "stride": (sh, sw)})
+    x, arg = _pool_args("avg_pool2d", x, kernel_size, stride, padding, 1, ceil_mode)
+    if divisor_override is not None and not (isinstance(divisor_override, numbers.Integral)
+                                             and not isinstance(divisor_override, bool) and divisor_override >= 1):
+        raise ValueError(f"avg_pool2d: divisor_override must be a positive integer or None, got {divisor_override!r}")
+    del arg["dilation"]
+    arg["divisor"] = _avg_divisor(x.data.shape[2:], arg, bool(count_include_pad), divisor_override)
+    return node(AVG_POOL2D, (x,), arg)
 
 
-def _avg_pool2d_forward(X: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int]) -> tuple:
-    (kh, kw), (sh, sw) = kernel, stride
-    out = _windows(X, kh, kw, sh, sw).mean(axis=(-2, -1), dtype=X.dtype)
-    return out, (X.shape, X.dtype, kernel, stride, out.shape[2:])
+def _avg_divisor(size: tuple[int, int], arg: dict[str, Any], count_include_pad: bool,
+                 divisor_override: int | None) -> np.ndarray:
+    """(Ho, Wo) divisors: each window's count of entries inside the padded input (or the input itself)."""
+    if divisor_override is not None:
+        return np.full(arg["out"], float(divisor_override))
+    counts = []
+    for s, k, st, (p, _), o in zip(size, arg["kernel"], arg["stride"], arg["padding"], arg["out"]):
+        start = np.arange(o) * st - p
+        end = np.minimum(start + k, s + p)
+        if not count_include_pad:
+            start, end = np.maximum(start, 0), np.minimum(end, s)
+        counts.append(end - start)
+    return np.outer(counts[0], counts[1]).astype(float)
+
+
+def _avg_pool2d_forward(X: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int], padding: Any,
+                        out: tuple[int, int], divisor: np.ndarray) -> tuple:
+    flat, padded_shape = _pooled_windows(X, kernel, stride, padding, (1, 1), out, 0.0)
+    res = (X.shape, padded_shape, X.dtype, kernel, stride, padding, out, divisor)
+    return flat.sum(axis=-1) * (1.0 / divisor).astype(X.dtype), res
 
 
 def _avg_pool2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
-    shape, dtype, (kh, kw), (sh, sw), (ho, wo) = res
-    gs = g * dtype.type(1.0 / (kh * kw))  # each entry of a window gets g / (kh kw)
-    return (_fold(shape, dtype, kh, kw, sh, sw, ho, wo, lambda i, j: gs),)
+    shape, padded_shape, dtype, (kh, kw), (sh, sw), ((pt, _), (pl, _)), (ho, wo), divisor = res
+    gs = g * (1.0 / divisor).astype(dtype)  # each entry of a window gets g / divisor
+    gpad = _fold(padded_shape, dtype, kh, kw, sh, sw, ho, wo, lambda i, j: gs)
+    return (gpad[:, :, pt:pt + shape[2], pl:pl + shape[3]],)
 
 
 AVG_POOL2D = deftensorop("avg_pool2d", _avg_pool2d_forward, _avg_pool2d_vjp,
-                         lambda res, t: _avg_pool2d_forward(t[0], res[2], res[3])[0],
-                         "the mean of each window")
+                         lambda res, t: _avg_pool2d_forward(t[0], *res[3:])[0],
+                         "the mean of each window", fast=Kernel(fast.avg_pool2d_forward, _avg_pool2d_vjp))
+
+
+def _adaptive_bins(size: int, out: int) -> np.ndarray:
+    """The (out, size) averaging matrix of adaptive pooling: row i is 1 / len over
+    [floor(i size / out), ceil((i + 1) size / out)), PyTorch's bins.
+
+    >>> (3 * _adaptive_bins(5, 2)).tolist()
+    [[1.0, 1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0, 1.0]]
+    """
+    P = np.zeros((out, size))
+    for i in range(out):
+        start, end = (i * size) // out, -((-(i + 1) * size) // out)
+        P[i, start:end] = 1.0 / (end - start)
+    return P
+
+
+def adaptive_avg_pool2d(x: Any, output_size: int | None | tuple[int | None, int | None]) -> Tensor:
+    """The mean over each of output_size bins per axis, whatever the input's size (PyTorch's bins: bin i of
+    n over a length L covers [floor(i L / n), ceil((i + 1) L / n))); None keeps an axis' size.
+
+    The mean is linear: out = P_h x P_w^T with the averaging matrices P, so the vjp is P_h^T g P_w.
+
+    >>> adaptive_avg_pool2d(Tensor(np.arange(16.0).reshape(1, 1, 4, 4)), (1, 2)).data[0, 0].tolist()
+    [[6.5, 8.5]]
+    """
+    x = _image("adaptive_avg_pool2d", x)
+    items = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size, output_size)
+    size = x.data.shape[2:]
+    if len(items) != 2 or not all(i is None or (isinstance(i, numbers.Integral) and not isinstance(i, bool)
+                                                and i >= 1) for i in items):
+        raise ValueError(f"adaptive_avg_pool2d: output_size must be a positive integer, None or a pair of them, "
+                         f"got {output_size!r}")
+    out = tuple(s if i is None else int(i) for i, s in zip(items, size))
+    if min(size) < 1:
+        raise ShapeError(f"adaptive_avg_pool2d: input of shape {x.data.shape} has an empty spatial axis")
+    dtype = x.data.dtype
+    bins = tuple(_adaptive_bins(s, o).astype(dtype) for s, o in zip(size, out))
+    return node(ADAPTIVE_AVG_POOL2D, (x,), {"bins": bins})
+
+
+def _adaptive_forward(X: np.ndarray, bins: tuple[np.ndarray, np.ndarray]) -> tuple:
+    Ph, Pw = bins
+    return np.einsum("ih,nchw,jw->ncij", Ph, X, Pw, optimize=True), bins
+
+
+ADAPTIVE_AVG_POOL2D = deftensorop(
+    "adaptive_avg_pool2d", _adaptive_forward,
+    lambda g, res, needs: (np.einsum("ih,ncij,jw->nchw", res[0], g, res[1], optimize=True),),
+    lambda res, t: _adaptive_forward(t[0], res)[0],
+    "the mean over each of a fixed number of bins per axis: P_h x P_w^T")
 
 
 def global_avg_pool2d(x: Any) -> Tensor:

@@ -497,58 +497,105 @@ class Sequential(Module):
 # Convolution, pooling and batch normalisation (their ops are in microgradx.functional)
 # ---------------------------------------------------------------------------------------------------------
 
-__all__ += ["Conv2d", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "Flatten", "BatchNorm1d", "BatchNorm2d",
-            "RNNCell", "LSTMCell", "GRUCell", "Unroll"]
+__all__ += ["Conv2d", "Conv1d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "GlobalAvgPool2d", "Flatten",
+            "BatchNorm1d", "BatchNorm2d", "RNNCell", "LSTMCell", "GRUCell", "Unroll"]
 
 
 class Conv2d(Module):
-    """2-D convolution over NCHW images: weight (out_channels, in_channels, k, k), bias (out_channels,).
+    """2-D convolution over NCHW images: weight (out_channels, in_channels / groups, kh, kw), bias (out_channels,).
 
-    ``init`` names a scheme of ``microgradx.init``; fan_in = in_channels * k * k (default He uniform, for ReLU;
-    ``"torch"`` is PyTorch's default, weight and bias both U[-1/sqrt(fan_in), 1/sqrt(fan_in)]).
-    Output size per axis: floor((size + 2 padding - k) / stride) + 1.
+    PyTorch's arguments: ``stride``, ``padding`` (an int, a pair, ``"valid"`` or ``"same"``), ``dilation``,
+    ``groups`` (independent convolutions over as many slices of the channels), ``bias``, ``padding_mode``
+    (``"zeros"``, ``"reflect"``, ``"replicate"``, ``"circular"``). ``init`` names a scheme of
+    ``microgradx.init``; fan_in = in_channels / groups * kh * kw (default He uniform, for ReLU; ``"torch"`` is
+    PyTorch's default, weight and bias both U[-1/sqrt(fan_in), 1/sqrt(fan_in)]).
+    Output size per axis: floor((size + 2 padding - dilation (k - 1) - 1) / stride) + 1.
 
     >>> conv = Conv2d(1, 4, 3, padding=1, rng=0); conv(np.zeros((2, 1, 8, 8), np.float32)).shape
     (2, 4, 8, 8)
+    >>> same = Conv2d(4, 4, 3, padding="same", dilation=2, groups=2, padding_mode="reflect", rng=0)
+    >>> same(np.zeros((1, 4, 5, 5), np.float32)).shape
+    (1, 4, 5, 5)
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int], stride: int = 1,
-                 padding: int = 0, bias: bool = True, *, init: str = "he_uniform", dtype: Any = np.float32,
+    dims = 2
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, ...],
+                 stride: int | tuple[int, ...] = 1, padding: int | tuple[int, ...] | str = 0,
+                 dilation: int | tuple[int, ...] = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", *, init: str = "he_uniform", dtype: Any = np.float32,
                  rng: Any = None) -> None:
         super().__init__()
-        kh, kw = F._pair("Conv2d", "kernel_size", kernel_size, 1)
-        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel_size, self.stride, self.padding = (kh, kw), stride, padding
-        shape = (self.out_channels, self.in_channels, kh, kw)
-        weight, b = _weights("Conv2d", init, shape, bias, 0.0, dtype, rng)
+        name = type(self).__name__
+        kernel = _kernel_size(name, kernel_size, self.dims)
+        self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), groups
+        if not (isinstance(groups, int) and groups >= 1 and self.in_channels % groups == 0
+                and self.out_channels % groups == 0):
+            raise ValueError(f"{name}: groups={groups!r} must be an integer >= 1 dividing in_channels "
+                             f"({in_channels}) and out_channels ({out_channels})")
+        if padding_mode not in F.PADDING_MODES:
+            raise ValueError(f"{name}: padding_mode must be one of {', '.join(map(repr, F.PADDING_MODES))}, got "
+                             f"{padding_mode!r}")
+        self.kernel_size, self.stride, self.padding = kernel, stride, padding
+        self.dilation, self.padding_mode = dilation, padding_mode
+        shape = (self.out_channels, self.in_channels // groups, *kernel)
+        weight, b = _weights(name, init, shape, bias, 0.0, dtype, rng)
         self.weight = Tensor(weight, label="weight")
         self.bias = None if b is None else Tensor(b, label="bias")
 
     def forward(self, x: Any) -> Tensor:
-        """conv2d(x, weight, bias, stride, padding)."""
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+        """conv2d(x, weight, bias, stride, padding, dilation, groups, padding_mode)."""
+        conv = F.conv2d if self.dims == 2 else F.conv1d
+        return conv(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
+                    self.padding_mode)
 
     def extra_repr(self) -> str:
+        extra = _options(dilation=(self.dilation, 1), groups=(self.groups, 1), bias=(self.bias is not None, True),
+                         padding_mode=(self.padding_mode, "zeros"))
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}")
+                f"padding={self.padding!r}{extra}")
+
+
+def _kernel_size(layer: str, k: Any, dims: int) -> tuple[int, ...]:
+    """kernel_size as a tuple of ``dims`` positive integers: ``_kernel_size("Conv2d", 3, 2) == (3, 3)``."""
+    if dims == 2:
+        return F._pair(layer, "kernel_size", k, 1)
+    return (F._pair(layer, "kernel_size", k[0] if isinstance(k, (tuple, list)) and len(k) == 1 else k, 1)[0],)
+
+
+class Conv1d(Conv2d):
+    """1-D convolution over (N, C, L) sequences: weight (out_channels, in_channels / groups, k), the arguments
+    of ``Conv2d`` with single integers.
+
+    >>> Conv1d(2, 3, 5, padding="same", rng=0)(np.zeros((4, 2, 10), np.float32)).shape
+    (4, 3, 10)
+    """
+
+    dims = 1
 
 
 class MaxPool2d(Module):
-    """The maximum of each k x k window (stride k by default); a tie sends the gradient to the first maximum.
+    """The maximum of each window (stride = the window by default); a tie sends the gradient to the first maximum.
 
-    ``kernel_size`` is PyTorch's name for k; the older spelling ``k=`` is accepted too (one argument).
+    PyTorch's arguments: ``kernel_size`` (the older spelling ``k=`` is accepted too), ``stride``, ``padding``
+    (-inf borders, at most half a window), ``dilation`` and ``ceil_mode`` (keep a last, partial window; by
+    keyword, since PyTorch's fifth argument is ``return_indices``).
 
     >>> MaxPool2d(2)(Tensor(np.arange(16.0).reshape(1, 1, 4, 4))).data[0, 0].tolist()
     [[5.0, 7.0], [13.0, 15.0]]
+    >>> MaxPool2d(3, stride=2, padding=1, ceil_mode=True)(Tensor(np.ones((1, 1, 6, 6)))).shape
+    (1, 1, 4, 4)
     """
 
     def __init__(self, kernel_size: int | tuple[int, int] | None = None,
-                 stride: int | tuple[int, int] | None = None, *, k: int | tuple[int, int] | None = None) -> None:
+                 stride: int | tuple[int, int] | None = None, padding: int | tuple[int, int] = 0,
+                 dilation: int | tuple[int, int] = 1, *, ceil_mode: bool = False,
+                 k: int | tuple[int, int] | None = None) -> None:
         super().__init__()
         self.kernel_size = _spelled(type(self).__name__, {"kernel_size": kernel_size, "k": k}, None)
         if self.kernel_size is None:
             raise TypeError(f"{type(self).__name__} needs kernel_size, the window size k")
-        self.stride = stride
+        self.stride, self.padding, self.dilation, self.ceil_mode = stride, padding, dilation, bool(ceil_mode)
 
     @property
     def k(self) -> int | tuple[int, int]:
@@ -556,23 +603,66 @@ class MaxPool2d(Module):
         return self.kernel_size
 
     def forward(self, x: Any) -> Tensor:
-        """max_pool2d(x, kernel_size, stride)."""
-        return F.max_pool2d(x, self.kernel_size, self.stride)
+        """max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)."""
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
 
     def extra_repr(self) -> str:
-        return f"{self.kernel_size}" + (f", stride={self.stride}" if self.stride is not None else "")
+        return f"{self.kernel_size}" + _options(stride=(self.stride, None), padding=(self.padding, 0),
+                                                dilation=(self.dilation, 1),
+                                                ceil_mode=(self.ceil_mode, False))
+
+
+def _options(**given: tuple[Any, Any]) -> str:
+    """", name=value" for each (value, default) pair whose value is not the default."""
+    return "".join(f", {name}={value!r}" for name, (value, default) in given.items() if value != default)
 
 
 class AvgPool2d(MaxPool2d):
-    """The mean of each k x k window (stride k by default).
+    """The mean of each window (stride = the window by default), PyTorch's arguments: ``padding`` (zero borders),
+    ``ceil_mode``, ``count_include_pad`` (divide by the entries inside the padded input, or only the input's)
+    and ``divisor_override``.
 
     >>> AvgPool2d(2)(Tensor(np.ones((1, 3, 4, 4)))).shape
     (1, 3, 2, 2)
     """
 
+    def __init__(self, kernel_size: int | tuple[int, int] | None = None,
+                 stride: int | tuple[int, int] | None = None, padding: int | tuple[int, int] = 0,
+                 ceil_mode: bool = False, count_include_pad: bool = True, divisor_override: int | None = None, *,
+                 k: int | tuple[int, int] | None = None) -> None:
+        super().__init__(kernel_size, stride, padding, 1, ceil_mode=ceil_mode, k=k)
+        self.count_include_pad, self.divisor_override = bool(count_include_pad), divisor_override
+
     def forward(self, x: Any) -> Tensor:
-        """avg_pool2d(x, kernel_size, stride)."""
-        return F.avg_pool2d(x, self.kernel_size, self.stride)
+        """avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)."""
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad,
+                            self.divisor_override)
+
+    def extra_repr(self) -> str:
+        return f"{self.kernel_size}" + _options(stride=(self.stride, None), padding=(self.padding, 0),
+                                                ceil_mode=(self.ceil_mode, False),
+                                                count_include_pad=(self.count_include_pad, True),
+                                                divisor_override=(self.divisor_override, None))
+
+
+class AdaptiveAvgPool2d(Module):
+    """(N, C, H, W) -> (N, C, *output_size): the mean over output_size bins per axis, for any input size
+    (None keeps an axis). ``AdaptiveAvgPool2d(1)`` is a global average that keeps the 1 x 1 axes.
+
+    >>> AdaptiveAvgPool2d((2, None))(Tensor(np.ones((1, 3, 5, 7)))).shape
+    (1, 3, 2, 7)
+    """
+
+    def __init__(self, output_size: int | None | tuple[int | None, int | None]) -> None:
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x: Any) -> Tensor:
+        """adaptive_avg_pool2d(x, output_size)."""
+        return F.adaptive_avg_pool2d(x, self.output_size)
+
+    def extra_repr(self) -> str:
+        return f"{self.output_size!r}"
 
 
 class GlobalAvgPool2d(Module):

@@ -73,6 +73,13 @@ def _pair_or_int(v: Any) -> Any:
     return tuple(v) if isinstance(v, (list, tuple)) else v
 
 
+def _conv_options(m: Any) -> dict[str, Any]:
+    """The keyword arguments of torch.nn.Conv1d / Conv2d for a microgradx convolution (the same names)."""
+    return {"kernel_size": _pair_or_int(m.kernel_size), "stride": _pair_or_int(m.stride),
+            "padding": _pair_or_int(m.padding), "dilation": _pair_or_int(m.dilation), "groups": m.groups,
+            "bias": m.bias is not None, "padding_mode": m.padding_mode}
+
+
 def _refuse(module: Any, why: str) -> MicrogradxError:
     return MicrogradxError(f"torch_bridge: {_describe(module)} has no PyTorch equivalent: {why}")
 
@@ -136,13 +143,15 @@ _CELL_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 _KINDS: dict[type, _Kind] = {
     nn.Linear: _Kind(lambda m, torch, c: torch.nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)),
-    nn.Conv2d: _Kind(lambda m, torch, c: torch.nn.Conv2d(
-        m.in_channels, m.out_channels, _pair_or_int(m.kernel_size), stride=_pair_or_int(m.stride),
-        padding=_pair_or_int(m.padding), bias=m.bias is not None)),
+    nn.Conv2d: _Kind(lambda m, torch, c: torch.nn.Conv2d(m.in_channels, m.out_channels, **_conv_options(m))),
+    nn.Conv1d: _Kind(lambda m, torch, c: torch.nn.Conv1d(m.in_channels, m.out_channels, **_conv_options(m))),
     nn.MaxPool2d: _Kind(lambda m, torch, c: torch.nn.MaxPool2d(
-        _pair_or_int(_attr(m, "kernel_size", "k")), stride=_pair_or_int(m.stride))),
+        _pair_or_int(_attr(m, "kernel_size", "k")), stride=_pair_or_int(m.stride), padding=_pair_or_int(m.padding),
+        dilation=_pair_or_int(m.dilation), ceil_mode=m.ceil_mode)),
     nn.AvgPool2d: _Kind(lambda m, torch, c: torch.nn.AvgPool2d(
-        _pair_or_int(_attr(m, "kernel_size", "k")), stride=_pair_or_int(m.stride))),
+        _pair_or_int(_attr(m, "kernel_size", "k")), stride=_pair_or_int(m.stride), padding=_pair_or_int(m.padding),
+        ceil_mode=m.ceil_mode, count_include_pad=m.count_include_pad, divisor_override=m.divisor_override)),
+    nn.AdaptiveAvgPool2d: _Kind(lambda m, torch, c: torch.nn.AdaptiveAvgPool2d(_pair_or_int(m.output_size))),
     # NOTE: PyTorch has no global pooling layer; adaptive pooling to 1 x 1 then flattening is the same mean.
     nn.GlobalAvgPool2d: _Kind(lambda m, torch, c: torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1),
                                                                        torch.nn.Flatten())),
