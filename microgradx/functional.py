@@ -16,7 +16,8 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from . import fast
-from .tensor import Kernel, ShapeError, Tensor, as_tensor, deftensorop, node
+from .tensor import PADDING_MODES, Kernel, ShapeError, Tensor, as_tensor, deftensorop, node
+from .tensor import pad as tensor_pad
 
 __all__ = ["conv2d", "conv1d", "pad", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "global_avg_pool2d",
            "batch_norm", "conv_output_size", "pool_output_size"]
@@ -76,68 +77,22 @@ def _fold(shape: tuple[int, ...], dtype: Any, kh: int, kw: int, sh: int, sw: int
 # Padding the spatial axes: zeros, reflect, replicate, circular (PyTorch's padding modes)
 # ---------------------------------------------------------------------------------------------------------
 
-# PyTorch's padding mode -> NumPy's np.pad mode (the one place the two spellings meet).
-PADDING_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
-
-
-def _source_index(size: int, before: int, after: int, mode: str) -> np.ndarray:
-    """For each position of a padded axis, the input position it copies (-1: a zero), from np.pad itself.
-
-    >>> _source_index(3, 2, 1, "reflect").tolist(), _source_index(3, 1, 1, "zeros").tolist()
-    ([2, 1, 0, 1, 2, 1], [-1, 0, 1, 2, -1])
-    """
-    kw = {"constant_values": -1} if mode == "zeros" else {}
-    return np.pad(np.arange(size), (before, after), mode=PADDING_MODES[mode], **kw)
-
-
 def pad(x: Any, widths: Sequence[tuple[int, int]], mode: str = "zeros") -> Tensor:
     """Pad the last ``len(widths)`` axes of ``x`` by (before, after) entries each, one graph node.
 
     ``mode``: ``"zeros"``; ``"reflect"`` (mirror without repeating the edge: needs width < size);
     ``"replicate"`` (repeat the edge); ``"circular"`` (wrap around: needs width <= size), PyTorch's names.
-    The vjp adds each padded entry's gradient back onto the input entry it copies.
+    The vjp adds each padded entry's gradient back onto the input entry it copies. The row is
+    ``tensor.pad``'s (whose widths run over every axis, first axis first).
 
     >>> pad(Tensor([[1.0, 2.0, 3.0]]), [(2, 1)], "reflect").data.tolist()
     [[3.0, 2.0, 1.0, 2.0, 3.0, 2.0]]
     """
-    if mode not in PADDING_MODES:
-        raise ValueError(f"pad: padding_mode must be one of {', '.join(map(repr, PADDING_MODES))}, got {mode!r}")
     x = as_tensor(x)
-    X = x.data
     widths = tuple((int(a), int(b)) for a, b in widths)
-    if len(widths) > X.ndim or any(a < 0 or b < 0 for a, b in widths):
-        raise ValueError(f"pad: widths {widths} do not fit input of shape {X.shape} (one non-negative pair per "
-                         "trailing axis)")
-    sizes = X.shape[X.ndim - len(widths):]
-    for size, (a, b) in zip(sizes, widths):
-        if (mode == "reflect" and max(a, b) >= size) or (mode == "circular" and max(a, b) > size):
-            raise ShapeError(f"pad: {mode} padding of {(a, b)} needs an axis longer than the padding, got an axis "
-                             f"of {size} in input of shape {X.shape}")
-    return node(PAD, (x,), {"widths": widths, "mode": mode})
-
-
-def _pad_forward(X: np.ndarray, widths: tuple[tuple[int, int], ...], mode: str) -> tuple:
-    full = ((0, 0),) * (X.ndim - len(widths)) + widths
-    return np.pad(X, full, mode=PADDING_MODES[mode]), (X.shape, widths, mode)
-
-
-def _pad_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
-    shape, widths, mode = res
-    gx = g
-    for k, (a, b) in enumerate(widths):
-        axis = len(shape) - len(widths) + k
-        src = _source_index(shape[axis], a, b, mode)
-        keep = src >= 0
-        moved = np.moveaxis(gx, axis, 0)
-        acc = np.zeros((shape[axis],) + moved.shape[1:], dtype=g.dtype)
-        np.add.at(acc, src[keep], moved[keep])  # several padded entries may copy one input entry
-        gx = np.moveaxis(acc, 0, axis)
-    return (gx,)
-
-
-PAD = deftensorop("pad", _pad_forward, _pad_vjp, lambda res, t: _pad_forward(t[0], res[1], res[2])[0],
-                  "pad the trailing axes with zeros, a reflection, the edge or a wrap-around",
-                  label=lambda arg: f"pad ({arg['mode']})")
+    if len(widths) > x.ndim:
+        raise ValueError(f"pad: widths {widths} do not fit input of shape {x.shape} (one pair per trailing axis)")
+    return tensor_pad(x, ((0, 0),) * (x.ndim - len(widths)) + widths, mode=mode)
 
 
 # ---------------------------------------------------------------------------------------------------------

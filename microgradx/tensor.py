@@ -517,7 +517,10 @@ TENSOR_OPS: dict[str, TensorOp] = {}
 def deftensorop(name: str, forward: Callable[..., tuple[np.ndarray, Any]], vjp: Callable[..., tuple],
                 jvp: Callable[..., np.ndarray], doc: str, *, label: str | Callable[[Any], str] | None = None,
                 checks_output: bool = False, checks_grad: bool = False, fast: Kernel | None = None) -> TensorOp:
-    """Declare a tensor-only op and add it to ``TENSOR_OPS`` (its label defaults to its name)."""
+    """Declare a tensor-only op and add it to ``TENSOR_OPS`` (its label defaults to its name); a name is declared
+    once, so two modules cannot each define an op of the same name."""
+    if name in TENSOR_OPS:
+        raise ValueError(f"deftensorop: a tensor op named {name!r} already exists ({TENSOR_OPS[name].doc})")
     row = TensorOp(name, label or name, forward, vjp, jvp, doc, checks_output, checks_grad, fast)
     TENSOR_OPS[name] = row
     return row
@@ -1592,27 +1595,61 @@ def einsum(subscripts: str, *operands: Any) -> Tensor:
 
 # -- pad and tile --------------------------------------------------------------------------------------------
 
-def _pad_forward(X: np.ndarray, widths: tuple, value: float) -> tuple:
-    return np.pad(X, widths, constant_values=value), (widths, X.shape)
+# PyTorch's padding mode -> NumPy's np.pad mode (the one place the two spellings meet).
+PADDING_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 
 
-def _pad_inside(g: np.ndarray, res: tuple) -> np.ndarray:
-    widths, shape = res
-    return g[tuple(slice(before, before + n) for (before, _), n in zip(widths, shape))]
+def _source_index(size: int, before: int, after: int, mode: str) -> np.ndarray:
+    """For each position of a padded axis, the input position it copies (-1: a constant), from np.pad itself.
+
+    >>> _source_index(3, 2, 1, "reflect").tolist(), _source_index(3, 1, 1, "zeros").tolist()
+    ([2, 1, 0, 1, 2, 1], [-1, 0, 1, 2, -1])
+    """
+    kw = {"constant_values": -1} if mode == "zeros" else {}
+    return np.pad(np.arange(size), (before, after), mode=PADDING_MODES[mode], **kw)
 
 
-PAD = deftensorop("pad", _pad_forward, lambda g, res, needs: (_pad_inside(g, res),),
-                  lambda res, t: np.pad(t[0], res[0]),
-                  "a border of a constant around the entries; the vjp cuts the border off g")
+def _pad_forward(X: np.ndarray, widths: tuple, mode: str, value: float) -> tuple:
+    kw = {"constant_values": value} if mode == "zeros" else {}
+    return np.pad(X, widths, mode=PADDING_MODES[mode], **kw), (X.shape, widths, mode)
 
 
-def pad(x: Tensor, pad_width: Any, value: float = 0.0) -> Tensor:
-    """``x`` with ``value`` added around it, ``np.pad``'s ``pad_width``: an int, a (before, after) pair, or one
-    pair per axis. (PyTorch's ``F.pad`` lists pairs from the LAST axis backwards.)
+def _pad_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+    shape, widths, mode = res
+    if mode == "zeros":  # the border holds constants: cut it off
+        return (g[tuple(slice(a, a + n) for (a, _), n in zip(widths, shape))],)
+    gx = g
+    for axis, (a, b) in enumerate(widths):
+        if a == b == 0:
+            continue
+        src = _source_index(shape[axis], a, b, mode)
+        keep = src >= 0
+        moved = np.moveaxis(gx, axis, 0)
+        acc = np.zeros((shape[axis],) + moved.shape[1:], dtype=g.dtype)
+        np.add.at(acc, src[keep], moved[keep])  # several padded entries may copy one input entry
+        gx = np.moveaxis(acc, 0, axis)
+    return (gx,)
+
+
+PAD = deftensorop("pad", _pad_forward, _pad_vjp, lambda res, t: _pad_forward(t[0], res[1], res[2], 0.0)[0],
+                  "a border around the entries: a constant, a reflection, the edge or a wrap-around; the vjp cuts "
+                  "a constant border off g and adds each copied entry's gradient back onto its source",
+                  label=lambda arg: "pad" if arg["mode"] == "zeros" else f"pad ({arg['mode']})")
+
+
+def pad(x: Tensor, pad_width: Any, value: float = 0.0, mode: str = "zeros") -> Tensor:
+    """``x`` with a border: ``np.pad``'s ``pad_width`` (an int, a (before, after) pair, or one pair per axis, first
+    axis first; PyTorch's ``F.pad`` lists pairs from the LAST axis backwards), filled with ``value``
+    (``mode="zeros"``) or PyTorch's ``"reflect"`` (mirror without the edge: width < size), ``"replicate"`` (the
+    edge) or ``"circular"`` (wrap around: width <= size).
 
     >>> pad(Tensor([[1.0]]), ((0, 0), (1, 2))).data.tolist()
     [[0.0, 1.0, 0.0, 0.0]]
+    >>> pad(Tensor([[1.0, 2.0, 3.0]]), ((0, 0), (2, 1)), mode="reflect").data.tolist()
+    [[3.0, 2.0, 1.0, 2.0, 3.0, 2.0]]
     """
+    if mode not in PADDING_MODES:
+        raise ValueError(f"pad: mode must be one of {', '.join(map(repr, PADDING_MODES))}, got {mode!r}")
     X = x.data
     try:
         w = np.broadcast_to(np.asarray(pad_width), (X.ndim, 2))
@@ -1623,8 +1660,14 @@ def pad(x: Tensor, pad_width: Any, value: float = 0.0) -> Tensor:
         raise ValueError(f"pad: pad_width must be whole numbers >= 0, got {pad_width!r}")
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise ValueError(f"pad: value must be a finite number, got {value!r}")
+    if value != 0 and mode != "zeros":
+        raise ValueError(f"pad: value={value!r} fills a constant border; mode {mode!r} copies entries instead")
     widths = tuple((int(a), int(b)) for a, b in w)
-    return node(PAD, (x,), {"widths": widths, "value": float(value)})
+    for size, (a, b) in zip(X.shape, widths):
+        if (mode == "reflect" and max(a, b) >= size) or (mode == "circular" and max(a, b) > size):
+            raise ShapeError(f"pad: {mode} padding of {(a, b)} needs an axis longer than the padding, got an axis "
+                             f"of {size} in {_describe(x)} of shape {X.shape}")
+    return node(PAD, (x,), {"widths": widths, "mode": mode, "value": float(value)})
 
 
 def _tile_forward(X: np.ndarray, reps: tuple[int, ...]) -> tuple:
