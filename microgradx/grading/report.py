@@ -79,7 +79,7 @@ class RuleResult:
             return f"{self.title}: not run, {f['problem']} (fix that first)"
         lines = [f"{self.title}: {f['problem']}"]
         if f.get("formula"):
-            how = ("shrunk by Hypothesis to a minimal expression" if f.get("shrunk")
+            how = ("shrunk by Hypothesis to a smallest failing case" if f.get("shrunk")
                    else "not shrunk: the engine crashed, hung or ran out of time" if not f.get("note")
                    else f["note"])
             lines.append(f"counterexample ({how}):")
