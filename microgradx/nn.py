@@ -267,9 +267,11 @@ class Activation(Module):
         return node(self.row, (x if isinstance(x, Tensor) else as_tensor(x),), self.param)
 
     def extra_repr(self) -> str:
-        shown = "" if type(self).row is self.row else repr(self.row.name)
+        named = type(self).row is self.row  # a PyTorch-named layer shows PyTorch's spelling (negative_slope=)
+        shown = "" if named else repr(self.row.name)
         if self.param is not None:
-            shown += (", " if shown else "") + f"{self.row.param}={self.param:g}"
+            spelling = TORCH_SPELLINGS.get(self.row.name, self.row.param) if named else self.row.param
+            shown += (", " if shown else "") + f"{spelling}={self.param:g}"
         return shown
 
 
