@@ -141,15 +141,16 @@ def test_forged_replies_on_the_private_pipe_are_that_engines_crash(tmp_path, mon
     assert list(scratch.iterdir()) == []  # the copies of a sandbox that failed at import are gone too
 
 
+# The engine shares the worker's process, so it can rewrite what the worker sends (here through json.dumps, which
+# the worker's loop calls for every reply): only the parent's check of each reply stands between it and a score.
 EMPTY_GRADS = """
-        import __main__
-        _real = __main__.run_program
-        def run_program(value, req, engine):
-            reply = _real(value, {**req, "backward": False}, engine)
-            if req.get("backward", True):
-                reply.update(seconds=0.0, grad_out=1.0, grads=[], before=[], after=[])
-            return reply
-        __main__.run_program = run_program
+        import json
+        _dumps = json.dumps
+        def dumps(obj, *args, **kw):
+            if isinstance(obj, dict) and "grads" in obj:
+                obj = {**obj, "grads": [], "before": [], "after": []}
+            return _dumps(obj, *args, **kw)
+        json.dumps = dumps
         """
 SUBCLASS = """
         import microgradx

@@ -8,7 +8,6 @@ Run by the grader as ``python -I tensor_worker.py IN_FD OUT_FD ENGINE_FILE CLASS
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import sys
 import time
@@ -121,28 +120,16 @@ def _hello(engine: str, cls: str, probes: list[str]) -> tuple[Any, dict]:
                    "conventions": conv}
 
 
+def _greet(engine: str, cls: str, probes: list[str]) -> tuple[Any, dict]:
+    try:
+        return _hello(engine, cls, probes)
+    except BaseException as e:  # noqa: BLE001 - a class whose inspection itself raises
+        return None, worker._error(e, engine, "import")
+
+
 def main(argv: list[str]) -> None:
     """Serve programs until the parent closes the pipe."""
-    fd_in, fd_out, engine, cls, probes = int(argv[0]), int(argv[1]), argv[2], argv[3], argv[4]
-    reader = os.fdopen(fd_in, "r", encoding="utf-8")
-    writer = os.fdopen(fd_out, "w", encoding="utf-8")
-
-    def send(obj: dict) -> None:
-        writer.write(json.dumps(obj) + "\n")
-        writer.flush()
-
-    try:
-        value, hello = _hello(engine, cls, [p for p in probes.split(",") if p])
-    except BaseException as e:  # noqa: BLE001 - a class whose inspection itself raises
-        value, hello = None, worker._error(e, engine, "import")
-    send(hello)
-    if value is None:
-        return
-    for line in reader:
-        req = json.loads(line)
-        reply = run_program(value, req, engine)
-        reply["id"] = req["id"]
-        send(reply)
+    worker.serve(argv, _greet, run_program)
 
 
 if __name__ == "__main__":

@@ -126,8 +126,10 @@ def _load(engine: str, cls: str, probes: list[str]) -> tuple[Any, dict]:
                    "near": protocol.near_methods(value, probes)}
 
 
-def main(argv: list[str]) -> None:
-    """Serve programs until the parent closes the pipe."""
+def serve(argv: list[str], load: Any, answer: Any) -> None:
+    """The child's loop, for every kind of homework: greet the parent with what ``load(engine, cls, probes)``
+    returns (the thing to grade, or None after an import failure, and the greeting), then answer each request line
+    with ``answer(thing, request, engine)`` until the parent closes the pipe."""
     fd_in, fd_out, engine, cls, probes = int(argv[0]), int(argv[1]), argv[2], argv[3], argv[4]
     reader = os.fdopen(fd_in, "r", encoding="utf-8")
     writer = os.fdopen(fd_out, "w", encoding="utf-8")
@@ -136,15 +138,20 @@ def main(argv: list[str]) -> None:
         writer.write(json.dumps(obj) + "\n")
         writer.flush()
 
-    value, hello = _load(engine, cls, [p for p in probes.split(",") if p])
+    thing, hello = load(engine, cls, [p for p in probes.split(",") if p])
     send(hello)
-    if value is None:
+    if thing is None:
         return
     for line in reader:
         req = json.loads(line)
-        reply = run_program(value, req, engine)
+        reply = answer(thing, req, engine)
         reply["id"] = req["id"]
         send(reply)  # NOTE: NaN and infinities travel as JSON's NaN/Infinity tokens, which json.loads reads
+
+
+def main(argv: list[str]) -> None:
+    """Serve programs until the parent closes the pipe."""
+    serve(argv, _load, run_program)
 
 
 if __name__ == "__main__":
