@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,27 @@ def _check(where: str, value: Any, kind: type | tuple, positive: bool = False) -
     if positive and value <= 0:
         raise AssignmentError(f"{where} must be > 0, got {value!r}")
     return value
+
+
+def check_rule_patterns(only: Sequence[str] | None, names: Sequence[str]) -> None:
+    """Refuse a ``--rules`` pattern that matches none of the rule ``names`` (every kind of homework).
+
+    >>> check_rule_patterns(["gradient[*]"], ["gradient[add]", "seed"])
+    >>> check_rule_patterns(["nomatch"], ["seed"])
+    Traceback (most recent call last):
+    ...
+    microgradx.grading.assignment.AssignmentError: --rules 'nomatch' matches no rule; the rules are seed
+    """
+    for pat in only or ():
+        if not any(matches(name, pat) for name in names):
+            raise AssignmentError(f"--rules {pat!r} matches no rule; the rules are {', '.join(names)}")
+
+
+def check_ops(ops: Sequence[str] | None, known: Sequence[str], protocol: str) -> None:
+    """Refuse an ``--ops`` entry that is not among the ``known`` ops of the kind's ``protocol``."""
+    for o in ops or ():
+        if o not in known:
+            raise AssignmentError(f"unknown op {o!r} in --ops; the {protocol} has {', '.join(known)}")
 
 
 def load_assignment(path: str | Path) -> Assignment:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .assignment import Assignment, AssignmentError, matches
+from .assignment import Assignment, AssignmentError, check_rule_patterns, matches
 from .layers import (
     PAIR_NAMES,
     PAIRS_BY_NAME,
@@ -710,8 +710,5 @@ def crashed_layers(engine: str, asg: Assignment, only: Sequence[str] | None, pro
 
 def check_layer_rules(only: Sequence[str] | None, asg: Assignment) -> None:
     """Refuse a ``--rules`` pattern that names no layers rule."""
-    every = [r.name for r in build_layer_rules(PAIR_NAMES, asg)]
-    for pat in only or ():
-        if not any(matches(name, pat) for name in every):
-            raise AssignmentError(f"--rules {pat!r} matches no rule; the rules are {', '.join(every)}")
+    check_rule_patterns(only, [r.name for r in build_layer_rules(PAIR_NAMES, asg)])
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..strategies import STUDENT_OPS, spelling
-from .assignment import Assignment, AssignmentError, matches
+from .assignment import Assignment, AssignmentError, check_ops, check_rule_patterns, matches
 from .report import Report, RuleResult
 from .rules import Context, Outcome, Rule, build_rules, needs, run_rule
 from .sandbox import EngineCrash, Sandbox, confinement, kill_user, sandbox_uid
@@ -139,14 +139,9 @@ def grade(engine: str | os.PathLike, assignment: Assignment | None = None, *, op
         check_layer_rules(only, asg)
         with _hypothesis_home():
             return grade_layers(path, str(engine), asg, seed, only, progress)
-    for o in ops or ():
-        if o not in STUDENT_OPS:
-            raise AssignmentError(f"unknown op {o!r} in --ops; the student protocol has {', '.join(STUDENT_OPS)}")
+    check_ops(ops, STUDENT_OPS, "student protocol")
     if only:
-        every = [r.name for r in build_rules(STUDENT_OPS, asg)]
-        for pat in only:
-            if not any(matches(name, pat) for name in every):
-                raise AssignmentError(f"--rules {pat!r} matches no rule; the rules are {', '.join(every)}")
+        check_rule_patterns(only, [r.name for r in build_rules(STUDENT_OPS, asg)])
     with _hypothesis_home():
         return _grade(path, engine, asg, ops, seed, only, progress)
 

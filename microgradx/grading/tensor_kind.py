@@ -23,7 +23,7 @@ import numpy as np
 
 from ..ops import MicrogradxError
 from ..strategies import TENSOR_POWERS, TensorProgram, TensorStep, format_array, tensor_programs
-from .assignment import Assignment, AssignmentError, matches
+from .assignment import Assignment, AssignmentError, check_ops, check_rule_patterns, matches
 from .report import Report, RuleResult
 from .rules import UNKNOWN, Blocked, Context, Draw, Kind, Outcome, Rule, _ensure, _error_hint, _finding, needs, run_rule
 from .sandbox import EngineCrash, Sandbox, _false, _number, _numbers, _text, _text_map, _texts, _true, validate_reply
@@ -881,14 +881,9 @@ def grade_tensor(engine: str | os.PathLike, assignment: Assignment | None = None
     path = Path(engine)
     if not path.is_file():
         raise AssignmentError(f"no such engine file: {engine}")
-    for o in ops or ():
-        if o not in TENSOR_OPS:
-            raise AssignmentError(f"unknown op {o!r} in --ops; the Tensor protocol has {', '.join(TENSOR_OPS)}")
+    check_ops(ops, TENSOR_OPS, "Tensor protocol")
     if only:
-        every = [r.name for r in build_tensor_rules(TENSOR_OPS, asg)]
-        for pat in only:
-            if not any(matches(name, pat) for name in every):
-                raise AssignmentError(f"--rules {pat!r} matches no rule; the rules are {', '.join(every)}")
+        check_rule_patterns(only, [r.name for r in build_tensor_rules(TENSOR_OPS, asg)])
     with _hypothesis_home():
         return _grade(path, str(engine), asg, ops, seed, only, progress)
 
