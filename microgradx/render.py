@@ -334,7 +334,8 @@ class Drawing(graphviz.Digraph):
         """The drawing as SVG text (needs a dot renderer)."""
         return self.pipe("svg").decode()
 
-    def save(self, path: str | os.PathLike[str]) -> FilePath:
+    def save(self, path: str | os.PathLike[str] | None = None, directory: str | os.PathLike[str] | None = None,
+             skip_existing: bool | None = False) -> Any:
         """Write the drawing; the format comes from the extension (.svg, .png, .pdf, .dot/.gv). Returns the path.
 
         The folder must exist: a missing folder or a file in its place is an ``OutputPathError``.
@@ -345,6 +346,9 @@ class Drawing(graphviz.Digraph):
         >>> p = draw(o).save(os.path.join(tempfile.mkdtemp(), "o.dot")); p.read_text().startswith("digraph")
         True
         """
+        if path is None or directory is not None or skip_existing is not False:
+            # graphviz.Digraph.render writes the DOT source through save(filename, directory=, skip_existing=)
+            return super().save(path, directory=directory, skip_existing=skip_existing)
         target = FilePath(path)
         fmt = FORMATS.get(target.suffix.lower())
         if fmt is None:

@@ -328,3 +328,12 @@ def test_highlighting_one_path_of_x_times_x_colours_only_its_edge():
     edges = [line for line in source.splitlines() if "v0 -> o1" in line]
     assert len(edges) == 2
     assert ["color=" in line for line in edges] == [False, True]
+
+
+def test_render_works_as_graphviz_render_for_users_who_know_graphviz(tmp_path):
+    # Drawing is a graphviz.Digraph: render(filename, format=...) writes the DOT source and the picture, as
+    # graphviz's does, although Drawing.save takes a single path.
+    o, _ = two_paths()
+    out = R.draw(o).render(tmp_path / "g", format="svg")
+    assert str(out).endswith("g.svg") and (tmp_path / "g.svg").read_text().lstrip().startswith("<?xml")
+    assert (tmp_path / "g").read_text().startswith("digraph")
