@@ -823,18 +823,18 @@ def conv2d_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, stride: tupl
     ((pt, pb), (pl, pr)), (dh, dw), (sh, sw) = padding, dilation, stride
     hp, wp = h + pt + pb, w + pl + pr
     ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
-    padded = np.zeros((c, n, hp, wp), dtype=X.dtype)
-    padded[:, :, pt:pt + h, pl:pl + w] = X.transpose(1, 0, 2, 3)
     cols6 = np.empty((c, kh, kw, n, ho, wo), dtype=X.dtype)
     cols, W2, size = cols6.reshape(c * kh * kw, n * ho * wo), W.reshape(o, cg * kh * kw), ho * wo
     out = np.empty((n, o, size), dtype=X.dtype)
-    m = max(1, _IM2COL_BLOCK // (c * kh * kw * size))
-    prod = np.empty((o, min(n, m) * size), dtype=X.dtype)
+    m = min(n, max(1, _IM2COL_BLOCK // (c * kh * kw * size)))
+    prod = np.empty((o, m * size), dtype=X.dtype)
+    padded = np.zeros((c, m, hp, wp), dtype=X.dtype)          # one batch; its padding stays zero throughout
     for s in range(0, n, m):              # fill a batch of images' windows, multiply while they are in cache
         e = min(n, s + m)
+        padded[:, :e - s, pt:pt + h, pl:pl + w] = X[s:e].transpose(1, 0, 2, 3)
         for i in range(kh):
             for j in range(kw):
-                cols6[:, i, j, s:e] = padded[(slice(None), slice(s, e),
+                cols6[:, i, j, s:e] = padded[(slice(None), slice(0, e - s),
                                               *_tap_slices(i, j, stride, dilation, (ho, wo)))]
         part = _grouped_matmul(W2, cols[:, s * size:e * size], groups, prod[:, :(e - s) * size])
         part = part.reshape(o, e - s, size).transpose(1, 0, 2)                    # (images, o, ho wo)
@@ -842,7 +842,8 @@ def conv2d_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, stride: tupl
             np.add(part, bias[0][:, None], out=out[s:e])
         else:
             out[s:e] = part
-    return out.reshape(n, o, ho, wo), (X.shape, W, len(bias), cols, padded.shape, stride, padding, dilation, groups)
+    return out.reshape(n, o, ho, wo), (X.shape, W, len(bias), cols, (c, n, hp, wp), stride, padding, dilation,
+                                       groups)
 
 
 def _col2im_same(dcols: np.ndarray, pad: tuple[int, int], dilation: tuple[int, int], out: np.ndarray) -> None:
