@@ -793,8 +793,9 @@ def _grouped_matmul(A: np.ndarray, B: np.ndarray, groups: int, out: np.ndarray) 
 
 
 # Elements of the window matrix filled per batch of images before its product is taken, so that BLAS reads the
-# windows from the cache (measured on 64 images of 28x28, 16 -> 32 channels, 3x3: forward 11.6 ms in batches of
-# 4 or 8 images, 12.4 ms in batches of 2, 13.3 ms filling the whole matrix first).
+# windows from the cache (measured on 64 images of 28x28, 16 -> 32 channels, 3x3, with the whole input padded
+# first: forward 11.6 ms in batches of 4 or 8 images, 12.4 ms in batches of 2, 13.3 ms filling the whole matrix
+# first; padding batch by batch too took another 6% off).
 _IM2COL_BLOCK = 1 << 19
 
 
@@ -812,10 +813,11 @@ def conv2d_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, stride: tupl
 
     The reference contracts a (n, c, ho, wo, kh, kw) window view with ``einsum``; here the windows are copied
     into a matrix laid out (c, i, j) x (n, p, q), channels first: each kernel tap then copies whole image rows
-    for all channels at once (the input is transposed to (c, n, h, w) once), about five times faster than
-    gathering (n, p, q) x (c, i, j) windows from NCHW, and the products waste no column. The matrix is filled
-    and multiplied a few images at a time, so BLAS reads windows still in cache and each product is added to the
-    bias while it is moved into (n, o, p, q) order; the whole matrix is kept for the weight gradient.
+    for all channels at once (each batch of images is transposed to (c, images, h, w) into a padded buffer),
+    about five times faster than gathering (n, p, q) x (c, i, j) windows from NCHW, and the products waste no
+    column. The matrix is filled and multiplied a few images at a time, so BLAS reads windows still in cache,
+    and each product is added to the bias while it is moved into (n, o, p, q) order; the whole matrix is kept
+    for the weight gradient.
     ``benchmarks/conv.py`` measures it, and what BLAS alone costs for the same products.
     """
     n, c, h, w = X.shape
@@ -887,7 +889,8 @@ _COL2IM_BLOCK = 1 << 20
 
 def conv2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
     """The reference's input, weight and bias gradients from the unrolled windows: two matrix products, and
-    the input gradient folded back (col2im) with one slice-add per kernel tap over the whole batch."""
+    the input gradient folded back (col2im) with one slice-add per kernel tap over the whole batch, or, when the
+    stride is 1 and the output grid is the input grid, a few images at a time by ``_col2im_same``."""
     xshape, W, nb, cols, padded_shape, stride, ((pt, _), (pl, _)), dilation, groups = res
     n, c, h, w = xshape
     o, cg, kh, kw = W.shape
