@@ -192,6 +192,36 @@ def test_fast_conv2d_agrees_with_the_reference(n, kh, kw, sh, sw, dh, p, dw, gro
 
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.integers(1, 2), st.integers(1, 2),
+       st.sampled_from([1, 2]), st.integers(1, 6), st.integers(1, 6), st.sampled_from(["float32", "float64"]),
+       st.booleans(), st.integers(0, 2**31))
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
+def test_fast_same_size_conv2d_agrees_with_the_reference(n, kh, kw, dh, dw, groups, h, w, dtype, needs_x, seed):
+    """Stride 1 with padding 'same' takes the fast path's shifted-slice input gradient, also on images smaller
+    than the kernel (taps that only ever read the padding)."""
+    rng = np.random.default_rng(seed)
+    c, o = 2 * groups, 3 * groups
+    X = rng.normal(size=(n, c, h, w)).astype(dtype)
+    W = rng.normal(size=(o, c // groups, kh, kw)).astype(dtype)
+    upstream = rng.normal(size=(n, o, h, w)).astype(dtype)
+    found = []
+    for reference in (False, True):
+        x, wt = Tensor(X.copy(), requires_grad=needs_x), Tensor(W.copy())
+        with fast.reference_only() if reference else contextlib.nullcontext():
+            out = F.conv2d(x, wt, padding="same", dilation=(dh, dw), groups=groups)
+            out.backward(upstream)
+        found.append((out.data, x.grad, wt.grad))
+    tol = 1e-4 if dtype == "float32" else 1e-11
+    assert found[0][0].shape == (n, o, h, w)
+    for a, r in zip(*found):
+        if r is None:
+            assert a is None
+        else:
+            assert a.dtype == np.dtype(dtype)
+            np.testing.assert_allclose(a, r, rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("make, error, match", [
     (lambda: F.conv2d(np.ones((1, 4, 5, 5)), Tensor(np.ones((2, 3, 3, 3))), groups=2), ShapeError,
      r"conv2d: weight of shape \(2, 3, 3, 3\) does not fit input of shape \(1, 4, 5, 5\) with groups=2"),
