@@ -31,6 +31,31 @@ def _result(rule: Rule, outcome: Outcome, asg: Assignment) -> RuleResult:
                       outcome.hint, outcome.finding, outcome.examples, outcome.seconds)
 
 
+def run_rules(rules: list[Rule], ctx: Context, asg: Assignment, deadline: float,
+              run: Callable[[Rule], Outcome], progress: Callable[[RuleResult], None] | None = None
+              ) -> list[RuleResult]:
+    """Each rule's result, in order, for an engine kind whose rules run through ``run``: a rule whose needs
+    failed is blocked, one reached after ``deadline`` is not run, and each outcome is recorded in ``ctx`` for
+    the rules after it."""
+    results = []
+    for rule in rules:
+        blocker = needs(rule, ctx)
+        if blocker is not None:
+            outcome = Outcome("blocked", 0, {"formula": "", "rows": [], "problem": f"blocked by {blocker}",
+                                             "blocked_by": blocker})
+        elif time.monotonic() > deadline:
+            outcome = Outcome("failed", 0, {"formula": "", "rows": [], "problem": (
+                f"not run: grading this engine exceeded {asg.limits.total:g} s")})
+        else:
+            outcome = run(rule)
+        ctx.record(rule, outcome)
+        result = _result(rule, outcome, asg)
+        results.append(result)
+        if progress:
+            progress(result)
+    return results
+
+
 def setup_hint(source: str, problem: str) -> str:
     """What to do about an engine file that cannot be imported, read off the problem and the file itself.
 
@@ -202,21 +227,8 @@ def _grade(path: Path, engine: str | os.PathLike, asg: Assignment, ops: Sequence
         if only:
             rules = [r for r in rules if any(matches(r.name, pat) for pat in only)]
         ctx.planned = {r.name for r in rules}
-        for rule in rules:
-            blocker = needs(rule, ctx)
-            if blocker is not None:
-                outcome = Outcome("blocked", 0, {"formula": "", "rows": [], "problem": f"blocked by {blocker}",
-                                                 "blocked_by": blocker})
-            elif time.monotonic() > deadline:
-                outcome = Outcome("failed", 0, {"formula": "", "rows": [], "problem": (
-                    f"not run: grading this engine exceeded {asg.limits.total:g} s")})
-            else:
-                outcome = run_rule(rule, box, ctx, seed, deadline)
-            ctx.record(rule, outcome)
-            result = _result(rule, outcome, asg)
-            results.append(result)
-            if progress:
-                progress(result)
+        results += run_rules(rules, ctx, asg, deadline, lambda rule: run_rule(rule, box, ctx, seed, deadline),
+                             progress)
     finally:
         if box:
             box.close()

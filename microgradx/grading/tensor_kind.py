@@ -25,7 +25,7 @@ from ..ops import MicrogradxError
 from ..strategies import TENSOR_POWERS, TensorProgram, TensorStep, format_array, tensor_programs
 from .assignment import Assignment, AssignmentError, check_ops, check_rule_patterns, matches
 from .report import Report, RuleResult
-from .rules import UNKNOWN, Blocked, Context, Draw, Kind, Outcome, Rule, _ensure, _error_hint, _finding, needs, run_rule
+from .rules import UNKNOWN, Blocked, Context, Draw, Kind, Rule, _ensure, _error_hint, _finding, run_rule
 from .sandbox import EngineCrash, Sandbox, _false, _number, _numbers, _text, _text_map, _texts, _true, validate_reply
 from .tensor_protocol import CHOICES, CONVENTIONS, SPELLINGS, TENSOR_OPS
 
@@ -897,7 +897,7 @@ def _ask(conv: dict[str, str]) -> Callable[..., dict]:
 
 def _grade(path: Path, engine: str, asg: Assignment, ops: Sequence[str] | None, seed: int | None,
            only: Sequence[str] | None, progress: Callable[[RuleResult], None] | None) -> Report:
-    from .runner import _setup_report
+    from .runner import _setup_report, run_rules
 
     start = time.monotonic()
     deadline = start + asg.limits.total
@@ -939,23 +939,8 @@ def _grade(path: Path, engine: str, asg: Assignment, ops: Sequence[str] | None, 
             rules = [r for r in rules if any(matches(r.name, pat) for pat in only)]
         ctx.planned = {r.name for r in rules}
         ask = _ask(conv)
-        for rule in rules:
-            blocker = needs(rule, ctx)
-            if blocker is not None:
-                outcome = Outcome("blocked", 0, {"formula": "", "rows": [], "problem": f"blocked by {blocker}",
-                                                 "blocked_by": blocker})
-            elif time.monotonic() > deadline:
-                outcome = Outcome("failed", 0, {"formula": "", "rows": [], "problem": (
-                    f"not run: grading this engine exceeded {asg.limits.total:g} s")})
-            else:
-                outcome = run_rule(rule, box, ctx, seed, deadline, _ask=ask, check=judge, prune=lambda p: p)
-            ctx.record(rule, outcome)
-            score = rule.weight if outcome.status in ("passed", "warning") else 0.0
-            result = RuleResult(rule.name, rule.title, rule.weight, score, outcome.status, asg.visible(rule.name),
-                                outcome.hint, outcome.finding, outcome.examples, outcome.seconds)
-            results.append(result)
-            if progress:
-                progress(result)
+        results += run_rules(rules, ctx, asg, deadline, lambda rule: run_rule(
+            rule, box, ctx, seed, deadline, _ask=ask, check=judge, prune=lambda p: p), progress)
     finally:
         if box:
             box.close()
