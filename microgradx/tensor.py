@@ -1503,16 +1503,16 @@ def _parse_einsum(spec: Any, arrays: Sequence[np.ndarray]) -> dict[str, Any]:
     if not isinstance(spec, str):
         raise TypeError(f"einsum: subscripts must be a string like 'ij,jk->ik', got {type(spec).__name__}")
     s = spec.replace(" ", "")
-    if "..." in s:
-        raise ValueError(f"einsum: {spec!r}: the ellipsis '...' is not supported; name every axis with a letter")
     lhs, arrow, out = s.partition("->")
-    bad = next((c for c in lhs + out if c not in _SUBSCRIPT_LETTERS and c != ","), None)
-    if bad is not None or "->" in out or (arrow and "," in out):
-        raise ValueError(f"einsum: {spec!r} is not of the form 'ij,jk->ik' (letters, commas, one '->'); "
-                         f"found {bad or '->'!r}")
     subs = lhs.split(",")
     if len(subs) != len(arrays):
         raise ValueError(f"einsum: {spec!r} names {len(subs)} operand(s), got {len(arrays)}")
+    if "..." in s:
+        subs, out, arrow = _spell_ellipsis(spec, subs, out, arrow, arrays)
+    bad = next((c for c in "".join(subs) + out if c not in _SUBSCRIPT_LETTERS), None)
+    if bad is not None or "->" in out:
+        raise ValueError(f"einsum: {spec!r} is not of the form 'ij,jk->ik' (letters, commas, one '->'); "
+                         f"found {bad or '->'!r}")
     sizes: dict[str, int] = {}
     for k, (sub, a) in enumerate(zip(subs, arrays)):
         if len(sub) != a.ndim:
@@ -1541,6 +1541,57 @@ def _parse_einsum(spec: Any, arrays: Sequence[np.ndarray]) -> dict[str, Any]:
             seen += c
         renamed.append(seen)
     return {"spec": spec, "subs": tuple(renamed), "deltas": tuple(deltas), "out": out}
+
+
+def _spell_ellipsis(spec: str, subs: list[str], out: str, arrow: str, arrays: Sequence[np.ndarray]) -> tuple:
+    """(subs, out, arrow) with each "..." spelled in letters ``spec`` does not use, as PyTorch reads it.
+
+    The axes under "..." line up from the right across operands, and one of size 1 broadcasts: it gets a letter
+    of its own, which summing over leaves as it is. Without "->" the output is the "..." axes, then the letters
+    that appear once, sorted; an explicit output without "..." sums over those axes.
+
+    >>> _spell_ellipsis("...ij,jk", ["...ij", "jk"], "", "", [np.ones((2, 3, 4)), np.ones((4, 5))])
+    (['Aij', 'jk'], 'Aik', '->')
+    """
+    free = iter(sorted(_SUBSCRIPT_LETTERS - set(spec)))
+    widths = []
+    for k, (sub, a) in enumerate(zip(subs, arrays)):
+        if sub.count("...") > 1 or "." in sub.replace("...", "", 1):
+            raise ValueError(f"einsum: {spec!r}: operand {k} has a '.' that is not one '...'")
+        widths.append(a.ndim - (len(sub) - 3) if "..." in sub else 0)
+        if widths[-1] < 0:
+            raise ShapeError(f"einsum: operand {k} has shape {a.shape}, but {spec!r} gives it at least "
+                             f"{len(sub) - 3} axes ({sub!r})")
+    width = max(widths)
+    shared = [next(free, None) for _ in range(width)]
+    sizes = [1] * width  # the broadcast size of each "..." axis, right-aligned
+    for sub, a, w in zip(subs, arrays, widths):
+        if w:
+            lead = a.shape[sub.index("..."):sub.index("...") + w]
+            for j, n in enumerate(lead, start=width - w):
+                if n != 1 and sizes[j] not in (1, n):
+                    raise ShapeError(f"einsum: {spec!r}: the axes under '...' do not broadcast: size {sizes[j]} "
+                                     f"against {n} (shape {a.shape})")
+                sizes[j] = max(sizes[j], n)
+    spelled, own = [], set()  # own: the letters of broadcast size-1 axes, never in the output
+    for sub, a, w in zip(subs, arrays, widths):
+        if "..." in sub:
+            at = sub.index("...")
+            lead = a.shape[at:at + w]
+            letters = [shared[width - w + j] if n == sizes[width - w + j] else next(free, None)
+                       for j, n in enumerate(lead)]
+            own.update(c for c in letters if c not in shared)
+            sub = sub[:at] + "".join(c or "" for c in letters) + sub[at + 3:]
+        spelled.append(sub)
+    if None in shared or None in own:
+        raise ValueError(f"einsum: {spec!r} has too many axes under '...' to spell with letters")
+    if not arrow:
+        letters = "".join(spelled)
+        out = "".join(shared) + "".join(sorted(c for c in set(letters) - set(shared) - own
+                                               if letters.count(c) == 1))
+    else:
+        out = out.replace("...", "".join(shared), 1)
+    return spelled, out, "->"
 
 
 def _einsum_forward(*arrays: np.ndarray, spec: str, subs: tuple, deltas: tuple, out: str) -> tuple:
@@ -1584,7 +1635,8 @@ def einsum(subscripts: str, *operands: Any) -> Tensor:
 
     Letters name axes, a letter in several operands is multiplied along, one missing from the output is summed
     over: "ij,jk->ik" is a matrix product, "ii->" a trace, "i,j->ij" an outer product. Without "->" the output
-    is the letters that appear once, sorted (NumPy's rule). The ellipsis "..." is not supported.
+    is the letters that appear once, sorted (NumPy's rule). "..." stands for the axes no letter names, lined up
+    from the right across operands and broadcast, as in PyTorch: "...ij,...jk->...ik" is a batched matrix product.
 
     >>> a = Tensor([[1.0, 2.0], [3.0, 4.0]]); t = einsum("ii->", a); t.backward(); t.item(), a.grad.tolist()
     (5.0, [[1.0, 0.0], [0.0, 1.0]])
