@@ -793,9 +793,9 @@ def _grouped_matmul(A: np.ndarray, B: np.ndarray, groups: int, out: np.ndarray) 
 
 
 # Elements of the window matrix filled per batch of images before its product is taken, so that BLAS reads the
-# windows from the cache (measured on 64 images of 28x28, 16 -> 32 channels, 3x3, with the whole input padded
-# first: forward 11.6 ms in batches of 4 or 8 images, 12.4 ms in batches of 2, 13.3 ms filling the whole matrix
-# first; padding batch by batch too took another 6% off).
+# windows from the cache (measured on 64 images of 28x28, 16 -> 32 channels, 3x3: forward 10.7 ms in batches of
+# 4 images into one reused buffer, 11.4 ms in batches of 2, 12.1 ms image by image, 12.6 ms when every batch's
+# windows are kept for the backward pass).
 _IM2COL_BLOCK = 1 << 19
 
 
@@ -806,6 +806,47 @@ def _tap_slices(i: int, j: int, stride: tuple[int, int], dilation: tuple[int, in
     return slice(i * dh, i * dh + sh * (ho - 1) + 1, sh), slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
 
 
+def _tap_offset(i: int, j: int, pad: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int]:
+    """(a, b): kernel tap (i, j) of a stride-1 "same" convolution reads input pixel (p + a, q + b) for output
+    pixel (p, q)."""
+    return i * dilation[0] - pad[0], j * dilation[1] - pad[1]
+
+
+def _zero_outside(tap: np.ndarray, a: int, b: int) -> None:
+    """Zero the entries of a (..., h, w) tap whose source pixel (p + a, q + b) lies outside the h x w image:
+    with a flat shift they hold a neighbouring row's, channel's or image's pixel instead of the padding."""
+    h, w = tap.shape[-2:]
+    if a:                                              # NOTE: an empty slice still costs a NumPy call
+        (tap[..., :min(h, -a), :] if a < 0 else tap[..., max(0, h - a):, :])[...] = 0
+    if b:
+        (tap[..., :min(w, -b)] if b < 0 else tap[..., max(0, w - b):])[...] = 0
+
+
+def _windows_same(Xt: np.ndarray, images: slice, kernel: tuple[int, int], pad: tuple[int, int],
+                  dilation: tuple[int, int], cols6: np.ndarray) -> None:
+    """The windows of a stride-1 "same" convolution for a batch of images, into ``cols6`` (c, kh, kw, images,
+    h, w), from the channels-first input ``Xt`` (c, n, h, w).
+
+    Output pixel (p, q) of tap (i, j) reads input pixel (p + a, q + b), one fixed offset in the flattened
+    (n, h, w) input, so each tap is one long contiguous copy per channel (about a third faster than copying
+    image row by image row from a padded copy); the entries whose source lies in the padding are then zeroed.
+    """
+    c, n, h, w = Xt.shape
+    flat, size = Xt.reshape(c, n * h * w), h * w
+    start, stop = images.start * size, images.stop * size
+    rows = cols6.reshape(c, *kernel, stop - start)       # a view: the buffer is contiguous
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            a, b = _tap_offset(i, j, pad, dilation)
+            if abs(a) >= h or abs(b) >= w:                 # every source of this tap lies in the padding
+                rows[:, i, j] = 0
+                continue
+            k = a * w + b
+            lo, hi = max(0, start + k), min(n * size, stop + k)
+            rows[:, i, j, lo - start - k:hi - start - k] = flat[:, lo:hi]
+            _zero_outside(cols6[:, i, j], a, b)            # also covers the entries before lo and after hi
+
+
 def conv2d_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, stride: tuple[int, int],
                    padding: tuple[tuple[int, int], tuple[int, int]], dilation: tuple[int, int],
                    groups: int) -> tuple:
@@ -813,11 +854,12 @@ def conv2d_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, stride: tupl
 
     The reference contracts a (n, c, ho, wo, kh, kw) window view with ``einsum``; here the windows are copied
     into a matrix laid out (c, i, j) x (n, p, q), channels first: each kernel tap then copies whole image rows
-    for all channels at once (each batch of images is transposed to (c, images, h, w) into a padded buffer),
-    about five times faster than gathering (n, p, q) x (c, i, j) windows from NCHW, and the products waste no
-    column. The matrix is filled and multiplied a few images at a time, so BLAS reads windows still in cache,
-    and each product is added to the bias while it is moved into (n, o, p, q) order; the whole matrix is kept
-    for the weight gradient.
+    (or, stride 1 with the output grid the input grid, whole flattened images: ``_windows_same``) for all
+    channels at once, and the products waste no column. The matrix is filled and multiplied a few images at a
+    time, so BLAS reads windows still in cache, and each product is added to the bias while it is moved into
+    (n, o, p, q) order. A "same" convolution reuses one batch's buffer and keeps only the channels-first input,
+    from which its backward pass fills the windows again (cheaper than writing all of them to memory and
+    reading them back); other convolutions keep the whole matrix for the weight gradient.
     ``benchmarks/conv.py`` measures it, and what BLAS alone costs for the same products.
     """
     n, c, h, w = X.shape
@@ -825,27 +867,37 @@ def conv2d_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, stride: tupl
     ((pt, pb), (pl, pr)), (dh, dw), (sh, sw) = padding, dilation, stride
     hp, wp = h + pt + pb, w + pl + pr
     ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
-    cols6 = np.empty((c, kh, kw, n, ho, wo), dtype=X.dtype)
-    cols, W2, size = cols6.reshape(c * kh * kw, n * ho * wo), W.reshape(o, cg * kh * kw), ho * wo
-    out = np.empty((n, o, size), dtype=X.dtype)
+    same, size = stride == (1, 1) and (ho, wo) == (h, w), ho * wo
     m = min(n, max(1, _IM2COL_BLOCK // (c * kh * kw * size)))
+    W2, out = W.reshape(o, cg * kh * kw), np.empty((n, o, size), dtype=X.dtype)
     prod = np.empty((o, m * size), dtype=X.dtype)
-    padded = np.zeros((c, m, hp, wp), dtype=X.dtype)          # one batch; its padding stays zero throughout
+    if same:
+        Xt = np.ascontiguousarray(X.transpose(1, 0, 2, 3))
+        buf = np.empty(c * kh * kw * m * size, dtype=X.dtype)    # one batch's windows, reused
+    else:
+        cols6 = np.empty((c, kh, kw, n, ho, wo), dtype=X.dtype)
+        padded = np.zeros((c, m, hp, wp), dtype=X.dtype)      # one batch; its padding stays zero throughout
     for s in range(0, n, m):              # fill a batch of images' windows, multiply while they are in cache
         e = min(n, s + m)
-        padded[:, :e - s, pt:pt + h, pl:pl + w] = X[s:e].transpose(1, 0, 2, 3)
-        for i in range(kh):
-            for j in range(kw):
-                cols6[:, i, j, s:e] = padded[(slice(None), slice(0, e - s),
-                                              *_tap_slices(i, j, stride, dilation, (ho, wo)))]
-        part = _grouped_matmul(W2, cols[:, s * size:e * size], groups, prod[:, :(e - s) * size])
+        if same:
+            cols = buf[:c * kh * kw * (e - s) * size].reshape(c * kh * kw, (e - s) * size)
+            _windows_same(Xt, slice(s, e), (kh, kw), (pt, pl), dilation, cols.reshape(c, kh, kw, e - s, ho, wo))
+        else:
+            padded[:, :e - s, pt:pt + h, pl:pl + w] = X[s:e].transpose(1, 0, 2, 3)
+            for i in range(kh):
+                for j in range(kw):
+                    cols6[:, i, j, s:e] = padded[(slice(None), slice(0, e - s),
+                                                  *_tap_slices(i, j, stride, dilation, (ho, wo)))]
+            cols = cols6.reshape(c * kh * kw, n * size)[:, s * size:e * size]
+        part = _grouped_matmul(W2, cols, groups, prod[:, :(e - s) * size])
         part = part.reshape(o, e - s, size).transpose(1, 0, 2)                    # (images, o, ho wo)
         if bias:
             np.add(part, bias[0][:, None], out=out[s:e])
         else:
             out[s:e] = part
-    return out.reshape(n, o, ho, wo), (X.shape, W, len(bias), cols, (c, n, hp, wp), stride, padding, dilation,
-                                       groups)
+    windows = Xt if same else cols6.reshape(c * kh * kw, n * size)
+    return out.reshape(n, o, ho, wo), (X.shape, W, len(bias), windows, same, (c, n, hp, wp), stride, padding,
+                                       dilation, groups)
 
 
 def _col2im_same(dcols: np.ndarray, pad: tuple[int, int], dilation: tuple[int, int], out: np.ndarray) -> None:
@@ -865,12 +917,9 @@ def _col2im_same(dcols: np.ndarray, pad: tuple[int, int], dilation: tuple[int, i
     out[...] = 0
     for i in range(kh):
         for j in range(kw):
-            a, b = i * dilation[0] - pad[0], j * dilation[1] - pad[1]
+            a, b = _tap_offset(i, j, pad, dilation)
             tap = dcols[:, i, j]
-            tap[:, :, :max(0, -a)] = 0
-            tap[:, :, max(0, h - a):] = 0
-            tap[:, :, :, :max(0, -b)] = 0
-            tap[:, :, :, max(0, w - b):] = 0
+            _zero_outside(tap, a, b)
             k, flat = a * w + b, tap.reshape(c, size)
             if abs(k) >= size:                        # every target of this tap lies in the padding
                 continue
@@ -880,54 +929,73 @@ def _col2im_same(dcols: np.ndarray, pad: tuple[int, int], dilation: tuple[int, i
                 out[:, :size + k] += flat[:, -k:]
 
 
-# Elements of the window-gradient buffer per batch of images: about 4 MB of float32, so that the matrix product
-# writes it and the fold reads it back from the cache rather than from memory (measured on 64 images of 28x28
-# with 144 window rows, product and fold: 8.5 ms in batches of 8 images, 9.3-9.4 ms with 4 or 16, 12.5 ms for
-# the whole batch at once, 15.9 ms image by image).
-_COL2IM_BLOCK = 1 << 20
+def _conv2d_vjp_same(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+    """``conv2d_vjp`` for a stride-1 "same" convolution, a few images at a time: the windows filled again from
+    the channels-first input for the weight gradient, and the window gradients folded back by ``_col2im_same``,
+    so every batch's buffers are written and read while they are in cache."""
+    xshape, W, nb, Xt, _, _, _, ((pt, _), (pl, _)), dilation, groups = res
+    n, c, h, w = xshape
+    o, cg, kh, kw = W.shape
+    og, k, rows, size = o // groups, cg * kh * kw, c * kh * kw, h * w
+    m = min(n, max(1, _IM2COL_BLOCK // (rows * size)))
+    gbuf, gW, gb = np.empty(o * m * size, g.dtype), None, None
+    if needs[0]:
+        dbuf, gxc, gx = np.empty(rows * m * size, g.dtype), np.empty(c * m * size, g.dtype), np.empty(xshape, g.dtype)
+        Wg = W.reshape(groups, og, k)
+    if needs[1]:
+        wbuf, gW, part = np.empty(rows * m * size, g.dtype), np.zeros((k, o), g.dtype), np.empty((k, o), g.dtype)
+    if nb and needs[2]:
+        gb = np.zeros(o, g.dtype)
+    for s in range(0, n, m):
+        e = min(n, s + m)
+        length = (e - s) * size
+        g2 = gbuf[:o * length].reshape(o, length)                               # (o, images h w)
+        g2.reshape(o, e - s, size)[...] = g[s:e].reshape(e - s, o, size).transpose(1, 0, 2)
+        if needs[1]:
+            cols = wbuf[:rows * length].reshape(rows, length)
+            _windows_same(Xt, slice(s, e), (kh, kw), (pt, pl), dilation, cols.reshape(c, kh, kw, e - s, h, w))
+            for i in range(groups):         # (cols @ g2.T) as the transpose of gW: measured a little faster
+                np.matmul(cols[i * k:(i + 1) * k], g2[i * og:(i + 1) * og].T, out=part[:, i * og:(i + 1) * og])
+            gW += part
+        if gb is not None:
+            gb += np.add.reduce(g2, axis=1)
+        if needs[0]:
+            # NOTE: W.T as a transposed view, not a contiguous copy: BLAS takes the transpose as a flag
+            dcols = dbuf[:rows * length].reshape(rows, length)
+            for i in range(groups):
+                np.matmul(Wg[i].T, g2[i * og:(i + 1) * og], out=dcols[i * k:(i + 1) * k])
+            _col2im_same(dcols.reshape(c, kh, kw, e - s, h, w), (pt, pl), dilation, gxc[:c * length].reshape(c, length))
+            gx[s:e] = gxc[:c * length].reshape(c, e - s, h, w).transpose(1, 0, 2, 3)
+    return (gx if needs[0] else None, None if gW is None else gW.T.reshape(W.shape), gb)[:2 + nb]
 
 
 def conv2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
     """The reference's input, weight and bias gradients from the unrolled windows: two matrix products, and
-    the input gradient folded back (col2im) with one slice-add per kernel tap over the whole batch, or, when the
-    stride is 1 and the output grid is the input grid, a few images at a time by ``_col2im_same``."""
-    xshape, W, nb, cols, padded_shape, stride, ((pt, _), (pl, _)), dilation, groups = res
+    the input gradient folded back (col2im) with one slice-add per kernel tap over the whole batch (a stride-1
+    "same" convolution: ``_conv2d_vjp_same``)."""
+    if res[4]:
+        return _conv2d_vjp_same(g, res, needs)
+    xshape, W, nb, cols, _, padded_shape, stride, ((pt, _), (pl, _)), dilation, groups = res
     n, c, h, w = xshape
     o, cg, kh, kw = W.shape
     ho, wo = g.shape[2:]
     g2 = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(o, n * ho * wo)
     gx = gW = gb = None
+    og, k = o // groups, cg * kh * kw
     if needs[0]:
         # NOTE: W.T as a transposed view, not a contiguous copy: BLAS takes the transpose as a flag
-        Wg, og = W.reshape(groups, o // groups, cg * kh * kw), o // groups
-        k = cg * kh * kw
-
-        def window_grads(images: slice, out: np.ndarray) -> np.ndarray:
-            cols_g = g2[:, images.start * ho * wo:images.stop * ho * wo]
-            for i in range(groups):
-                np.matmul(Wg[i].T, cols_g[i * og:(i + 1) * og], out=out[i * k:(i + 1) * k])
-            return out.reshape(c, kh, kw, images.stop - images.start, ho, wo)
-        if stride == (1, 1) and (ho, wo) == (h, w):
-            # batches of images: the window gradients of one batch fold back before the next is computed
-            m = max(1, _COL2IM_BLOCK // (c * kh * kw * h * w))
-            buf, gxc = np.empty((c * kh * kw, min(n, m) * h * w), dtype=g.dtype), np.empty((c, n * h * w), g.dtype)
-            for s in range(0, n, m):
-                e = min(n, s + m)
-                _col2im_same(window_grads(slice(s, e), buf[:, :(e - s) * h * w]), (pt, pl), dilation,
-                             gxc[:, s * h * w:e * h * w])
-            gx = gxc.reshape(c, n, h, w).transpose(1, 0, 2, 3)
-        else:
-            dcols = window_grads(slice(0, n), np.empty((c * kh * kw, n * ho * wo), dtype=g.dtype))
-            dpad = np.zeros(padded_shape, dtype=g.dtype)
-            for i in range(kh):
-                for j in range(kw):
-                    dpad[(slice(None), slice(None), *_tap_slices(i, j, stride, dilation, (ho, wo)))] += dcols[:, i, j]
-            gx = dpad[:, :, pt:pt + h, pl:pl + w].transpose(1, 0, 2, 3)
-        gx = np.ascontiguousarray(gx)
+        Wg = W.reshape(groups, og, k)
+        dcols = np.empty((c * kh * kw, n * ho * wo), dtype=g.dtype)
+        for i in range(groups):
+            np.matmul(Wg[i].T, g2[i * og:(i + 1) * og], out=dcols[i * k:(i + 1) * k])
+        dcols6, dpad = dcols.reshape(c, kh, kw, n, ho, wo), np.zeros(padded_shape, dtype=g.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                dpad[(slice(None), slice(None), *_tap_slices(i, j, stride, dilation, (ho, wo)))] += dcols6[:, i, j]
+        gx = np.ascontiguousarray(dpad[:, :, pt:pt + h, pl:pl + w].transpose(1, 0, 2, 3))
     if needs[1]:
         # (cols @ g2.T).T rather than g2 @ cols.T: OpenBLAS runs this long-and-thin product about 5% faster with
         # the window rows as the output's rows (measured on 144 x 50,176 windows and 32 channels, float32)
-        og, k = o // groups, cg * kh * kw
         gW = np.concatenate([(cols[i * k:(i + 1) * k] @ g2[i * og:(i + 1) * og].T).T
                              for i in range(groups)]).reshape(W.shape)
     if nb and needs[2]:
