@@ -812,14 +812,21 @@ def _tap_offset(i: int, j: int, pad: tuple[int, int], dilation: tuple[int, int])
     return i * dilation[0] - pad[0], j * dilation[1] - pad[1]
 
 
-def _zero_outside(tap: np.ndarray, a: int, b: int) -> None:
-    """Zero the entries of a (..., h, w) tap whose source pixel (p + a, q + b) lies outside the h x w image:
-    with a flat shift they hold a neighbouring row's, channel's or image's pixel instead of the padding."""
-    h, w = tap.shape[-2:]
-    if a:                                              # NOTE: an empty slice still costs a NumPy call
-        (tap[..., :min(h, -a), :] if a < 0 else tap[..., max(0, h - a):, :])[...] = 0
-    if b:
-        (tap[..., :min(w, -b)] if b < 0 else tap[..., max(0, w - b):])[...] = 0
+def _zero_outside(cols6: np.ndarray, pad: tuple[int, int], dilation: tuple[int, int]) -> None:
+    """Zero the entries of the (c, kh, kw, n, h, w) windows whose source pixel (p + a, q + b) lies outside the
+    h x w image: with a flat shift they hold a neighbouring row's, channel's or image's pixel instead of the
+    padding. The rows to zero depend on the tap's row i only and the columns on its column j only, so one
+    assignment per kernel row and one per kernel column cover every tap (per tap: four times the NumPy calls).
+    """
+    kh, kw, _, h, w = cols6.shape[1:]
+    for i in range(kh):
+        a = _tap_offset(i, 0, pad, dilation)[0]
+        if a:
+            cols6[:, i, :, :, slice(min(h, -a)) if a < 0 else slice(max(0, h - a), None)] = 0
+    for j in range(kw):
+        b = _tap_offset(0, j, pad, dilation)[1]
+        if b:
+            cols6[:, :, j, :, :, slice(min(w, -b)) if b < 0 else slice(max(0, w - b), None)] = 0
 
 
 def _windows_same(Xt: np.ndarray, images: slice, kernel: tuple[int, int], pad: tuple[int, int],
@@ -838,13 +845,12 @@ def _windows_same(Xt: np.ndarray, images: slice, kernel: tuple[int, int], pad: t
     for i in range(kernel[0]):
         for j in range(kernel[1]):
             a, b = _tap_offset(i, j, pad, dilation)
-            if abs(a) >= h or abs(b) >= w:                 # every source of this tap lies in the padding
-                rows[:, i, j] = 0
+            if abs(a) >= h or abs(b) >= w:     # every source of this tap lies in the padding: zeroed below
                 continue
             k = a * w + b
             lo, hi = max(0, start + k), min(n * size, stop + k)
             rows[:, i, j, lo - start - k:hi - start - k] = flat[:, lo:hi]
-            _zero_outside(cols6[:, i, j], a, b)            # also covers the entries before lo and after hi
+    _zero_outside(cols6, pad, dilation)                    # also covers the entries before lo and after hi
 
 
 def conv2d_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, stride: tuple[int, int],
@@ -915,12 +921,11 @@ def _col2im_same(dcols: np.ndarray, pad: tuple[int, int], dilation: tuple[int, i
     c, kh, kw, n, h, w = dcols.shape
     size = n * h * w
     out[...] = 0
+    _zero_outside(dcols, pad, dilation)
     for i in range(kh):
         for j in range(kw):
             a, b = _tap_offset(i, j, pad, dilation)
-            tap = dcols[:, i, j]
-            _zero_outside(tap, a, b)
-            k, flat = a * w + b, tap.reshape(c, size)
+            k, flat = a * w + b, dcols[:, i, j].reshape(c, size)
             if abs(k) >= size:                        # every target of this tap lies in the padding
                 continue
             if k >= 0:

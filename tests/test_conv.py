@@ -4,6 +4,7 @@ installed (skipped with a reason otherwise), and the fast kernels against their 
 from __future__ import annotations
 
 import contextlib
+import itertools
 from unittest import mock
 
 import numpy as np
@@ -428,12 +429,12 @@ def test_fast_pooling_agrees_with_the_reference(kind, kh, kw, sh, sw, p, ceil, t
 def test_fast_same_size_masks_zero_exactly_the_taps_that_read_outside_the_image():
     """The fast path's flat shifts read a neighbouring row, channel or image where a tap's source pixel lies
     outside the image; the mask must zero exactly those entries, also for offsets larger than the image."""
-    for h in range(1, 4):
-        for w in range(1, 4):
+    for h, w, kh, kw, dh, dw in itertools.product((1, 2, 3), (1, 3), (1, 2, 3), (2, 4), (1, 2), (1, 3)):
+        for pt, pl in itertools.product(range(dh * (kh - 1) + 1), range(dw * (kw - 1) + 1)):
+            cols6 = np.ones((2, kh, kw, 3, h, w))
+            fast._zero_outside(cols6, (pt, pl), (dh, dw))
             p, q = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-            for a in range(-5, 6):
-                for b in range(-5, 6):
-                    tap = np.ones((2, 3, h, w))
-                    fast._zero_outside(tap, a, b)
-                    inside = (0 <= p + a) & (p + a < h) & (0 <= q + b) & (q + b < w)
-                    assert np.array_equal(tap, np.broadcast_to(inside, tap.shape)), (h, w, a, b)
+            for i, j in itertools.product(range(kh), range(kw)):
+                a, b = i * dh - pt, j * dw - pl        # tap (i, j) reads pixel (p + a, q + b)
+                inside = (0 <= p + a) & (p + a < h) & (0 <= q + b) & (q + b < w)
+                assert np.array_equal(cols6[:, i, j], np.broadcast_to(inside, (2, 3, h, w))), (h, w, i, j, pt, pl)
