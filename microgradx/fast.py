@@ -829,28 +829,31 @@ def _zero_outside(cols6: np.ndarray, pad: tuple[int, int], dilation: tuple[int, 
             cols6[:, :, j, :, :, slice(min(w, -b)) if b < 0 else slice(max(0, w - b), None)] = 0
 
 
-def _windows_same(Xt: np.ndarray, images: slice, kernel: tuple[int, int], pad: tuple[int, int],
+def _windows_same(X: np.ndarray, images: slice, kernel: tuple[int, int], pad: tuple[int, int],
                   dilation: tuple[int, int], cols6: np.ndarray) -> None:
-    """The windows of a stride-1 "same" convolution for a batch of images, into ``cols6`` (c, kh, kw, images,
-    h, w), from the channels-first input ``Xt`` (c, n, h, w).
+    """The windows of a stride-1 "same" convolution for a batch of images of X (n, c, h, w), into ``cols6``
+    (c, kh, kw, images, h, w).
 
     Output pixel (p, q) of tap (i, j) reads input pixel (p + a, q + b), one fixed offset in the flattened
-    (n, h, w) input, so each tap is one long contiguous copy per channel (about a third faster than copying
-    image row by image row from a padded copy); the entries whose source lies in the padding are then zeroed.
+    (h, w) image, so each tap is one copy of whole flattened images (about a third faster than copying image
+    row by image row from a padded copy); the entries whose source lies outside the image (they hold a
+    neighbouring row's or channel's pixel, or were not written) are then zeroed.
     """
-    c, n, h, w = Xt.shape
-    flat, size = Xt.reshape(c, n * h * w), h * w
-    start, stop = images.start * size, images.stop * size
-    rows = cols6.reshape(c, *kernel, stop - start)       # a view: the buffer is contiguous
+    c, h, w = X.shape[1:]
+    size = h * w
+    src = X[images].reshape(-1, c, size).transpose(1, 0, 2)             # (c, images, h w), a view
+    rows = cols6.reshape(c, *kernel, src.shape[1], size)                # a view: the buffer is contiguous
     for i in range(kernel[0]):
         for j in range(kernel[1]):
             a, b = _tap_offset(i, j, pad, dilation)
             if abs(a) >= h or abs(b) >= w:     # every source of this tap lies in the padding: zeroed below
                 continue
-            k = a * w + b
-            lo, hi = max(0, start + k), min(n * size, stop + k)
-            rows[:, i, j, lo - start - k:hi - start - k] = flat[:, lo:hi]
-    _zero_outside(cols6, pad, dilation)                    # also covers the entries before lo and after hi
+            k = a * w + b                      # |k| < h w
+            if k >= 0:
+                rows[:, i, j, :, :size - k] = src[:, :, k:]
+            else:
+                rows[:, i, j, :, -k:] = src[:, :, :size + k]
+    _zero_outside(cols6, pad, dilation)
 
 
 def conv2d_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, stride: tuple[int, int],
@@ -863,7 +866,7 @@ def conv2d_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, stride: tupl
     (or, stride 1 with the output grid the input grid, whole flattened images: ``_windows_same``) for all
     channels at once, and the products waste no column. The matrix is filled and multiplied a few images at a
     time, so BLAS reads windows still in cache, and each product is added to the bias while it is moved into
-    (n, o, p, q) order. A "same" convolution reuses one batch's buffer and keeps only the channels-first input,
+    (n, o, p, q) order. A "same" convolution reuses one batch's buffer and keeps only the input,
     from which its backward pass fills the windows again (cheaper than writing all of them to memory and
     reading them back); other convolutions keep the whole matrix for the weight gradient.
     ``benchmarks/conv.py`` measures it, and what BLAS alone costs for the same products.
@@ -878,7 +881,6 @@ def conv2d_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, stride: tupl
     W2, out = W.reshape(o, cg * kh * kw), np.empty((n, o, size), dtype=X.dtype)
     prod = np.empty((o, m * size), dtype=X.dtype)
     if same:
-        Xt = np.ascontiguousarray(X.transpose(1, 0, 2, 3))
         buf = np.empty(c * kh * kw * m * size, dtype=X.dtype)    # one batch's windows, reused
     else:
         cols6 = np.empty((c, kh, kw, n, ho, wo), dtype=X.dtype)
@@ -887,7 +889,7 @@ def conv2d_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, stride: tupl
         e = min(n, s + m)
         if same:
             cols = buf[:c * kh * kw * (e - s) * size].reshape(c * kh * kw, (e - s) * size)
-            _windows_same(Xt, slice(s, e), (kh, kw), (pt, pl), dilation, cols.reshape(c, kh, kw, e - s, ho, wo))
+            _windows_same(X, slice(s, e), (kh, kw), (pt, pl), dilation, cols.reshape(c, kh, kw, e - s, ho, wo))
         else:
             padded[:, :e - s, pt:pt + h, pl:pl + w] = X[s:e].transpose(1, 0, 2, 3)
             for i in range(kh):
@@ -901,7 +903,7 @@ def conv2d_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, stride: tupl
             np.add(part, bias[0][:, None], out=out[s:e])
         else:
             out[s:e] = part
-    windows = Xt if same else cols6.reshape(c * kh * kw, n * size)
+    windows = X if same else cols6.reshape(c * kh * kw, n * size)
     return out.reshape(n, o, ho, wo), (X.shape, W, len(bias), windows, same, (c, n, hp, wp), stride, padding,
                                        dilation, groups)
 
@@ -936,16 +938,17 @@ def _col2im_same(dcols: np.ndarray, pad: tuple[int, int], dilation: tuple[int, i
 
 def _conv2d_vjp_same(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
     """``conv2d_vjp`` for a stride-1 "same" convolution, a few images at a time: the windows filled again from
-    the channels-first input for the weight gradient, and the window gradients folded back by ``_col2im_same``,
-    so every batch's buffers are written and read while they are in cache."""
-    xshape, W, nb, Xt, _, _, _, ((pt, _), (pl, _)), dilation, groups = res
+    the input for the weight gradient, and the window gradients folded back onto the input gradient by
+    ``_col2im_same``, so every batch's buffers are written and read while they are in cache."""
+    xshape, W, nb, X, _, _, _, ((pt, _), (pl, _)), dilation, groups = res
     n, c, h, w = xshape
     o, cg, kh, kw = W.shape
     og, k, rows, size = o // groups, cg * kh * kw, c * kh * kw, h * w
     m = min(n, max(1, _IM2COL_BLOCK // (rows * size)))
     gbuf, gW, gb = np.empty(o * m * size, g.dtype), None, None
     if needs[0]:
-        dbuf, gxc, gx = np.empty(rows * m * size, g.dtype), np.empty(c * m * size, g.dtype), np.empty(xshape, g.dtype)
+        dbuf, gx = np.empty(rows * m * size, g.dtype), np.empty(xshape, g.dtype)
+        gxc = np.empty(m * c * size, g.dtype)
         Wg = W.reshape(groups, og, k)
     if needs[1]:
         wbuf, gW, part = np.empty(rows * m * size, g.dtype), np.zeros((k, o), g.dtype), np.empty((k, o), g.dtype)
@@ -958,7 +961,7 @@ def _conv2d_vjp_same(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tupl
         g2.reshape(o, e - s, size)[...] = g[s:e].reshape(e - s, o, size).transpose(1, 0, 2)
         if needs[1]:
             cols = wbuf[:rows * length].reshape(rows, length)
-            _windows_same(Xt, slice(s, e), (kh, kw), (pt, pl), dilation, cols.reshape(c, kh, kw, e - s, h, w))
+            _windows_same(X, slice(s, e), (kh, kw), (pt, pl), dilation, cols.reshape(c, kh, kw, e - s, h, w))
             for i in range(groups):         # (cols @ g2.T) as the transpose of gW: measured a little faster
                 np.matmul(cols[i * k:(i + 1) * k], g2[i * og:(i + 1) * og].T, out=part[:, i * og:(i + 1) * og])
             gW += part
@@ -969,8 +972,11 @@ def _conv2d_vjp_same(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tupl
             dcols = dbuf[:rows * length].reshape(rows, length)
             for i in range(groups):
                 np.matmul(Wg[i].T, g2[i * og:(i + 1) * og], out=dcols[i * k:(i + 1) * k])
-            _col2im_same(dcols.reshape(c, kh, kw, e - s, h, w), (pt, pl), dilation, gxc[:c * length].reshape(c, length))
-            gx[s:e] = gxc[:c * length].reshape(c, e - s, h, w).transpose(1, 0, 2, 3)
+            # folded channels first, whole batches per slice-add, then moved: 3-D slice-adds straight into
+            # (n, c, h, w) took half as long again (measured)
+            fold = gxc[:c * length].reshape(c, length)
+            _col2im_same(dcols.reshape(c, kh, kw, e - s, h, w), (pt, pl), dilation, fold)
+            gx[s:e] = fold.reshape(c, e - s, h, w).transpose(1, 0, 2, 3)
     return (gx if needs[0] else None, None if gW is None else gW.T.reshape(W.shape), gb)[:2 + nb]
 
 
