@@ -982,8 +982,8 @@ def _conv2d_vjp_same(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tupl
 
 def conv2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
     """The reference's input, weight and bias gradients from the unrolled windows: two matrix products, and
-    the input gradient folded back (col2im) with one slice-add per kernel tap over the whole batch (a stride-1
-    "same" convolution: ``_conv2d_vjp_same``)."""
+    the input gradient folded back (col2im) with one slice-add per kernel tap, a few images at a time (a
+    stride-1 "same" convolution: ``_conv2d_vjp_same``)."""
     if res[4]:
         return _conv2d_vjp_same(g, res, needs)
     xshape, W, nb, cols, _, padded_shape, stride, ((pt, _), (pl, _)), dilation, groups = res
@@ -995,15 +995,21 @@ def conv2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
     og, k = o // groups, cg * kh * kw
     if needs[0]:
         # NOTE: W.T as a transposed view, not a contiguous copy: BLAS takes the transpose as a flag
-        Wg = W.reshape(groups, og, k)
-        dcols = np.empty((c * kh * kw, n * ho * wo), dtype=g.dtype)
-        for i in range(groups):
-            np.matmul(Wg[i].T, g2[i * og:(i + 1) * og], out=dcols[i * k:(i + 1) * k])
-        dcols6, dpad = dcols.reshape(c, kh, kw, n, ho, wo), np.zeros(padded_shape, dtype=g.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                dpad[(slice(None), slice(None), *_tap_slices(i, j, stride, dilation, (ho, wo)))] += dcols6[:, i, j]
-        gx = np.ascontiguousarray(dpad[:, :, pt:pt + h, pl:pl + w].transpose(1, 0, 2, 3))
+        Wg, size = W.reshape(groups, og, k), ho * wo
+        gx = np.empty(xshape, dtype=g.dtype)
+        m = min(n, max(1, _IM2COL_BLOCK // (c * kh * kw * size)))
+        dbuf, dpad = np.empty(c * kh * kw * m * size, g.dtype), np.empty((c, m, *padded_shape[2:]), g.dtype)
+        for s in range(0, n, m):          # a few images at a time: the window gradients fold back from cache
+            e = min(n, s + m)
+            dcols = dbuf[:c * kh * kw * (e - s) * size].reshape(c * kh * kw, (e - s) * size)
+            for i in range(groups):
+                np.matmul(Wg[i].T, g2[i * og:(i + 1) * og, s * size:e * size], out=dcols[i * k:(i + 1) * k])
+            dcols6, block = dcols.reshape(c, kh, kw, e - s, ho, wo), dpad[:, :e - s]
+            block[...] = 0
+            for i in range(kh):
+                for j in range(kw):
+                    block[(slice(None), slice(None), *_tap_slices(i, j, stride, dilation, (ho, wo)))] += dcols6[:, i, j]
+            gx[s:e] = block[:, :, pt:pt + h, pl:pl + w].transpose(1, 0, 2, 3)
     if needs[1]:
         # (cols @ g2.T).T rather than g2 @ cols.T: OpenBLAS runs this long-and-thin product about 5% faster with
         # the window rows as the output's rows (measured on 144 x 50,176 windows and 32 channels, float32)
