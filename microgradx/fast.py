@@ -856,6 +856,54 @@ def _windows_same(X: np.ndarray, images: slice, kernel: tuple[int, int], pad: tu
     _zero_outside(cols6, pad, dilation)
 
 
+class _Phases:
+    """The grid of a strided convolution split into its stride phases, so that every kernel tap reads and
+    writes whole rows.
+
+    Phase (r, t) holds the padded image's pixels (sh P + r, sw Q + t), laid out (Hph + 1) x Wph (one spare zero
+    row). Kernel tap (i, j) reads phase ((dh i) mod sh, (dw j) mod sw) at rows P = p + (dh i) div sh and columns
+    Q = q + (dw j) div sw: with the outputs laid out Ho x Wph (the columns past Wo are filler), that is one fixed
+    offset in the flattened phase, so each tap is one contiguous copy (forward) or add (backward) per channel
+    and image instead of one short strided copy per image row.
+    """
+
+    def __init__(self, shape: tuple[int, ...], kernel: tuple[int, int], stride: tuple[int, int],
+                 padding: tuple[tuple[int, int], tuple[int, int]], dilation: tuple[int, int],
+                 out: tuple[int, int]) -> None:
+        _, _, h, w = shape
+        (sh, sw), ((pt, pb), (pl, pr)) = stride, padding
+        self.stride, self.out, self.size = stride, out, (h, w)
+        self.grid = (-(-(h + pt + pb) // sh) + 1, -(-(w + pl + pr) // sw))        # (Hph + 1, Wph)
+        self.width = self.grid[1]                                                # of the output rows
+        # (phase, offset in the flattened phase) per tap, in (i, j) order
+        self.taps = [(((dilation[0] * i) % sh, (dilation[1] * j) % sw),
+                      (dilation[0] * i) // sh * self.grid[1] + (dilation[1] * j) // sw)
+                     for i in range(kernel[0]) for j in range(kernel[1])]
+        # per phase: the image pixels it holds, as (image rows, image columns, phase rows, phase columns)
+        self.pixels = {}
+        for r in range(sh):
+            for t in range(sw):
+                y0, x0 = (r - pt) % sh, (t - pl) % sw
+                ny, nx = len(range(y0, h, sh)), len(range(x0, w, sw))
+                P0, Q0 = (y0 + pt) // sh, (x0 + pl) // sw
+                self.pixels[r, t] = (slice(y0, h, sh), slice(x0, w, sw), slice(P0, P0 + ny), slice(Q0, Q0 + nx))
+
+    def buffer(self, c: int, m: int, dtype: np.dtype) -> np.ndarray:
+        """Zeroed phases for m images of c channels: (sh, sw, c, m, Hph + 1, Wph)."""
+        return np.zeros((*self.stride, c, m, *self.grid), dtype=dtype)
+
+    def gather(self, phases: np.ndarray, out: np.ndarray) -> None:
+        """The images out (k, c, h, w) from the first k images of ``phases``."""
+        k = out.shape[0]
+        for (r, t), (ys, xs, Ps, Qs) in self.pixels.items():
+            out[:, :, ys, xs] = phases[r, t, :, :k, Ps, Qs].transpose(1, 0, 2, 3)
+
+    def tap_views(self, phases: np.ndarray, k: int) -> list[tuple[np.ndarray, int]]:
+        """Per tap, the (c, k, (Hph + 1) Wph) flattened phase it reads and its offset there."""
+        c, length = phases.shape[2], self.grid[0] * self.grid[1]
+        return [(phases[r, t, :, :k].reshape(c, k, length), off) for (r, t), off in self.taps]
+
+
 def conv2d_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, stride: tuple[int, int],
                    padding: tuple[tuple[int, int], tuple[int, int]], dilation: tuple[int, int],
                    groups: int) -> tuple:
@@ -878,13 +926,13 @@ def conv2d_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, stride: tupl
     ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
     same, size = stride == (1, 1) and (ho, wo) == (h, w), ho * wo
     m = min(n, max(1, _IM2COL_BLOCK // (c * kh * kw * size)))
-    W2, out = W.reshape(o, cg * kh * kw), np.empty((n, o, size), dtype=X.dtype)
-    prod = np.empty((o, m * size), dtype=X.dtype)
+    W2, out = W.reshape(o, cg * kh * kw), np.empty((n, o, ho, wo), dtype=X.dtype)
     if same:
         buf = np.empty(c * kh * kw * m * size, dtype=X.dtype)    # one batch's windows, reused
     else:
         cols6 = np.empty((c, kh, kw, n, ho, wo), dtype=X.dtype)
         padded = np.zeros((c, m, hp, wp), dtype=X.dtype)      # one batch; its padding stays zero throughout
+    prod = np.empty((o, m * size), dtype=X.dtype)
     for s in range(0, n, m):              # fill a batch of images' windows, multiply while they are in cache
         e = min(n, s + m)
         if same:
@@ -898,14 +946,13 @@ def conv2d_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, stride: tupl
                                                   *_tap_slices(i, j, stride, dilation, (ho, wo)))]
             cols = cols6.reshape(c * kh * kw, n * size)[:, s * size:e * size]
         part = _grouped_matmul(W2, cols, groups, prod[:, :(e - s) * size])
-        part = part.reshape(o, e - s, size).transpose(1, 0, 2)                    # (images, o, ho wo)
+        part = part.reshape(o, e - s, ho, wo).transpose(1, 0, 2, 3)                # (images, o, ho, wo)
         if bias:
-            np.add(part, bias[0][:, None], out=out[s:e])
+            np.add(part, bias[0][:, None, None], out=out[s:e])
         else:
             out[s:e] = part
     windows = X if same else cols6.reshape(c * kh * kw, n * size)
-    return out.reshape(n, o, ho, wo), (X.shape, W, len(bias), windows, same, (c, n, hp, wp), stride, padding,
-                                       dilation, groups)
+    return out, (X.shape, W, len(bias), windows, same, stride, padding, dilation, groups)
 
 
 def _col2im_same(dcols: np.ndarray, pad: tuple[int, int], dilation: tuple[int, int], out: np.ndarray) -> None:
@@ -940,7 +987,7 @@ def _conv2d_vjp_same(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tupl
     """``conv2d_vjp`` for a stride-1 "same" convolution, a few images at a time: the windows filled again from
     the input for the weight gradient, and the window gradients folded back onto the input gradient by
     ``_col2im_same``, so every batch's buffers are written and read while they are in cache."""
-    xshape, W, nb, X, _, _, _, ((pt, _), (pl, _)), dilation, groups = res
+    xshape, W, nb, X, _, _, ((pt, _), (pl, _)), dilation, groups = res
     n, c, h, w = xshape
     o, cg, kh, kw = W.shape
     og, k, rows, size = o // groups, cg * kh * kw, c * kh * kw, h * w
@@ -982,11 +1029,11 @@ def _conv2d_vjp_same(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tupl
 
 def conv2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
     """The reference's input, weight and bias gradients from the unrolled windows: two matrix products, and
-    the input gradient folded back (col2im) with one slice-add per kernel tap, a few images at a time (a
-    stride-1 "same" convolution: ``_conv2d_vjp_same``)."""
+    the input gradient folded back (col2im) with one slice-add per kernel tap into the stride phases, a few
+    images at a time (a stride-1 "same" convolution: ``_conv2d_vjp_same``)."""
     if res[4]:
         return _conv2d_vjp_same(g, res, needs)
-    xshape, W, nb, cols, _, padded_shape, stride, ((pt, _), (pl, _)), dilation, groups = res
+    xshape, W, nb, cols, _, stride, padding, dilation, groups = res
     n, c, h, w = xshape
     o, cg, kh, kw = W.shape
     ho, wo = g.shape[2:]
@@ -995,21 +1042,23 @@ def conv2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
     og, k = o // groups, cg * kh * kw
     if needs[0]:
         # NOTE: W.T as a transposed view, not a contiguous copy: BLAS takes the transpose as a flag
-        Wg, size = W.reshape(groups, og, k), ho * wo
-        gx = np.empty(xshape, dtype=g.dtype)
+        grid = _Phases(xshape, (kh, kw), stride, padding, dilation, (ho, wo))
+        size = ho * grid.width
+        gw = np.zeros((o, n, ho, grid.width), dtype=g.dtype)      # g laid out Wph wide: no gradient to filler
+        gw[:, :, :, :wo] = g2.reshape(o, n, ho, wo)
+        gw, Wg, gx = gw.reshape(o, n * size), W.reshape(groups, og, k), np.empty(xshape, dtype=g.dtype)
         m = min(n, max(1, _IM2COL_BLOCK // (c * kh * kw * size)))
-        dbuf, dpad = np.empty(c * kh * kw * m * size, g.dtype), np.empty((c, m, *padded_shape[2:]), g.dtype)
+        dbuf, phases = np.empty(c * kh * kw * m * size, g.dtype), grid.buffer(c, m, g.dtype)
         for s in range(0, n, m):          # a few images at a time: the window gradients fold back from cache
             e = min(n, s + m)
             dcols = dbuf[:c * kh * kw * (e - s) * size].reshape(c * kh * kw, (e - s) * size)
             for i in range(groups):
-                np.matmul(Wg[i].T, g2[i * og:(i + 1) * og, s * size:e * size], out=dcols[i * k:(i + 1) * k])
-            dcols6, block = dcols.reshape(c, kh, kw, e - s, ho, wo), dpad[:, :e - s]
-            block[...] = 0
-            for i in range(kh):
-                for j in range(kw):
-                    block[(slice(None), slice(None), *_tap_slices(i, j, stride, dilation, (ho, wo)))] += dcols6[:, i, j]
-            gx[s:e] = block[:, :, pt:pt + h, pl:pl + w].transpose(1, 0, 2, 3)
+                np.matmul(Wg[i].T, gw[i * og:(i + 1) * og, s * size:e * size], out=dcols[i * k:(i + 1) * k])
+            dcols5 = dcols.reshape(c, kh * kw, e - s, size)
+            phases[...] = 0
+            for tap, (dst, off) in enumerate(grid.tap_views(phases, e - s)):
+                dst[:, :, off:off + size] += dcols5[:, tap]
+            grid.gather(phases, gx[s:e])
     if needs[1]:
         # (cols @ g2.T).T rather than g2 @ cols.T: OpenBLAS runs this long-and-thin product about 5% faster with
         # the window rows as the output's rows (measured on 144 x 50,176 windows and 32 channels, float32)
