@@ -1104,16 +1104,27 @@ def max_pool2d_forward(X: np.ndarray, kernel: tuple[int, int], stride: tuple[int
 
 def max_pool2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
     """g added, tap by tap, to the entries that are their window's maximum; the first such tap in row-major
-    order takes it (the reference's tie rule), so later equal taps are masked out."""
+    order takes it (the reference's tie rule), so later equal taps are masked out. When no two windows share
+    an entry (stride at least the window's span), each tap's share is written straight into its entries
+    instead of added to them."""
     shape, Xp, best, kernel, stride, ((pt, _), (pl, _)), dilation, out = res
+    disjoint = all(s >= d * (k - 1) + 1 for s, d, k in zip(stride, dilation, kernel))
     gpad = np.zeros(Xp.shape, dtype=g.dtype)
-    open_ = np.ones(best.shape, dtype=bool)  # windows whose maximum has not been found yet
-    for tap, gtap in zip(_pool_taps(Xp, kernel, stride, dilation, out),
-                         _pool_taps(gpad, kernel, stride, dilation, out)):
-        hit = tap == best
-        hit &= open_
-        open_ ^= hit
-        gtap += g * hit  # overlapping windows add up
+    hit, open_ = np.empty(best.shape, dtype=bool), np.empty(best.shape, dtype=bool)
+    last = kernel[0] * kernel[1] - 1
+    for t, (tap, gtap) in enumerate(zip(_pool_taps(Xp, kernel, stride, dilation, out),
+                                        _pool_taps(gpad, kernel, stride, dilation, out))):
+        np.equal(tap, best, out=hit)
+        if t == 0:
+            np.logical_not(hit, out=open_)   # windows whose maximum has not been found yet
+        else:
+            hit &= open_
+            if t < last:
+                open_ ^= hit
+        if disjoint:
+            np.multiply(g, hit, out=gtap)
+        else:
+            gtap += g * hit  # overlapping windows add up
     return (gpad[:, :, pt:pt + shape[2], pl:pl + shape[3]],)
 
 
