@@ -991,13 +991,12 @@ def _conv2d_vjp_same(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tupl
     o, cg, kh, kw = W.shape
     og, k, rows, size = o // groups, cg * kh * kw, c * kh * kw, h * w
     m = min(n, max(1, _IM2COL_BLOCK // (rows * size)))
-    gbuf, gW, gb = np.empty(o * m * size, g.dtype), None, None
+    # one buffer holds a batch's windows and then, once the weight gradient has used them, its window gradients
+    gbuf, wbuf, gW, gb = np.empty(o * m * size, g.dtype), np.empty(rows * m * size, g.dtype), None, None
     if needs[0]:
-        dbuf, gx = np.empty(rows * m * size, g.dtype), np.empty(xshape, g.dtype)
-        gxc = np.empty(m * c * size, g.dtype)
-        Wg = W.reshape(groups, og, k)
+        gx, gxc, Wg = np.empty(xshape, g.dtype), np.empty(m * c * size, g.dtype), W.reshape(groups, og, k)
     if needs[1]:
-        wbuf, gW, part = np.empty(rows * m * size, g.dtype), np.zeros((k, o), g.dtype), np.empty((k, o), g.dtype)
+        gW, part = np.zeros((k, o), g.dtype), np.empty((k, o), g.dtype)
     if nb and needs[2]:
         gb = np.zeros(o, g.dtype)
     for s in range(0, n, m):
@@ -1015,7 +1014,7 @@ def _conv2d_vjp_same(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tupl
             gb += np.add.reduce(g2, axis=1)
         if needs[0]:
             # NOTE: W.T as a transposed view, not a contiguous copy: BLAS takes the transpose as a flag
-            dcols = dbuf[:rows * length].reshape(rows, length)
+            dcols = wbuf[:rows * length].reshape(rows, length)
             for i in range(groups):
                 np.matmul(Wg[i].T, g2[i * og:(i + 1) * og], out=dcols[i * k:(i + 1) * k])
             # folded channels first, whole batches per slice-add, then moved: 3-D slice-adds straight into
