@@ -433,8 +433,9 @@ def test_fast_same_size_masks_zero_exactly_the_taps_that_read_outside_the_image(
         for pt, pl in itertools.product(range(dh * (kh - 1) + 1), range(dw * (kw - 1) + 1)):
             cols6 = np.ones((2, kh, kw, 3, h, w))
             fast._zero_outside(cols6, (pt, pl), (dh, dw))
-            p, q = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-            for i, j in itertools.product(range(kh), range(kw)):
-                a, b = i * dh - pt, j * dw - pl        # tap (i, j) reads pixel (p + a, q + b)
-                inside = (0 <= p + a) & (p + a < h) & (0 <= q + b) & (q + b < w)
-                assert np.array_equal(cols6[:, i, j], np.broadcast_to(inside, (2, 3, h, w))), (h, w, i, j, pt, pl)
+            # tap (i, j) reads pixel (p + a, q + b), a = i dh - pt, b = j dw - pl: axes (i, j, p, q)
+            rows = np.arange(kh)[:, None, None, None] * dh - pt + np.arange(h)[None, None, :, None]
+            cols = np.arange(kw)[None, :, None, None] * dw - pl + np.arange(w)[None, None, None, :]
+            inside = (0 <= rows) & (rows < h) & (0 <= cols) & (cols < w)
+            expected = np.broadcast_to(inside[None, :, :, None], cols6.shape)
+            assert np.array_equal(cols6, expected), (h, w, kh, kw, dh, dw, pt, pl)
