@@ -5,11 +5,12 @@ channels (input gradient included), and the same with stride 2. The engines get 
 upstream gradient and take turns call by call: microgradx (its fast path, ``microgradx.fast``), its readable
 reference kernels (``fast.reference_only()``: what the fast path buys), the matrix products alone (what
 NumPy's BLAS costs for the same work, a floor for any im2col convolution) and PyTorch. The table shows median
-milliseconds and the ratio to PyTorch (measured in the same run; skipped when torch is absent). Not a test: it
-prints figures and never fails for being slow.
+milliseconds and the ratio to PyTorch (measured in the same run; skipped when torch is absent). With one thread
+the clock is the process's CPU time, which other jobs on a shared machine do not inflate; with more threads it
+is wall time (CPU time would add up the threads). Not a test: it prints figures and never fails for being slow.
 
-    python benchmarks/conv.py               # library thread defaults
-    python benchmarks/conv.py --threads 1   # one BLAS/OpenMP thread for both engines
+    python benchmarks/conv.py               # library thread defaults, wall time
+    python benchmarks/conv.py --threads 1   # one BLAS/OpenMP thread for both engines, CPU time
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ _threads = _early.parse_known_args(sys.argv[1:])[0].threads
 if _threads is not None:
     for _name in THREAD_VARIABLES:
         os.environ[_name] = str(_threads)
+# One thread: CPU time of this process (other jobs' time slices do not count); else wall time.
+clock = time.process_time if _threads == 1 else time.perf_counter
 
 import numpy as np  # noqa: E402
 
@@ -61,11 +64,11 @@ def microgradx_step(x: np.ndarray, w: np.ndarray, b: np.ndarray, g: np.ndarray, 
 
     def step() -> tuple[float, float]:
         wt.grad = bt.grad = xt.grad = None
-        t0 = time.perf_counter()
+        t0 = clock()
         y = F.conv2d(xt, wt, bt, stride=stride, padding=1)
-        t1 = time.perf_counter()
+        t1 = clock()
         y.backward(g)
-        return t1 - t0, time.perf_counter() - t1
+        return t1 - t0, clock() - t1
 
     def reference_step() -> tuple[float, float]:
         with fast.reference_only():
@@ -85,13 +88,13 @@ def blas_floor_step(x: np.ndarray, w: np.ndarray, b: np.ndarray, g: np.ndarray, 
     wm = w.reshape(o, -1)
 
     def step() -> tuple[float, float]:
-        t0 = time.perf_counter()
+        t0 = clock()
         wm @ cols
-        t1 = time.perf_counter()
+        t1 = clock()
         g2 @ cols.T
         if input_grad:
             wm.T @ g2
-        return t1 - t0, time.perf_counter() - t1
+        return t1 - t0, clock() - t1
     return step
 
 
@@ -110,11 +113,11 @@ def torch_step(x: np.ndarray, w: np.ndarray, b: np.ndarray, g: np.ndarray, input
 
     def step() -> tuple[float, float]:
         wt.grad = bt.grad = xt.grad = None
-        t0 = time.perf_counter()
+        t0 = clock()
         y = torch.nn.functional.conv2d(xt, wt, bt, stride=stride, padding=1)
-        t1 = time.perf_counter()
+        t1 = clock()
         y.backward(gt)
-        return t1 - t0, time.perf_counter() - t1
+        return t1 - t0, clock() - t1
     return step
 
 
@@ -152,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
         except ImportError:
             torch_threads = "; torch not installed"
     print(f"conv2d 3x3, padding 1, float32, batch {args.batch} of {args.size}x{args.size}; median of {args.repeats} "
-          f"forward+backward calls per engine, engines alternating; threads: {threads}{torch_threads}; "
+          f"forward+backward calls per engine, engines alternating; "
+          f"{'CPU' if clock is time.process_time else 'wall'} time; threads: {threads}{torch_threads}; "
           f"{os.cpu_count()} CPUs; numpy {np.__version__}")
     header = f"{'layer':24s} {'engine':12s} {'forward ms':>10s} {'backward ms':>11s} {'total ms':>9s} {'x torch':>8s}"
     print(header)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
-from _common import Run, pyplot, save_figure, start, table
+from _common import Run, one_blas_thread, pyplot, save_figure, start, table
 
 from microgradx import data, nn
 from microgradx.losses import cross_entropy
@@ -103,7 +103,8 @@ def plot(run: Run, found: dict) -> None:
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the demo; returns the accuracies, losses and time."""
     run = start(NAME, "a small CNN (conv, batch norm, max-pool) on the 8x8 digits", argv)
-    found = train(run, epochs=2 if run.fast else 20, n_train=600 if run.fast else None)
+    with one_blas_thread():  # batches of 32 8x8 images: matrices too small for BLAS threads to pay off
+        found = train(run, epochs=2 if run.fast else 20, n_train=600 if run.fast else None)
     plot(run, found)
     run.say(f"Key numbers: {found['parameters']} parameters; test accuracy {found['test_accuracy']:.4f} "
             f"({found['n_test']} images) after {found['epochs']} epochs on {found['n_train']} images, "

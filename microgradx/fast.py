@@ -793,9 +793,9 @@ def _grouped_matmul(A: np.ndarray, B: np.ndarray, groups: int, out: np.ndarray) 
 
 
 # Elements of the window matrix filled per batch of images before its product is taken, so that BLAS reads the
-# windows from the cache (measured on 64 images of 28x28, 16 -> 32 channels, 3x3, with the whole input padded
-# first: forward 11.6 ms in batches of 4 or 8 images, 12.4 ms in batches of 2, 13.3 ms filling the whole matrix
-# first; padding batch by batch too took another 6% off).
+# windows from the cache (measured on 64 images of 28x28, 16 -> 32 channels, 3x3, one batch buffer reused: forward
+# and backward fastest in batches of 4 images (about 1.8 MB of float32 windows); batches of 1, 2, 8 or 16 images
+# took 4-25% longer each way, and keeping every batch's windows for the backward pass 15% longer forward).
 _IM2COL_BLOCK = 1 << 19
 
 
@@ -806,6 +806,103 @@ def _tap_slices(i: int, j: int, stride: tuple[int, int], dilation: tuple[int, in
     return slice(i * dh, i * dh + sh * (ho - 1) + 1, sh), slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
 
 
+def _tap_offset(i: int, j: int, pad: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int]:
+    """(a, b): kernel tap (i, j) of a stride-1 "same" convolution reads input pixel (p + a, q + b) for output
+    pixel (p, q)."""
+    return i * dilation[0] - pad[0], j * dilation[1] - pad[1]
+
+
+def _zero_outside(cols6: np.ndarray, pad: tuple[int, int], dilation: tuple[int, int]) -> None:
+    """Zero the entries of the (c, kh, kw, n, h, w) windows whose source pixel (p + a, q + b) lies outside the
+    h x w image: with a flat shift they hold a neighbouring row's, channel's or image's pixel instead of the
+    padding. The rows to zero depend on the tap's row i only and the columns on its column j only, so one
+    assignment per kernel row and one per kernel column cover every tap (per tap: four times the NumPy calls).
+    """
+    kh, kw, _, h, w = cols6.shape[1:]
+    for i in range(kh):
+        a = _tap_offset(i, 0, pad, dilation)[0]
+        if a:
+            cols6[:, i, :, :, slice(min(h, -a)) if a < 0 else slice(max(0, h - a), None)] = 0
+    for j in range(kw):
+        b = _tap_offset(0, j, pad, dilation)[1]
+        if b:
+            cols6[:, :, j, :, :, slice(min(w, -b)) if b < 0 else slice(max(0, w - b), None)] = 0
+
+
+def _windows_same(X: np.ndarray, images: slice, kernel: tuple[int, int], pad: tuple[int, int],
+                  dilation: tuple[int, int], cols6: np.ndarray) -> None:
+    """The windows of a stride-1 "same" convolution for a batch of images of X (n, c, h, w), into ``cols6``
+    (c, kh, kw, images, h, w).
+
+    Output pixel (p, q) of tap (i, j) reads input pixel (p + a, q + b), one fixed offset in the flattened
+    (h, w) image, so each tap is one copy of whole flattened images (about a third faster than copying image
+    row by image row from a padded copy); the entries whose source lies outside the image (they hold a
+    neighbouring row's or channel's pixel, or were not written) are then zeroed.
+    """
+    c, h, w = X.shape[1:]
+    size = h * w
+    src = X[images].reshape(-1, c, size).transpose(1, 0, 2)             # (c, images, h w), a view
+    rows = cols6.reshape(c, *kernel, src.shape[1], size)                # a view: the buffer is contiguous
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            a, b = _tap_offset(i, j, pad, dilation)
+            if abs(a) >= h or abs(b) >= w:     # every source of this tap lies in the padding: zeroed below
+                continue
+            k = a * w + b                      # |k| < h w
+            if k >= 0:
+                rows[:, i, j, :, :size - k] = src[:, :, k:]
+            else:
+                rows[:, i, j, :, -k:] = src[:, :, :size + k]
+    _zero_outside(cols6, pad, dilation)
+
+
+class _Phases:
+    """The padded input of a convolution split into its stride phases, so that the input gradient's fold adds
+    whole flattened images per kernel tap instead of one short strided row at a time.
+
+    Phase (r, t) holds the padded image's pixels (sh P + r, sw Q + t), laid out (Hph + 1) x Wph (one spare zero
+    row). Kernel tap (i, j) touches phase ((dh i) mod sh, (dw j) mod sw) at rows P = p + (dh i) div sh and
+    columns Q = q + (dw j) div sw: with the output gradient laid out Ho x Wph (the columns past Wo hold zeros,
+    so wherever they land they add nothing), that is one fixed offset in the flattened phase, so each tap is
+    one contiguous slice-add per channel and image.
+    """
+
+    def __init__(self, shape: tuple[int, ...], kernel: tuple[int, int], stride: tuple[int, int],
+                 padding: tuple[tuple[int, int], tuple[int, int]], dilation: tuple[int, int]) -> None:
+        _, _, h, w = shape
+        (sh, sw), ((pt, pb), (pl, pr)) = stride, padding
+        self.stride = stride
+        self.grid = (-(-(h + pt + pb) // sh) + 1, -(-(w + pl + pr) // sw))        # (Hph + 1, Wph)
+        self.width = self.grid[1]                                   # of the output gradient's rows
+        # (phase, offset in the flattened phase) per tap, in (i, j) order
+        self.taps = [(((dilation[0] * i) % sh, (dilation[1] * j) % sw),
+                      (dilation[0] * i) // sh * self.grid[1] + (dilation[1] * j) // sw)
+                     for i in range(kernel[0]) for j in range(kernel[1])]
+        # per phase: the image pixels it holds, as (image rows, image columns, phase rows, phase columns)
+        self.pixels = {}
+        for r in range(sh):
+            for t in range(sw):
+                y0, x0 = (r - pt) % sh, (t - pl) % sw
+                ny, nx = len(range(y0, h, sh)), len(range(x0, w, sw))
+                P0, Q0 = (y0 + pt) // sh, (x0 + pl) // sw
+                self.pixels[r, t] = (slice(y0, h, sh), slice(x0, w, sw), slice(P0, P0 + ny), slice(Q0, Q0 + nx))
+
+    def buffer(self, c: int, m: int, dtype: np.dtype) -> np.ndarray:
+        """Zeroed phases for m images of c channels: (sh, sw, c, m, Hph + 1, Wph)."""
+        return np.zeros((*self.stride, c, m, *self.grid), dtype=dtype)
+
+    def gather(self, phases: np.ndarray, out: np.ndarray) -> None:
+        """The images out (k, c, h, w) from the first k images of ``phases``."""
+        k = out.shape[0]
+        for (r, t), (ys, xs, Ps, Qs) in self.pixels.items():
+            out[:, :, ys, xs] = phases[r, t, :, :k, Ps, Qs].transpose(1, 0, 2, 3)
+
+    def tap_views(self, phases: np.ndarray, k: int) -> list[tuple[np.ndarray, int]]:
+        """Per tap, the (c, k, (Hph + 1) Wph) flattened phase it touches and its offset there."""
+        c, length = phases.shape[2], self.grid[0] * self.grid[1]
+        return [(phases[r, t, :, :k].reshape(c, k, length), off) for (r, t), off in self.taps]
+
+
 def conv2d_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, stride: tuple[int, int],
                    padding: tuple[tuple[int, int], tuple[int, int]], dilation: tuple[int, int],
                    groups: int) -> tuple:
@@ -813,11 +910,12 @@ def conv2d_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, stride: tupl
 
     The reference contracts a (n, c, ho, wo, kh, kw) window view with ``einsum``; here the windows are copied
     into a matrix laid out (c, i, j) x (n, p, q), channels first: each kernel tap then copies whole image rows
-    for all channels at once (each batch of images is transposed to (c, images, h, w) into a padded buffer),
-    about five times faster than gathering (n, p, q) x (c, i, j) windows from NCHW, and the products waste no
-    column. The matrix is filled and multiplied a few images at a time, so BLAS reads windows still in cache,
-    and each product is added to the bias while it is moved into (n, o, p, q) order; the whole matrix is kept
-    for the weight gradient.
+    (or, stride 1 with the output grid the input grid, whole flattened images: ``_windows_same``) for all
+    channels at once, and the products waste no column. The matrix is filled and multiplied a few images at a
+    time, so BLAS reads windows still in cache, and each product is added to the bias while it is moved into
+    (n, o, p, q) order. A "same" convolution reuses one batch's buffer and keeps only the input,
+    from which its backward pass fills the windows again (cheaper than writing all of them to memory and
+    reading them back); other convolutions keep the whole matrix for the weight gradient.
     ``benchmarks/conv.py`` measures it, and what BLAS alone costs for the same products.
     """
     n, c, h, w = X.shape
@@ -825,27 +923,35 @@ def conv2d_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, stride: tupl
     ((pt, pb), (pl, pr)), (dh, dw), (sh, sw) = padding, dilation, stride
     hp, wp = h + pt + pb, w + pl + pr
     ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
-    cols6 = np.empty((c, kh, kw, n, ho, wo), dtype=X.dtype)
-    cols, W2, size = cols6.reshape(c * kh * kw, n * ho * wo), W.reshape(o, cg * kh * kw), ho * wo
-    out = np.empty((n, o, size), dtype=X.dtype)
+    same, size = stride == (1, 1) and (ho, wo) == (h, w), ho * wo
     m = min(n, max(1, _IM2COL_BLOCK // (c * kh * kw * size)))
+    W2, out = W.reshape(o, cg * kh * kw), np.empty((n, o, ho, wo), dtype=X.dtype)
+    if same:
+        buf = np.empty(c * kh * kw * m * size, dtype=X.dtype)    # one batch's windows, reused
+    else:
+        cols6 = np.empty((c, kh, kw, n, ho, wo), dtype=X.dtype)
+        padded = np.zeros((c, m, hp, wp), dtype=X.dtype)      # one batch; its padding stays zero throughout
     prod = np.empty((o, m * size), dtype=X.dtype)
-    padded = np.zeros((c, m, hp, wp), dtype=X.dtype)          # one batch; its padding stays zero throughout
     for s in range(0, n, m):              # fill a batch of images' windows, multiply while they are in cache
         e = min(n, s + m)
-        padded[:, :e - s, pt:pt + h, pl:pl + w] = X[s:e].transpose(1, 0, 2, 3)
-        for i in range(kh):
-            for j in range(kw):
-                cols6[:, i, j, s:e] = padded[(slice(None), slice(0, e - s),
-                                              *_tap_slices(i, j, stride, dilation, (ho, wo)))]
-        part = _grouped_matmul(W2, cols[:, s * size:e * size], groups, prod[:, :(e - s) * size])
-        part = part.reshape(o, e - s, size).transpose(1, 0, 2)                    # (images, o, ho wo)
+        if same:
+            cols = buf[:c * kh * kw * (e - s) * size].reshape(c * kh * kw, (e - s) * size)
+            _windows_same(X, slice(s, e), (kh, kw), (pt, pl), dilation, cols.reshape(c, kh, kw, e - s, ho, wo))
+        else:
+            padded[:, :e - s, pt:pt + h, pl:pl + w] = X[s:e].transpose(1, 0, 2, 3)
+            for i in range(kh):
+                for j in range(kw):
+                    cols6[:, i, j, s:e] = padded[(slice(None), slice(0, e - s),
+                                                  *_tap_slices(i, j, stride, dilation, (ho, wo)))]
+            cols = cols6.reshape(c * kh * kw, n * size)[:, s * size:e * size]
+        part = _grouped_matmul(W2, cols, groups, prod[:, :(e - s) * size])
+        part = part.reshape(o, e - s, ho, wo).transpose(1, 0, 2, 3)                # (images, o, ho, wo)
         if bias:
-            np.add(part, bias[0][:, None], out=out[s:e])
+            np.add(part, bias[0][:, None, None], out=out[s:e])
         else:
             out[s:e] = part
-    return out.reshape(n, o, ho, wo), (X.shape, W, len(bias), cols, (c, n, hp, wp), stride, padding, dilation,
-                                       groups)
+    windows = X if same else cols6.reshape(c * kh * kw, n * size)
+    return out, (X.shape, W, len(bias), windows, same, stride, padding, dilation, groups)
 
 
 def _col2im_same(dcols: np.ndarray, pad: tuple[int, int], dilation: tuple[int, int], out: np.ndarray) -> None:
@@ -863,15 +969,11 @@ def _col2im_same(dcols: np.ndarray, pad: tuple[int, int], dilation: tuple[int, i
     c, kh, kw, n, h, w = dcols.shape
     size = n * h * w
     out[...] = 0
+    _zero_outside(dcols, pad, dilation)
     for i in range(kh):
         for j in range(kw):
-            a, b = i * dilation[0] - pad[0], j * dilation[1] - pad[1]
-            tap = dcols[:, i, j]
-            tap[:, :, :max(0, -a)] = 0
-            tap[:, :, max(0, h - a):] = 0
-            tap[:, :, :, :max(0, -b)] = 0
-            tap[:, :, :, max(0, w - b):] = 0
-            k, flat = a * w + b, tap.reshape(c, size)
+            a, b = _tap_offset(i, j, pad, dilation)
+            k, flat = a * w + b, dcols[:, i, j].reshape(c, size)
             if abs(k) >= size:                        # every target of this tap lies in the padding
                 continue
             if k >= 0:
@@ -880,54 +982,84 @@ def _col2im_same(dcols: np.ndarray, pad: tuple[int, int], dilation: tuple[int, i
                 out[:, :size + k] += flat[:, -k:]
 
 
-# Elements of the window-gradient buffer per batch of images: about 4 MB of float32, so that the matrix product
-# writes it and the fold reads it back from the cache rather than from memory (measured on 64 images of 28x28
-# with 144 window rows, product and fold: 8.5 ms in batches of 8 images, 9.3-9.4 ms with 4 or 16, 12.5 ms for
-# the whole batch at once, 15.9 ms image by image).
-_COL2IM_BLOCK = 1 << 20
+def _conv2d_vjp_same(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
+    """``conv2d_vjp`` for a stride-1 "same" convolution, a few images at a time: the windows filled again from
+    the input for the weight gradient, and the window gradients folded back onto the input gradient by
+    ``_col2im_same``, so every batch's buffers are written and read while they are in cache."""
+    xshape, W, nb, X, _, _, ((pt, _), (pl, _)), dilation, groups = res
+    n, c, h, w = xshape
+    o, cg, kh, kw = W.shape
+    og, k, rows, size = o // groups, cg * kh * kw, c * kh * kw, h * w
+    m = min(n, max(1, _IM2COL_BLOCK // (rows * size)))
+    # one buffer holds a batch's windows and then, once the weight gradient has used them, its window gradients
+    gbuf, wbuf, gW, gb = np.empty(o * m * size, g.dtype), np.empty(rows * m * size, g.dtype), None, None
+    if needs[0]:
+        gx, gxc, Wg = np.empty(xshape, g.dtype), np.empty(m * c * size, g.dtype), W.reshape(groups, og, k)
+    if needs[1]:
+        gW, part = np.zeros((k, o), g.dtype), np.empty((k, o), g.dtype)
+    if nb and needs[2]:
+        gb = np.zeros(o, g.dtype)
+    for s in range(0, n, m):
+        e = min(n, s + m)
+        length = (e - s) * size
+        g2 = gbuf[:o * length].reshape(o, length)                               # (o, images h w)
+        g2.reshape(o, e - s, size)[...] = g[s:e].reshape(e - s, o, size).transpose(1, 0, 2)
+        if needs[1]:
+            cols = wbuf[:rows * length].reshape(rows, length)
+            _windows_same(X, slice(s, e), (kh, kw), (pt, pl), dilation, cols.reshape(c, kh, kw, e - s, h, w))
+            for i in range(groups):         # (cols @ g2.T) as the transpose of gW: measured a little faster
+                np.matmul(cols[i * k:(i + 1) * k], g2[i * og:(i + 1) * og].T, out=part[:, i * og:(i + 1) * og])
+            gW += part
+        if gb is not None:
+            gb += np.add.reduce(g2, axis=1)
+        if needs[0]:
+            # NOTE: W.T as a transposed view, not a contiguous copy: BLAS takes the transpose as a flag
+            dcols = wbuf[:rows * length].reshape(rows, length)
+            for i in range(groups):
+                np.matmul(Wg[i].T, g2[i * og:(i + 1) * og], out=dcols[i * k:(i + 1) * k])
+            # folded channels first, whole batches per slice-add, then moved: 3-D slice-adds straight into
+            # (n, c, h, w) took half as long again (measured)
+            fold = gxc[:c * length].reshape(c, length)
+            _col2im_same(dcols.reshape(c, kh, kw, e - s, h, w), (pt, pl), dilation, fold)
+            gx[s:e] = fold.reshape(c, e - s, h, w).transpose(1, 0, 2, 3)
+    return (gx if needs[0] else None, None if gW is None else gW.T.reshape(W.shape), gb)[:2 + nb]
 
 
 def conv2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
     """The reference's input, weight and bias gradients from the unrolled windows: two matrix products, and
-    the input gradient folded back (col2im) with one slice-add per kernel tap over the whole batch, or, when the
-    stride is 1 and the output grid is the input grid, a few images at a time by ``_col2im_same``."""
-    xshape, W, nb, cols, padded_shape, stride, ((pt, _), (pl, _)), dilation, groups = res
+    the input gradient folded back (col2im) with one slice-add per kernel tap into the stride phases, a few
+    images at a time (a stride-1 "same" convolution: ``_conv2d_vjp_same``)."""
+    if res[4]:
+        return _conv2d_vjp_same(g, res, needs)
+    xshape, W, nb, cols, _, stride, padding, dilation, groups = res
     n, c, h, w = xshape
     o, cg, kh, kw = W.shape
     ho, wo = g.shape[2:]
     g2 = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(o, n * ho * wo)
     gx = gW = gb = None
+    og, k = o // groups, cg * kh * kw
     if needs[0]:
         # NOTE: W.T as a transposed view, not a contiguous copy: BLAS takes the transpose as a flag
-        Wg, og = W.reshape(groups, o // groups, cg * kh * kw), o // groups
-        k = cg * kh * kw
-
-        def window_grads(images: slice, out: np.ndarray) -> np.ndarray:
-            cols_g = g2[:, images.start * ho * wo:images.stop * ho * wo]
+        grid = _Phases(xshape, (kh, kw), stride, padding, dilation)
+        size = ho * grid.width
+        gw = np.zeros((o, n, ho, grid.width), dtype=g.dtype)      # g laid out Wph wide: no gradient to filler
+        gw[:, :, :, :wo] = g2.reshape(o, n, ho, wo)
+        gw, Wg, gx = gw.reshape(o, n * size), W.reshape(groups, og, k), np.empty(xshape, dtype=g.dtype)
+        m = min(n, max(1, _IM2COL_BLOCK // (c * kh * kw * size)))
+        dbuf, phases = np.empty(c * kh * kw * m * size, g.dtype), grid.buffer(c, m, g.dtype)
+        for s in range(0, n, m):          # a few images at a time: the window gradients fold back from cache
+            e = min(n, s + m)
+            dcols = dbuf[:c * kh * kw * (e - s) * size].reshape(c * kh * kw, (e - s) * size)
             for i in range(groups):
-                np.matmul(Wg[i].T, cols_g[i * og:(i + 1) * og], out=out[i * k:(i + 1) * k])
-            return out.reshape(c, kh, kw, images.stop - images.start, ho, wo)
-        if stride == (1, 1) and (ho, wo) == (h, w):
-            # batches of images: the window gradients of one batch fold back before the next is computed
-            m = max(1, _COL2IM_BLOCK // (c * kh * kw * h * w))
-            buf, gxc = np.empty((c * kh * kw, min(n, m) * h * w), dtype=g.dtype), np.empty((c, n * h * w), g.dtype)
-            for s in range(0, n, m):
-                e = min(n, s + m)
-                _col2im_same(window_grads(slice(s, e), buf[:, :(e - s) * h * w]), (pt, pl), dilation,
-                             gxc[:, s * h * w:e * h * w])
-            gx = gxc.reshape(c, n, h, w).transpose(1, 0, 2, 3)
-        else:
-            dcols = window_grads(slice(0, n), np.empty((c * kh * kw, n * ho * wo), dtype=g.dtype))
-            dpad = np.zeros(padded_shape, dtype=g.dtype)
-            for i in range(kh):
-                for j in range(kw):
-                    dpad[(slice(None), slice(None), *_tap_slices(i, j, stride, dilation, (ho, wo)))] += dcols[:, i, j]
-            gx = dpad[:, :, pt:pt + h, pl:pl + w].transpose(1, 0, 2, 3)
-        gx = np.ascontiguousarray(gx)
+                np.matmul(Wg[i].T, gw[i * og:(i + 1) * og, s * size:e * size], out=dcols[i * k:(i + 1) * k])
+            dcols5 = dcols.reshape(c, kh * kw, e - s, size)
+            phases[...] = 0
+            for tap, (dst, off) in enumerate(grid.tap_views(phases, e - s)):
+                dst[:, :, off:off + size] += dcols5[:, tap]
+            grid.gather(phases, gx[s:e])
     if needs[1]:
         # (cols @ g2.T).T rather than g2 @ cols.T: OpenBLAS runs this long-and-thin product about 5% faster with
         # the window rows as the output's rows (measured on 144 x 50,176 windows and 32 channels, float32)
-        og, k = o // groups, cg * kh * kw
         gW = np.concatenate([(cols[i * k:(i + 1) * k] @ g2[i * og:(i + 1) * og].T).T
                              for i in range(groups)]).reshape(W.shape)
     if nb and needs[2]:
@@ -970,16 +1102,27 @@ def max_pool2d_forward(X: np.ndarray, kernel: tuple[int, int], stride: tuple[int
 
 def max_pool2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
     """g added, tap by tap, to the entries that are their window's maximum; the first such tap in row-major
-    order takes it (the reference's tie rule), so later equal taps are masked out."""
+    order takes it (the reference's tie rule), so later equal taps are masked out. When no two windows share
+    an entry (stride at least the window's span), each tap's share is written straight into its entries
+    instead of added to them."""
     shape, Xp, best, kernel, stride, ((pt, _), (pl, _)), dilation, out = res
+    disjoint = all(s >= d * (k - 1) + 1 for s, d, k in zip(stride, dilation, kernel))
     gpad = np.zeros(Xp.shape, dtype=g.dtype)
-    open_ = np.ones(best.shape, dtype=bool)  # windows whose maximum has not been found yet
-    for tap, gtap in zip(_pool_taps(Xp, kernel, stride, dilation, out),
-                         _pool_taps(gpad, kernel, stride, dilation, out)):
-        hit = tap == best
-        hit &= open_
-        open_ ^= hit
-        gtap += g * hit  # overlapping windows add up
+    hit, open_ = np.empty(best.shape, dtype=bool), np.empty(best.shape, dtype=bool)
+    last = kernel[0] * kernel[1] - 1
+    for t, (tap, gtap) in enumerate(zip(_pool_taps(Xp, kernel, stride, dilation, out),
+                                        _pool_taps(gpad, kernel, stride, dilation, out))):
+        np.equal(tap, best, out=hit)
+        if t == 0:
+            np.logical_not(hit, out=open_)   # windows whose maximum has not been found yet
+        else:
+            hit &= open_
+            if t < last:
+                open_ ^= hit
+        if disjoint:
+            np.multiply(g, hit, out=gtap)
+        else:
+            gtap += g * hit  # overlapping windows add up
     return (gpad[:, :, pt:pt + shape[2], pl:pl + shape[3]],)
 
 

@@ -4,6 +4,8 @@ installed (skipped with a reason otherwise), and the fast kernels against their 
 from __future__ import annotations
 
 import contextlib
+import itertools
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -164,8 +166,10 @@ def test_conv1d_matches_central_differences_and_pytorch(opts):
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(1, 2),
        st.integers(1, 2), st.integers(0, 2), st.integers(1, 2), st.sampled_from([1, 2]),
-       st.sampled_from(["float32", "float64"]), st.booleans(), st.integers(0, 2**31))
-def test_fast_conv2d_agrees_with_the_reference(n, kh, kw, sh, sw, dh, p, dw, groups, dtype, bias, seed):
+       st.sampled_from(["float32", "float64"]), st.booleans(), st.booleans(), st.integers(0, 2**31))
+def test_fast_conv2d_agrees_with_the_reference(n, kh, kw, sh, sw, dh, p, dw, groups, dtype, bias, one_by_one, seed):
+    """Every stride, padding, dilation and groups combination, the windows filled for the whole batch at once
+    or image by image (the fast path's batches, shrunk to one image)."""
     rng = np.random.default_rng(seed)
     c, o = 2 * groups, 3 * groups
     h, w = rng.integers(dh * (kh - 1) + 1, 9), rng.integers(dw * (kw - 1) + 1, 9)
@@ -178,7 +182,8 @@ def test_fast_conv2d_agrees_with_the_reference(n, kh, kw, sh, sw, dh, p, dw, gro
     found = []
     for reference in (False, True):
         ts = [Tensor(a.copy()) for a in arrays]
-        with fast.reference_only() if reference else contextlib.nullcontext():
+        with fast.reference_only() if reference else mock.patch.object(fast, "_IM2COL_BLOCK", 1 if one_by_one
+                                                                       else fast._IM2COL_BLOCK):
             out = build(*ts)
             out.backward(np.random.default_rng(1).normal(size=out.shape).astype(dtype))
         found.append((out.data, [t.grad for t in ts]))
@@ -195,23 +200,27 @@ def test_fast_conv2d_agrees_with_the_reference(n, kh, kw, sh, sw, dh, p, dw, gro
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.integers(1, 2), st.integers(1, 2),
        st.sampled_from([1, 2]), st.integers(1, 6), st.integers(1, 6), st.sampled_from(["float32", "float64"]),
-       st.booleans(), st.integers(0, 2**31))
+       st.booleans(), st.booleans(), st.booleans(), st.integers(0, 2**31))
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
-def test_fast_same_size_conv2d_agrees_with_the_reference(n, kh, kw, dh, dw, groups, h, w, dtype, needs_x, seed):
-    """Stride 1 with padding 'same' takes the fast path's shifted-slice input gradient, also on images smaller
-    than the kernel (taps that only ever read the padding)."""
+def test_fast_same_size_conv2d_agrees_with_the_reference(n, kh, kw, dh, dw, groups, h, w, dtype, needs_x, bias,
+                                                         one_by_one, seed):
+    """Stride 1 with padding 'same' takes the fast path's shifted-slice windows and input gradient, batch by
+    batch (shrunk here to one image per batch, so the shifts cross image borders), also on images smaller than
+    the kernel (taps that only ever read the padding)."""
     rng = np.random.default_rng(seed)
     c, o = 2 * groups, 3 * groups
     X = rng.normal(size=(n, c, h, w)).astype(dtype)
     W = rng.normal(size=(o, c // groups, kh, kw)).astype(dtype)
     upstream = rng.normal(size=(n, o, h, w)).astype(dtype)
+    B = rng.normal(size=o).astype(dtype)
     found = []
     for reference in (False, True):
-        x, wt = Tensor(X.copy(), requires_grad=needs_x), Tensor(W.copy())
-        with fast.reference_only() if reference else contextlib.nullcontext():
-            out = F.conv2d(x, wt, padding="same", dilation=(dh, dw), groups=groups)
+        x, wt, b = Tensor(X.copy(), requires_grad=needs_x), Tensor(W.copy()), Tensor(B.copy())
+        with fast.reference_only() if reference else mock.patch.object(fast, "_IM2COL_BLOCK", 1 if one_by_one
+                                                                       else fast._IM2COL_BLOCK):
+            out = F.conv2d(x, wt, b if bias else None, padding="same", dilation=(dh, dw), groups=groups)
             out.backward(upstream)
-        found.append((out.data, x.grad, wt.grad))
+        found.append((out.data, x.grad, wt.grad, b.grad))
     tol = 1e-4 if dtype == "float32" else 1e-11
     assert found[0][0].shape == (n, o, h, w)
     for a, r in zip(*found):
@@ -415,3 +424,18 @@ def test_fast_pooling_agrees_with_the_reference(kind, kh, kw, sh, sw, p, ceil, t
     assert fo.dtype == ro.dtype == fg.dtype == np.dtype(dtype)
     np.testing.assert_allclose(fo, ro, rtol=tol, atol=tol)
     np.testing.assert_allclose(fg, rg, rtol=tol, atol=tol)
+
+
+def test_fast_same_size_masks_zero_exactly_the_taps_that_read_outside_the_image():
+    """The fast path's flat shifts read a neighbouring row, channel or image where a tap's source pixel lies
+    outside the image; the mask must zero exactly those entries, also for offsets larger than the image."""
+    for h, w, kh, kw, dh, dw in itertools.product((1, 2, 3), (1, 3), (1, 2, 3), (2, 4), (1, 2), (1, 3)):
+        for pt, pl in itertools.product(range(dh * (kh - 1) + 1), range(dw * (kw - 1) + 1)):
+            cols6 = np.ones((2, kh, kw, 3, h, w))
+            fast._zero_outside(cols6, (pt, pl), (dh, dw))
+            # tap (i, j) reads pixel (p + a, q + b), a = i dh - pt, b = j dw - pl: axes (i, j, p, q)
+            rows = np.arange(kh)[:, None, None, None] * dh - pt + np.arange(h)[None, None, :, None]
+            cols = np.arange(kw)[None, :, None, None] * dw - pl + np.arange(w)[None, None, None, :]
+            inside = (0 <= rows) & (rows < h) & (0 <= cols) & (cols < w)
+            expected = np.broadcast_to(inside[None, :, :, None], cols6.shape)
+            assert np.array_equal(cols6, expected), (h, w, kh, kw, dh, dw, pt, pl)
