@@ -634,8 +634,8 @@ class _Unset:
 
 
 _UNSET = _Unset()
-_DONE = object()  # on the depth-first stack: "the two entries below me are a node and its old grad, finished"
-_ZERO, _NEG_ZERO = 0.0, -0.0
+_ZERO, _NEG_ZERO = 0.0, -0.0  # the kernels' fresh grad is this very object (one constant per module)
+_copysign = math.copysign
 
 
 def value_order(root: Any) -> list:
@@ -646,81 +646,77 @@ def value_order(root: Any) -> list:
     >>> [n.label or n.op.name for n in value_order(y)]
     ['x', 'mul', 'add']
     """
-    order, before = _order_marking(root)
-    for n, g0 in zip(order, before):
-        n.grad = g0
+    order, kept = _order_marking(root)
+    _give_back(order, kept)
     return order
 
 
-def _order_marking(root: Any) -> tuple[list, list]:
-    """(the topological order, each node's grad before) with every node's ``grad`` set to ``_UNSET``.
+def _give_back(nodes: Any, kept: dict) -> None:
+    """Every node's grad as it was before ``_order_marking``: +0.0, or the value ``kept`` holds for it."""
+    zero = _ZERO
+    for n in nodes:
+        n.grad = zero
+    for n, g0 in kept.items():
+        n.grad = g0
+
+
+def _order_marking(root: Any) -> tuple[list, dict]:
+    """(the topological order, {node: grad before} for the nodes whose grad was not +0.0), every node's ``grad``
+    set to ``_UNSET``.
 
     The reference keeps (node, iterator over its parents) on its stack and a set of the nodes it has reached;
-    here the mark in ``grad`` says "reached". The search walks straight into a node's first parent that has a
-    subgraph of its own; the node waits on the stack under its old grad, a ``_DONE`` marker and its second
-    parent (if that one is still to explore), and is finished once everything above the marker is. Post-order
-    as the reference: the first parent's subgraph first, a node reached again skipped, a leaf finished as soon
-    as it is reached.
+    here the mark in ``grad`` says "reached", and the stack holds the nodes waiting for a parent's subgraph. The
+    search walks into a node's first parent still to explore that has a subgraph of its own; when that subgraph
+    is finished, the node is popped and looked at again (its first parent is now marked, so its second is next).
+    Post-order as the reference: the first parent's subgraph first, a node reached again skipped, a leaf finished
+    as soon as it is reached. A grad that is the float +0.0 (a fresh node's, nearly always) is not kept: the
+    backward pass knows it; any other (an earlier backward's sum, None, a Value) is kept in the dict.
     """
     order: list = []
-    before: list = []
-    finish, keep = order.append, before.append
+    kept: dict = {}
+    finish = order.append
     stack: list = []
     push, pop = stack.append, stack.pop
-    unset, done = _UNSET, _DONE
+    unset, zero = _UNSET, _ZERO
     n = root
+    g = n.grad
+    if g is not zero and not (type(g) is float and g == 0.0 and _copysign(1.0, g) > 0.0):
+        kept[n] = g
+    n.grad = unset
     try:
         while True:
-            # n has not been reached before: mark it, then walk into the first parent still to explore
-            g0 = n.grad
-            n.grad = unset
+            # n is marked; walk into its first parent still to explore that has parents of its own
             a = n._a
             if a is not None:
-                b = n._b
-                if a.grad is not unset:
+                g = a.grad
+                if g is not unset:
+                    if g is not zero and not (type(g) is float and g == 0.0 and _copysign(1.0, g) > 0.0):
+                        kept[a] = g
+                    a.grad = unset
                     if a._a is not None:
                         push(n)
-                        push(g0)
-                        push(done)
-                        if b is not None and b.grad is not unset:
-                            push(b)
                         n = a
                         continue
-                    keep(a.grad)
-                    a.grad = unset
                     finish(a)
-                if b is not None and b.grad is not unset:
-                    if b._a is not None:
-                        push(n)
-                        push(g0)
-                        push(done)
-                        n = b
-                        continue
-                    keep(b.grad)
-                    b.grad = unset
-                    finish(b)
+                b = n._b
+                if b is not None:
+                    g = b.grad
+                    if g is not unset:
+                        if g is not zero and not (type(g) is float and g == 0.0 and _copysign(1.0, g) > 0.0):
+                            kept[b] = g
+                        b.grad = unset
+                        if b._a is not None:
+                            push(n)
+                            n = b
+                            continue
+                        finish(b)
             finish(n)
-            keep(g0)
-            # n is finished: finish the nodes waiting on the stack, up to the next one still to explore
-            while stack:
-                n = pop()
-                if n is done:
-                    keep(pop())
-                    finish(pop())
-                elif n.grad is not unset:
-                    if n._a is not None:
-                        break
-                    keep(n.grad)  # a leaf: finished at once
-                    n.grad = unset
-                    finish(n)
-            else:
-                return order, before
+            if not stack:
+                return order, kept
+            n = pop()
     except BaseException:  # interrupted: give every node its grad back
-        for k, item in enumerate(stack):
-            if item is done:
-                stack[k - 2].grad = stack[k - 1]
-        for n, g0 in zip(order, before):
-            n.grad = g0
+        marked = [*order, *stack, n, *(p for p in (n._a, n._b) if p is not None and p.grad is unset)]
+        _give_back(marked, kept)
         raise
 
 
@@ -728,56 +724,61 @@ def value_backward(root: Any, seed: float) -> None:
     """``graph.run(graph.backprop(root, seed))`` on a Value graph: adds d root / d n to every ``n.grad``.
 
     S(n) is summed in ``n.grad`` itself (``_UNSET`` while no child has contributed), in the reference's order,
-    so every sum rounds as the reference's does; then ``n.grad = old + S``. A non-finite gradient raises the
-    reference's DomainError and leaves every ``grad`` as it was.
+    so every sum rounds as the reference's does; then ``n.grad = old + S`` (S itself when old is +0.0, with
+    -0.0 + +0.0 as +0.0). Finiteness is checked once per node, on S: a non-finite contribution or sum stays
+    non-finite in every sum it enters, so it shows in the S of a node further down; then every ``grad`` is
+    given back and the reference runs, to raise its DomainError about the first bad edge, and every ``grad`` is
+    given back again.
 
     >>> from microgradx import Value
     >>> x = Value(3.0); y = x * x
     >>> value_backward(y, 1.0); x.grad
     6.0
     """
-    order, before = _order_marking(root)
+    order, kept = _order_marking(root)
     root.grad = seed
-    unset = _UNSET
+    unset, zero = _UNSET, _ZERO
     try:
-        for n, g0 in zip(reversed(order), reversed(before)):
+        for n in reversed(order):
             s = n.grad
+            if s - s != 0.0:  # inf - inf and nan - nan are nan
+                break
             a = n._a
             if a is not None:
                 z = n._za
                 c = s if z == 1.0 else s * z  # s * 1.0 is s, bit for bit: no new float, grads shared
-                if c - c != 0.0:
-                    _raise_bad_gradient(n, 0, s, c)
                 g = a.grad
                 a.grad = c if g is unset else g + c
                 b = n._b
                 if b is not None:
                     z = n._zb
                     c = s if z == 1.0 else s * z
-                    if c - c != 0.0:
-                        _raise_bad_gradient(n, 1, s, c)
                     g = b.grad
                     b.grad = c if g is unset else g + c
-            elif s - s != 0.0:  # the sum over a leaf's uses overflowed
-                from .graph import leaf_gradient_error
-                raise leaf_gradient_error(n, s)
-            if g0 == 0.0 and s != 0.0:  # the usual case, a fresh grad: g0 + s is s, bit for bit, already there
-                continue
-            if g0 is None:  # a grad the user cleared
-                n.grad = s
-            elif s == 0.0 and g0 == 0.0:  # many nodes get a zero (behind a relu that is off): share two zeros
-                n.grad = _ZERO if math.copysign(1.0, g0 + s) > 0.0 else _NEG_ZERO
-            else:
-                n.grad = g0 + s
+            # +0.0 + S is S, and +0.0 for S = -0.0; many nodes get a zero (behind a relu that is off): one float
+            if s == 0.0 and (not kept or n not in kept):
+                n.grad = zero
+        else:
+            for n, g0 in kept.items():
+                s = n.grad
+                if g0 is None:  # a grad the user cleared
+                    n.grad = s
+                elif s == 0.0 and g0 == 0.0:
+                    n.grad = _ZERO if _copysign(1.0, g0 + s) > 0.0 else _NEG_ZERO
+                else:
+                    n.grad = g0 + s
+            return
     except BaseException:
-        for n, g0 in zip(order, before):
-            n.grad = g0
+        _give_back(order, kept)
         raise
-
-
-def _raise_bad_gradient(node: Any, k: int, g: float, c: float) -> None:
-    from .value import _bad_gradient  # the reference's error (value.py imports this module)
-    raise _bad_gradient(node, k, g, c)
+    # A non-finite S: the reference, run on the grads as they were, raises its error about the first bad edge.
+    _give_back(order, kept)
+    from . import graph
+    try:
+        graph.run(graph.backprop(root, seed))
+    except BaseException:
+        _give_back(order, kept)
+        raise
 
 
 # ---------------------------------------------------------------------------------------------------------
