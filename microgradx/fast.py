@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .ops import ADD as _ADD
+from .ops import MUL as _MUL
 from .ops import numpy_math
 
 __all__ = ["ENABLED", "reference_only", "all_finite", "first_nonfinite", "array_math", "weight_layout",
@@ -427,7 +429,7 @@ def sgd_step(theta: np.ndarray, g: Any, lr: float) -> bool:
 # a {node: S} dictionary. An operator allocates one object the garbage collector tracks (the node; micrograd
 # allocates about seven) and the backward pass none per node, so big graphs set off few collections.
 
-__all__ += ["VALUE_KERNELS", "value_kernels", "value_order", "value_backward"]
+__all__ += ["VALUE_KERNELS", "value_kernels", "value_weighted_sum", "value_order", "value_backward"]
 
 VALUE_KERNELS = ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__neg__", "relu", "tanh")
 
@@ -622,6 +624,72 @@ def value_kernels(cls: type, reference: dict[str, Any]) -> dict[str, Any]:
         kernel.__name__ = kernel.__qualname__ = name
         kernel.__doc__ = reference[name].__doc__
     return kernels
+
+
+def value_weighted_sum(cls: type, w: Any, x: Any, b: Any) -> Any:
+    """``w[0] * x[0] + w[1] * x[1] + ... + b`` built as the operators build it, left to right; None to hand back.
+
+    The reference is the loop in ``scalar_nn.Neuron.__call__`` (the ``*`` and ``+`` kernels above, node by
+    node); here the same mul and add nodes (partials: x_i, w_i; 1, 1) are built in one Python call instead of
+    two per term. It returns None, and the caller runs the reference (which raises the op's error where there
+    is one), under ``reference_only()`` and for an operand that is not a ``cls`` (a float input), an empty sum or
+    a non-finite result.
+
+    >>> from microgradx import Value
+    >>> w, x = [Value(2.0), Value(3.0)], [Value(0.5), Value(-1.0)]
+    >>> value_weighted_sum(Value, w, x, Value(1.0)).data
+    -1.0
+    """
+    if not ENABLED:
+        return None
+    new = object.__new__
+    mul, add = _MUL, _ADD
+    acc = None
+    for wi, xi in zip(w, x):
+        if type(wi) is not cls or type(xi) is not cls:
+            return None
+        p = wi.data
+        q = xi.data
+        out = p * q
+        if out - out != 0.0:
+            return None
+        m = new(cls)
+        m.data = out
+        m.grad = 0.0
+        m._op = mul
+        m._a = wi
+        m._b = xi
+        m._za = q
+        m._zb = p
+        if acc is None:
+            acc = m
+            continue
+        out = acc.data + out
+        if out - out != 0.0:
+            return None
+        v = new(cls)
+        v.data = out
+        v.grad = 0.0
+        v._op = add
+        v._a = acc
+        v._b = m
+        v._za = v._zb = 1.0
+        acc = v
+    if acc is None or b is None:
+        return acc
+    if type(b) is not cls:
+        return None
+    out = acc.data + b.data
+    if out - out != 0.0:
+        return None
+    v = new(cls)
+    v.data = out
+    v.grad = 0.0
+    v._op = add
+    v._a = acc
+    v._b = b
+    v._za = v._zb = 1.0
+    return v
 
 
 class _Unset:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from microgradx import DomainError, Value, fast, grad, topological_order
+from microgradx import DomainError, Neuron, Value, fast, grad, topological_order
 from microgradx.strategies import DEFAULT_OPS, programs
 
 # Any float a node can hold, with the extremes that overflow and the two zeros.
@@ -157,3 +157,47 @@ def test_a_labelled_inner_node_keeps_its_label_and_op():
     assert (y.label, y.op.name) == (None, "mul")
     z = x ** 3
     assert (z.arg, z.parents, z.partials) == (3.0, (x,), (12.0,))
+
+
+def graph_record(out):
+    """Every node behind ``out`` in topological order: what it records, its parents as positions in the order."""
+    order = topological_order(out)
+    at = {id(n): k for k, n in enumerate(order)}
+    return [(bits(n.data), bits(n.grad), n.op, n.label, tuple(at[id(p)] for p in n.parents),
+             tuple(map(bits, n.partials))) for n in order]
+
+
+def neuron_outcome(ws, xs, b, activation):
+    """What a Neuron with weights ``ws`` and bias ``b`` gives on ``xs`` (a number at an odd position is passed as
+    it is, any other as a labelled Value): its graph, or the error it raises."""
+    n = Neuron(len(ws), activation, bias=b is not None, label="n")
+    n.w = [Value(w, label=f"w{k}") for k, w in enumerate(ws)]
+    if b is not None:
+        n.b = Value(b, label="b")
+    inputs = [x if k % 2 else Value(x, label=f"x{k}") for k, x in enumerate(xs)]
+    try:
+        out = n(inputs)
+    except Exception as e:  # noqa: BLE001 - the type and words of every error are compared
+        return ("raises", type(e), str(e))
+    return graph_record(out)
+
+
+@given(st.lists(finite, min_size=1, max_size=6), st.lists(finite | st.integers(-3, 3), min_size=1, max_size=6),
+       st.none() | finite, st.sampled_from([None, "relu", "tanh"]))
+def test_the_neuron_s_weighted_sum_builds_the_reference_nodes(ws, xs, b, activation):
+    xs = (xs * 6)[:len(ws)]  # as many inputs as weights
+    fast_out = neuron_outcome(ws, xs, b, activation)
+    with fast.reference_only():
+        assert neuron_outcome(ws, xs, b, activation) == fast_out
+
+
+def test_the_weighted_sum_kernel_builds_the_sum_and_hands_back_what_it_does_not_handle():
+    w, x = [Value(2.0), Value(3.0)], [Value(0.5), Value(-1.0)]
+    out = fast.value_weighted_sum(Value, w, x, None)
+    assert (out.data, out.op.name, out.parents[0].parents, out.parents[1].parents) == (-2.0, "add", (w[0], x[0]),
+                                                                                        (w[1], x[1]))
+    assert fast.value_weighted_sum(Value, w, [Value(0.5), 1.0], None) is None      # a float input
+    assert fast.value_weighted_sum(Value, [Value(1e200)], [Value(1e200)], None) is None  # overflows
+    assert fast.value_weighted_sum(Value, w, x, 1.0) is None                       # a float bias
+    with fast.reference_only():
+        assert fast.value_weighted_sum(Value, w, x, None) is None
