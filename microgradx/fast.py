@@ -805,7 +805,7 @@ def value_backward(root: Any, seed: float) -> None:
     """
     order, kept = _order_marking(root)
     root.grad = seed
-    unset, zero = _UNSET, _ZERO
+    unset, zero, add = _UNSET, _ZERO, _ADD
     try:
         for n in reversed(order):
             s = n.grad
@@ -813,16 +813,22 @@ def value_backward(root: Any, seed: float) -> None:
                 break
             a = n._a
             if a is not None:
-                z = n._za
-                c = s if z == 1.0 else s * z  # s * 1.0 is s, bit for bit: no new float, grads shared
-                g = a.grad
-                a.grad = c if g is unset else g + c
                 b = n._b
-                if b is not None:
-                    z = n._zb
-                    c = s if z == 1.0 else s * z
+                if n._op is add:  # both partials 1.0, and s * 1.0 is s, bit for bit: no new float, grads shared
+                    g = a.grad
+                    a.grad = s if g is unset else g + s
                     g = b.grad
-                    b.grad = c if g is unset else g + c
+                    b.grad = s if g is unset else g + s
+                else:
+                    z = n._za
+                    c = s if z == 1.0 else s * z
+                    g = a.grad
+                    a.grad = c if g is unset else g + c
+                    if b is not None:
+                        z = n._zb
+                        c = s if z == 1.0 else s * z
+                        g = b.grad
+                        b.grad = c if g is unset else g + c
             # +0.0 + S is S, and +0.0 for S = -0.0; many nodes get a zero (behind a relu that is off): one float
             if s == 0.0 and (not kept or n not in kept):
                 n.grad = zero
