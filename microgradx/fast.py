@@ -466,30 +466,29 @@ def value_kernels(cls: type, reference: dict[str, Any]) -> dict[str, Any]:
     # NOTE: the binary kernels are written inline, one Python call per node and one statement per slot (a helper
     # call or a tuple assignment costs more). A float operand becomes a leaf as the reference's Value(other) makes it;
     # a non-finite float gives a non-finite result, which goes to the reference with the original operand, so
-    # the reference raises its own error. ``out - out == 0.0`` is the finiteness test (inf - inf and nan - nan
+    # the reference raises its own error; so does everything under reference_only() (ENABLED is read last, in the
+    # one test the common case passes). ``out - out == 0.0`` is the finiteness test (inf - inf and nan - nan
     # are nan), cheaper than a call to math.isfinite.
     def __add__(self: Any, other: Any) -> Any:
-        if ENABLED:
-            t = type(other)
-            if t is cls:
-                b = other
-            elif t is float:
-                b = new(cls)
-                b.data = other
-                b.grad = 0.0
-                b._op = b._a = b._b = b._za = b._zb = None
-            else:
-                return ref_add(self, other)
-            out = self.data + b.data
-            if out - out == 0.0:
-                v = new(cls)
-                v.data = out
-                v.grad = 0.0
-                v._op = ADD
-                v._a = self
-                v._b = b
-                v._za = v._zb = 1.0
-                return v
+        if type(other) is cls:
+            b = other
+        elif type(other) is float:
+            b = new(cls)
+            b.data = other
+            b.grad = 0.0
+            b._op = b._a = b._b = b._za = b._zb = None
+        else:
+            return ref_add(self, other)
+        out = self.data + b.data
+        if out - out == 0.0 and ENABLED:
+            v = new(cls)
+            v.data = out
+            v.grad = 0.0
+            v._op = ADD
+            v._a = self
+            v._b = b
+            v._za = v._zb = 1.0
+            return v
         return ref_add(self, other)
 
     def __radd__(self: Any, other: Any) -> Any:  # other + self, other a number
@@ -511,28 +510,26 @@ def value_kernels(cls: type, reference: dict[str, Any]) -> dict[str, Any]:
         return ref_radd(self, other)
 
     def __sub__(self: Any, other: Any) -> Any:
-        if ENABLED:
-            t = type(other)
-            if t is cls:
-                b = other
-            elif t is float:
-                b = new(cls)
-                b.data = other
-                b.grad = 0.0
-                b._op = b._a = b._b = b._za = b._zb = None
-            else:
-                return ref_sub(self, other)
-            out = self.data - b.data
-            if out - out == 0.0:
-                v = new(cls)
-                v.data = out
-                v.grad = 0.0
-                v._op = SUB
-                v._a = self
-                v._b = b
-                v._za = 1.0
-                v._zb = -1.0
-                return v
+        if type(other) is cls:
+            b = other
+        elif type(other) is float:
+            b = new(cls)
+            b.data = other
+            b.grad = 0.0
+            b._op = b._a = b._b = b._za = b._zb = None
+        else:
+            return ref_sub(self, other)
+        out = self.data - b.data
+        if out - out == 0.0 and ENABLED:
+            v = new(cls)
+            v.data = out
+            v.grad = 0.0
+            v._op = SUB
+            v._a = self
+            v._b = b
+            v._za = 1.0
+            v._zb = -1.0
+            return v
         return ref_sub(self, other)
 
     def __rsub__(self: Any, other: Any) -> Any:  # other - self, other a number
@@ -555,30 +552,28 @@ def value_kernels(cls: type, reference: dict[str, Any]) -> dict[str, Any]:
         return ref_rsub(self, other)
 
     def __mul__(self: Any, other: Any) -> Any:
-        if ENABLED:
-            t = type(other)
-            if t is cls:
-                b = other
-            elif t is float:
-                b = new(cls)
-                b.data = other
-                b.grad = 0.0
-                b._op = b._a = b._b = b._za = b._zb = None
-            else:
-                return ref_mul(self, other)
-            x = self.data
-            y = b.data
-            out = x * y
-            if out - out == 0.0:
-                v = new(cls)
-                v.data = out
-                v.grad = 0.0
-                v._op = MUL
-                v._a = self
-                v._b = b
-                v._za = y
-                v._zb = x
-                return v
+        if type(other) is cls:
+            b = other
+        elif type(other) is float:
+            b = new(cls)
+            b.data = other
+            b.grad = 0.0
+            b._op = b._a = b._b = b._za = b._zb = None
+        else:
+            return ref_mul(self, other)
+        x = self.data
+        y = b.data
+        out = x * y
+        if out - out == 0.0 and ENABLED:
+            v = new(cls)
+            v.data = out
+            v.grad = 0.0
+            v._op = MUL
+            v._a = self
+            v._b = b
+            v._za = y
+            v._zb = x
+            return v
         return ref_mul(self, other)
 
     def __rmul__(self: Any, other: Any) -> Any:  # other * self, other a number
@@ -606,17 +601,35 @@ def value_kernels(cls: type, reference: dict[str, Any]) -> dict[str, Any]:
     def __neg__(self: Any) -> Any:
         return unary(NEG, self, -self.data, -1.0) if ENABLED else ref_neg(self)
 
-    def relu(self: Any) -> Any:
+    def relu(self: Any) -> Any:  # the activations are written inline too: they run once per neuron
         if not ENABLED:
             return ref_relu(self)
         x = self.data
-        return unary(RELU, self, x, 1.0) if x > 0 else unary(RELU, self, 0.0, 0.0)
+        v = new(cls)
+        if x > 0:
+            v.data = x
+            v._za = 1.0
+        else:
+            v.data = 0.0
+            v._za = 0.0
+        v.grad = 0.0
+        v._op = RELU
+        v._a = self
+        v._b = v._zb = None
+        return v
 
     def tanh_(self: Any) -> Any:
         if not ENABLED:
             return ref_tanh(self)
         out = tanh(self.data)
-        return unary(TANH, self, out, 1.0 - out * out)
+        v = new(cls)
+        v.data = out
+        v.grad = 0.0
+        v._op = TANH
+        v._a = self
+        v._za = 1.0 - out * out
+        v._b = v._zb = None
+        return v
 
     kernels = {"__add__": __add__, "__radd__": __radd__, "__sub__": __sub__, "__rsub__": __rsub__,
                "__mul__": __mul__, "__rmul__": __rmul__, "__neg__": __neg__, "relu": relu, "tanh": tanh_}
