@@ -62,16 +62,18 @@ def test_the_order_is_the_reference_order(program):
 
 
 def _build(program, earlier):
-    """The program's graph with ``earlier`` gradients already on its nodes (as after an earlier backward)."""
+    """The program's graph with ``earlier`` gradients already on its nodes (as after an earlier backward; "fresh"
+    leaves a node's grad as the node was built)."""
     out, _ = program.build()
     order = topological_order(out)
     for n, g in zip(order, earlier):
-        n.grad = g
+        if g != "fresh":
+            n.grad = g
     return out, order
 
 
-@given(programs(DEFAULT_OPS, max_steps=12), st.lists(st.sampled_from([0.0, -0.0, 0.5, -3.25, None]), min_size=40,
-                                                     max_size=40),
+@given(programs(DEFAULT_OPS, max_steps=12), st.lists(st.sampled_from(["fresh", 0.0, -0.0, 0, 0.5, -3.25, None]),
+                                                     min_size=40, max_size=40),
        st.sampled_from([1.0, -1.0, 0.0, -0.0, 2.5, 1e-300]))
 def test_backward_gives_the_reference_gradients_bit_for_bit(program, earlier, seed):
     out, order = _build(program, earlier)
@@ -126,6 +128,43 @@ def test_a_nonfinite_gradient_raises_the_reference_error_and_leaves_every_grad(b
             ref_error = str(e)
     assert fast_error == ref_error
     assert (ref_error is not None) == fails
+
+
+@pytest.mark.parametrize("earlier", [-0.0, None, 0.0, 0, 2.0])
+@pytest.mark.parametrize("seed", [-0.0, 0.0, -2.0])
+def test_signed_zero_gradients_add_to_earlier_grads_as_the_reference(earlier, seed):
+    def run():
+        x = Value(3.0, label="x")
+        u = x * 1.0
+        y = u * 1.0 + u * -0.0
+        for n in topological_order(y):
+            n.grad = earlier
+        y.backward(seed)
+        return [bits(n.grad) for n in topological_order(y)]
+    fast_grads = run()
+    with fast.reference_only():
+        assert run() == fast_grads
+
+
+class Refuses:
+    """A grad that cannot be added to: the backward pass fails on it, after every other node's sum is made."""
+
+    def __add__(self, other):
+        raise KeyboardInterrupt
+
+
+def test_an_interrupted_backward_gives_every_grad_back():
+    x, w = Value(0.5, label="x"), Value(-1.5, label="w")
+    y = (x * w + x).tanh() * w
+    refuses = Refuses()
+    order = topological_order(y)
+    before = [refuses if n is x else -0.0 if n is w else n.grad for n in order]
+    for n, g in zip(order, before):
+        n.grad = g
+    with pytest.raises(KeyboardInterrupt):
+        y.backward()
+    assert [bits(n.grad) for n in order] == [bits(g) for g in before]
+    assert fast.value_order(y) == order and [bits(n.grad) for n in order] == [bits(g) for g in before]
 
 
 def test_the_backward_pass_matches_grad_and_the_stepper_s_generator():
