@@ -806,10 +806,10 @@ def value_backward(root: Any, seed: float) -> None:
 
     S(n) is summed in ``n.grad`` itself (``_UNSET`` while no child has contributed), in the reference's order,
     so every sum rounds as the reference's does; then ``n.grad = old + S`` (S itself when old is +0.0, with
-    -0.0 + +0.0 as +0.0). Finiteness is checked once per node, on S: a non-finite contribution or sum stays
-    non-finite in every sum it enters, so it shows in the S of a node further down; then every ``grad`` is
-    given back and the reference runs, to raise its DomainError about the first bad edge, and every ``grad`` is
-    given back again.
+    -0.0 + +0.0 as +0.0). Finiteness is checked on the leaves' S alone: a non-finite contribution or sum stays
+    non-finite in every sum it enters, and a node passes it on to each parent (inf * z and nan * z are not finite
+    for a finite z), so it reaches a leaf. Then every ``grad`` is given back and the reference runs, to raise its
+    DomainError about the first bad edge, and every ``grad`` is given back again.
 
     >>> from microgradx import Value
     >>> x = Value(3.0); y = x * x
@@ -822,10 +822,11 @@ def value_backward(root: Any, seed: float) -> None:
     try:
         for n in reversed(order):
             s = n.grad
-            if s - s != 0.0:  # inf - inf and nan - nan are nan
-                break
             a = n._a
-            if a is not None:
+            if a is None:
+                if s - s != 0.0:  # inf - inf and nan - nan are nan
+                    break
+            else:
                 b = n._b
                 if n._op is add:  # both partials 1.0, and s * 1.0 is s, bit for bit: no new float, grads shared
                     g = a.grad

@@ -97,6 +97,25 @@ def test_backward_twice_accumulates_as_the_reference(program):
     assert [bits(n.grad) for n in order] == [bits(n.grad) for n in ref_order]
 
 
+@given(programs(DEFAULT_OPS, max_steps=12), st.sampled_from([1e308, -1e308, 1e300, 1e154, 1.0]))
+def test_a_nonfinite_gradient_anywhere_raises_the_reference_error_and_leaves_every_grad(program, seed):
+    def run():
+        out, order = _build(program, [0.25] * 40)
+        try:
+            out.backward(seed)
+        except DomainError as e:
+            return str(e), [bits(n.grad) for n in order]
+        return None, [bits(n.grad) for n in order]
+    fast_error, fast_grads = run()
+    with fast.reference_only():
+        ref_error, ref_grads = run()
+    assert fast_error == ref_error
+    if fast_error is None:
+        assert fast_grads == ref_grads
+    else:
+        assert fast_grads == [bits(0.25)] * len(fast_grads)  # every grad given back
+
+
 @pytest.mark.parametrize("build, fails", [
     (lambda x: x * 1e200, True),                     # a contribution overflows on an edge
     (lambda x: x + x, True),                         # a leaf's sum over its uses overflows
