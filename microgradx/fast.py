@@ -755,9 +755,7 @@ def _order_marking(root: Any) -> tuple[list, dict]:
     """
     order: list = []
     kept: dict = {}
-    finish = order.append
     stack: list = []
-    push, pop = stack.append, stack.pop
     unset, zero = _UNSET, _ZERO
     n = root
     g = n.grad
@@ -775,10 +773,10 @@ def _order_marking(root: Any) -> tuple[list, dict]:
                         kept[a] = g
                     a.grad = unset
                     if a._a is not None:
-                        push(n)
+                        stack.append(n)
                         n = a
                         continue
-                    finish(a)
+                    order.append(a)
                 b = n._b
                 if b is not None:
                     g = b.grad
@@ -787,14 +785,14 @@ def _order_marking(root: Any) -> tuple[list, dict]:
                             kept[b] = g
                         b.grad = unset
                         if b._a is not None:
-                            push(n)
+                            stack.append(n)
                             n = b
                             continue
-                        finish(b)
-            finish(n)
+                        order.append(b)
+            order.append(n)
             if not stack:
                 return order, kept
-            n = pop()
+            n = stack.pop()
     except BaseException:  # interrupted: give every node its grad back
         marked = [*order, *stack, n, *(p for p in (n._a, n._b) if p is not None and p.grad is unset)]
         _give_back(marked, kept)
