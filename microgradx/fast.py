@@ -420,14 +420,16 @@ def sgd_step(theta: np.ndarray, g: Any, lr: float) -> bool:
 # The scalar engine: Value's hottest operators, its topological order and its backward pass
 # ---------------------------------------------------------------------------------------------------------
 #
-# The references are the row-driven node builders and ``Value.vjp`` in ``value.py`` and the generic
-# ``graph.topological_order`` and ``graph.backprop``; ``tests/test_fast_scalar.py`` checks that these twins
-# build the same nodes (data, op, parents, partials, errors), the same order and the same gradients, bit for bit.
-# Why they are faster: one or two Python calls per node instead of four (operator method, node builder, the
-# row's forward and partials); slots read directly instead of through the ``parents`` property; no tuple, iterator
-# or set entry per node in the depth-first search; gradients summed in the nodes' own ``grad`` slots instead of
-# a {node: S} dictionary. An operator allocates one object the garbage collector tracks (the node; micrograd
-# allocates about seven) and the backward pass none per node, so big graphs set off few collections.
+# The references are the row-driven node builders and ``Value.vjp`` in ``value.py``, the operator loop of
+# ``scalar_nn.Neuron`` and the generic ``graph.topological_order`` and ``graph.backprop``; ``tests/test_fast_scalar.py``
+# checks that these twins build the same nodes (data, op, parents, partials, errors), the same order and the same
+# gradients, bit for bit. Why they are faster: one or two Python calls per node instead of four (operator method,
+# node builder, the row's forward and partials), and a neuron's whole weighted sum in one call; slots read directly
+# instead of through the ``parents`` property; no tuple, iterator or set entry per node in the depth-first search,
+# and no record of a node's old grad unless it is something other than +0.0; gradients summed in the nodes' own
+# ``grad`` slots instead of a {node: S} dictionary, an add node passing S on without a multiplication, and one
+# finiteness test per leaf instead of one per edge. An operator allocates one object the garbage collector tracks
+# (the node; micrograd allocates about seven) and the backward pass none per node.
 
 __all__ += ["VALUE_KERNELS", "value_kernels", "value_weighted_sum", "value_order", "value_backward"]
 
