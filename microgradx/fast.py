@@ -819,6 +819,9 @@ def value_backward(root: Any, seed: float) -> None:
     order, kept = _order_marking(root)
     root.grad = seed
     unset, zero, add = _UNSET, _ZERO, _ADD
+    # A kept grad is nearly always a parameter's (a leaf's, not zeroed since the last step): then an inner node
+    # with S = 0 needs no look-up in ``kept``.
+    inner_kept = any(n._a is not None for n in kept)
     try:
         for n in reversed(order):
             s = n.grad
@@ -826,25 +829,27 @@ def value_backward(root: Any, seed: float) -> None:
             if a is None:
                 if s - s != 0.0:  # inf - inf and nan - nan are nan
                     break
+                if s == 0.0 and n not in kept:
+                    n.grad = zero
+                continue
+            b = n._b
+            if n._op is add:  # both partials 1.0, and s * 1.0 is s, bit for bit: no new float, grads shared
+                g = a.grad
+                a.grad = s if g is unset else g + s
+                g = b.grad
+                b.grad = s if g is unset else g + s
             else:
-                b = n._b
-                if n._op is add:  # both partials 1.0, and s * 1.0 is s, bit for bit: no new float, grads shared
-                    g = a.grad
-                    a.grad = s if g is unset else g + s
-                    g = b.grad
-                    b.grad = s if g is unset else g + s
-                else:
-                    z = n._za
+                z = n._za
+                c = s if z == 1.0 else s * z
+                g = a.grad
+                a.grad = c if g is unset else g + c
+                if b is not None:
+                    z = n._zb
                     c = s if z == 1.0 else s * z
-                    g = a.grad
-                    a.grad = c if g is unset else g + c
-                    if b is not None:
-                        z = n._zb
-                        c = s if z == 1.0 else s * z
-                        g = b.grad
-                        b.grad = c if g is unset else g + c
+                    g = b.grad
+                    b.grad = c if g is unset else g + c
             # +0.0 + S is S, and +0.0 for S = -0.0; many nodes get a zero (behind a relu that is off): one float
-            if s == 0.0 and (not kept or n not in kept):
+            if s == 0.0 and (not inner_kept or n not in kept):
                 n.grad = zero
         else:
             for n, g0 in kept.items():
