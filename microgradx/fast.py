@@ -743,6 +743,12 @@ def _give_back(nodes: Any, kept: dict) -> None:
         n.grad = g0
 
 
+def _plus_zero(g: Any) -> bool:
+    """Whether ``g`` is the float +0.0 (a fresh grad, though not the kernels' own 0.0 object): ``_plus_zero(-0.0)``
+    is False."""
+    return type(g) is float and g == 0.0 and _copysign(1.0, g) > 0.0
+
+
 def _order_marking(root: Any) -> tuple[list, dict]:
     """(the topological order, {node: grad before} for the nodes whose grad was not +0.0), every node's ``grad``
     set to ``_UNSET``.
@@ -761,17 +767,18 @@ def _order_marking(root: Any) -> tuple[list, dict]:
     unset, zero = _UNSET, _ZERO
     n = root
     g = n.grad
-    if g is not zero and not (type(g) is float and g == 0.0 and _copysign(1.0, g) > 0.0):
+    if g is not zero and not _plus_zero(g):
         kept[n] = g
     n.grad = unset
     try:
         while True:
-            # n is marked; walk into its first parent still to explore that has parents of its own
+            # n is marked; walk into its first parent still to explore that has parents of its own. (The two
+            # parents are handled by two copies of the same lines: a loop over them would build a tuple per node.)
             a = n._a
             if a is not None:
                 g = a.grad
                 if g is not unset:
-                    if g is not zero and not (type(g) is float and g == 0.0 and _copysign(1.0, g) > 0.0):
+                    if g is not zero and not _plus_zero(g):
                         kept[a] = g
                     a.grad = unset
                     if a._a is not None:
@@ -783,7 +790,7 @@ def _order_marking(root: Any) -> tuple[list, dict]:
                 if b is not None:
                     g = b.grad
                     if g is not unset:
-                        if g is not zero and not (type(g) is float and g == 0.0 and _copysign(1.0, g) > 0.0):
+                        if g is not zero and not _plus_zero(g):
                             kept[b] = g
                         b.grad = unset
                         if b._a is not None:
