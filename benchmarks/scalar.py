@@ -6,7 +6,8 @@ pairs' ratios:
      collector runs whenever it decides, so each engine pays for collecting its own garbage (gc.collect()
      between blocks, so that no engine pays for the other's);
   2. the same MLP written out by hand, one code for both engines, one step per timing, gc.collect() before each.
-Then bytes per node, the full collections that fell in each engine's timings, and a 10**5- and 10**6-node chain.
+Then bytes per node, the full collections that fell in each engine's timings and the collector's share of its
+time (gc.callbacks), and a 10**5- and 10**6-step chain, its time split into build, collector and backward.
 Times are the process's CPU time (on a shared machine the wall clock also counts the time other processes hold
 the core); ``--clock wall`` uses the wall clock.
 Run: python benchmarks/scalar.py [--repeats 7] [--clock cpu|wall]   (micrograd is measured when installed)
@@ -89,61 +90,75 @@ def hand_loss(layers: list, X: list[list[float]]):
 
 # -- timing ---------------------------------------------------------------------------------------------------
 
-class FullCollections:
-    """Counts the full (generation 2) collections the garbage collector runs while ``on``."""
+class Collections:
+    """The garbage collector's work while ``on``: full (generation 2) collections counted, every collection's
+    CPU time summed (gc.callbacks: the time from each collection's start to its stop)."""
 
     def __init__(self) -> None:
-        self.on, self.count = False, 0
+        self.on, self.full, self.seconds, self._t0 = False, 0, 0.0, 0.0
         gc.callbacks.append(self)
 
+    def start(self) -> None:
+        self.full, self.seconds, self.on = 0, 0.0, True
+
     def __call__(self, phase: str, info: dict) -> None:
-        if self.on and phase == "start" and info["generation"] == 2:
-            self.count += 1
+        if not self.on:
+            return
+        if phase == "start":
+            self.full += info["generation"] == 2
+            self._t0 = time.process_time()
+        else:
+            self.seconds += time.process_time() - self._t0
 
 
-FULL = FullCollections()
+GC = Collections()
 
 
 CLOCK = time.process_time
 
 
-def timed(loss, X, steps: int, collect: bool) -> tuple[float, int]:
-    """(seconds per forward + backward step, full collections during the steps); ``collect``: gc.collect() before
-    each step. Each step's graph is released when the next one replaces it, as in a training loop."""
-    total, full = 0.0, 0
+def timed(loss, X, steps: int, collect: bool) -> tuple[float, int, float]:
+    """(seconds per forward + backward step, full collections during the steps, the collector's seconds per step);
+    ``collect``: gc.collect() before each step. Each step's graph is released when the next one replaces it, as
+    in a training loop."""
+    total, full, collector = 0.0, 0, 0.0
     out = None
     for _ in range(steps):
         if collect:
             out = None
             gc.collect()
-        FULL.count, FULL.on = 0, True
+        GC.start()
         t0 = CLOCK()
         out = loss(X)
         out.backward()
         total += CLOCK() - t0
-        FULL.on = False
-        full += FULL.count
-    return total / steps, full
+        GC.on = False
+        full += GC.full
+        collector += GC.seconds
+    return total / steps, full, collector / steps
 
 
 def interleaved(ours_loss, theirs_loss, X, repeats: int, steps: int, collect: bool) -> dict:
     """Pairs of timings, the engine going first alternating, gc.collect() between; medians, ratios of pairs,
-    and the full collections that fell in each engine's timings."""
-    mine, other, ratios, full_mine, full_other = [], [], [], 0, 0
+    the full collections that fell in each engine's timings and the collector's share of each engine's time."""
+    mine, other, ratios, full_mine, full_other, gc_mine, gc_other = [], [], [], 0, 0, [], []
     for k in range(repeats):
         first, second = (ours_loss, theirs_loss) if k % 2 == 0 else (theirs_loss, ours_loss)
         gc.collect()
         t1 = timed(first, X, steps, collect)
         gc.collect()
         t2 = timed(second, X, steps, collect)
-        (a, fa), (b, fb) = (t1, t2) if k % 2 == 0 else (t2, t1)
+        (a, fa, ga), (b, fb, gb) = (t1, t2) if k % 2 == 0 else (t2, t1)
         mine.append(a)
         other.append(b)
         ratios.append(b / a)
         full_mine += fa
         full_other += fb
+        gc_mine.append(ga / a)
+        gc_other.append(gb / b)
     return {"ours": statistics.median(mine), "theirs": statistics.median(other), "ratio": statistics.median(ratios),
-            "min": min(ratios), "max": max(ratios), "full_ours": full_mine, "full_theirs": full_other}
+            "min": min(ratios), "max": max(ratios), "full_ours": full_mine, "full_theirs": full_other,
+            "gc_ours": statistics.median(gc_mine), "gc_theirs": statistics.median(gc_other)}
 
 
 def bytes_per_node(loss, X, count_nodes) -> tuple[float, float]:
@@ -186,16 +201,21 @@ def deepest_micrograd_chain() -> int:
     return lo
 
 
-def our_chain(n: int) -> float:
-    """Seconds to build y = x * 1.0 * 1.0 * ... (n multiplications, 2n + 1 nodes) and backpropagate."""
+def our_chain(n: int) -> tuple[float, float, float, int]:
+    """Build y = x * 1.0 * 1.0 * ... (n multiplications, 2n + 1 nodes) and backpropagate: (seconds in all, of
+    which the backward pass, of which the collector, full collections)."""
     gc.collect()
     x = Value(1.0)
     y = x
+    GC.start()
     t0 = CLOCK()
     for _ in range(n):
         y = y * 1.0
+    t1 = CLOCK()
     y.backward()
-    return CLOCK() - t0
+    t2 = CLOCK()
+    GC.on = False
+    return t2 - t0, t2 - t1, GC.seconds, GC.full
 
 
 def main() -> None:
@@ -243,10 +263,12 @@ def main() -> None:
                     ("2, MLP by hand, gc.collect() before each step", hand)):
         print(f"speed-up over micrograd (harness {name}): median {r['ratio']:.1f}x over {args.repeats} pairs "
               f"(min {r['min']:.1f}x, max {r['max']:.1f}x; goal >= 10x); full collections in the timings: "
-              f"{r['full_ours']} microgradx, {r['full_theirs']} micrograd")
-    t_small, t_big = our_chain(100_000), our_chain(1_000_000)
+              f"{r['full_ours']} microgradx, {r['full_theirs']} micrograd; the collector's share of the time: "
+              f"{r['gc_ours']:.0%} microgradx, {r['gc_theirs']:.0%} micrograd")
+    (t_small, *_), (t_big, t_back, t_gc, full) = our_chain(100_000), our_chain(1_000_000)
     print(f"chain build + backward: 10^5 {t_small:.2f} s, 10^6 {t_big:.2f} s (ratio {t_big / t_small:.1f}, "
-          "linear = 10; goal <= 3 s)")
+          f"linear = 10; goal <= 3 s); of the 10^6 s: backward {t_back:.2f} s, the collector {t_gc:.2f} s "
+          f"({full} full collections), the engine's own build {t_big - t_back - t_gc:.2f} s")
 
 
 if __name__ == "__main__":

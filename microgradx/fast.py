@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .ops import ADD as _ADD
+from .ops import MUL as _MUL
 from .ops import numpy_math
 
 __all__ = ["ENABLED", "reference_only", "all_finite", "first_nonfinite", "array_math", "weight_layout",
@@ -418,16 +420,18 @@ def sgd_step(theta: np.ndarray, g: Any, lr: float) -> bool:
 # The scalar engine: Value's hottest operators, its topological order and its backward pass
 # ---------------------------------------------------------------------------------------------------------
 #
-# The references are the row-driven node builders and ``Value.vjp`` in ``value.py`` and the generic
-# ``graph.topological_order`` and ``graph.backprop``; ``tests/test_fast_scalar.py`` checks that these twins
-# build the same nodes (data, op, parents, partials, errors), the same order and the same gradients, bit for bit.
-# Why they are faster: one or two Python calls per node instead of four (operator method, node builder, the
-# row's forward and partials); slots read directly instead of through the ``parents`` property; no tuple, iterator
-# or set entry per node in the depth-first search; gradients summed in the nodes' own ``grad`` slots instead of
-# a {node: S} dictionary. An operator allocates one object the garbage collector tracks (the node; micrograd
-# allocates about seven) and the backward pass none per node, so big graphs set off few collections.
+# The references are the row-driven node builders and ``Value.vjp`` in ``value.py``, the operator loop of
+# ``scalar_nn.Neuron`` and the generic ``graph.topological_order`` and ``graph.backprop``; ``tests/test_fast_scalar.py``
+# checks that these twins build the same nodes (data, op, parents, partials, errors), the same order and the same
+# gradients, bit for bit. Why they are faster: one or two Python calls per node instead of four (operator method,
+# node builder, the row's forward and partials), and a neuron's whole weighted sum in one call; slots read directly
+# instead of through the ``parents`` property; no tuple, iterator or set entry per node in the depth-first search,
+# and no record of a node's old grad unless it is something other than +0.0; gradients summed in the nodes' own
+# ``grad`` slots instead of a {node: S} dictionary, an add node passing S on without a multiplication, and one
+# finiteness test per leaf instead of one per edge. An operator allocates one object the garbage collector tracks
+# (the node; micrograd allocates about seven) and the backward pass none per node.
 
-__all__ += ["VALUE_KERNELS", "value_kernels", "value_order", "value_backward"]
+__all__ += ["VALUE_KERNELS", "value_kernels", "value_weighted_sum", "value_order", "value_backward"]
 
 VALUE_KERNELS = ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__neg__", "relu", "tanh")
 
@@ -464,30 +468,29 @@ def value_kernels(cls: type, reference: dict[str, Any]) -> dict[str, Any]:
     # NOTE: the binary kernels are written inline, one Python call per node and one statement per slot (a helper
     # call or a tuple assignment costs more). A float operand becomes a leaf as the reference's Value(other) makes it;
     # a non-finite float gives a non-finite result, which goes to the reference with the original operand, so
-    # the reference raises its own error. ``out - out == 0.0`` is the finiteness test (inf - inf and nan - nan
+    # the reference raises its own error; so does everything under reference_only() (ENABLED is read last, in the
+    # one test the common case passes). ``out - out == 0.0`` is the finiteness test (inf - inf and nan - nan
     # are nan), cheaper than a call to math.isfinite.
     def __add__(self: Any, other: Any) -> Any:
-        if ENABLED:
-            t = type(other)
-            if t is cls:
-                b = other
-            elif t is float:
-                b = new(cls)
-                b.data = other
-                b.grad = 0.0
-                b._op = b._a = b._b = b._za = b._zb = None
-            else:
-                return ref_add(self, other)
-            out = self.data + b.data
-            if out - out == 0.0:
-                v = new(cls)
-                v.data = out
-                v.grad = 0.0
-                v._op = ADD
-                v._a = self
-                v._b = b
-                v._za = v._zb = 1.0
-                return v
+        if type(other) is cls:
+            b = other
+        elif type(other) is float:
+            b = new(cls)
+            b.data = other
+            b.grad = 0.0
+            b._op = b._a = b._b = b._za = b._zb = None
+        else:
+            return ref_add(self, other)
+        out = self.data + b.data
+        if out - out == 0.0 and ENABLED:
+            v = new(cls)
+            v.data = out
+            v.grad = 0.0
+            v._op = ADD
+            v._a = self
+            v._b = b
+            v._za = v._zb = 1.0
+            return v
         return ref_add(self, other)
 
     def __radd__(self: Any, other: Any) -> Any:  # other + self, other a number
@@ -509,28 +512,26 @@ def value_kernels(cls: type, reference: dict[str, Any]) -> dict[str, Any]:
         return ref_radd(self, other)
 
     def __sub__(self: Any, other: Any) -> Any:
-        if ENABLED:
-            t = type(other)
-            if t is cls:
-                b = other
-            elif t is float:
-                b = new(cls)
-                b.data = other
-                b.grad = 0.0
-                b._op = b._a = b._b = b._za = b._zb = None
-            else:
-                return ref_sub(self, other)
-            out = self.data - b.data
-            if out - out == 0.0:
-                v = new(cls)
-                v.data = out
-                v.grad = 0.0
-                v._op = SUB
-                v._a = self
-                v._b = b
-                v._za = 1.0
-                v._zb = -1.0
-                return v
+        if type(other) is cls:
+            b = other
+        elif type(other) is float:
+            b = new(cls)
+            b.data = other
+            b.grad = 0.0
+            b._op = b._a = b._b = b._za = b._zb = None
+        else:
+            return ref_sub(self, other)
+        out = self.data - b.data
+        if out - out == 0.0 and ENABLED:
+            v = new(cls)
+            v.data = out
+            v.grad = 0.0
+            v._op = SUB
+            v._a = self
+            v._b = b
+            v._za = 1.0
+            v._zb = -1.0
+            return v
         return ref_sub(self, other)
 
     def __rsub__(self: Any, other: Any) -> Any:  # other - self, other a number
@@ -553,30 +554,28 @@ def value_kernels(cls: type, reference: dict[str, Any]) -> dict[str, Any]:
         return ref_rsub(self, other)
 
     def __mul__(self: Any, other: Any) -> Any:
-        if ENABLED:
-            t = type(other)
-            if t is cls:
-                b = other
-            elif t is float:
-                b = new(cls)
-                b.data = other
-                b.grad = 0.0
-                b._op = b._a = b._b = b._za = b._zb = None
-            else:
-                return ref_mul(self, other)
-            x = self.data
-            y = b.data
-            out = x * y
-            if out - out == 0.0:
-                v = new(cls)
-                v.data = out
-                v.grad = 0.0
-                v._op = MUL
-                v._a = self
-                v._b = b
-                v._za = y
-                v._zb = x
-                return v
+        if type(other) is cls:
+            b = other
+        elif type(other) is float:
+            b = new(cls)
+            b.data = other
+            b.grad = 0.0
+            b._op = b._a = b._b = b._za = b._zb = None
+        else:
+            return ref_mul(self, other)
+        x = self.data
+        y = b.data
+        out = x * y
+        if out - out == 0.0 and ENABLED:
+            v = new(cls)
+            v.data = out
+            v.grad = 0.0
+            v._op = MUL
+            v._a = self
+            v._b = b
+            v._za = y
+            v._zb = x
+            return v
         return ref_mul(self, other)
 
     def __rmul__(self: Any, other: Any) -> Any:  # other * self, other a number
@@ -604,17 +603,35 @@ def value_kernels(cls: type, reference: dict[str, Any]) -> dict[str, Any]:
     def __neg__(self: Any) -> Any:
         return unary(NEG, self, -self.data, -1.0) if ENABLED else ref_neg(self)
 
-    def relu(self: Any) -> Any:
+    def relu(self: Any) -> Any:  # the activations are written inline too: they run once per neuron
         if not ENABLED:
             return ref_relu(self)
         x = self.data
-        return unary(RELU, self, x, 1.0) if x > 0 else unary(RELU, self, 0.0, 0.0)
+        v = new(cls)
+        if x > 0:
+            v.data = x
+            v._za = 1.0
+        else:
+            v.data = 0.0
+            v._za = 0.0
+        v.grad = 0.0
+        v._op = RELU
+        v._a = self
+        v._b = v._zb = None
+        return v
 
     def tanh_(self: Any) -> Any:
         if not ENABLED:
             return ref_tanh(self)
         out = tanh(self.data)
-        return unary(TANH, self, out, 1.0 - out * out)
+        v = new(cls)
+        v.data = out
+        v.grad = 0.0
+        v._op = TANH
+        v._a = self
+        v._za = 1.0 - out * out
+        v._b = v._zb = None
+        return v
 
     kernels = {"__add__": __add__, "__radd__": __radd__, "__sub__": __sub__, "__rsub__": __rsub__,
                "__mul__": __mul__, "__rmul__": __rmul__, "__neg__": __neg__, "relu": relu, "tanh": tanh_}
@@ -622,6 +639,72 @@ def value_kernels(cls: type, reference: dict[str, Any]) -> dict[str, Any]:
         kernel.__name__ = kernel.__qualname__ = name
         kernel.__doc__ = reference[name].__doc__
     return kernels
+
+
+def value_weighted_sum(cls: type, w: Any, x: Any, b: Any) -> Any:
+    """``w[0] * x[0] + w[1] * x[1] + ... + b`` built as the operators build it, left to right; None to hand back.
+
+    The reference is the loop in ``scalar_nn.Neuron.__call__`` (the ``*`` and ``+`` kernels above, node by
+    node); here the same mul and add nodes (partials: x_i, w_i; 1, 1) are built in one Python call instead of
+    two per term. It returns None, and the caller runs the reference (which raises the op's error where there
+    is one), under ``reference_only()`` and for an operand that is not a ``cls`` (a float input), an empty sum or
+    a non-finite result.
+
+    >>> from microgradx import Value
+    >>> w, x = [Value(2.0), Value(3.0)], [Value(0.5), Value(-1.0)]
+    >>> value_weighted_sum(Value, w, x, Value(1.0)).data
+    -1.0
+    """
+    if not ENABLED:
+        return None
+    new = object.__new__
+    mul, add = _MUL, _ADD
+    acc = None
+    for wi, xi in zip(w, x):
+        if type(wi) is not cls or type(xi) is not cls:
+            return None
+        p = wi.data
+        q = xi.data
+        out = p * q
+        if out - out != 0.0:
+            return None
+        m = new(cls)
+        m.data = out
+        m.grad = 0.0
+        m._op = mul
+        m._a = wi
+        m._b = xi
+        m._za = q
+        m._zb = p
+        if acc is None:
+            acc = m
+            continue
+        out = acc.data + out
+        if out - out != 0.0:
+            return None
+        v = new(cls)
+        v.data = out
+        v.grad = 0.0
+        v._op = add
+        v._a = acc
+        v._b = m
+        v._za = v._zb = 1.0
+        acc = v
+    if acc is None or b is None:
+        return acc
+    if type(b) is not cls:
+        return None
+    out = acc.data + b.data
+    if out - out != 0.0:
+        return None
+    v = new(cls)
+    v.data = out
+    v.grad = 0.0
+    v._op = add
+    v._a = acc
+    v._b = b
+    v._za = v._zb = 1.0
+    return v
 
 
 class _Unset:
@@ -634,8 +717,8 @@ class _Unset:
 
 
 _UNSET = _Unset()
-_DONE = object()  # on the depth-first stack: "the two entries below me are a node and its old grad, finished"
-_ZERO, _NEG_ZERO = 0.0, -0.0
+_ZERO, _NEG_ZERO = 0.0, -0.0  # the kernels' fresh grad is this very object (one constant per module)
+_copysign = math.copysign
 
 
 def value_order(root: Any) -> list:
@@ -646,81 +729,82 @@ def value_order(root: Any) -> list:
     >>> [n.label or n.op.name for n in value_order(y)]
     ['x', 'mul', 'add']
     """
-    order, before = _order_marking(root)
-    for n, g0 in zip(order, before):
-        n.grad = g0
+    order, kept = _order_marking(root)
+    _give_back(order, kept)
     return order
 
 
-def _order_marking(root: Any) -> tuple[list, list]:
-    """(the topological order, each node's grad before) with every node's ``grad`` set to ``_UNSET``.
+def _give_back(nodes: Any, kept: dict) -> None:
+    """Every node's grad as it was before ``_order_marking``: +0.0, or the value ``kept`` holds for it."""
+    zero = _ZERO
+    for n in nodes:
+        n.grad = zero
+    for n, g0 in kept.items():
+        n.grad = g0
+
+
+def _plus_zero(g: Any) -> bool:
+    """Whether ``g`` is the float +0.0 (a fresh grad, though not the kernels' own 0.0 object): ``_plus_zero(-0.0)``
+    is False."""
+    return type(g) is float and g == 0.0 and _copysign(1.0, g) > 0.0
+
+
+def _order_marking(root: Any) -> tuple[list, dict]:
+    """(the topological order, {node: grad before} for the nodes whose grad was not +0.0), every node's ``grad``
+    set to ``_UNSET``.
 
     The reference keeps (node, iterator over its parents) on its stack and a set of the nodes it has reached;
-    here the mark in ``grad`` says "reached". The search walks straight into a node's first parent that has a
-    subgraph of its own; the node waits on the stack under its old grad, a ``_DONE`` marker and its second
-    parent (if that one is still to explore), and is finished once everything above the marker is. Post-order
-    as the reference: the first parent's subgraph first, a node reached again skipped, a leaf finished as soon
-    as it is reached.
+    here the mark in ``grad`` says "reached", and the stack holds the nodes waiting for a parent's subgraph. The
+    search walks into a node's first parent still to explore that has a subgraph of its own; when that subgraph
+    is finished, the node is popped and looked at again (its first parent is now marked, so its second is next).
+    Post-order as the reference: the first parent's subgraph first, a node reached again skipped, a leaf finished
+    as soon as it is reached. A grad that is the float +0.0 (a fresh node's, nearly always) is not kept: the
+    backward pass knows it; any other (an earlier backward's sum, None, a Value) is kept in the dict.
     """
     order: list = []
-    before: list = []
-    finish, keep = order.append, before.append
+    kept: dict = {}
     stack: list = []
-    push, pop = stack.append, stack.pop
-    unset, done = _UNSET, _DONE
+    unset, zero = _UNSET, _ZERO
     n = root
+    g = n.grad
+    if g is not zero and not _plus_zero(g):
+        kept[n] = g
+    n.grad = unset
     try:
         while True:
-            # n has not been reached before: mark it, then walk into the first parent still to explore
-            g0 = n.grad
-            n.grad = unset
+            # n is marked; walk into its first parent still to explore that has parents of its own. (The two
+            # parents are handled by two copies of the same lines: a loop over them would build a tuple per node.)
             a = n._a
             if a is not None:
-                b = n._b
-                if a.grad is not unset:
+                g = a.grad
+                if g is not unset:
+                    if g is not zero and not _plus_zero(g):
+                        kept[a] = g
+                    a.grad = unset
                     if a._a is not None:
-                        push(n)
-                        push(g0)
-                        push(done)
-                        if b is not None and b.grad is not unset:
-                            push(b)
+                        stack.append(n)
                         n = a
                         continue
-                    keep(a.grad)
-                    a.grad = unset
-                    finish(a)
-                if b is not None and b.grad is not unset:
-                    if b._a is not None:
-                        push(n)
-                        push(g0)
-                        push(done)
-                        n = b
-                        continue
-                    keep(b.grad)
-                    b.grad = unset
-                    finish(b)
-            finish(n)
-            keep(g0)
-            # n is finished: finish the nodes waiting on the stack, up to the next one still to explore
-            while stack:
-                n = pop()
-                if n is done:
-                    keep(pop())
-                    finish(pop())
-                elif n.grad is not unset:
-                    if n._a is not None:
-                        break
-                    keep(n.grad)  # a leaf: finished at once
-                    n.grad = unset
-                    finish(n)
-            else:
-                return order, before
+                    order.append(a)
+                b = n._b
+                if b is not None:
+                    g = b.grad
+                    if g is not unset:
+                        if g is not zero and not _plus_zero(g):
+                            kept[b] = g
+                        b.grad = unset
+                        if b._a is not None:
+                            stack.append(n)
+                            n = b
+                            continue
+                        order.append(b)
+            order.append(n)
+            if not stack:
+                return order, kept
+            n = stack.pop()
     except BaseException:  # interrupted: give every node its grad back
-        for k, item in enumerate(stack):
-            if item is done:
-                stack[k - 2].grad = stack[k - 1]
-        for n, g0 in zip(order, before):
-            n.grad = g0
+        marked = [*order, *stack, n, *(p for p in (n._a, n._b) if p is not None and p.grad is unset)]
+        _give_back(marked, kept)
         raise
 
 
@@ -728,56 +812,73 @@ def value_backward(root: Any, seed: float) -> None:
     """``graph.run(graph.backprop(root, seed))`` on a Value graph: adds d root / d n to every ``n.grad``.
 
     S(n) is summed in ``n.grad`` itself (``_UNSET`` while no child has contributed), in the reference's order,
-    so every sum rounds as the reference's does; then ``n.grad = old + S``. A non-finite gradient raises the
-    reference's DomainError and leaves every ``grad`` as it was.
+    so every sum rounds as the reference's does; then ``n.grad = old + S`` (S itself when old is +0.0, with
+    -0.0 + +0.0 as +0.0). Finiteness is checked on the leaves' S alone: a non-finite contribution or sum stays
+    non-finite in every sum it enters, and a node passes it on to each parent (inf * z and nan * z are not finite
+    for a finite z), so it reaches a leaf. Then every ``grad`` is given back and the reference runs, to raise its
+    DomainError about the first bad edge, and every ``grad`` is given back again.
 
     >>> from microgradx import Value
     >>> x = Value(3.0); y = x * x
     >>> value_backward(y, 1.0); x.grad
     6.0
     """
-    order, before = _order_marking(root)
+    order, kept = _order_marking(root)
     root.grad = seed
-    unset = _UNSET
+    unset, zero, add = _UNSET, _ZERO, _ADD
+    # A kept grad is nearly always a parameter's (a leaf's, not zeroed since the last step): then an inner node
+    # with S = 0 needs no look-up in ``kept``.
+    inner_kept = any(n._a is not None for n in kept)
     try:
-        for n, g0 in zip(reversed(order), reversed(before)):
+        for n in reversed(order):
             s = n.grad
             a = n._a
-            if a is not None:
+            if a is None:
+                if s - s != 0.0:  # inf - inf and nan - nan are nan
+                    break
+                if s == 0.0 and n not in kept:
+                    n.grad = zero
+                continue
+            b = n._b
+            if n._op is add:  # both partials 1.0, and s * 1.0 is s, bit for bit: no new float, grads shared
+                g = a.grad
+                a.grad = s if g is unset else g + s
+                g = b.grad
+                b.grad = s if g is unset else g + s
+            else:
                 z = n._za
-                c = s if z == 1.0 else s * z  # s * 1.0 is s, bit for bit: no new float, grads shared
-                if c - c != 0.0:
-                    _raise_bad_gradient(n, 0, s, c)
+                c = s if z == 1.0 else s * z
                 g = a.grad
                 a.grad = c if g is unset else g + c
-                b = n._b
                 if b is not None:
                     z = n._zb
                     c = s if z == 1.0 else s * z
-                    if c - c != 0.0:
-                        _raise_bad_gradient(n, 1, s, c)
                     g = b.grad
                     b.grad = c if g is unset else g + c
-            elif s - s != 0.0:  # the sum over a leaf's uses overflowed
-                from .graph import leaf_gradient_error
-                raise leaf_gradient_error(n, s)
-            if g0 == 0.0 and s != 0.0:  # the usual case, a fresh grad: g0 + s is s, bit for bit, already there
-                continue
-            if g0 is None:  # a grad the user cleared
-                n.grad = s
-            elif s == 0.0 and g0 == 0.0:  # many nodes get a zero (behind a relu that is off): share two zeros
-                n.grad = _ZERO if math.copysign(1.0, g0 + s) > 0.0 else _NEG_ZERO
-            else:
-                n.grad = g0 + s
+            # +0.0 + S is S, and +0.0 for S = -0.0; many nodes get a zero (behind a relu that is off): one float
+            if s == 0.0 and (not inner_kept or n not in kept):
+                n.grad = zero
+        else:
+            for n, g0 in kept.items():
+                s = n.grad
+                if g0 is None:  # a grad the user cleared
+                    n.grad = s
+                elif s == 0.0 and g0 == 0.0:
+                    n.grad = _ZERO if _copysign(1.0, g0 + s) > 0.0 else _NEG_ZERO
+                else:
+                    n.grad = g0 + s
+            return
     except BaseException:
-        for n, g0 in zip(order, before):
-            n.grad = g0
+        _give_back(order, kept)
         raise
-
-
-def _raise_bad_gradient(node: Any, k: int, g: float, c: float) -> None:
-    from .value import _bad_gradient  # the reference's error (value.py imports this module)
-    raise _bad_gradient(node, k, g, c)
+    # A non-finite S: the reference, run on the grads as they were, raises its error about the first bad edge.
+    _give_back(order, kept)
+    from . import graph
+    try:
+        graph.run(graph.backprop(root, seed))
+    except BaseException:
+        _give_back(order, kept)
+        raise
 
 
 # ---------------------------------------------------------------------------------------------------------

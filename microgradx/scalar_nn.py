@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+from . import fast
 from .ops import method_names
 from .value import Value
 
@@ -35,11 +36,14 @@ class Neuron:
     def __call__(self, x: Sequence[Value | float]) -> Value:
         if len(x) != len(self.w):
             raise ValueError(f"{self.label}: expected {len(self.w)} inputs, got {len(x)}")
-        acc = self.w[0] * x[0]
-        for wi, xi in zip(self.w[1:], x[1:]):
-            acc = acc + wi * xi
-        if self.b is not None:
-            acc = acc + self.b
+        # The same nodes in one call (microgradx.fast); None when it hands the sum back to the loop below.
+        acc = fast.value_weighted_sum(Value, self.w, x, self.b)
+        if acc is None:
+            acc = self.w[0] * x[0]
+            for wi, xi in zip(self.w[1:], x[1:]):
+                acc = acc + wi * xi
+            if self.b is not None:
+                acc = acc + self.b
         return getattr(acc, self.activation)() if self.activation else acc
 
     def parameters(self) -> list[Value]:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from microgradx import DomainError, Value, fast, grad, topological_order
+from microgradx import DomainError, Neuron, Value, fast, grad, topological_order
 from microgradx.strategies import DEFAULT_OPS, programs
 
 # Any float a node can hold, with the extremes that overflow and the two zeros.
@@ -62,16 +62,18 @@ def test_the_order_is_the_reference_order(program):
 
 
 def _build(program, earlier):
-    """The program's graph with ``earlier`` gradients already on its nodes (as after an earlier backward)."""
+    """The program's graph with ``earlier`` gradients already on its nodes (as after an earlier backward; "fresh"
+    leaves a node's grad as the node was built)."""
     out, _ = program.build()
     order = topological_order(out)
     for n, g in zip(order, earlier):
-        n.grad = g
+        if g != "fresh":
+            n.grad = g
     return out, order
 
 
-@given(programs(DEFAULT_OPS, max_steps=12), st.lists(st.sampled_from([0.0, -0.0, 0.5, -3.25, None]), min_size=40,
-                                                     max_size=40),
+@given(programs(DEFAULT_OPS, max_steps=12), st.lists(st.sampled_from(["fresh", 0.0, -0.0, 0, 0.5, -3.25, None]),
+                                                     min_size=40, max_size=40),
        st.sampled_from([1.0, -1.0, 0.0, -0.0, 2.5, 1e-300]))
 def test_backward_gives_the_reference_gradients_bit_for_bit(program, earlier, seed):
     out, order = _build(program, earlier)
@@ -93,6 +95,25 @@ def test_backward_twice_accumulates_as_the_reference(program):
         ref_out.backward()
         ref_out.backward()
     assert [bits(n.grad) for n in order] == [bits(n.grad) for n in ref_order]
+
+
+@given(programs(DEFAULT_OPS, max_steps=12), st.sampled_from([1e308, -1e308, 1e300, 1e154, 1.0]))
+def test_a_nonfinite_gradient_anywhere_raises_the_reference_error_and_leaves_every_grad(program, seed):
+    def run():
+        out, order = _build(program, [0.25] * 40)
+        try:
+            out.backward(seed)
+        except DomainError as e:
+            return str(e), [bits(n.grad) for n in order]
+        return None, [bits(n.grad) for n in order]
+    fast_error, fast_grads = run()
+    with fast.reference_only():
+        ref_error, ref_grads = run()
+    assert fast_error == ref_error
+    if fast_error is None:
+        assert fast_grads == ref_grads
+    else:
+        assert fast_grads == [bits(0.25)] * len(fast_grads)  # every grad given back
 
 
 @pytest.mark.parametrize("build, fails", [
@@ -128,6 +149,43 @@ def test_a_nonfinite_gradient_raises_the_reference_error_and_leaves_every_grad(b
     assert (ref_error is not None) == fails
 
 
+@pytest.mark.parametrize("earlier", [-0.0, None, 0.0, 0, 2.0])
+@pytest.mark.parametrize("seed", [-0.0, 0.0, -2.0])
+def test_signed_zero_gradients_add_to_earlier_grads_as_the_reference(earlier, seed):
+    def run():
+        x = Value(3.0, label="x")
+        u = x * 1.0
+        y = u * 1.0 + u * -0.0
+        for n in topological_order(y):
+            n.grad = earlier
+        y.backward(seed)
+        return [bits(n.grad) for n in topological_order(y)]
+    fast_grads = run()
+    with fast.reference_only():
+        assert run() == fast_grads
+
+
+class Refuses:
+    """A grad that cannot be added to: the backward pass fails on it, after every other node's sum is made."""
+
+    def __add__(self, other):
+        raise KeyboardInterrupt
+
+
+def test_an_interrupted_backward_gives_every_grad_back():
+    x, w = Value(0.5, label="x"), Value(-1.5, label="w")
+    y = (x * w + x).tanh() * w
+    refuses = Refuses()
+    order = topological_order(y)
+    before = [refuses if n is x else -0.0 if n is w else n.grad for n in order]
+    for n, g in zip(order, before):
+        n.grad = g
+    with pytest.raises(KeyboardInterrupt):
+        y.backward()
+    assert [bits(n.grad) for n in order] == [bits(g) for g in before]
+    assert fast.value_order(y) == order and [bits(n.grad) for n in order] == [bits(g) for g in before]
+
+
 def test_the_backward_pass_matches_grad_and_the_stepper_s_generator():
     x, w = Value(0.5, label="x"), Value(-1.5, label="w")
     y = ((x * w).tanh() + x * x - w).relu() * 2.0 + (-x)
@@ -157,3 +215,47 @@ def test_a_labelled_inner_node_keeps_its_label_and_op():
     assert (y.label, y.op.name) == (None, "mul")
     z = x ** 3
     assert (z.arg, z.parents, z.partials) == (3.0, (x,), (12.0,))
+
+
+def graph_record(out):
+    """Every node behind ``out`` in topological order: what it records, its parents as positions in the order."""
+    order = topological_order(out)
+    at = {id(n): k for k, n in enumerate(order)}
+    return [(bits(n.data), bits(n.grad), n.op, n.label, tuple(at[id(p)] for p in n.parents),
+             tuple(map(bits, n.partials))) for n in order]
+
+
+def neuron_outcome(ws, xs, b, activation):
+    """What a Neuron with weights ``ws`` and bias ``b`` gives on ``xs`` (a number at an odd position is passed as
+    it is, any other as a labelled Value): its graph, or the error it raises."""
+    n = Neuron(len(ws), activation, bias=b is not None, label="n")
+    n.w = [Value(w, label=f"w{k}") for k, w in enumerate(ws)]
+    if b is not None:
+        n.b = Value(b, label="b")
+    inputs = [x if k % 2 else Value(x, label=f"x{k}") for k, x in enumerate(xs)]
+    try:
+        out = n(inputs)
+    except Exception as e:  # noqa: BLE001 - the type and words of every error are compared
+        return ("raises", type(e), str(e))
+    return graph_record(out)
+
+
+@given(st.lists(finite, min_size=1, max_size=6), st.lists(finite | st.integers(-3, 3), min_size=1, max_size=6),
+       st.none() | finite, st.sampled_from([None, "relu", "tanh"]))
+def test_the_neuron_s_weighted_sum_builds_the_reference_nodes(ws, xs, b, activation):
+    xs = (xs * 6)[:len(ws)]  # as many inputs as weights
+    fast_out = neuron_outcome(ws, xs, b, activation)
+    with fast.reference_only():
+        assert neuron_outcome(ws, xs, b, activation) == fast_out
+
+
+def test_the_weighted_sum_kernel_builds_the_sum_and_hands_back_what_it_does_not_handle():
+    w, x = [Value(2.0), Value(3.0)], [Value(0.5), Value(-1.0)]
+    out = fast.value_weighted_sum(Value, w, x, None)
+    assert (out.data, out.op.name, out.parents[0].parents, out.parents[1].parents) == (-2.0, "add", (w[0], x[0]),
+                                                                                        (w[1], x[1]))
+    assert fast.value_weighted_sum(Value, w, [Value(0.5), 1.0], None) is None      # a float input
+    assert fast.value_weighted_sum(Value, [Value(1e200)], [Value(1e200)], None) is None  # overflows
+    assert fast.value_weighted_sum(Value, w, x, 1.0) is None                       # a float bias
+    with fast.reference_only():
+        assert fast.value_weighted_sum(Value, w, x, None) is None
