@@ -381,6 +381,13 @@ _NEVER_OVERFLOWS = {np.dtype(t): math.ldexp(1.0, int(np.finfo(t).maxexp) - 1 - i
                     for t in (np.float16, np.float32, np.float64)}
 
 
+# The dtypes in which a finite sum of squares alone proves a step below ``_NEVER_OVERFLOWS``: every square is then
+# finite, so every |delta_i| is at most the square root of the largest float (float32: 1.8e19 < 2**103), and the
+# bound's arithmetic can be skipped (float16's square root of its largest float, 256, is above its limit, 16).
+_FINITE_SQUARES_SUFFICE = frozenset(t for t, limit in _NEVER_OVERFLOWS.items()
+                                    if 2.0 * math.sqrt(float(np.finfo(t).max)) < limit)
+
+
 def sgd_step(theta: np.ndarray, g: Any, lr: float) -> bool:
     """theta -= lr * g in place when a norm bound proves the step finite, and True; else False with theta
     untouched (the caller's reference step then decides, and refuses with its error).
@@ -401,14 +408,19 @@ def sgd_step(theta: np.ndarray, g: Any, lr: float) -> bool:
     """
     if type(g) is not np.ndarray or g.dtype != theta.dtype or g.shape != theta.shape:
         return False
-    limit = _NEVER_OVERFLOWS.get(theta.dtype)
+    dtype = theta.dtype
+    limit = _NEVER_OVERFLOWS.get(dtype)
     if limit is None:
         return False
     try:
         delta = np.multiply(g, -lr)
+        if dtype in _FINITE_SQUARES_SUFFICE:
+            flat = delta.ravel(order="K")
+            if not math.isfinite(_dot(flat, flat)):  # NaN or inf in g, or a step whose squares overflow
+                return False
+        elif not max_abs_bound(delta) < limit:
+            return False
     except FloatingPointError:  # lr * g overflows (inside Optimizer.step, overflow raises): the reference refuses
-        return False
-    if not max_abs_bound(delta) < limit:  # NaN or inf in g, or a step near the top of the range
         return False
     np.add(theta, delta, out=theta)
     return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import hypothesis.extra.numpy as hnp
@@ -836,3 +837,44 @@ def test_sgd_refuses_a_non_finite_gradient_naming_the_parameter_and_leaves_it_un
     with pytest.raises(DomainError, match=r"SGD.step: the gradient of parameter 0 \('w'\) is not finite"):
         opt.step()
     np.testing.assert_array_equal(w.data, np.array([1.0, 2.0], np.float32))
+
+
+def _plain_sgd_run(reference_path, bad=None):
+    """Two groups (lr 0.1 and 0.02) of float32/float64 arrays and a Value, three steps of plain SGD; the third
+    gradient of parameter ``bad`` is NaN. Returns the parameters' values, step counts and the error, if any."""
+    from microgradx import Tensor
+    rng = np.random.default_rng(5)
+    params = [Tensor(rng.normal(size=(4, 3)).astype(np.float32), label="w"), Tensor(rng.normal(size=3)),
+              Value(0.5, label="v"), Tensor(np.asfortranarray(rng.normal(size=(3, 2))), label="f")]
+    opt = optim.SGD([{"params": params[:2]}, {"params": params[2:], "lr": 0.02}], lr=0.1)
+    error = None
+    with fast.reference_only() if reference_path else contextlib.nullcontext():
+        for step in range(3):
+            for k, p in enumerate(params):
+                g = np.cos(np.asarray(p.data, dtype=np.float64) * (step + 1) + k)
+                if k == bad and step == 2:
+                    g = np.where(g > -2, np.nan, g)
+                p.grad = float(g) if isinstance(p, Value) else g.astype(p.data.dtype)
+            try:
+                opt.step()
+            except DomainError as e:
+                error = str(e)
+    return [np.array(p.data, dtype=np.float64) for p in params], [s.get("step") for s in opt.state], error
+
+
+@pytest.mark.parametrize("bad", [None, 0, 3])
+def test_plain_sgd_fast_loop_agrees_with_the_reference_step_and_refuses_the_same_parameter(bad):
+    # Oracle: the reference Optimizer.step (fast.reference_only()); the update is theta - lr * g either way, so the
+    # values agree bit for bit; a NaN gradient is refused naming the parameter, which stays unchanged, and the
+    # parameters before it in the list are updated, as the reference does.
+    fast_values, fast_steps, fast_error = _plain_sgd_run(False, bad)
+    ref_values, ref_steps, ref_error = _plain_sgd_run(True, bad)
+    for a, b in zip(fast_values, ref_values, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert fast_steps == ref_steps
+    assert fast_error == ref_error
+    if bad is None:
+        assert fast_error is None and fast_steps == [3, 3, 3, 3]
+    else:
+        assert f"parameter {bad}" in fast_error and "not finite" in fast_error
+        assert fast_steps[bad] == 2
