@@ -427,6 +427,43 @@ def sgd_step(theta: np.ndarray, g: Any, lr: float) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# The tensor engine's backward pass
+# ---------------------------------------------------------------------------------------------------------
+
+__all__ += ["tensor_backward"]
+
+
+def tensor_backward(root: Any, seed: np.ndarray, order: list) -> None:
+    """``graph.run(graph.backprop(root, seed))`` on a Tensor graph whose topological order is ``order``.
+
+    The reference's steps in the reference's order (the same ``Tensor.vjp`` calls, the same sums, the same
+    ``.grad`` writes, the same errors), without what only the stepper needs: the generator, its events and the
+    index of each node. Each S leaves the dictionary when its node is finished, so the gradients of the
+    intermediate results are freed as the pass goes, instead of all at its end.
+
+    >>> from microgradx import Tensor, topological_order
+    >>> w = Tensor([1.0, 2.0]); y = (w * w).sum()
+    >>> tensor_backward(y, np.ones(()), topological_order(y)); w.grad
+    array([2., 4.])
+    """
+    S = {root: seed}
+    get, pop = S.get, S.pop
+    for node in reversed(order):
+        s = pop(node, None)
+        if s is None:  # a tensor that takes no gradient
+            continue
+        if node.keeps_grad:
+            g0 = node._grad
+            node.grad = s if g0 is None else g0 + s
+        parents = node.parents
+        if parents:
+            for p, c in zip(parents, node.vjp(s)):
+                if c is not None:
+                    prev = get(p)
+                    S[p] = c if prev is None else prev + c
+
+
+# ---------------------------------------------------------------------------------------------------------
 # The scalar engine: Value's hottest operators, its topological order and its backward pass
 # ---------------------------------------------------------------------------------------------------------
 #

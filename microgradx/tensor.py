@@ -241,7 +241,10 @@ class Tensor:
             if s.shape != self.data.shape:
                 raise ShapeError(f"backward: seed shape {s.shape} differs from {_describe(self)} shape "
                                  f"{self.data.shape}")
-        graph.run(graph.backprop(self, s))
+        if fast.ENABLED:  # the same pass without the stepper's generator and events (fast.reference_only(): off)
+            fast.tensor_backward(self, s, graph.topological_order(self))
+        else:
+            graph.run(graph.backprop(self, s))
 
     def zero_grad(self) -> None:
         """Forget this tensor's gradient (sets ``grad`` to None)."""

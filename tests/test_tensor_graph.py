@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from microgradx import MicrogradxError, Value, fast, graph, losses, nn
@@ -216,6 +216,58 @@ def test_jvp_equals_reverse_mode_on_random_tensor_programs(program):
     gb = b.grad if b.grad is not None else 0.0
     reverse = float(np.sum(ga * va) + np.sum(gb * vb))
     assert float(np.sum(g * forward)) == pytest.approx(reverse, rel=1e-9, abs=1e-9)
+
+
+def _backward_state(program, fast_pass, bad_seed=False):
+    """Run ``program`` once and its backward pass with the fast twin or the reference generator, over gradients
+    already held (so sums accumulate) and a retained intermediate; returns every grad and the error, if any."""
+    rng = np.random.default_rng(program[0])
+    a = Tensor(rng.normal(size=(3, 4)), label="a")
+    b = Tensor(rng.normal(size=(3, 4)), label="b")
+    a.grad = rng.normal(size=(3, 4))
+    mid = (a * b).retain_grad()
+    out = run_program(program, mid, b)
+    seed = rng.normal(size=out.shape)
+    if bad_seed:  # finite, but large enough that some vjp downstream overflows
+        seed = seed * 1e307
+    error = None
+    if out.requires_grad:
+        try:
+            if fast_pass:
+                fast.tensor_backward(out, seed, graph.topological_order(out))
+            else:
+                graph.run(backprop(out, seed))
+        except MicrogradxError as e:
+            error = str(e)
+    return [t.grad for t in (a, b, mid)], error
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+@settings(max_examples=60, deadline=None)
+@given(tensor_programs(), st.booleans())
+def test_fast_tensor_backward_agrees_with_the_reference_pass_bit_for_bit(program, bad_seed):
+    # Oracle: graph.backprop, the pass the stepper draws, on an identical graph: the same gradients (accumulated
+    # onto existing ones, kept on a retain_grad() result) bit for bit, and the same error where a vjp overflows.
+    fast_grads, fast_error = _backward_state(program, True, bad_seed)
+    ref_grads, ref_error = _backward_state(program, False, bad_seed)
+    assert fast_error == ref_error
+    event("refused" if ref_error else "passed")
+    for f, r in zip(fast_grads, ref_grads, strict=True):
+        if r is None:
+            assert f is None
+        else:
+            np.testing.assert_array_equal(f, r)
+            assert f.dtype == r.dtype
+
+
+def test_tensor_backward_runs_the_fast_pass_and_reference_only_runs_the_generator(monkeypatch):
+    calls = []
+    monkeypatch.setattr(fast, "tensor_backward", lambda *a: calls.append("fast"))
+    w = Tensor([1.0, 2.0])
+    (w * w).sum().backward()
+    with fast.reference_only():
+        (w * w).sum().backward()
+    assert calls == ["fast"] and w.grad.tolist() == [2.0, 4.0]
 
 
 @pytest.mark.parametrize("name", list(GRAPHS))
