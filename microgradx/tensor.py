@@ -49,7 +49,7 @@ _new = object.__new__
 #     overflow; matmul and linear: a product of finite factors can), except a gradient passed on unchanged
 #     (it is the finite incoming one).
 # The check is ``fast.all_finite``: an exact scan in the reference, a sum-of-squares proof on the fast path.
-# Not checked: a raw batch array fed to ``linear`` (its NaN reaches linear's output, which is checked), rows
+# Not checked: a raw batch array fed to ``linear`` or ``matmul`` (its NaN reaches the output, which is checked), rows
 # that only move, select or normalise finite values (reshape, indexing, max, softmax, where, clip), and the
 # output and vjp of a ``bounded`` row (relu, tanh, ...): from finite data it gives a finite output, and a
 # finite gradient times a partial of magnitude at most 1 is finite (tests/test_ops.py proves the claim).
@@ -1018,6 +1018,8 @@ def _nonfinite(row: Op | TensorOp, inputs: Sequence[Tensor], a: np.ndarray, what
 # then scans exactly). Filtered once here, for warnings raised from these modules only: no errstate cost per op.
 for _module in ("microgradx.ops", "microgradx.tensor", "microgradx.fast"):
     warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning, _module)
+# So is the invalid value of a product with an unscanned batch holding an infinity (inf * 0): matmul's check follows.
+warnings.filterwarnings("ignore", "invalid value encountered in matmul", RuntimeWarning, "microgradx.tensor")
 
 
 def _check_axis(name: str, x: Tensor, axis: Any, nonempty: bool = False) -> None:
@@ -1108,6 +1110,12 @@ def matmul(a: Any, b: Any) -> Tensor:
     >>> c = a @ b; c.backward(); c.item(), a.grad.tolist(), b.grad.tolist()
     (11.0, [[3.0, 4.0]], [[1.0], [2.0]])
     """
+    # NOTE: a raw array operand of the other's dtype (a batch) is not scanned: a NaN or infinity in it makes a whole
+    # row or column of the product non-finite, and the product is checked (an empty product has nothing to carry).
+    if type(a) is np.ndarray and isinstance(b, Tensor) and a.dtype == b.data.dtype:
+        a = _const(a)
+    elif type(b) is np.ndarray and isinstance(a, Tensor) and b.dtype == a.data.dtype:
+        b = _const(b)
     a, b = _operands("matmul", a, b)
     A, B = a.data, b.data
     if A.ndim == 0 or B.ndim == 0:

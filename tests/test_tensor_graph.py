@@ -552,3 +552,19 @@ def test_a_broadcast_operand_gets_an_owned_array_gradient_of_its_own_shape_and_d
     axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and other[lead + i] != 1)
     want = B.sum(axis=axes, keepdims=True).reshape(shape)
     np.testing.assert_allclose(a.grad, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.filterwarnings("ignore:invalid value encountered in matmul")
+def test_matmul_with_an_unscanned_raw_batch_still_refuses_a_non_finite_entry(dtype, bad, side):
+    # A raw array operand is not scanned on its own; the product's check must catch it, even where the other
+    # factor is zero (inf * 0 is NaN).
+    rng = np.random.default_rng(3)
+    W = Tensor(rng.normal(size=(4, 3)).astype(dtype), label="W")
+    W.data[2] = 0.0
+    X = rng.normal(size=(5, 4)).astype(dtype)
+    X[3, 2] = bad
+    with pytest.raises(MicrogradxError, match=r"matmul\(.*\): gives .*not a finite number"):
+        _ = X @ W if side == "left" else W.T @ X.T
