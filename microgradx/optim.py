@@ -533,9 +533,10 @@ class SGD(Optimizer):
             for group in groups:
                 lr = group["lr"]
                 for p in group["params"]:
+                    bound = getattr(p, "_grad_bound", None)  # read first: reading .grad forgets it
                     g = p.grad
                     if g is not None:
-                        if sgd_step(p.data, g, lr):
+                        if sgd_step(p.data, g, lr, bound):
                             state = states[i]
                             state["step"] = state.get("step", 0) + 1
                         else:

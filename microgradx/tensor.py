@@ -107,7 +107,7 @@ class Tensor:
     """
 
     __slots__ = ("data", "_grad", "requires_grad", "label", "parents", "_op", "_arg", "_res", "_vjp",
-                 "_checks_grad", "keeps_grad")
+                 "_checks_grad", "keeps_grad", "_grad_bound")
     __array_ufunc__ = None  # so that ndarray + Tensor and ndarray @ Tensor defer to the Tensor's operators
     partials = None  # the node protocol's per-edge scalars: a tensor edge carries a vjp instead
 
@@ -123,18 +123,23 @@ class Tensor:
         self._vjp: Any = None
         self._checks_grad = False
         self.keeps_grad = True  # a leaf keeps its gradient; results do not, unless retain_grad()
+        self._grad_bound: float | None = None
 
     # -- the node protocol of the graph core ---------------------------------------------------------------
 
     @property
     def grad(self) -> np.ndarray | None:
         """d(output)/d(self) after ``backward()``: kept on parameters (and on ``retain_grad()`` tensors)."""
+        # NOTE: whoever reads the array may change it in place, so the bound the backward pass proved for it
+        # (``_grad_bound``, which spares the optimizer a pass over the gradient) no longer holds.
+        self._grad_bound = None
         return self._grad
 
     @grad.setter
     def grad(self, value: np.ndarray | None) -> None:
         # NOTE: intermediate results drop their gradient (nobody reads it; keeping it would hold memory), and
         # a parameter always owns a writable array, so an optimizer may update it in place.
+        self._grad_bound = None
         if not self.keeps_grad:
             return
         if value is not None and (value.base is not None or not value.flags.writeable):
@@ -209,7 +214,7 @@ class Tensor:
 
     def reset_grad(self) -> None:
         """Forget the gradient (what ``zero_grad(out)`` does to every node)."""
-        self._grad = None
+        self._grad = self._grad_bound = None
 
 
     def retain_grad(self) -> Tensor:
@@ -248,7 +253,7 @@ class Tensor:
 
     def zero_grad(self) -> None:
         """Forget this tensor's gradient (sets ``grad`` to None)."""
-        self._grad = None
+        self._grad = self._grad_bound = None
 
     # -- plain array facts ---------------------------------------------------------------------------------
 
@@ -907,6 +912,7 @@ def _const(data: np.ndarray) -> Tensor:
     t.data, t._grad, t.requires_grad, t.label = data, None, False, None
     t.parents, t._op, t._arg, t._res, t._vjp, t._checks_grad, t.keeps_grad = (), None, None, None, None, False, \
         True
+    t._grad_bound = None
     return t
 
 
@@ -949,7 +955,7 @@ def node(row: Op | TensorOp, inputs: Sequence[Tensor], arg: Any = None) -> Tenso
         if p.requires_grad and _RECORDING:  # _RECORDING: False inside no_grad()
             t = _new(Tensor)
             t.data, t._grad, t.requires_grad, t.label, t.parents = out, None, True, None, inputs
-            t._op, t._arg, t._res, t._vjp, t.keeps_grad = row, arg, res, kernel.vjp, False
+            t._op, t._arg, t._res, t._vjp, t.keeps_grad, t._grad_bound = row, arg, res, kernel.vjp, False, None
             t._checks_grad = impl.checks_grad and not (kernel is impl.fast and kernel.checks_grad)
             return t
     return _const(out)

@@ -878,3 +878,57 @@ def test_plain_sgd_fast_loop_agrees_with_the_reference_step_and_refuses_the_same
     else:
         assert f"parameter {bad}" in fast_error and "not finite" in fast_error
         assert fast_steps[bad] == 2
+
+
+def _mlp_after_backward(seed=0, lr=0.1):
+    """A small MLP, its SGD optimizer (made first, as a training loop does) and one backward pass."""
+    from microgradx import losses, nn
+    rng = np.random.default_rng(seed)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    for p in model.parameters():
+        p.data[...] = rng.normal(size=p.data.shape)
+    opt = optim.SGD(model.parameters(), lr=lr)
+    x = rng.normal(size=(4, 6)).astype(model.parameters()[0].data.dtype)
+    loss = losses.cross_entropy(model(x), np.array([0, 2, 1, 2]))
+    loss.backward()
+    return model, opt
+
+
+def test_the_backward_bound_spares_the_step_its_pass_and_gives_the_same_parameters(monkeypatch):
+    # Oracle: the same step with every bound forgotten (reading .grad forgets it), which takes the dot product.
+    (bounded, bounded_opt), (plain, plain_opt) = _mlp_after_backward(lr=0.3), _mlp_after_backward(lr=0.3)
+    passes = []
+    original = fast._dot
+    monkeypatch.setattr(fast, "_dot", lambda a, b: passes.append(a.size) or original(a, b))
+    for p in plain.parameters():
+        p.grad  # noqa: B018 -- a read: the array may be changed in place, so its bound is forgotten
+    bounded_opt.step()
+    assert passes == []
+    plain_opt.step()
+    assert len(passes) == len(plain.parameters())
+    for a, b in zip(bounded.parameters(), plain.parameters(), strict=True):
+        np.testing.assert_array_equal(a.data, b.data)
+
+
+@pytest.mark.parametrize("change", ["nan in place", "overflow in place", "held array", "new array"])
+def test_a_gradient_changed_after_backward_is_still_refused_naming_the_parameter(change):
+    # The bound the backward pass proved must not outlive the array it describes: however the gradient was
+    # changed after backward, a non-finite one is refused and the parameter left unchanged.
+    model, opt = _mlp_after_backward()
+    w = model.parameters()[0]
+    if change == "nan in place":
+        w.grad[1, 2] = np.nan
+    elif change == "overflow in place":
+        with np.errstate(over="ignore"):
+            w.grad[...] *= np.float32(3e38) / np.abs(w.grad).max() * 4
+    elif change == "held array":
+        g = w.grad
+        model.zero_grad()
+        w.grad = g
+        g[0, 0] = np.inf
+    else:
+        w.grad = np.full_like(w.data, np.nan)
+    before = w.data.copy()
+    with pytest.raises(DomainError, match=r"SGD\.step: the gradient of parameter 0 .*is not finite"):
+        opt.step()
+    np.testing.assert_array_equal(w.data, before)

@@ -568,3 +568,34 @@ def test_matmul_with_an_unscanned_raw_batch_still_refuses_a_non_finite_entry(dty
     X[3, 2] = bad
     with pytest.raises(MicrogradxError, match=r"matmul\(.*\): gives .*not a finite number"):
         _ = X @ W if side == "left" else W.T @ X.T
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 300), st.integers(1, 40), st.sampled_from([np.float32, np.float64]),
+       st.integers(-30, 36), st.booleans(), st.integers(0, 2**32 - 1))
+def test_the_bounds_a_fast_vjp_hands_on_cover_every_gradient_entry(n, k, m, dtype, exponent, column_major, seed):
+    # Oracle: the gradients' own largest magnitudes, in float64. The optimizer trusts these bounds instead of a
+    # pass of its own, so each must be >= every entry, whether it came from a norm proof or from a scan; sizes
+    # reach both (a long inner dimension with few outputs is proved, a short one scanned), magnitudes reach
+    # float32's overflow (a refused gradient hands on nothing).
+    rng = np.random.default_rng(seed)
+    scale = 10.0 ** (exponent / 2)
+    X = (rng.normal(size=(n, k)) * scale).astype(dtype)
+    W = (rng.normal(size=(m, k)) * scale).astype(dtype)
+    W = np.asfortranarray(W) if column_major else W
+    b = rng.normal(size=m).astype(dtype)
+    g = (rng.normal(size=(n, m)) * scale).astype(dtype)
+    kernels = {"linear": lambda: fast.linear_vjp(g, fast.linear_forward(X, W, b)[1], (True, True, True)),
+               "matmul": lambda: fast.matmul_vjp(g, (X, np.ascontiguousarray(W.T)), (True, True),
+                                                 reference=TENSOR_OPS["matmul"].vjp)}
+    for name, vjp in kernels.items():
+        try:
+            grads = vjp()
+        except fast.NonFiniteGradient:
+            continue
+        assert isinstance(grads, fast.BoundedGrads), name
+        for c, bound in zip(grads, grads.bounds, strict=True):
+            assert np.all(np.isfinite(c))
+            if bound is not None:
+                assert bound >= float(np.max(np.abs(c.astype(np.float64)))), name
