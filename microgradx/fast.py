@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .ops import numpy_math
+from .ops import OPS, numpy_math
 
 __all__ = ["ENABLED", "reference_only", "all_finite", "first_nonfinite", "array_math", "weight_layout",
            "NonFiniteGradient", "matmul_vjp", "linear_forward", "linear_vjp", "cross_entropy_forward",
@@ -142,12 +142,21 @@ def weight_layout(w: np.ndarray) -> np.ndarray:
     return np.asfortranarray(w)
 
 
+_RELU = OPS["relu"]
+
+
 def linear_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, activation: Any = None) -> tuple:
     """The reference's f(x @ W.T + b), with the bias added in place and the activation's mask-arithmetic
-    namespace; returns (out, residuals) for ``linear_vjp``."""
+    namespace; returns (out, residuals) for ``linear_vjp``.
+
+    A fused relu is applied in place: its partial, 1 where z > 0, is 1 exactly where relu(z) > 0, so the
+    backward pass needs relu(z) alone (``linear_vjp`` multiplies by that mask directly), not z as well."""
     z = X @ W.T
     if bias:
         z += bias[0]
+    if activation is _RELU:
+        np.maximum(z, 0.0, out=z)
+        return z, (X, W, z, z, len(bias), activation, None)
     out = z
     F = None
     if activation is not None:
@@ -255,7 +264,9 @@ def linear_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
     else scanned; the incoming g and the data are finite (the rule holds everywhere upstream).
     """
     X, W, z, out, nb, act, F = res
-    if act is not None:
+    if act is _RELU:
+        g = np.multiply(g, out > 0, dtype=out.dtype)  # the row's partial, where(z > 0, 1, 0), as a boolean product
+    elif act is not None:
         g = g * act.partials(F, out, z)[0]
         if type(g) is not np.ndarray or g.dtype != z.dtype:
             g = np.asarray(g, dtype=z.dtype)
