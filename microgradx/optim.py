@@ -520,11 +520,11 @@ class SGD(Optimizer):
         floating-point error context, which cost more than the update itself for a small model; a parameter
         whose step it cannot prove finite (or a float parameter) takes the reference step, which refuses.
         """
-        if not fast.ENABLED or self.clip_value is not None or self.clip_norm is not None or self.maximize:
+        if not fast.ENABLED or self.clip_value is not None or self.clip_norm is not None:
             return super().step()
         groups = self.param_groups
-        for group in groups:
-            if group["momentum"] or group["weight_decay"]:
+        for group in groups:  # NOTE: momentum, weight decay and maximize are per-group settings
+            if group["momentum"] or group["weight_decay"] or group["maximize"]:
                 return super().step()
         sgd_step, states, i = fast.sgd_step, self.state, 0
         # NOTE: a step the kernel cannot prove finite (its multiply or dot overflowed) goes to the reference step,
@@ -558,7 +558,7 @@ class SGD(Optimizer):
         # NOTE: plain SGD on an array is theta -= lr * g; the fast path writes it in place when one dot product
         # over the step proves it finite (the inline update's cost plus that pass), else the reference step below
         # checks and refuses.
-        if not self.momentum and not l2 and fast.ENABLED and type(p.data) is np.ndarray and \
+        if not self.momentum and not l2 and not self.maximize and fast.ENABLED and type(p.data) is np.ndarray and \
                 fast.sgd_step(p.data, p.grad, self.lr):
             state["step"] = state.get("step", 0) + 1
             return

@@ -932,3 +932,27 @@ def test_a_gradient_changed_after_backward_is_still_refused_naming_the_parameter
     with pytest.raises(DomainError, match=r"SGD\.step: the gradient of parameter 0 .*is not finite"):
         opt.step()
     np.testing.assert_array_equal(w.data, before)
+
+
+def test_plain_sgd_fast_loop_leaves_a_group_that_maximizes_or_decays_to_the_reference():
+    # Oracle: the reference step (fast.reference_only()). maximize and weight_decay are per-group settings, so a
+    # group may ascend or decay while the optimizer's defaults are plain.
+    results = []
+    for reference_path in (False, True):
+        a, b = P(START), P(START)
+        opt = optim.SGD([{"params": [a], "maximize": True}, {"params": [b], "weight_decay": 0.5}], lr=0.1)
+        with fast.reference_only() if reference_path else contextlib.nullcontext():
+            for _ in range(2):
+                a.grad, b.grad = grad_of(a.data), grad_of(b.data)
+                opt.step()
+        results.append((a.data.copy(), b.data.copy()))
+    (fa, fb), (ra, rb) = results
+    np.testing.assert_array_equal(fa, ra)
+    np.testing.assert_array_equal(fb, rb)
+    assert np.all(fa != START)
+    close(fa, reference(lambda th, g, t, s: th + 0.1 * g, steps=2)[-1])
+
+
+def test_plain_sgd_with_maximize_ascends_on_array_parameters():
+    # Oracle: the rule written out, theta + lr * g (maximize negates the gradient, as PyTorch).
+    close(run(lambda p: optim.SGD(p, lr=0.1, maximize=True)), reference(lambda th, g, t, s: th + 0.1 * g))
