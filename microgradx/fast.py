@@ -19,11 +19,10 @@ import numpy as np
 
 from .ops import OPS, numpy_math
 
-__all__ = ["ENABLED", "reference_only", "all_finite", "first_nonfinite", "array_math", "ELEMENTWISE_VJPS",
-           "weight_layout", "NonFiniteGradient", "matmul_vjp", "linear_forward", "linear_vjp",
-           "cross_entropy_forward", "cross_entropy_vjp", "BoundedGrads", "max_abs_bound", "scaled_bound",
-           "add_in_place_if_finite", "sgd_step", "conv2d_forward", "conv2d_vjp", "max_pool2d_forward",
-           "max_pool2d_vjp", "avg_pool2d_forward"]
+__all__ = ["ENABLED", "reference_only", "all_finite", "first_nonfinite", "array_math", "weight_layout",
+           "NonFiniteGradient", "matmul_vjp", "linear_forward", "linear_vjp", "cross_entropy_forward",
+           "cross_entropy_vjp", "BoundedGrads", "max_abs_bound", "scaled_bound", "add_in_place_if_finite", "sgd_step",
+           "conv2d_forward", "conv2d_vjp", "max_pool2d_forward", "max_pool2d_vjp", "avg_pool2d_forward"]
 
 ENABLED = True  # read by the node builder on every node: the fast kernels run when True
 
@@ -124,17 +123,6 @@ _ARRAY_MATH = {np.dtype(np.float32): _array_math(np.dtype(np.float32)),
 def array_math(dtype: np.dtype) -> Any:
     """The maths namespace the fast elementwise kernels use for arrays of ``dtype`` (float32 or float64)."""
     return _ARRAY_MATH[dtype]
-
-
-def _relu_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
-    """The relu row's vjp, g * where(x > 0, 1, 0), as one product with the boolean mask: no float mask array."""
-    _, out, (x,) = res
-    return (np.multiply(g, x > 0, dtype=out.dtype) if needs[0] else None,)
-
-
-# Fast vjps of op-table rows on arrays, by row name (the others use the row's own partials); the forward and
-# residuals are the row's, from ``array_math``.
-ELEMENTWISE_VJPS = {"relu": _relu_vjp}
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -888,8 +888,7 @@ def _elementwise_kernels(op: Op) -> _Elementwise:
         return np.asarray(np.broadcast_to(d, out.shape), dtype=out.dtype)
 
     return _Elementwise(forward_with(lambda dtype: numpy_math()), vjp, jvp,
-                        Kernel(forward_with(fast.array_math), fast.ELEMENTWISE_VJPS.get(op.name, vjp)),
-                        not op.bounded, not op.bounded)
+                        Kernel(forward_with(fast.array_math), vjp), not op.bounded, not op.bounded)
 
 
 _ELEMENTWISE = {op: _elementwise_kernels(op) for op in OPS.values()}
