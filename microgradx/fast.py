@@ -154,6 +154,8 @@ def linear_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, activation: 
     z = X @ W.T
     if bias:
         z += bias[0]
+    if activation is not None and not all_finite(z):
+        return z, None  # NOTE: an activation could hide it (relu(-inf) = 0): the builder's output check names it
     if activation is _RELU:
         np.maximum(z, 0.0, out=z)
         return z, (X, W, z, z, len(bias), activation, None)

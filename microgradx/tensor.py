@@ -587,6 +587,8 @@ def _linear_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, activation:
     z = X @ W.T
     if bias:
         z = z + bias[0]
+    if activation is not None and not _all_finite(z):
+        return z, None  # NOTE: an activation could hide it (relu(-inf) = 0): the builder's output check names it
     out = z if activation is None else np.asarray(activation.forward(numpy_math(), z), dtype=z.dtype)
     return out, (X, W, z, out, len(bias), activation, numpy_math())
 

@@ -3,6 +3,7 @@ against its reference, and the bugs found on the way, each against an independen
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 import tracemalloc
@@ -599,3 +600,20 @@ def test_the_bounds_a_fast_vjp_hands_on_cover_every_gradient_entry(n, k, m, dtyp
             assert np.all(np.isfinite(c))
             if bound is not None:
                 assert bound >= float(np.max(np.abs(c.astype(np.float64)))), name
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+@pytest.mark.parametrize("reference", [False, True])
+@pytest.mark.parametrize("build", ["linear+relu", "nn.Sequential"])
+def test_a_fused_activation_does_not_hide_an_overflowing_pre_activation(reference, build):
+    # relu(-inf) is 0: the fused node must refuse the overflow as the separate ops do (x @ W.T gives -inf).
+    x = np.array([[1e38, 1e38]], np.float32)
+    W = np.array([[-3.0, -3.0], [1.0, 0.0]], np.float32)
+    with fast.reference_only() if reference else contextlib.nullcontext():
+        with pytest.raises(MicrogradxError, match=r"linear\(.*\): gives -inf at index \(0, 0\)"):
+            if build == "linear+relu":
+                linear(x, Tensor(W), activation="relu")
+            else:
+                net = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+                net.load_state_dict({"0.weight": W, "0.bias": np.zeros(2, np.float32)})
+                net(x)
