@@ -44,7 +44,8 @@ _new = object.__new__
 # later relu would turn a NaN into 0). The builder ``node`` does it, from the row's flags:
 #   * a Tensor built from user data, and numbers or arrays combined with a Tensor;
 #   * the output of every row with ``checks_output`` (matmul, linear, sum/mean, convolution, the losses, and
-#     every op-table row that is not ``bounded``: they can overflow);
+#     every op-table row that is not ``bounded``: they can overflow), and linear's pre-activation when it has a
+#     fused activation (which could hide it: relu(-inf) = 0);
 #   * the vjp of every row with ``checks_grad`` (op-table rows that are not ``bounded``: pow near 0 can
 #     overflow; matmul and linear: a product of finite factors can), except a gradient passed on unchanged
 #     (it is the finite incoming one).
