@@ -158,13 +158,14 @@ def finiteness_rule_off():
     """Every finiteness scan and norm proof of the tensor engine answers "finite" without looking, for the
     benchmark row that measures what the rule costs (never do this in training: NaN would pass silently)."""
     from microgradx import fast, tensor
-    saved = fast.all_finite, tensor._all_finite, fast._products_finite
+    saved = fast.all_finite, tensor._all_finite, fast._products_finite, fast._scanned_bound
     fast.all_finite = tensor._all_finite = lambda a: True
     fast._products_finite = lambda *a: True
+    fast._scanned_bound = lambda k, grad: None
     try:
         yield
     finally:
-        fast.all_finite, tensor._all_finite, fast._products_finite = saved
+        fast.all_finite, tensor._all_finite, fast._products_finite, fast._scanned_bound = saved
 
 
 def unchecked_engine(X: np.ndarray, y: np.ndarray, lr: float) -> Callable[[list], float]:

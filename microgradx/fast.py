@@ -19,11 +19,11 @@ import numpy as np
 
 from .ops import ADD as _ADD
 from .ops import MUL as _MUL
-from .ops import numpy_math
+from .ops import OPS, numpy_math
 
 __all__ = ["ENABLED", "reference_only", "all_finite", "first_nonfinite", "array_math", "weight_layout",
            "NonFiniteGradient", "matmul_vjp", "linear_forward", "linear_vjp", "cross_entropy_forward",
-           "cross_entropy_vjp", "max_abs_bound", "scaled_bound", "add_in_place_if_finite", "sgd_step",
+           "cross_entropy_vjp", "BoundedGrads", "max_abs_bound", "scaled_bound", "add_in_place_if_finite", "sgd_step",
            "conv2d_forward", "conv2d_vjp", "max_pool2d_forward", "max_pool2d_vjp", "avg_pool2d_forward"]
 
 ENABLED = True  # read by the node builder on every node: the fast kernels run when True
@@ -144,12 +144,23 @@ def weight_layout(w: np.ndarray) -> np.ndarray:
     return np.asfortranarray(w)
 
 
+_RELU = OPS["relu"]
+
+
 def linear_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, activation: Any = None) -> tuple:
     """The reference's f(x @ W.T + b), with the bias added in place and the activation's mask-arithmetic
-    namespace; returns (out, residuals) for ``linear_vjp``."""
+    namespace; returns (out, residuals) for ``linear_vjp``.
+
+    A fused relu is applied in place: its partial, 1 where z > 0, is 1 exactly where relu(z) > 0, so the
+    backward pass needs relu(z) alone (``linear_vjp`` multiplies by that mask directly), not z as well."""
     z = X @ W.T
     if bias:
         z += bias[0]
+    if activation is not None and not all_finite(z):
+        return z, None  # NOTE: an activation could hide it (relu(-inf) = 0): the builder's output check names it
+    if activation is _RELU:
+        np.maximum(z, 0.0, out=z)
+        return z, (X, W, z, z, len(bias), activation, None)
     out = z
     F = None
     if activation is not None:
@@ -170,6 +181,36 @@ class NonFiniteGradient(ArithmeticError):
     def __init__(self, parent: int, grad: np.ndarray) -> None:
         super().__init__(parent)
         self.parent, self.grad = parent, grad
+
+
+class BoundedGrads(tuple):
+    """A vjp's gradients (a tuple, one per input) with ``bounds``: for each, a number >= every |entry| that the
+    finiteness proof or scan gave for free, or None. The backward pass hands a parameter's bound on to the
+    optimizer (``Tensor._grad_bound``), which then needs no pass of its own over that gradient."""
+
+    bounds: tuple
+
+    def __new__(cls, grads: tuple, bounds: tuple) -> BoundedGrads:
+        self = super().__new__(cls, grads)
+        self.bounds = bounds
+        return self
+
+
+def _rounded_products_bound(bound: float, terms: int, dtype: np.dtype) -> float:
+    """A bound on sums of ``terms`` products computed in ``dtype`` whose exact magnitudes are at most ``bound``
+    (the factor of ``_products_finite``, and one more for the rounding of ``bound`` itself in float64)."""
+    return bound * (1.0 + 2.0 * terms * _ROUNDING[dtype][0]) * (1.0 + 1e-15)
+
+
+def _scanned_bound(k: int, grad: np.ndarray) -> float | None:
+    """The finiteness rule by a pass over ``grad``: a bound on its entries (``max_abs_bound``), or, when the sum of
+    squares overflows, the exact scan: None if it passes, ``NonFiniteGradient`` for input ``k`` if not."""
+    bound = max_abs_bound(grad)
+    if bound < math.inf:
+        return bound
+    if not all_finite(grad):
+        raise NonFiniteGradient(k, grad)
+    return None
 
 
 def _products_finite(bound: float, terms: int, dtype: np.dtype) -> bool:
@@ -196,25 +237,27 @@ def matmul_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...], reference: An
         return grads
     dt = g.dtype
     g_norm = -1.0
-    ga = gb = None
+    ga = gb = bound_a = bound_b = None
     if needs[0]:
         ga = g @ B.T
-        proved = False
         if g.size + B.size + _PROOF_CALL < ga.size:
             g_norm = max_abs_bound(g)
-            proved = _products_finite(g_norm * max_abs_bound(B), B.shape[1], dt)
-        if not proved and not all_finite(ga):
-            raise NonFiniteGradient(0, ga)
+            bound = g_norm * max_abs_bound(B)
+            if _products_finite(bound, B.shape[1], dt):
+                bound_a = _rounded_products_bound(bound, B.shape[1], dt)
+        if bound_a is None:
+            bound_a = _scanned_bound(0, ga)
     if needs[1]:
         gb = A.T @ g
-        proved = False
         if g.size + A.size + _PROOF_CALL < gb.size:
             if g_norm < 0.0:
                 g_norm = max_abs_bound(g)
-            proved = _products_finite(g_norm * max_abs_bound(A), A.shape[0], dt)
-        if not proved and not all_finite(gb):
-            raise NonFiniteGradient(1, gb)
-    return ga, gb
+            bound = g_norm * max_abs_bound(A)
+            if _products_finite(bound, A.shape[0], dt):
+                bound_b = _rounded_products_bound(bound, A.shape[0], dt)
+        if bound_b is None:
+            bound_b = _scanned_bound(1, gb)
+    return BoundedGrads((ga, gb), (bound_a, bound_b))
 
 
 def linear_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
@@ -225,7 +268,9 @@ def linear_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
     else scanned; the incoming g and the data are finite (the rule holds everywhere upstream).
     """
     X, W, z, out, nb, act, F = res
-    if act is not None:
+    if act is _RELU:
+        g = np.multiply(g, out > 0, dtype=out.dtype)  # the row's partial, where(z > 0, 1, 0), as a boolean product
+    elif act is not None:
         g = g * act.partials(F, out, z)[0]
         if type(g) is not np.ndarray or g.dtype != z.dtype:
             g = np.asarray(g, dtype=z.dtype)
@@ -250,27 +295,33 @@ def linear_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
     # The finiteness rule: a gradient is proved finite from the norms of its factors (Cauchy-Schwarz: an entry
     # of A @ B is at most ||A||_F ||B||_F, a column sum of g at most sqrt(n) ||g||_F) when those norms read
     # clearly fewer numbers than the gradient holds (each dot product also costs a fixed call); else scanned.
+    # Each check also gives a bound on the gradient's entries, handed on to the optimizer (``BoundedGrads``).
     n, dt = g2.shape[0], g2.dtype
     g_norm = -1.0
+    bx = bW = bb = None
     if gx is not None:
-        proved = False
         if g2.size + W.size + _PROOF_CALL < gx.size:
             g_norm = max_abs_bound(g2)
-            proved = _products_finite(g_norm * max_abs_bound(W), W.shape[0], dt)
-        if not proved and not all_finite(gx):
-            raise NonFiniteGradient(0, gx)
+            bound = g_norm * max_abs_bound(W)
+            if _products_finite(bound, W.shape[0], dt):
+                bx = _rounded_products_bound(bound, W.shape[0], dt)
+        if bx is None:
+            bx = _scanned_bound(0, gx)
     if gW is not None:
-        proved = False
         if g2.size + X2.size + _PROOF_CALL < gW.size:
             if g_norm < 0.0:
                 g_norm = max_abs_bound(g2)
-            proved = _products_finite(g_norm * max_abs_bound(X2), n, dt)
-        if not proved and not all_finite(gW):
-            raise NonFiniteGradient(1, gW)
-    if gb is not None and not (0.0 <= g_norm and _products_finite(g_norm * math.sqrt(n), n, dt)) \
-            and not all_finite(gb):
-        raise NonFiniteGradient(2, gb)
-    return (gx, gW, gb)[:2 + nb]
+            bound = g_norm * max_abs_bound(X2)
+            if _products_finite(bound, n, dt):
+                bW = _rounded_products_bound(bound, n, dt)
+        if bW is None:
+            bW = _scanned_bound(1, gW)
+    if gb is not None:
+        if 0.0 <= g_norm and _products_finite(g_norm * math.sqrt(n), n, dt):
+            bb = _rounded_products_bound(g_norm * math.sqrt(n), n, dt)
+        else:
+            bb = _scanned_bound(2, gb)
+    return BoundedGrads((gx, gW, gb)[:2 + nb], (bx, bW, bb)[:2 + nb])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -383,7 +434,14 @@ _NEVER_OVERFLOWS = {np.dtype(t): math.ldexp(1.0, int(np.finfo(t).maxexp) - 1 - i
                     for t in (np.float16, np.float32, np.float64)}
 
 
-def sgd_step(theta: np.ndarray, g: Any, lr: float) -> bool:
+# The dtypes in which a finite sum of squares alone proves a step below ``_NEVER_OVERFLOWS``: every square is then
+# finite, so every |delta_i| is at most the square root of the largest float (float32: 1.8e19 < 2**103), and the
+# bound's arithmetic can be skipped (float16's square root of its largest float, 256, is above its limit, 16).
+_FINITE_SQUARES_SUFFICE = frozenset(t for t, limit in _NEVER_OVERFLOWS.items()
+                                    if 2.0 * math.sqrt(float(np.finfo(t).max)) < limit)
+
+
+def sgd_step(theta: np.ndarray, g: Any, lr: float, g_bound: float | None = None) -> bool:
     """theta -= lr * g in place when a norm bound proves the step finite, and True; else False with theta
     untouched (the caller's reference step then decides, and refuses with its error).
 
@@ -400,20 +458,91 @@ def sgd_step(theta: np.ndarray, g: Any, lr: float) -> bool:
     (True, array([0., 3.]))
     >>> sgd_step(t, np.array([np.nan, 0.0]), 0.1), t
     (False, array([0., 3.]))
+
+    ``g_bound``, a number known to be >= every |g_i| (the backward pass's, ``Tensor._grad_bound``), proves the
+    step without the dot product when lr times it is below ``_NEVER_OVERFLOWS``.
     """
     if type(g) is not np.ndarray or g.dtype != theta.dtype or g.shape != theta.shape:
         return False
-    limit = _NEVER_OVERFLOWS.get(theta.dtype)
+    dtype = theta.dtype
+    limit = _NEVER_OVERFLOWS.get(dtype)
     if limit is None:
         return False
+    if g_bound is not None and scaled_bound(lr, g_bound, dtype) < limit:  # the step is proved already
+        np.add(theta, np.multiply(g, -lr), out=theta)
+        return True
     try:
         delta = np.multiply(g, -lr)
+        if dtype in _FINITE_SQUARES_SUFFICE:
+            flat = delta.ravel(order="K")
+            if not math.isfinite(_dot(flat, flat)):  # NaN or inf in g, or a step whose squares overflow
+                return False
+        elif not max_abs_bound(delta) < limit:
+            return False
     except FloatingPointError:  # lr * g overflows (inside Optimizer.step, overflow raises): the reference refuses
-        return False
-    if not max_abs_bound(delta) < limit:  # NaN or inf in g, or a step near the top of the range
         return False
     np.add(theta, delta, out=theta)
     return True
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The tensor engine's backward pass
+# ---------------------------------------------------------------------------------------------------------
+
+__all__ += ["tensor_backward"]
+
+
+def tensor_backward(root: Any, seed: np.ndarray, order: list) -> None:
+    """``graph.run(graph.backprop(root, seed))`` on a Tensor graph whose topological order is ``order``.
+
+    The reference's steps in the reference's order (the same ``Tensor.vjp`` calls, the same sums, the same
+    ``.grad`` writes, the same errors), without what only the stepper needs: the generator, its events and the
+    index of each node. Each S leaves the dictionary when its node is finished, so the gradients of the
+    intermediate results are freed as the pass goes, instead of all at its end. A bound that a kernel's
+    finiteness check gave on a kept gradient (``BoundedGrads``) goes to ``Tensor._grad_bound``; reading or
+    setting ``.grad`` forgets it, so it can never describe an array someone may have changed since.
+
+    >>> from microgradx import Tensor, topological_order
+    >>> w = Tensor([1.0, 2.0]); y = (w * w).sum()
+    >>> tensor_backward(y, np.ones(()), topological_order(y)); w.grad
+    array([2., 4.])
+    """
+    S = {root: seed}
+    bounds: dict[Any, float] = {}  # a kernel's bound on the entries of an S that nothing was added to since
+    get, pop = S.get, S.pop
+    for node in reversed(order):
+        s = pop(node, None)
+        if s is None:  # a tensor that takes no gradient
+            continue
+        if node.keeps_grad:
+            g0 = node._grad
+            node.grad = s if g0 is None else g0 + s
+            if g0 is None and bounds:
+                node._grad_bound = bounds.get(node)  # after the setter, which forgets any earlier bound
+        parents = node.parents
+        if parents:
+            grads = node.vjp(s)
+            if type(grads) is BoundedGrads:
+                for p, c, b in zip(parents, grads, grads.bounds):
+                    if c is not None:
+                        prev = get(p)
+                        if prev is None:
+                            S[p] = c
+                            if b is not None:
+                                bounds[p] = b
+                        else:
+                            S[p] = prev + c
+                            bounds.pop(p, None)
+                continue
+            for p, c in zip(parents, grads):
+                if c is not None:
+                    prev = get(p)
+                    if prev is None:
+                        S[p] = c
+                    else:
+                        S[p] = prev + c
+                        if bounds:
+                            bounds.pop(p, None)
 
 
 # ---------------------------------------------------------------------------------------------------------

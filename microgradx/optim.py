@@ -513,11 +513,52 @@ class SGD(Optimizer):
             return None
         return fast.scaled_bound(self.lr, g_bound, theta.dtype)
 
+    def step(self) -> None:
+        """``Optimizer.step``; plain SGD (no momentum, weight decay, clipping or maximize) runs its fast twin.
+
+        The twin is one loop of ``fast.sgd_step`` over the parameters, without the per-group binding and the
+        floating-point error context, which cost more than the update itself for a small model; a parameter
+        whose step it cannot prove finite (or a float parameter) takes the reference step, which refuses.
+        """
+        if not fast.ENABLED or self.clip_value is not None or self.clip_norm is not None:
+            return super().step()
+        groups = self.param_groups
+        for group in groups:  # NOTE: momentum, weight decay and maximize are per-group settings
+            if group["momentum"] or group["weight_decay"] or group["maximize"]:
+                return super().step()
+        sgd_step, states, i = fast.sgd_step, self.state, 0
+        # NOTE: a step the kernel cannot prove finite (its multiply or dot overflowed) goes to the reference step,
+        # which refuses it with its DomainError: NumPy's warning would only be noise printed before it.
+        with np.errstate(over="ignore", invalid="ignore"):
+            for group in groups:
+                lr = group["lr"]
+                for p in group["params"]:
+                    bound = getattr(p, "_grad_bound", None)  # read first: reading .grad forgets it
+                    g = p.grad
+                    if g is not None:
+                        if sgd_step(p.data, g, lr, bound):
+                            state = states[i]
+                            state["step"] = state.get("step", 0) + 1
+                        else:
+                            self._reference_step(i, p, group)
+                    i += 1
+
+    def _reference_step(self, i: int, p: Any, group: dict[str, Any]) -> None:
+        """The reference step of one parameter of ``group``, under ``step``'s error context and group binding."""
+        with np.errstate(over="raise", invalid="raise", divide="raise"):
+            self._stepping = group
+            self._bind(group)
+            try:
+                Optimizer._step_one(self, i, p, self.state[i], 0.0)
+            finally:
+                self._stepping = None
+                self._bind(self.defaults)
+
     def _step_one(self, i: int, p: Any, state: dict[str, Any], l2: float) -> None:
         # NOTE: plain SGD on an array is theta -= lr * g; the fast path writes it in place when one dot product
         # over the step proves it finite (the inline update's cost plus that pass), else the reference step below
         # checks and refuses.
-        if not self.momentum and not l2 and fast.ENABLED and type(p.data) is np.ndarray and \
+        if not self.momentum and not l2 and not self.maximize and fast.ENABLED and type(p.data) is np.ndarray and \
                 fast.sgd_step(p.data, p.grad, self.lr):
             state["step"] = state.get("step", 0) + 1
             return

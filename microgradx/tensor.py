@@ -44,12 +44,13 @@ _new = object.__new__
 # later relu would turn a NaN into 0). The builder ``node`` does it, from the row's flags:
 #   * a Tensor built from user data, and numbers or arrays combined with a Tensor;
 #   * the output of every row with ``checks_output`` (matmul, linear, sum/mean, convolution, the losses, and
-#     every op-table row that is not ``bounded``: they can overflow);
+#     every op-table row that is not ``bounded``: they can overflow), and linear's pre-activation when it has a
+#     fused activation (which could hide it: relu(-inf) = 0);
 #   * the vjp of every row with ``checks_grad`` (op-table rows that are not ``bounded``: pow near 0 can
 #     overflow; matmul and linear: a product of finite factors can), except a gradient passed on unchanged
 #     (it is the finite incoming one).
 # The check is ``fast.all_finite``: an exact scan in the reference, a sum-of-squares proof on the fast path.
-# Not checked: a raw batch array fed to ``linear`` (its NaN reaches linear's output, which is checked), rows
+# Not checked: a raw batch array fed to ``linear`` or ``matmul`` (its NaN reaches the output, which is checked), rows
 # that only move, select or normalise finite values (reshape, indexing, max, softmax, where, clip), and the
 # output and vjp of a ``bounded`` row (relu, tanh, ...): from finite data it gives a finite output, and a
 # finite gradient times a partial of magnitude at most 1 is finite (tests/test_ops.py proves the claim).
@@ -107,7 +108,7 @@ class Tensor:
     """
 
     __slots__ = ("data", "_grad", "requires_grad", "label", "parents", "_op", "_arg", "_res", "_vjp",
-                 "_checks_grad", "keeps_grad")
+                 "_checks_grad", "keeps_grad", "_grad_bound")
     __array_ufunc__ = None  # so that ndarray + Tensor and ndarray @ Tensor defer to the Tensor's operators
     partials = None  # the node protocol's per-edge scalars: a tensor edge carries a vjp instead
 
@@ -123,18 +124,23 @@ class Tensor:
         self._vjp: Any = None
         self._checks_grad = False
         self.keeps_grad = True  # a leaf keeps its gradient; results do not, unless retain_grad()
+        self._grad_bound: float | None = None
 
     # -- the node protocol of the graph core ---------------------------------------------------------------
 
     @property
     def grad(self) -> np.ndarray | None:
         """d(output)/d(self) after ``backward()``: kept on parameters (and on ``retain_grad()`` tensors)."""
+        # NOTE: whoever reads the array may change it in place, so the bound the backward pass proved for it
+        # (``_grad_bound``, which spares the optimizer a pass over the gradient) no longer holds.
+        self._grad_bound = None
         return self._grad
 
     @grad.setter
     def grad(self, value: np.ndarray | None) -> None:
         # NOTE: intermediate results drop their gradient (nobody reads it; keeping it would hold memory), and
         # a parameter always owns a writable array, so an optimizer may update it in place.
+        self._grad_bound = None
         if not self.keeps_grad:
             return
         if value is not None and (value.base is not None or not value.flags.writeable):
@@ -209,7 +215,7 @@ class Tensor:
 
     def reset_grad(self) -> None:
         """Forget the gradient (what ``zero_grad(out)`` does to every node)."""
-        self._grad = None
+        self._grad = self._grad_bound = None
 
 
     def retain_grad(self) -> Tensor:
@@ -241,11 +247,14 @@ class Tensor:
             if s.shape != self.data.shape:
                 raise ShapeError(f"backward: seed shape {s.shape} differs from {_describe(self)} shape "
                                  f"{self.data.shape}")
-        graph.run(graph.backprop(self, s))
+        if fast.ENABLED:  # the same pass without the stepper's generator and events (fast.reference_only(): off)
+            fast.tensor_backward(self, s, graph.topological_order(self))
+        else:
+            graph.run(graph.backprop(self, s))
 
     def zero_grad(self) -> None:
         """Forget this tensor's gradient (sets ``grad`` to None)."""
-        self._grad = None
+        self._grad = self._grad_bound = None
 
     # -- plain array facts ---------------------------------------------------------------------------------
 
@@ -579,6 +588,8 @@ def _linear_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, activation:
     z = X @ W.T
     if bias:
         z = z + bias[0]
+    if activation is not None and not _all_finite(z):
+        return z, None  # NOTE: an activation could hide it (relu(-inf) = 0): the builder's output check names it
     out = z if activation is None else np.asarray(activation.forward(numpy_math(), z), dtype=z.dtype)
     return out, (X, W, z, out, len(bias), activation, numpy_math())
 
@@ -904,6 +915,7 @@ def _const(data: np.ndarray) -> Tensor:
     t.data, t._grad, t.requires_grad, t.label = data, None, False, None
     t.parents, t._op, t._arg, t._res, t._vjp, t._checks_grad, t.keeps_grad = (), None, None, None, None, False, \
         True
+    t._grad_bound = None
     return t
 
 
@@ -946,7 +958,7 @@ def node(row: Op | TensorOp, inputs: Sequence[Tensor], arg: Any = None) -> Tenso
         if p.requires_grad and _RECORDING:  # _RECORDING: False inside no_grad()
             t = _new(Tensor)
             t.data, t._grad, t.requires_grad, t.label, t.parents = out, None, True, None, inputs
-            t._op, t._arg, t._res, t._vjp, t.keeps_grad = row, arg, res, kernel.vjp, False
+            t._op, t._arg, t._res, t._vjp, t.keeps_grad, t._grad_bound = row, arg, res, kernel.vjp, False, None
             t._checks_grad = impl.checks_grad and not (kernel is impl.fast and kernel.checks_grad)
             return t
     return _const(out)
@@ -1015,6 +1027,8 @@ def _nonfinite(row: Op | TensorOp, inputs: Sequence[Tensor], a: np.ndarray, what
 # then scans exactly). Filtered once here, for warnings raised from these modules only: no errstate cost per op.
 for _module in ("microgradx.ops", "microgradx.tensor", "microgradx.fast"):
     warnings.filterwarnings("ignore", "overflow encountered", RuntimeWarning, _module)
+# So is the invalid value of a product with an unscanned batch holding an infinity (inf * 0): matmul's check follows.
+warnings.filterwarnings("ignore", "invalid value encountered in matmul", RuntimeWarning, "microgradx.tensor")
 
 
 def _check_axis(name: str, x: Tensor, axis: Any, nonempty: bool = False) -> None:
@@ -1105,6 +1119,12 @@ def matmul(a: Any, b: Any) -> Tensor:
     >>> c = a @ b; c.backward(); c.item(), a.grad.tolist(), b.grad.tolist()
     (11.0, [[3.0, 4.0]], [[1.0], [2.0]])
     """
+    # NOTE: a raw array operand of the other's dtype (a batch) is not scanned: a NaN or infinity in it makes a whole
+    # row or column of the product non-finite, and the product is checked (an empty product has nothing to carry).
+    if type(a) is np.ndarray and isinstance(b, Tensor) and a.dtype == b.data.dtype:
+        a = _const(a)
+    elif type(b) is np.ndarray and isinstance(a, Tensor) and b.dtype == a.data.dtype:
+        b = _const(b)
     a, b = _operands("matmul", a, b)
     A, B = a.data, b.data
     if A.ndim == 0 or B.ndim == 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import hypothesis.extra.numpy as hnp
@@ -836,3 +837,122 @@ def test_sgd_refuses_a_non_finite_gradient_naming_the_parameter_and_leaves_it_un
     with pytest.raises(DomainError, match=r"SGD.step: the gradient of parameter 0 \('w'\) is not finite"):
         opt.step()
     np.testing.assert_array_equal(w.data, np.array([1.0, 2.0], np.float32))
+
+
+def _plain_sgd_run(reference_path, bad=None):
+    """Two groups (lr 0.1 and 0.02) of float32/float64 arrays and a Value, three steps of plain SGD; the third
+    gradient of parameter ``bad`` is NaN. Returns the parameters' values, step counts and the error, if any."""
+    from microgradx import Tensor
+    rng = np.random.default_rng(5)
+    params = [Tensor(rng.normal(size=(4, 3)).astype(np.float32), label="w"), Tensor(rng.normal(size=3)),
+              Value(0.5, label="v"), Tensor(np.asfortranarray(rng.normal(size=(3, 2))), label="f")]
+    opt = optim.SGD([{"params": params[:2]}, {"params": params[2:], "lr": 0.02}], lr=0.1)
+    error = None
+    with fast.reference_only() if reference_path else contextlib.nullcontext():
+        for step in range(3):
+            for k, p in enumerate(params):
+                g = np.cos(np.asarray(p.data, dtype=np.float64) * (step + 1) + k)
+                if k == bad and step == 2:
+                    g = np.where(g > -2, np.nan, g)
+                p.grad = float(g) if isinstance(p, Value) else g.astype(p.data.dtype)
+            try:
+                opt.step()
+            except DomainError as e:
+                error = str(e)
+    return [np.array(p.data, dtype=np.float64) for p in params], [s.get("step") for s in opt.state], error
+
+
+@pytest.mark.parametrize("bad", [None, 0, 3])
+def test_plain_sgd_fast_loop_agrees_with_the_reference_step_and_refuses_the_same_parameter(bad):
+    # Oracle: the reference Optimizer.step (fast.reference_only()); the update is theta - lr * g either way, so the
+    # values agree bit for bit; a NaN gradient is refused naming the parameter, which stays unchanged, and the
+    # parameters before it in the list are updated, as the reference does.
+    fast_values, fast_steps, fast_error = _plain_sgd_run(False, bad)
+    ref_values, ref_steps, ref_error = _plain_sgd_run(True, bad)
+    for a, b in zip(fast_values, ref_values, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert fast_steps == ref_steps
+    assert fast_error == ref_error
+    if bad is None:
+        assert fast_error is None and fast_steps == [3, 3, 3, 3]
+    else:
+        assert f"parameter {bad}" in fast_error and "not finite" in fast_error
+        assert fast_steps[bad] == 2
+
+
+def _mlp_after_backward(seed=0, lr=0.1):
+    """A small MLP, its SGD optimizer (made first, as a training loop does) and one backward pass."""
+    from microgradx import losses, nn
+    rng = np.random.default_rng(seed)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    for p in model.parameters():
+        p.data[...] = rng.normal(size=p.data.shape)
+    opt = optim.SGD(model.parameters(), lr=lr)
+    x = rng.normal(size=(4, 6)).astype(model.parameters()[0].data.dtype)
+    loss = losses.cross_entropy(model(x), np.array([0, 2, 1, 2]))
+    loss.backward()
+    return model, opt
+
+
+def test_the_backward_bound_spares_the_step_its_pass_and_gives_the_same_parameters(monkeypatch):
+    # Oracle: the same step with every bound forgotten (reading .grad forgets it), which takes the dot product.
+    (bounded, bounded_opt), (plain, plain_opt) = _mlp_after_backward(lr=0.3), _mlp_after_backward(lr=0.3)
+    passes = []
+    original = fast._dot
+    monkeypatch.setattr(fast, "_dot", lambda a, b: passes.append(a.size) or original(a, b))
+    for p in plain.parameters():
+        p.grad  # noqa: B018 -- a read: the array may be changed in place, so its bound is forgotten
+    bounded_opt.step()
+    assert passes == []
+    plain_opt.step()
+    assert len(passes) == len(plain.parameters())
+    for a, b in zip(bounded.parameters(), plain.parameters(), strict=True):
+        np.testing.assert_array_equal(a.data, b.data)
+
+
+@pytest.mark.parametrize("change", ["nan in place", "overflow in place", "held array", "new array"])
+def test_a_gradient_changed_after_backward_is_still_refused_naming_the_parameter(change):
+    # The bound the backward pass proved must not outlive the array it describes: however the gradient was
+    # changed after backward, a non-finite one is refused and the parameter left unchanged.
+    model, opt = _mlp_after_backward()
+    w = model.parameters()[0]
+    if change == "nan in place":
+        w.grad[1, 2] = np.nan
+    elif change == "overflow in place":
+        with np.errstate(over="ignore"):
+            w.grad[...] *= np.float32(3e38) / np.abs(w.grad).max() * 4
+    elif change == "held array":
+        g = w.grad
+        model.zero_grad()
+        w.grad = g
+        g[0, 0] = np.inf
+    else:
+        w.grad = np.full_like(w.data, np.nan)
+    before = w.data.copy()
+    with pytest.raises(DomainError, match=r"SGD\.step: the gradient of parameter 0 .*is not finite"):
+        opt.step()
+    np.testing.assert_array_equal(w.data, before)
+
+
+def test_plain_sgd_fast_loop_leaves_a_group_that_maximizes_or_decays_to_the_reference():
+    # Oracle: the reference step (fast.reference_only()). maximize and weight_decay are per-group settings, so a
+    # group may ascend or decay while the optimizer's defaults are plain.
+    results = []
+    for reference_path in (False, True):
+        a, b = P(START), P(START)
+        opt = optim.SGD([{"params": [a], "maximize": True}, {"params": [b], "weight_decay": 0.5}], lr=0.1)
+        with fast.reference_only() if reference_path else contextlib.nullcontext():
+            for _ in range(2):
+                a.grad, b.grad = grad_of(a.data), grad_of(b.data)
+                opt.step()
+        results.append((a.data.copy(), b.data.copy()))
+    (fa, fb), (ra, rb) = results
+    np.testing.assert_array_equal(fa, ra)
+    np.testing.assert_array_equal(fb, rb)
+    assert np.all(fa != START)
+    close(fa, reference(lambda th, g, t, s: th + 0.1 * g, steps=2)[-1])
+
+
+def test_plain_sgd_with_maximize_ascends_on_array_parameters():
+    # Oracle: the rule written out, theta + lr * g (maximize negates the gradient, as PyTorch).
+    close(run(lambda p: optim.SGD(p, lr=0.1, maximize=True)), reference(lambda th, g, t, s: th + 0.1 * g))

@@ -3,6 +3,7 @@ against its reference, and the bugs found on the way, each against an independen
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import sys
 import tracemalloc
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from microgradx import MicrogradxError, Value, fast, graph, losses, nn
@@ -216,6 +217,58 @@ def test_jvp_equals_reverse_mode_on_random_tensor_programs(program):
     gb = b.grad if b.grad is not None else 0.0
     reverse = float(np.sum(ga * va) + np.sum(gb * vb))
     assert float(np.sum(g * forward)) == pytest.approx(reverse, rel=1e-9, abs=1e-9)
+
+
+def _backward_state(program, fast_pass, bad_seed=False):
+    """Run ``program`` once and its backward pass with the fast twin or the reference generator, over gradients
+    already held (so sums accumulate) and a retained intermediate; returns every grad and the error, if any."""
+    rng = np.random.default_rng(program[0])
+    a = Tensor(rng.normal(size=(3, 4)), label="a")
+    b = Tensor(rng.normal(size=(3, 4)), label="b")
+    a.grad = rng.normal(size=(3, 4))
+    mid = (a * b).retain_grad()
+    out = run_program(program, mid, b)
+    seed = rng.normal(size=out.shape)
+    if bad_seed:  # finite, but large enough that some vjp downstream overflows
+        seed = seed * 1e307
+    error = None
+    if out.requires_grad:
+        try:
+            if fast_pass:
+                fast.tensor_backward(out, seed, graph.topological_order(out))
+            else:
+                graph.run(backprop(out, seed))
+        except MicrogradxError as e:
+            error = str(e)
+    return [t.grad for t in (a, b, mid)], error
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+@settings(max_examples=60, deadline=None)
+@given(tensor_programs(), st.booleans())
+def test_fast_tensor_backward_agrees_with_the_reference_pass_bit_for_bit(program, bad_seed):
+    # Oracle: graph.backprop, the pass the stepper draws, on an identical graph: the same gradients (accumulated
+    # onto existing ones, kept on a retain_grad() result) bit for bit, and the same error where a vjp overflows.
+    fast_grads, fast_error = _backward_state(program, True, bad_seed)
+    ref_grads, ref_error = _backward_state(program, False, bad_seed)
+    assert fast_error == ref_error
+    event("refused" if ref_error else "passed")
+    for f, r in zip(fast_grads, ref_grads, strict=True):
+        if r is None:
+            assert f is None
+        else:
+            np.testing.assert_array_equal(f, r)
+            assert f.dtype == r.dtype
+
+
+def test_tensor_backward_runs_the_fast_pass_and_reference_only_runs_the_generator(monkeypatch):
+    calls = []
+    monkeypatch.setattr(fast, "tensor_backward", lambda *a: calls.append("fast"))
+    w = Tensor([1.0, 2.0])
+    (w * w).sum().backward()
+    with fast.reference_only():
+        (w * w).sum().backward()
+    assert calls == ["fast"] and w.grad.tolist() == [2.0, 4.0]
 
 
 @pytest.mark.parametrize("name", list(GRAPHS))
@@ -500,3 +553,67 @@ def test_a_broadcast_operand_gets_an_owned_array_gradient_of_its_own_shape_and_d
     axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and other[lead + i] != 1)
     want = B.sum(axis=axes, keepdims=True).reshape(shape)
     np.testing.assert_allclose(a.grad, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.filterwarnings("ignore:invalid value encountered in matmul")
+def test_matmul_with_an_unscanned_raw_batch_still_refuses_a_non_finite_entry(dtype, bad, side):
+    # A raw array operand is not scanned on its own; the product's check must catch it, even where the other
+    # factor is zero (inf * 0 is NaN).
+    rng = np.random.default_rng(3)
+    W = Tensor(rng.normal(size=(4, 3)).astype(dtype), label="W")
+    W.data[2] = 0.0
+    X = rng.normal(size=(5, 4)).astype(dtype)
+    X[3, 2] = bad
+    with pytest.raises(MicrogradxError, match=r"matmul\(.*\): gives .*not a finite number"):
+        _ = X @ W if side == "left" else W.T @ X.T
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 300), st.integers(1, 40), st.sampled_from([np.float32, np.float64]),
+       st.integers(-30, 36), st.booleans(), st.integers(0, 2**32 - 1))
+def test_the_bounds_a_fast_vjp_hands_on_cover_every_gradient_entry(n, k, m, dtype, exponent, column_major, seed):
+    # Oracle: the gradients' own largest magnitudes, in float64. The optimizer trusts these bounds instead of a
+    # pass of its own, so each must be >= every entry, whether it came from a norm proof or from a scan; sizes
+    # reach both (a long inner dimension with few outputs is proved, a short one scanned), magnitudes reach
+    # float32's overflow (a refused gradient hands on nothing).
+    rng = np.random.default_rng(seed)
+    scale = 10.0 ** (exponent / 2)
+    X = (rng.normal(size=(n, k)) * scale).astype(dtype)
+    W = (rng.normal(size=(m, k)) * scale).astype(dtype)
+    W = np.asfortranarray(W) if column_major else W
+    b = rng.normal(size=m).astype(dtype)
+    g = (rng.normal(size=(n, m)) * scale).astype(dtype)
+    kernels = {"linear": lambda: fast.linear_vjp(g, fast.linear_forward(X, W, b)[1], (True, True, True)),
+               "matmul": lambda: fast.matmul_vjp(g, (X, np.ascontiguousarray(W.T)), (True, True),
+                                                 reference=TENSOR_OPS["matmul"].vjp)}
+    for name, vjp in kernels.items():
+        try:
+            grads = vjp()
+        except fast.NonFiniteGradient:
+            continue
+        assert isinstance(grads, fast.BoundedGrads), name
+        for c, bound in zip(grads, grads.bounds, strict=True):
+            assert np.all(np.isfinite(c))
+            if bound is not None:
+                assert bound >= float(np.max(np.abs(c.astype(np.float64)))), name
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+@pytest.mark.parametrize("reference", [False, True])
+@pytest.mark.parametrize("build", ["linear+relu", "nn.Sequential"])
+def test_a_fused_activation_does_not_hide_an_overflowing_pre_activation(reference, build):
+    # relu(-inf) is 0: the fused node must refuse the overflow as the separate ops do (x @ W.T gives -inf).
+    x = np.array([[1e38, 1e38]], np.float32)
+    W = np.array([[-3.0, -3.0], [1.0, 0.0]], np.float32)
+    with fast.reference_only() if reference else contextlib.nullcontext():
+        with pytest.raises(MicrogradxError, match=r"linear\(.*\): gives -inf at index \(0, 0\)"):
+            if build == "linear+relu":
+                linear(x, Tensor(W), activation="relu")
+            else:
+                net = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+                net.load_state_dict({"0.weight": W, "0.bias": np.zeros(2, np.float32)})
+                net(x)
