@@ -514,18 +514,22 @@ class SGD(Optimizer):
         return fast.scaled_bound(self.lr, g_bound, theta.dtype)
 
     def step(self) -> None:
-        """``Optimizer.step``; plain SGD (no momentum, weight decay, clipping or maximize) runs its fast twin.
+        """``Optimizer.step``; plain SGD (no momentum, weight decay or maximize) runs its fast twin.
 
         The twin is one loop of ``fast.sgd_step`` over the parameters, without the per-group binding and the
         floating-point error context, which cost more than the update itself for a small model; a parameter
         whose step it cannot prove finite (or a float parameter) takes the reference step, which refuses.
         """
-        if not fast.ENABLED or self.clip_value is not None or self.clip_norm is not None:
+        if not fast.ENABLED:
             return super().step()
         groups = self.param_groups
         for group in groups:  # NOTE: momentum, weight decay and maximize are per-group settings
             if group["momentum"] or group["weight_decay"] or group["maximize"]:
                 return super().step()
+        if self.clip_value is not None:
+            clip_grad_value(self.params, self.clip_value)
+        if self.clip_norm is not None:
+            clip_grad_norm(self.params, self.clip_norm)
         sgd_step, states, i = fast.sgd_step, self.state, 0
         # NOTE: a step the kernel cannot prove finite (its multiply or dot overflowed) goes to the reference step,
         # which refuses it with its DomainError: NumPy's warning would only be noise printed before it.
@@ -549,20 +553,10 @@ class SGD(Optimizer):
             self._stepping = group
             self._bind(group)
             try:
-                Optimizer._step_one(self, i, p, self.state[i], 0.0)
+                self._step_one(i, p, self.state[i], 0.0)
             finally:
                 self._stepping = None
                 self._bind(self.defaults)
-
-    def _step_one(self, i: int, p: Any, state: dict[str, Any], l2: float) -> None:
-        # NOTE: plain SGD on an array is theta -= lr * g; the fast path writes it in place when one dot product
-        # over the step proves it finite (the inline update's cost plus that pass), else the reference step below
-        # checks and refuses.
-        if not self.momentum and not l2 and not self.maximize and fast.ENABLED and type(p.data) is np.ndarray and \
-                fast.sgd_step(p.data, p.grad, self.lr):
-            state["step"] = state.get("step", 0) + 1
-            return
-        super()._step_one(i, p, state, l2)
 
     def _update(self, g: np.ndarray, theta: np.ndarray, state: dict[str, Any]) -> np.ndarray:
         mu, lr = self.momentum, self.lr
