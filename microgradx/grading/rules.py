@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,16 +175,23 @@ def build_rules(ops: tuple[str, ...], assignment: Assignment | None = None) -> l
     ['forward[add]', 'forward[relu]', 'seed', 'gradient[add]', 'gradient[relu]']
     """
     asg = assignment or Assignment()
+    return expand_rules(KINDS, lambda kind: _order_ops(kind, ops), asg, lambda kind, op: kind.title.format(
+        op=op, symbol=OPS[op].label if op else "", depth=asg.deep_depth, diamonds=DIAMONDS))
+
+
+def expand_rules(kinds: Sequence[Kind], ordered_ops: Callable[[str], Sequence[str]], asg: Assignment,
+                 title: Callable[[Kind, str | None], str]) -> list[Rule]:
+    """One rule per kind, or per op for a per-op kind (``forward[add]``), in order, without the ones ``asg`` skips.
+
+    ``ordered_ops(kind name)`` gives the ops in the order their rules run; ``title(kind, op)`` the rule's title.
+    """
     rules = []
-    for kind in KINDS:
-        targets = [o for o in _order_ops(kind.name, ops) if kind.per_op(o)] if kind.per_op else [None]
+    for kind in kinds:
+        targets = [o for o in ordered_ops(kind.name) if kind.per_op(o)] if kind.per_op else [None]
         for op in targets:
             name = f"{kind.name}[{op}]" if op else kind.name
-            if asg.skipped(name):
-                continue
-            fill = {"op": op, "symbol": OPS[op].label if op else "", "depth": asg.deep_depth,
-                    "diamonds": DIAMONDS}
-            rules.append(Rule(name, kind, op, kind.title.format(**fill), asg.weight(name, kind.weight)))
+            if not asg.skipped(name):
+                rules.append(Rule(name, kind, op, title(kind, op), asg.weight(name, kind.weight)))
     return rules
 
 

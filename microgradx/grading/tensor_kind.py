@@ -25,7 +25,7 @@ from ..ops import MicrogradxError
 from ..strategies import TENSOR_POWERS, TensorProgram, TensorStep, format_array, tensor_programs
 from .assignment import Assignment, AssignmentError, check_ops, check_rule_patterns, matches
 from .report import Report, RuleResult
-from .rules import UNKNOWN, Blocked, Context, Draw, Kind, Rule, _ensure, _error_hint, _finding, run_rule
+from .rules import UNKNOWN, Blocked, Context, Draw, Kind, Rule, _ensure, _error_hint, _finding, expand_rules, run_rule
 from .sandbox import EngineCrash, Sandbox, _false, _number, _numbers, _text, _text_map, _texts, _true, validate_reply
 from .tensor_protocol import CHOICES, CONVENTIONS, SPELLINGS, TENSOR_OPS
 
@@ -828,17 +828,8 @@ def _order_ops(kind: str, ops: tuple[str, ...]) -> tuple[str, ...]:
 
 def build_tensor_rules(ops: tuple[str, ...] = TENSOR_OPS, assignment: Assignment | None = None) -> list[Rule]:
     """The rules for a Tensor engine graded on ``ops``, in the order they run, without the ones skipped."""
-    asg = assignment or Assignment(kind="tensor")
-    rules = []
-    for kind in TENSOR_KINDS:
-        targets = [o for o in _order_ops(kind.name, ops) if kind.per_op(o)] if kind.per_op else [None]
-        for op in targets:
-            name = f"{kind.name}[{op}]" if op else kind.name
-            if asg.skipped(name):
-                continue
-            rules.append(Rule(name, kind, op, kind.title.format(op=SPELLINGS.get(op, "")), asg.weight(name,
-                                                                                                       kind.weight)))
-    return rules
+    return expand_rules(TENSOR_KINDS, lambda kind: _order_ops(kind, ops), assignment or Assignment(kind="tensor"),
+                        lambda kind, op: kind.title.format(op=SPELLINGS.get(op, "")))
 
 
 # ---------------------------------------------------------------------------------------------------------
