@@ -522,27 +522,17 @@ def tensor_backward(root: Any, seed: np.ndarray, order: list) -> None:
         parents = node.parents
         if parents:
             grads = node.vjp(s)
-            if type(grads) is BoundedGrads:
-                for p, c, b in zip(parents, grads, grads.bounds):
-                    if c is not None:
-                        prev = get(p)
-                        if prev is None:
-                            S[p] = c
-                            if b is not None:
-                                bounds[p] = b
-                        else:
-                            S[p] = prev + c
-                            bounds.pop(p, None)
-                continue
-            for p, c in zip(parents, grads):
+            found = grads.bounds if type(grads) is BoundedGrads else (None,) * len(grads)
+            for p, c, b in zip(parents, grads, found):
                 if c is not None:
                     prev = get(p)
                     if prev is None:
                         S[p] = c
+                        if b is not None:
+                            bounds[p] = b
                     else:
                         S[p] = prev + c
-                        if bounds:
-                            bounds.pop(p, None)
+                        bounds.pop(p, None)  # a sum: the bound was on one of its terms
 
 
 # ---------------------------------------------------------------------------------------------------------
