@@ -196,7 +196,6 @@ def test_fast_conv2d_agrees_with_the_reference(n, kh, kw, sh, sw, dh, p, dw, gro
         np.testing.assert_allclose(a, r, rtol=tol, atol=tol)
 
 
-
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.integers(1, 2), st.integers(1, 2),
        st.sampled_from([1, 2]), st.integers(1, 6), st.integers(1, 6), st.sampled_from(["float32", "float64"]),

@@ -378,7 +378,6 @@ def test_fast_linear_agrees_with_the_reference(n, k, m, act, column_major, dtype
         np.testing.assert_allclose(a, r, rtol=tol, atol=tol)
 
 
-
 @settings(max_examples=30, deadline=None)
 @given(st.sampled_from([((5, 7), (7, 3)), ((1, 300), (300, 40)), ((7,), (7, 3)), ((5, 7), (7,)), ((2, 5, 7), (7, 3)),
                         ((2, 5, 7), (2, 7, 3))]),
