@@ -1019,6 +1019,11 @@ def _grouped_matmul(A: np.ndarray, B: np.ndarray, groups: int, out: np.ndarray) 
 _IM2COL_BLOCK = 1 << 19
 
 
+def _images_per_batch(n: int, window_entries: int) -> int:
+    """How many of the n images to unroll at a time when one image has ``window_entries`` window entries."""
+    return min(n, max(1, _IM2COL_BLOCK // window_entries))
+
+
 def _tap_slices(i: int, j: int, stride: tuple[int, int], dilation: tuple[int, int],
                 out: tuple[int, int]) -> tuple[slice, slice]:
     """The rows and columns of the padded image that kernel tap (i, j) reads for the Ho x Wo outputs."""
@@ -1144,7 +1149,7 @@ def conv2d_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, stride: tupl
     hp, wp = h + pt + pb, w + pl + pr
     ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
     same, size = stride == (1, 1) and (ho, wo) == (h, w), ho * wo
-    m = min(n, max(1, _IM2COL_BLOCK // (c * kh * kw * size)))
+    m = _images_per_batch(n, c * kh * kw * size)
     W2, out = W.reshape(o, cg * kh * kw), np.empty((n, o, ho, wo), dtype=X.dtype)
     if same:
         buf = np.empty(c * kh * kw * m * size, dtype=X.dtype)    # one batch's windows, reused
@@ -1210,7 +1215,7 @@ def _conv2d_vjp_same(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tupl
     n, c, h, w = xshape
     o, cg, kh, kw = W.shape
     og, k, rows, size = o // groups, cg * kh * kw, c * kh * kw, h * w
-    m = min(n, max(1, _IM2COL_BLOCK // (rows * size)))
+    m = _images_per_batch(n, rows * size)
     # one buffer holds a batch's windows and then, once the weight gradient has used them, its window gradients
     gbuf, wbuf, gW, gb = np.empty(o * m * size, g.dtype), np.empty(rows * m * size, g.dtype), None, None
     if needs[0]:
@@ -1265,7 +1270,7 @@ def conv2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
         gw = np.zeros((o, n, ho, grid.width), dtype=g.dtype)      # g laid out Wph wide: no gradient to filler
         gw[:, :, :, :wo] = g2.reshape(o, n, ho, wo)
         gw, Wg, gx = gw.reshape(o, n * size), W.reshape(groups, og, k), np.empty(xshape, dtype=g.dtype)
-        m = min(n, max(1, _IM2COL_BLOCK // (c * kh * kw * size)))
+        m = _images_per_batch(n, c * kh * kw * size)
         dbuf, phases = np.empty(c * kh * kw * m * size, g.dtype), grid.buffer(c, m, g.dtype)
         for s in range(0, n, m):          # a few images at a time: the window gradients fold back from cache
             e = min(n, s + m)
