@@ -75,8 +75,6 @@ def test_matmul_backward_overflow_in_float32_is_refused():
         ((x @ W) * 1e10).sum().backward()
 
 
-
-
 @pytest.mark.parametrize("reference", [False, True], ids=["fast", "reference"])
 def test_batched_and_wide_matmul_backward_overflow_is_refused(reference):
     # A stack of matrices (the reference vjp, then a scan) and a wide product (the norm bound fails, then a scan).
