@@ -50,13 +50,14 @@ IN, HIDDEN, OUT = 784, 128, 10
 NUMPY, NUMPY_IN_OUT = "numpy, W (out, in)", "numpy, W (in, out)"
 MGX, MGX_OPTIM = "microgradx", "microgradx + optim.SGD"
 RAW_OPS = "microgradx raw ops + SGD"
+FLOOR = "microgradx kernels, no graph (floor)"
 UNCHECKED = "(no finiteness rule)"
 TORCH, TORCH_OPTIM = "pytorch", "pytorch + optim.SGD"
 # Each engine's PyTorch counterpart updates the weights the same way: a plain p -= lr * grad, or the library's
 # SGD optimizer (microgradx's also refuses NaN, infinity and divergence; PyTorch's checks nothing).
 TORCH_PAIR = {NUMPY: TORCH, NUMPY_IN_OUT: TORCH, MGX: TORCH, TORCH: TORCH,
               MGX_OPTIM: TORCH_OPTIM, TORCH_OPTIM: TORCH_OPTIM, RAW_OPS: TORCH_OPTIM,
-              MGX_OPTIM + " " + UNCHECKED: TORCH_OPTIM}
+              MGX_OPTIM + " " + UNCHECKED: TORCH_OPTIM, FLOOR: TORCH_OPTIM}
 # The goals (issue "Speed where users feel it"): (engine, baseline, batch, largest ratio). The raw-op MLP stores its
 # weights (in, out), so its baseline is the hand-written loop with that layout.
 GOALS = [(MGX_OPTIM, NUMPY, 32, 1.10), (MGX_OPTIM, NUMPY, 128, 1.05), (RAW_OPS, NUMPY_IN_OUT, 128, 1.15)]
@@ -128,6 +129,7 @@ def microgradx_optim_engine(X: np.ndarray, y: np.ndarray, lr: float) -> Callable
             loss.backward()
             opt.step()
         return loss.item()
+    epoch.model = model  # type: ignore[attr-defined]
     return epoch
 
 
@@ -176,6 +178,34 @@ def unchecked_engine(X: np.ndarray, y: np.ndarray, lr: float) -> Callable[[list]
         with finiteness_rule_off():
             return epoch(index_batches)
     return run
+
+
+def kernels_engine(X: np.ndarray, y: np.ndarray, lr: float) -> Callable[[list], float]:
+    """The step of 'microgradx + optim.SGD' as straight calls of the engine's own kernels, with no graph: the
+    forward and vjp kernels the nodes run (finiteness checks included), in the order the backward pass runs them,
+    and the optimizer's update kernel. Not a way to train (no errors that name a node, no checks of the input);
+    it measures the floor under any bookkeeping of a graph, and ends with the same weights as that row."""
+    from microgradx import fast
+    model = _microgradx_model()
+    w1, b1, w2, b2 = (p.data for p in model.parameters())
+    relu, one = mgx.ops.OPS["relu"], np.ones((), np.float32)
+
+    def epoch(index_batches: list) -> float:
+        loss = None
+        for idx in index_batches:
+            h, r1 = fast.linear_forward(X[idx], w1, b1, activation=relu)
+            z, r2 = fast.linear_forward(h, w2, b2)
+            loss, r3 = fast.cross_entropy_forward(z, y[idx])
+            (dz,) = fast.cross_entropy_vjp(one, r3, (True,))
+            g2 = fast.linear_vjp(dz, r2, (True, True, True))
+            g1 = fast.linear_vjp(g2[0], r1, (False, True, True))
+            for p, g, bound in ((w1, g1[1], g1.bounds[1]), (b1, g1[2], g1.bounds[2]), (w2, g2[1], g2.bounds[1]),
+                                (b2, g2[2], g2.bounds[2])):
+                if not fast.sgd_step(p, g, lr, bound):
+                    raise RuntimeError("the step could not be proved finite")
+        return float(loss)
+    epoch.model = model  # type: ignore[attr-defined]
+    return epoch
 
 
 def softmax_cross_entropy(z: np.ndarray, labels: np.ndarray) -> tuple[float, np.ndarray]:
@@ -375,6 +405,10 @@ def measure(engines: dict[str, Callable], X: np.ndarray, y: np.ndarray, lr: floa
     """Median wall and CPU seconds per epoch of each engine at one batch size, the engines interleaved."""
     made = {name: make(X, y, lr) for name, make in engines.items()}
     wall, cpu = time_round_robin({k: v for k, v in made.items() if v is not None}, rows, batch, epochs, seed=batch)
+    if FLOOR in made and MGX_OPTIM in made:  # the same batches in the same order: the same weights, bit for bit
+        for p, q in zip(made[FLOOR].model.parameters(), made[MGX_OPTIM].model.parameters(), strict=True):
+            if not np.array_equal(p.data, q.data):
+                raise RuntimeError(f"'{FLOOR}' and '{MGX_OPTIM}' ended with different weights")
     return ({name: statistics.median(ts) for name, ts in wall.items()},
             {name: statistics.median(ts) for name, ts in cpu.items()})
 
@@ -397,7 +431,7 @@ def main(argv: list[str] | None = None) -> None:
     peak = matmul_peak()
     engines = {NUMPY: numpy_engine, NUMPY_IN_OUT: numpy_in_out_engine, MGX: microgradx_engine,
                MGX_OPTIM: microgradx_optim_engine, MGX_OPTIM + " " + UNCHECKED: unchecked_engine,
-               RAW_OPS: raw_ops_engine}
+               RAW_OPS: raw_ops_engine, FLOOR: kernels_engine}
     if not args.no_torch:
         engines[TORCH] = torch_engine
         engines[TORCH_OPTIM] = torch_optim_engine
@@ -453,6 +487,11 @@ def main(argv: list[str] | None = None) -> None:
         cost = [found[(MGX_OPTIM, NUMPY, b)] / found[(MGX_OPTIM + " " + UNCHECKED, NUMPY, b)] for b in args.batches]
         print("  the backward finiteness rule costs " + ", ".join(f"{100 * (c - 1):+.1f}% at batch {b}"
                                                                   for c, b in zip(cost, args.batches, strict=True)))
+    floor = [(b, found[(FLOOR, NUMPY, b)], found[(MGX_OPTIM, NUMPY, b)]) for b in args.batches
+             if (FLOOR, NUMPY, b) in found and (MGX_OPTIM, NUMPY, b) in found]
+    if floor:
+        print(f"  the floor, '{FLOOR}' (the same step, the same weights, no graph): "
+              + ", ".join(f"{f:.3f}x at batch {b} (the graph adds {100 * (m / f - 1):.0f}%)" for b, f, m in floor))
 
 
 if __name__ == "__main__":
