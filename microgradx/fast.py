@@ -69,8 +69,8 @@ def all_finite(a: np.ndarray) -> bool:
         try:
             if math.isfinite(_dot(flat, flat)):
                 return True
-        except FloatingPointError:  # under errstate(over="raise") the overflowing sum raises: scan instead
-            pass
+        except (FloatingPointError, RuntimeWarning):  # an overflowing sum raised (errstate(over="raise"), or the
+            pass                                        # caller's filters turn warnings into errors): scan instead
     return bool(_and_reduce(np.isfinite(a), axis=None))
 
 
@@ -388,8 +388,8 @@ def max_abs_bound(a: np.ndarray) -> float:
         return math.inf
     try:
         squares = float(np.dot(flat, flat))
-    except FloatingPointError:  # inside Optimizer.step overflow raises: the caller's exact scan decides
-        return math.inf
+    except (FloatingPointError, RuntimeWarning):  # overflow raised (Optimizer.step's errstate, or warnings made
+        return math.inf                             # errors by the caller's filters): the caller's exact scan decides
     return math.sqrt((squares + n * tiny) / slack)
 
 
