@@ -1020,8 +1020,10 @@ _IM2COL_BLOCK = 1 << 19
 
 
 def _images_per_batch(n: int, window_entries: int) -> int:
-    """How many of the n images to unroll at a time when one image has ``window_entries`` window entries."""
-    return min(n, max(1, _IM2COL_BLOCK // window_entries))
+    """How many of the n images to unroll at a time when one image has ``window_entries`` window entries: at
+    least one, also for an empty batch or images without channels (the loops over batches then run zero times
+    or unroll nothing)."""
+    return max(1, min(n, _IM2COL_BLOCK // max(1, window_entries)))
 
 
 def _tap_slices(i: int, j: int, stride: tuple[int, int], dilation: tuple[int, int],
@@ -1066,7 +1068,8 @@ def _windows_same(X: np.ndarray, images: slice, kernel: tuple[int, int], pad: tu
     """
     c, h, w = X.shape[1:]
     size = h * w
-    src = X[images].reshape(-1, c, size).transpose(1, 0, 2)             # (c, images, h w), a view
+    part = X[images]
+    src = part.reshape(part.shape[0], c, size).transpose(1, 0, 2)      # (c, images, h w), a view
     rows = cols6.reshape(c, *kernel, src.shape[1], size)                # a view: the buffer is contiguous
     for i in range(kernel[0]):
         for j in range(kernel[1]):
