@@ -311,6 +311,16 @@ def _pool_args(name: str, x: Any, k: Any, stride: Any, padding: Any, dilation: A
     if min(out) < 1:
         raise ShapeError(f"{name}: a {kernel[0]}x{kernel[1]} window does not fit input of shape {x.data.shape}"
                          f"{f' with padding {pads}' if any(pads) else ''}")
+    for axis, (s, k_, st, p_, d_, o) in enumerate(zip(size, kernel, strides, pads, dil, out)):
+        # NOTE: dilated taps can step over a small image, so that a window reads only the -inf padding
+        # (PyTorch then returns -inf); windows are products of a row range and a column range, so one axis
+        # at a time finds them
+        taps = (np.arange(o) * st - p_)[:, None] + d_ * np.arange(k_)
+        empty = np.flatnonzero(~((taps >= 0) & (taps < s)).any(axis=1))
+        if empty.size:
+            raise ShapeError(f"{name}: window {('row', 'column')[axis]} {empty[0]} of input of shape {x.data.shape} "
+                             f"reads only the padding (window {kernel}, stride {strides}, dilation {dil}, padding "
+                             f"{pads}): its maximum would be -inf; use less padding or dilation")
     after = tuple(max(0, (o - 1) * st + d_ * (k_ - 1) + 1 - s - p_)
                   for o, st, d_, k_, s, p_ in zip(out, strides, dil, kernel, size, pads))
     arg = {"kernel": kernel, "stride": strides, "padding": ((pads[0], after[0]), (pads[1], after[1])),

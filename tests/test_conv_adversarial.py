@@ -9,10 +9,12 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from microgradx import fast, nn
 from microgradx import functional as F
-from microgradx.tensor import Tensor
+from microgradx.tensor import ShapeError, Tensor
 
 NO_TORCH = "PyTorch is not installed: it is the optional extra, pip install 'microgradx[torch]'"
 PATHS = [pytest.param(False, id="fast"), pytest.param(True, id="reference")]
@@ -81,3 +83,42 @@ def test_no_input_channels_give_the_bias_on_both_paths(padding):
     assert yf[1, 2].tolist() == np.full(yf.shape[2:], 2.0).tolist()
     assert xf == xr == (2, 0, 4, 4) and wf == wr == (3, 0, 3, 3)
     np.testing.assert_array_equal(bf, br)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Max pooling windows that read only padding
+# ---------------------------------------------------------------------------------------------------------
+
+def padding_only_windows(size, kernel, stride, padding, dilation, ceil_mode):
+    """Brute force: does some window, at PyTorch's output size, have no tap inside the input?"""
+    out = F.pool_output_size(size, kernel, stride, padding, dilation, ceil_mode)
+    return any(all(not 0 <= q * stride - padding + j * dilation < size for j in range(kernel)) for q in range(out))
+
+
+@given(st.integers(1, 6), st.integers(1, 6), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3),
+       st.integers(1, 3), st.integers(0, 2), st.integers(0, 2), st.integers(1, 3), st.integers(1, 3), st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_max_pool_refuses_windows_that_read_only_padding(h, w, kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode):
+    """With dilation the taps of a window can step over a small image, so that every tap lands in the -inf
+    padding: the maximum would be -inf (PyTorch returns -inf there, with an index outside the input). The
+    engine refuses it with a ShapeError naming the op; every other window has a finite maximum."""
+    assume(2 * ph <= dh * (kh - 1) + 1 and 2 * pw <= dw * (kw - 1) + 1)
+    assume(min(F.pool_output_size(h, kh, sh, ph, dh, ceil_mode), F.pool_output_size(w, kw, sw, pw, dw, ceil_mode)) > 0)
+    empty = padding_only_windows(h, kh, sh, ph, dh, ceil_mode) or padding_only_windows(w, kw, sw, pw, dw, ceil_mode)
+    X = np.random.default_rng(h * w).normal(size=(2, 1, h, w))
+    args = ((kh, kw), (sh, sw), (ph, pw), (dh, dw), ceil_mode)
+    for reference in (False, True):
+        with path(reference):
+            if empty:
+                with pytest.raises(ShapeError, match=r"max_pool2d: .* reads only the padding"):
+                    F.max_pool2d(Tensor(X), *args)
+            else:
+                assert np.isfinite(F.max_pool2d(Tensor(X), *args).data).all()
+
+
+def test_the_padding_only_window_error_says_which_window_and_why():
+    with pytest.raises(ShapeError) as info:
+        F.max_pool2d(Tensor(np.ones((1, 1, 1, 9))), 2, stride=1, padding=1, dilation=2)
+    message = str(info.value)
+    for part in ("max_pool2d", "(1, 1, 1, 9)", "row 0", "dilation (2, 2)", "padding (1, 1)"):
+        assert part in message, (part, message)
