@@ -380,9 +380,11 @@ def _max_pool2d_jvp(res: tuple, t: Sequence[np.ndarray]) -> np.ndarray:
     return np.take_along_axis(flat, arg, axis=-1)[..., 0]
 
 
+# NOTE: the pooling rows sum finite values (a window's entries; the gradients of the windows that share an entry),
+# and a sum of finite values can overflow: their outputs and gradients are scanned like convolution's
 MAX_POOL2D = deftensorop("max_pool2d", _max_pool2d_forward, _max_pool2d_vjp, _max_pool2d_jvp,
                          "the largest entry of each window; a tie goes to the first, as PyTorch's CPU kernel",
-                         fast=Kernel(fast.max_pool2d_forward, fast.max_pool2d_vjp))
+                         checks_grad=True, fast=Kernel(fast.max_pool2d_forward, fast.max_pool2d_vjp))
 
 
 def avg_pool2d(x: Any, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
@@ -438,7 +440,8 @@ def _avg_pool2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple
 
 AVG_POOL2D = deftensorop("avg_pool2d", _avg_pool2d_forward, _avg_pool2d_vjp,
                          lambda res, t: _avg_pool2d_forward(t[0], *res[3:])[0],
-                         "the mean of each window", fast=Kernel(fast.avg_pool2d_forward, _avg_pool2d_vjp))
+                         "the mean of each window", checks_output=True, checks_grad=True,
+                         fast=Kernel(fast.avg_pool2d_forward, _avg_pool2d_vjp))
 
 
 def _adaptive_bins(size: int, out: int) -> np.ndarray:
@@ -488,7 +491,7 @@ ADAPTIVE_AVG_POOL2D = deftensorop(
     "adaptive_avg_pool2d", _adaptive_forward,
     lambda g, res, needs: (np.einsum("ih,ncij,jw->nchw", res[0], g, res[1], optimize=True),),
     lambda res, t: _adaptive_forward(t[0], res)[0],
-    "the mean over each of a fixed number of bins per axis: P_h x P_w^T")
+    "the mean over each of a fixed number of bins per axis: P_h x P_w^T", checks_output=True, checks_grad=True)
 
 
 def global_avg_pool2d(x: Any) -> Tensor:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from microgradx import fast, nn
 from microgradx import functional as F
+from microgradx.ops import DomainError
 from microgradx.tensor import ShapeError, Tensor
 
 NO_TORCH = "PyTorch is not installed: it is the optional extra, pip install 'microgradx[torch]'"
@@ -122,3 +123,48 @@ def test_the_padding_only_window_error_says_which_window_and_why():
     message = str(info.value)
     for part in ("max_pool2d", "(1, 1, 1, 9)", "row 0", "dilation (2, 2)", "padding (1, 1)"):
         assert part in message, (part, message)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sums of finite values that overflow: refused, never a silent inf
+# ---------------------------------------------------------------------------------------------------------
+
+BIG = float(np.finfo(np.float32).max)
+
+
+def upstream(y, value):
+    return np.full(y.shape, value, dtype=y.data.dtype)
+
+
+OVERFLOWS = {
+    # forward: a window's sum of huge float32 entries (the mean itself is finite, the sum is not)
+    "avg_pool2d sum": (lambda: F.avg_pool2d(Tensor(np.full((1, 1, 2, 2), BIG / 2, np.float32), label="x"), 2),
+                       None, r"avg_pool2d\(x\): gives inf"),
+    "avg_pool2d divisor_override": (
+        lambda: F.avg_pool2d(Tensor(np.full((1, 1, 2, 2), BIG / 3, np.float32), label="x"), 2, divisor_override=1),
+        None, r"avg_pool2d\(x\): gives inf"),
+    # backward: an entry of overlapping windows collects the gradients of all of them
+    "max_pool2d overlapping": (
+        lambda: F.max_pool2d(Tensor(np.pad(np.ones((1, 1, 1, 1), np.float32), ((0, 0), (0, 0), (1, 1), (1, 1))),
+                                    label="x"), 2, stride=1),
+        BIG / 2, r"\(op max_pool2d\) to its parent 0 \(x\) is inf"),
+    "avg_pool2d overlapping": (lambda: F.avg_pool2d(Tensor(np.ones((1, 1, 4, 4), np.float32), label="x"), 2, 1,
+                                                    divisor_override=1),
+                               BIG / 2, r"\(op avg_pool2d\) to its parent 0 \(x\) is inf"),
+    "adaptive_avg_pool2d mean": (
+        lambda: F.adaptive_avg_pool2d(Tensor(np.full((1, 1, 10, 10), BIG, np.float32), label="x"), 1),
+        None, r"adaptive_avg_pool2d\(x\): gives inf"),  # a mean of 10 x 10 entries weighted by 0.1 rounded up
+    "adaptive_avg_pool2d upsampling": (
+        lambda: F.adaptive_avg_pool2d(Tensor(np.ones((1, 1, 1, 1), np.float32), label="x"), 3),
+        BIG / 2, r"\(op adaptive_avg_pool2d\) to its parent 0 \(x\) is inf"),
+}
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+@pytest.mark.parametrize("case", list(OVERFLOWS))
+@pytest.mark.parametrize("reference", PATHS)
+def test_pooling_sums_that_overflow_raise_a_domain_error_naming_the_op(case, reference):
+    make, seed, message = OVERFLOWS[case]
+    with path(reference), pytest.raises(DomainError, match=message):
+        y = make()
+        y.backward(upstream(y, seed))
