@@ -1324,7 +1324,10 @@ def max_pool2d_forward(X: np.ndarray, kernel: tuple[int, int], stride: tuple[int
     taps = _pool_taps(Xp, kernel, stride, dilation, out)
     best = next(taps).copy()
     for tap in taps:
-        np.maximum(best, tap, out=best)
+        # NOTE: the running maximum is the SECOND operand: on a tie of +0.0 and -0.0 NumPy's maximum returns its
+        # second operand (SSE/AVX max semantics), so the earlier zero keeps its sign, as the reference's argmax
+        # and PyTorch's first-wins rule give (tests/test_conv_adversarial.py checks the signs)
+        np.maximum(tap, best, out=best)
     return best, (X.shape, Xp, best, kernel, stride, padding, dilation, out)
 
 
@@ -1360,7 +1363,7 @@ def avg_pool2d_forward(X: np.ndarray, kernel: tuple[int, int], stride: tuple[int
     reference's, whose vjp it shares."""
     Xp = _padded(X, padding, 0.0)
     taps = _pool_taps(Xp, kernel, stride, (1, 1), out)
-    total = next(taps).copy()
+    total = next(taps) + X.dtype.type(0.0)  # a sum starts from +0.0, as the reference's and PyTorch's: never -0.0
     for tap in taps:
         total += tap
     total *= (1.0 / divisor).astype(X.dtype)

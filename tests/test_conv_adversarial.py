@@ -168,3 +168,42 @@ def test_pooling_sums_that_overflow_raise_a_domain_error_naming_the_op(case, ref
     with path(reference), pytest.raises(DomainError, match=message):
         y = make()
         y.backward(upstream(y, seed))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Ties and signed zeros: pooling selects and sums exactly, so both paths agree bit for bit
+# ---------------------------------------------------------------------------------------------------------
+
+@given(st.sampled_from(["max", "avg"]), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3), st.integers(1, 3),
+       st.integers(0, 1), st.booleans(), st.sampled_from(["float32", "float64"]), st.integers(0, 2**31))
+@settings(max_examples=60, deadline=None)
+def test_pooling_ties_and_signed_zeros_agree_bit_for_bit_with_the_reference_and_pytorch(kind, kh, kw, sh, sw, p,
+                                                                                       ceil_mode, dtype, seed):
+    """Windows full of equal values and of +0.0 and -0.0 (a ReLU's output is full of zeros): the maximum is the
+    FIRST maximal entry, sign included, and a sum of zeros starts from +0.0, as in the reference and in PyTorch;
+    the gradient goes to the first maximal entry."""
+    rng = np.random.default_rng(seed)
+    p = min(p, kh // 2, kw // 2)
+    X = rng.choice(np.array([-0.0, 0.0, 0.0, -1.0, 1.0]), size=(2, 2, int(rng.integers(kh, 8)),
+                                                                int(rng.integers(kw, 8)))).astype(dtype)
+    G = rng.choice(np.array([1.0, 2.0, -3.0]), size=(2, 2) + tuple(
+        F.pool_output_size(s, k, st_, p, 1, ceil_mode) for s, k, st_ in zip(X.shape[2:], (kh, kw), (sh, sw))))
+
+    def run(reference):
+        x = Tensor(X.copy())
+        with path(reference):
+            y = (F.max_pool2d if kind == "max" else F.avg_pool2d)(x, (kh, kw), (sh, sw), p, ceil_mode=ceil_mode)
+            y.backward(G.astype(dtype))
+        return y.data, x.grad
+    (yf, gf), (yr, gr) = run(False), run(True)
+    assert yf.dtype == yr.dtype == gf.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(yf, yr)
+    np.testing.assert_array_equal(np.signbit(yf), np.signbit(yr))
+    np.testing.assert_array_equal(gf, gr)
+    torch = pytest.importorskip("torch", reason=NO_TORCH)
+    tx = torch.tensor(X, requires_grad=True)
+    ty = getattr(torch.nn.functional, f"{kind}_pool2d")(tx, (kh, kw), (sh, sw), p, ceil_mode=ceil_mode)
+    ty.backward(torch.tensor(G.astype(dtype)))
+    np.testing.assert_array_equal(np.signbit(yf), np.signbit(ty.detach().numpy()))
+    np.testing.assert_array_equal(yf, ty.detach().numpy())
+    np.testing.assert_allclose(gf, tx.grad.numpy(), rtol=1e-6, atol=1e-6)  # avg: g times 1 / divisor, rounded
