@@ -207,3 +207,21 @@ def test_pooling_ties_and_signed_zeros_agree_bit_for_bit_with_the_reference_and_
     np.testing.assert_array_equal(np.signbit(yf), np.signbit(ty.detach().numpy()))
     np.testing.assert_array_equal(yf, ty.detach().numpy())
     np.testing.assert_allclose(gf, tx.grad.numpy(), rtol=1e-6, atol=1e-6)  # avg: g times 1 / divisor, rounded
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Foreign dtypes
+# ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dims", [1, 2])
+@pytest.mark.parametrize("weight, bias", [(np.float32, np.float64), (np.float64, np.float32)])
+@pytest.mark.parametrize("reference", PATHS)
+def test_a_bias_of_another_dtype_is_refused_on_both_paths(dims, weight, bias, reference):
+    """The fast kernel cast a float64 bias down into its float32 output, the reference upcast the output to
+    float64: neither silently; a bias of another dtype is refused like an input of another dtype."""
+    shape = (1, 2) + (5,) * dims
+    x, w = Tensor(np.ones(shape, weight)), Tensor(np.ones((3, 2) + (3,) * dims, weight))
+    conv = F.conv1d if dims == 1 else F.conv2d
+    with path(reference), pytest.raises(TypeError, match=rf"conv{dims}d: bias dtype {np.dtype(bias)} differs from "
+                                                         rf"weight dtype {np.dtype(weight)}"):
+        conv(x, w, Tensor(np.ones(3, bias)), padding=1)
