@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from unittest import mock
 
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from microgradx import fast, nn
+from microgradx import fast, nn, optim
 from microgradx import functional as F
 from microgradx.ops import DomainError
 from microgradx.tensor import ShapeError, Tensor
@@ -225,3 +226,84 @@ def test_a_bias_of_another_dtype_is_refused_on_both_paths(dims, weight, bias, re
     with path(reference), pytest.raises(TypeError, match=rf"conv{dims}d: bias dtype {np.dtype(bias)} differs from "
                                                          rf"weight dtype {np.dtype(weight)}"):
         conv(x, w, Tensor(np.ones(3, bias)), padding=1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Buffers between calls: partial batches, interleaved layers, a second backward, threads, read-only arrays
+# ---------------------------------------------------------------------------------------------------------
+
+def read_only(a: np.ndarray) -> np.ndarray:
+    """A copy of ``a`` that raises on any write: a kernel that scribbles on its caller's arrays fails."""
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+@given(st.integers(1, 5), st.integers(1, 3), st.booleans(), st.integers(1, 3), st.integers(1, 3), st.integers(1, 2),
+       st.sampled_from([1, 2]), st.booleans(), st.sampled_from(["float32", "float64"]), st.integers(0, 2**31))
+@settings(max_examples=30, deadline=None)
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
+def test_two_layers_interleaved_and_backward_twice_agree_with_the_reference(n, per_batch, same, kh, kw, stride,
+                                                                          groups, depthwise, dtype, seed):
+    """Two convolutions over one batch, the second forward between the first's forward and backward, the
+    first backward run twice; batches of 1-3 images whatever the batch size (a partial last batch in the
+    reused buffers); read-only inputs, weights and upstream gradients. The fast path gives the reference's
+    outputs and gradients."""
+    rng = np.random.default_rng(seed)
+    c = groups if depthwise else 2 * groups
+    o = 2 * groups
+    stride = 1 if same else stride
+    X = read_only(rng.normal(size=(n, c, int(rng.integers(kh, 7)), int(rng.integers(kw, 7)))).astype(dtype))
+    Ws = [read_only(rng.normal(size=(o, c // groups, kh, kw)).astype(dtype)) for _ in range(2)]
+    B = read_only(rng.normal(size=o).astype(dtype))
+    opts = dict(stride=stride, padding="same" if same else (kh // 2, kw - 1), dilation=1, groups=groups)
+    h, w = X.shape[2:]
+    ho, wo = (h, w) if same else ((h + 2 * (kh // 2) - kh) // stride + 1, (w + 2 * (kw - 1) - kw) // stride + 1)
+    Gs = [read_only(rng.normal(size=(n, o, ho, wo)).astype(dtype)) for _ in range(2)]
+    block = per_batch * c * kh * kw * ho * wo  # the fast path unrolls per_batch images at a time
+
+    def run(reference):
+        x, w1, w2, b = Tensor(X), Tensor(Ws[0]), Tensor(Ws[1]), Tensor(B)
+        with fast.reference_only() if reference else mock.patch.object(fast, "_IM2COL_BLOCK", block):
+            y1 = F.conv2d(x, w1, b, **opts)
+            y2 = F.conv2d(x, w2, None, **opts)
+            y2.backward(Gs[1])
+            y1.backward(Gs[0])
+            y1.backward(Gs[0])
+        return y1.data, y2.data, x.grad, w1.grad, w2.grad, b.grad
+    tol = 1e-4 if dtype == "float32" else 1e-11
+    for name, f, r in zip(("y1", "y2", "x.grad", "w1.grad", "w2.grad", "b.grad"), run(False), run(True)):
+        assert f.dtype == np.dtype(dtype) and f.shape == r.shape, name
+        np.testing.assert_allclose(f, r, rtol=tol, atol=tol, err_msg=name)
+
+
+def test_two_threads_training_two_models_do_not_disturb_each_other():
+    """Each convolution and pooling call owns its buffers: models trained in threads end exactly where each
+    ends when trained alone."""
+    import threading
+
+    def train(seed):
+        rng = np.random.default_rng(seed)
+        model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, rng=seed, dtype=np.float64), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Conv2d(4, 3, 3, stride=2, padding=1, rng=seed + 1, dtype=np.float64),
+                              nn.AvgPool2d(2, 1))
+        opt = optim.SGD(model.parameters(), lr=1e-3)
+        X = rng.normal(size=(5, 2, 12, 12))
+        for _ in range(6):
+            opt.zero_grad()
+            (model(Tensor(X)) ** 2).mean().backward()
+            opt.step()
+        return [p.data.copy() for p in model.parameters()]
+    with mock.patch.object(fast, "_IM2COL_BLOCK", 300):  # several batches per call: the buffers are reused
+        alone = [train(seed) for seed in range(3)]
+        found = [None] * 3
+
+        def work(i):
+            found[i] = train(i)
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    for a, b in zip(alone, found):
+        assert all(np.array_equal(p, q) for p, q in zip(a, b))
