@@ -1141,8 +1141,8 @@ def conv2d_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, stride: tupl
     (or, stride 1 with the output grid the input grid, whole flattened images: ``_windows_same``) for all
     channels at once, and the products waste no column. The matrix is filled and multiplied a few images at a
     time, so BLAS reads windows still in cache, and each product is added to the bias while it is moved into
-    (n, o, p, q) order. A "same" convolution reuses one batch's buffer and keeps only the input,
-    from which its backward pass fills the windows again (cheaper than writing all of them to memory and
+    (n, o, p, q) order. A "same" convolution reuses one batch's buffer and keeps only a copy of the
+    input, from which its backward pass fills the windows again (cheaper than writing all of them to memory and
     reading them back); other convolutions keep the whole matrix for the weight gradient.
     ``benchmarks/conv.py`` measures it, and what BLAS alone costs for the same products.
     """
@@ -1178,7 +1178,9 @@ def conv2d_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, stride: tupl
             np.add(part, bias[0][:, None, None], out=out[s:e])
         else:
             out[s:e] = part
-    windows = X if same else cols6.reshape(c * kh * kw, n * size)
+    # NOTE: a copy of the input, not the caller's array: changed before the backward pass, it would give the
+    # gradient of another forward pass (the reference's windows are a copy too)
+    windows = X.copy() if same else cols6.reshape(c * kh * kw, n * size)
     return out, (X.shape, W, len(bias), windows, same, stride, padding, dilation, groups)
 
 

@@ -307,3 +307,52 @@ def test_two_threads_training_two_models_do_not_disturb_each_other():
             t.join()
     for a, b in zip(alone, found):
         assert all(np.array_equal(p, q) for p, q in zip(a, b))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Arrays changed between a forward pass and its backward pass
+# ---------------------------------------------------------------------------------------------------------
+
+def change_input(X: np.ndarray, y: Tensor) -> None:
+    X[...] = np.random.default_rng(7).normal(size=X.shape)
+
+
+def change_output(X: np.ndarray, y: Tensor) -> None:
+    y.data[...] = 0.0
+
+
+NODES = {
+    "conv2d same": lambda x, w: F.conv2d(x, w, padding=1),
+    "conv2d strided": lambda x, w: F.conv2d(x, w, stride=2),
+    "conv1d same": lambda x, w: F.conv1d(x[:, :, 0], w[:, :, 0], padding="same"),
+    "avg_pool2d": lambda x, w: F.avg_pool2d(x, 2, stride=1),
+}
+
+
+@pytest.mark.parametrize("change", [change_input, change_output], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("make", list(NODES))
+def test_a_node_differentiates_the_arrays_of_its_forward_pass_on_both_paths(make, change):
+    """The caller's batch array (shared, not copied, by Tensor) or a node's output changed after the forward
+    pass: the gradients are those of the forward pass that was run, on both paths (the reference keeps a copy,
+    its padded windows), and a second backward gives them again. The weight gradient of a convolution reads
+    the batch even when the batch itself needs no gradient."""
+    found = []
+    for reference in (False, True):
+        X = np.random.default_rng(0).normal(size=(2, 2, 6, 6))
+        x, w = Tensor(X), Tensor(np.random.default_rng(1).normal(size=(3, 2, 3, 3)))  # x holds X itself, no copy
+        with path(reference):
+            y = NODES[make](x, w)
+            G = np.random.default_rng(2).normal(size=y.shape)
+            out = y.data.copy()
+            change(X, y)
+            y.backward(G)
+            first = [t.grad.copy() for t in (x, w) if t.grad is not None]
+            y.backward(G)
+            second = [t.grad - g for t, g in zip((x, w), first)]
+        found.append((out, first, second))
+    (yf, gf, sf), (yr, gr, sr) = found
+    np.testing.assert_allclose(yf, yr, rtol=1e-12, atol=1e-12)
+    assert len(gf) == len(gr)
+    for f, r, again in zip(gf, gr, sf):
+        np.testing.assert_allclose(f, r, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(again, f, rtol=1e-12, atol=1e-12)
