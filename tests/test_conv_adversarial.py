@@ -356,3 +356,41 @@ def test_a_node_differentiates_the_arrays_of_its_forward_pass_on_both_paths(make
     for f, r, again in zip(gf, gr, sf):
         np.testing.assert_allclose(f, r, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(again, f, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+@pytest.mark.parametrize("padding", [1, 0], ids=["same", "valid"])
+def test_a_refused_backward_leaves_the_gradients_as_they_were_and_a_retry_works(padding):
+    """An upstream gradient whose products overflow float32: the same error on both paths, naming the op and
+    the parent, every .grad as before the call, and a backward with a finite seed afterwards adds the right
+    gradient (float64 central differences of the conv's sum)."""
+    found, messages = [], []
+    for reference in (False, True):
+        conv = nn.Conv2d(1, 2, 3, padding=padding, rng=0, dtype=np.float32)
+        x = Tensor(np.random.default_rng(1).normal(size=(2, 1, 4, 4)).astype(np.float32), label="x")
+        leaves = (x, conv.weight, conv.bias)
+        for t in leaves:
+            t.grad = np.full(t.data.shape, 5.0, np.float32)
+        with path(reference):
+            y = conv(x)
+            with pytest.raises(DomainError, match=r"\(op conv2d\) to its parent 1 \(weight\) is inf") as info:
+                y.backward(np.full(y.shape, BIG / 2, np.float32))
+            assert all((t.grad == 5.0).all() for t in leaves)
+            y.backward(np.ones(y.shape, np.float32))
+        found.append([t.grad - 5.0 for t in leaves])
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+    X, W, B = (t.data.astype(np.float64) for t in leaves)
+
+    def total(X, W, B):
+        return F.conv2d(Tensor(X), Tensor(W), Tensor(B), padding=padding).data.sum()
+    for k, arrays in enumerate(found):
+        for i, got in enumerate(arrays):
+            args = [X, W, B]
+            numeric = np.zeros(args[i].shape)
+            for j in np.ndindex(args[i].shape):
+                up, down = [a.copy() for a in args], [a.copy() for a in args]
+                up[i][j] += 1e-4
+                down[i][j] -= 1e-4
+                numeric[j] = (total(*up) - total(*down)) / 2e-4
+            np.testing.assert_allclose(got, numeric, rtol=1e-4, atol=1e-4, err_msg=f"path {k}, leaf {i}")
