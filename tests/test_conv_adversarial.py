@@ -394,3 +394,102 @@ def test_a_refused_backward_leaves_the_gradients_as_they_were_and_a_retry_works(
                 down[i][j] -= 1e-4
                 numeric[j] = (total(*up) - total(*down)) / 2e-4
             np.testing.assert_allclose(got, numeric, rtol=1e-4, atol=1e-4, err_msg=f"path {k}, leaf {i}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Any memory layout, any option: the fast path, the reference and PyTorch
+# ---------------------------------------------------------------------------------------------------------
+
+def layout(a: np.ndarray, how: str) -> np.ndarray:
+    """``a``'s values in another memory layout: transposed in memory, a strided slice, negative strides."""
+    if how == "transposed":
+        return np.ascontiguousarray(np.swapaxes(a, 0, 1)).swapaxes(0, 1)
+    if how == "sliced":
+        return np.repeat(a, 2, axis=-1)[..., ::2]
+    if how == "reversed":
+        return a[:, :, ::-1, ::-1].copy()[:, :, ::-1, ::-1]
+    return a
+
+
+@given(st.integers(1, 4), st.sampled_from([1, 2, 3]), st.booleans(), st.integers(1, 4), st.integers(1, 4),
+       st.integers(1, 4), st.integers(1, 4), st.integers(1, 2), st.integers(1, 2), st.integers(0, 3), st.integers(0, 3),
+       st.sampled_from(["contiguous", "transposed", "sliced", "reversed"]),
+       st.sampled_from(["contiguous", "transposed"]), st.sampled_from(["float32", "float64"]), st.booleans(),
+       st.integers(0, 2**31))
+@settings(max_examples=50, deadline=None)
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
+def test_conv2d_on_any_layout_and_options_agrees_with_the_reference_and_pytorch(
+        n, groups, depthwise, kh, kw, sh, sw, dh, dw, ph, pw, x_layout, g_layout, dtype, same, seed):
+    """Strides larger than the kernel, kernels as large as the padded input, dilation with padding, depthwise
+    groups; inputs and upstream gradients transposed in memory, sliced or negatively strided."""
+    rng = np.random.default_rng(seed)
+    c = groups if depthwise else 2 * groups
+    o = groups * int(rng.integers(1, 3))
+    if same:
+        sh = sw = 1
+    pads = (kh * dh // 2, kw * dw // 2) if same else (ph, pw)
+    h = int(rng.integers(max(1, dh * (kh - 1) + 1 - 2 * pads[0]), 8))
+    w = int(rng.integers(max(1, dw * (kw - 1) + 1 - 2 * pads[1]), 8))
+    X = layout(rng.normal(size=(n, c, h, w)), x_layout).astype(dtype, copy=False)
+    W = rng.normal(size=(o, c // groups, kh, kw)).astype(dtype)
+    B = rng.normal(size=o).astype(dtype)
+    opts = dict(stride=(sh, sw), padding=pads, dilation=(dh, dw), groups=groups)
+    ho, wo = ((s + 2 * p - d * (k - 1) - 1) // st_ + 1 for s, p, d, k, st_ in zip((h, w), pads, (dh, dw), (kh, kw),
+                                                                                  (sh, sw)))
+    G = layout(rng.normal(size=(n, o, ho, wo)), g_layout).astype(dtype, copy=False)
+
+    def run(reference):
+        x, wt, b = Tensor(X), Tensor(W), Tensor(B)
+        with path(reference):
+            y = F.conv2d(x, wt, b, **opts)
+            y.backward(G)
+        return y.data, x.grad, wt.grad, b.grad
+    fast_, ref = run(False), run(True)
+    tol = 1e-4 if dtype == "float32" else 1e-10
+    for name, f, r in zip(("out", "x.grad", "weight.grad", "bias.grad"), fast_, ref):
+        assert f.dtype == r.dtype == np.dtype(dtype) and f.shape == r.shape, name
+        np.testing.assert_allclose(f, r, rtol=tol, atol=tol, err_msg=name)
+    torch = pytest.importorskip("torch", reason=NO_TORCH)
+    tx, tw, tb = (torch.tensor(a.copy(), requires_grad=True) for a in (X, W, B))
+    ty = torch.nn.functional.conv2d(tx, tw, tb, **opts)
+    ty.backward(torch.tensor(G.copy()))
+    for name, f, t in zip(("out", "x.grad", "weight.grad", "bias.grad"), fast_, (ty, tx.grad, tw.grad, tb.grad)):
+        np.testing.assert_allclose(f, t.detach().numpy(), rtol=tol, atol=10 * tol, err_msg=name)
+
+
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.integers(0, 2), st.integers(0, 2),
+       st.integers(1, 3), st.integers(1, 3), st.booleans(), st.sampled_from(["contiguous", "sliced", "reversed"]),
+       st.sampled_from(["float32", "float64"]), st.integers(0, 2**31))
+@settings(max_examples=50, deadline=None)
+def test_max_pool2d_with_dilation_padding_and_ceil_mode_agrees_with_the_reference_and_pytorch(
+        kh, kw, sh, sw, ph, pw, dh, dw, ceil_mode, x_layout, dtype, seed):
+    """Where the engine accepts the options (no window of only padding), its maxima and gradients are the
+    reference's and PyTorch's, also on strided inputs and with ties."""
+    assume(2 * ph <= dh * (kh - 1) + 1 and 2 * pw <= dw * (kw - 1) + 1)
+    rng = np.random.default_rng(seed)
+    X = layout(np.round(rng.normal(size=(2, 2, int(rng.integers(1, 9)), int(rng.integers(1, 9)))), 1),
+               x_layout).astype(dtype, copy=False)
+    args = ((kh, kw), (sh, sw), (ph, pw), (dh, dw), ceil_mode)
+    try:
+        F.max_pool2d(Tensor(X), *args)
+    except ShapeError:
+        return  # the window does not fit, or one reads only padding (tested above): PyTorch is not asked
+    found = []
+    for reference in (False, True):
+        x = Tensor(X)
+        with path(reference):
+            y = F.max_pool2d(x, *args)
+            G = np.random.default_rng(seed + 1).normal(size=y.shape).astype(dtype)
+            y.backward(G)
+        found.append((y.data, x.grad))
+    (yf, gf), (yr, gr) = found
+    np.testing.assert_array_equal(yf, yr)
+    np.testing.assert_allclose(gf, gr, rtol=1e-6, atol=1e-6)
+    if 2 * ph > kh or 2 * pw > kw:
+        return  # PyTorch bounds the padding by half the undilated kernel; the engine by half the dilated window
+    torch = pytest.importorskip("torch", reason=NO_TORCH)
+    tx = torch.tensor(X.copy(), requires_grad=True)
+    ty = torch.nn.functional.max_pool2d(tx, *args)
+    ty.backward(torch.tensor(G))
+    np.testing.assert_array_equal(yf, ty.detach().numpy())
+    np.testing.assert_allclose(gf, tx.grad.numpy(), rtol=1e-6, atol=1e-6)
