@@ -16,6 +16,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from . import fast
+from .ops import DomainError
 from .tensor import PADDING_MODES, Kernel, ShapeError, Tensor, as_tensor, deftensorop, node
 from .tensor import pad as tensor_pad
 
@@ -32,7 +33,10 @@ def _pair(name: str, what: str, v: Any, least: int) -> tuple[int, int]:
 
 
 def _image(name: str, x: Any, dtype: Any = None, ndim: int = 4) -> Tensor:
-    t = x if isinstance(x, Tensor) else as_tensor(np.asarray(x, dtype=dtype))
+    try:
+        t = x if isinstance(x, Tensor) else as_tensor(np.asarray(x, dtype=dtype))
+    except DomainError as e:  # a raw batch with a NaN or inf: say which op it was given to
+        raise DomainError(f"{name}: input {str(e).partition(': ')[2]}", name, e.value) from None
     if t.data.ndim != ndim:
         want = "(N, C, H, W)" if ndim == 4 else "(N, C, L)"
         raise ShapeError(f"{name}: input must have shape {want}, got {t.data.shape}")

@@ -493,3 +493,29 @@ def test_max_pool2d_with_dilation_padding_and_ceil_mode_agrees_with_the_referenc
     ty.backward(torch.tensor(G))
     np.testing.assert_array_equal(yf, ty.detach().numpy())
     np.testing.assert_allclose(gf, tx.grad.numpy(), rtol=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Non-finite raw batches
+# ---------------------------------------------------------------------------------------------------------
+
+RAW = {
+    "conv2d": lambda X: F.conv2d(X, Tensor(np.ones((1, 2, 3, 3))), padding=1),
+    "conv1d": lambda X: F.conv1d(X[:, :, 2], Tensor(np.ones((1, 2, 3)))),
+    "max_pool2d": lambda X: F.max_pool2d(X, 2),
+    "avg_pool2d": lambda X: F.avg_pool2d(X, 2),
+    "adaptive_avg_pool2d": lambda X: F.adaptive_avg_pool2d(X, 1),
+    "global_avg_pool2d": F.global_avg_pool2d,
+}
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("op", list(RAW))
+@pytest.mark.parametrize("reference", PATHS)
+def test_a_raw_batch_with_a_non_finite_entry_is_refused_naming_the_op_and_the_entry(op, bad, reference):
+    X = np.ones((2, 2, 4, 4))
+    X[1, 1, 2, 3] = bad
+    where = r"\(1, 1, 3\)" if op == "conv1d" else r"\(1, 1, 2, 3\)"
+    with path(reference), pytest.raises(DomainError, match=rf"^{op}: input data must be finite, got {bad!r} at index "
+                                                           rf"{where}"):
+        RAW[op](X)
