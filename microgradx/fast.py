@@ -1020,8 +1020,10 @@ _IM2COL_BLOCK = 1 << 19
 
 
 def _images_per_batch(n: int, window_entries: int) -> int:
-    """How many of the n images to unroll at a time when one image has ``window_entries`` window entries."""
-    return min(n, max(1, _IM2COL_BLOCK // window_entries))
+    """How many of the n images to unroll at a time when one image has ``window_entries`` window entries: at
+    least one, also for an empty batch or images without channels (the loops over batches then run zero times
+    or unroll nothing)."""
+    return max(1, min(n, _IM2COL_BLOCK // max(1, window_entries)))
 
 
 def _tap_slices(i: int, j: int, stride: tuple[int, int], dilation: tuple[int, int],
@@ -1066,7 +1068,8 @@ def _windows_same(X: np.ndarray, images: slice, kernel: tuple[int, int], pad: tu
     """
     c, h, w = X.shape[1:]
     size = h * w
-    src = X[images].reshape(-1, c, size).transpose(1, 0, 2)             # (c, images, h w), a view
+    part = X[images]
+    src = part.reshape(part.shape[0], c, size).transpose(1, 0, 2)      # (c, images, h w), a view
     rows = cols6.reshape(c, *kernel, src.shape[1], size)                # a view: the buffer is contiguous
     for i in range(kernel[0]):
         for j in range(kernel[1]):
@@ -1138,8 +1141,8 @@ def conv2d_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, stride: tupl
     (or, stride 1 with the output grid the input grid, whole flattened images: ``_windows_same``) for all
     channels at once, and the products waste no column. The matrix is filled and multiplied a few images at a
     time, so BLAS reads windows still in cache, and each product is added to the bias while it is moved into
-    (n, o, p, q) order. A "same" convolution reuses one batch's buffer and keeps only the input,
-    from which its backward pass fills the windows again (cheaper than writing all of them to memory and
+    (n, o, p, q) order. A "same" convolution reuses one batch's buffer and keeps only a copy of the
+    input, from which its backward pass fills the windows again (cheaper than writing all of them to memory and
     reading them back); other convolutions keep the whole matrix for the weight gradient.
     ``benchmarks/conv.py`` measures it, and what BLAS alone costs for the same products.
     """
@@ -1175,7 +1178,9 @@ def conv2d_forward(X: np.ndarray, W: np.ndarray, *bias: np.ndarray, stride: tupl
             np.add(part, bias[0][:, None, None], out=out[s:e])
         else:
             out[s:e] = part
-    windows = X if same else cols6.reshape(c * kh * kw, n * size)
+    # NOTE: a copy of the input, not the caller's array: changed before the backward pass, it would give the
+    # gradient of another forward pass (the reference's windows are a copy too)
+    windows = X.copy() if same else cols6.reshape(c * kh * kw, n * size)
     return out, (X.shape, W, len(bias), windows, same, stride, padding, dilation, groups)
 
 
@@ -1321,7 +1326,10 @@ def max_pool2d_forward(X: np.ndarray, kernel: tuple[int, int], stride: tuple[int
     taps = _pool_taps(Xp, kernel, stride, dilation, out)
     best = next(taps).copy()
     for tap in taps:
-        np.maximum(best, tap, out=best)
+        # NOTE: the running maximum is the SECOND operand: on a tie of +0.0 and -0.0 NumPy's maximum returns its
+        # second operand (SSE/AVX max semantics), so the earlier zero keeps its sign, as the reference's argmax
+        # and PyTorch's first-wins rule give (tests/test_conv_adversarial.py checks the signs)
+        np.maximum(tap, best, out=best)
     return best, (X.shape, Xp, best, kernel, stride, padding, dilation, out)
 
 
@@ -1357,7 +1365,7 @@ def avg_pool2d_forward(X: np.ndarray, kernel: tuple[int, int], stride: tuple[int
     reference's, whose vjp it shares."""
     Xp = _padded(X, padding, 0.0)
     taps = _pool_taps(Xp, kernel, stride, (1, 1), out)
-    total = next(taps).copy()
+    total = next(taps) + X.dtype.type(0.0)  # a sum starts from +0.0, as the reference's and PyTorch's: never -0.0
     for tap in taps:
         total += tap
     total *= (1.0 / divisor).astype(X.dtype)

@@ -16,6 +16,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from . import fast
+from .ops import DomainError
 from .tensor import PADDING_MODES, Kernel, ShapeError, Tensor, as_tensor, deftensorop, node
 from .tensor import pad as tensor_pad
 
@@ -32,7 +33,10 @@ def _pair(name: str, what: str, v: Any, least: int) -> tuple[int, int]:
 
 
 def _image(name: str, x: Any, dtype: Any = None, ndim: int = 4) -> Tensor:
-    t = x if isinstance(x, Tensor) else as_tensor(np.asarray(x, dtype=dtype))
+    try:
+        t = x if isinstance(x, Tensor) else as_tensor(np.asarray(x, dtype=dtype))
+    except DomainError as e:  # a raw batch with a NaN or inf: say which op it was given to
+        raise DomainError(f"{name}: input {str(e).partition(': ')[2]}", name, e.value) from None
     if t.data.ndim != ndim:
         want = "(N, C, H, W)" if ndim == 4 else "(N, C, L)"
         raise ShapeError(f"{name}: input must have shape {want}, got {t.data.shape}")
@@ -190,6 +194,9 @@ def _conv(name: str, x: Any, weight: Tensor, bias: Tensor | None, stride: Any, p
     if any(s + a + b < d * (k - 1) + 1 for s, k, d, (a, b) in zip(size, kernel, dil, pads)):
         raise ShapeError(f"{name}: a kernel of {W.shape[2:]} with dilation {dil[2 - dims:]} does not fit input of "
                          f"shape {X.shape} with padding {padding!r}")
+    if bias is not None and bias.data.dtype != W.dtype:
+        raise TypeError(f"{name}: bias dtype {bias.data.dtype} differs from weight dtype {W.dtype}; convert the bias "
+                        "(float32 data is never silently upcast)")
     if bias is not None and bias.data.shape != (o,):
         raise ShapeError(f"{name}: bias of shape {bias.data.shape} does not fit weight of shape {W.shape} "
                          f"(needs ({o},))")
@@ -311,6 +318,16 @@ def _pool_args(name: str, x: Any, k: Any, stride: Any, padding: Any, dilation: A
     if min(out) < 1:
         raise ShapeError(f"{name}: a {kernel[0]}x{kernel[1]} window does not fit input of shape {x.data.shape}"
                          f"{f' with padding {pads}' if any(pads) else ''}")
+    for axis, (s, k_, st, p_, d_, o) in enumerate(zip(size, kernel, strides, pads, dil, out)):
+        # NOTE: dilated taps can step over a small image, so that a window reads only the -inf padding
+        # (PyTorch then returns -inf); windows are products of a row range and a column range, so one axis
+        # at a time finds them
+        taps = (np.arange(o) * st - p_)[:, None] + d_ * np.arange(k_)
+        empty = np.flatnonzero(~((taps >= 0) & (taps < s)).any(axis=1))
+        if empty.size:
+            raise ShapeError(f"{name}: window {('row', 'column')[axis]} {empty[0]} of input of shape {x.data.shape} "
+                             f"reads only the padding (window {kernel}, stride {strides}, dilation {dil}, padding "
+                             f"{pads}): its maximum would be -inf; use less padding or dilation")
     after = tuple(max(0, (o - 1) * st + d_ * (k_ - 1) + 1 - s - p_)
                   for o, st, d_, k_, s, p_ in zip(out, strides, dil, kernel, size, pads))
     arg = {"kernel": kernel, "stride": strides, "padding": ((pads[0], after[0]), (pads[1], after[1])),
@@ -370,9 +387,11 @@ def _max_pool2d_jvp(res: tuple, t: Sequence[np.ndarray]) -> np.ndarray:
     return np.take_along_axis(flat, arg, axis=-1)[..., 0]
 
 
+# NOTE: the pooling rows sum finite values (a window's entries; the gradients of the windows that share an entry),
+# and a sum of finite values can overflow: their outputs and gradients are scanned like convolution's
 MAX_POOL2D = deftensorop("max_pool2d", _max_pool2d_forward, _max_pool2d_vjp, _max_pool2d_jvp,
                          "the largest entry of each window; a tie goes to the first, as PyTorch's CPU kernel",
-                         fast=Kernel(fast.max_pool2d_forward, fast.max_pool2d_vjp))
+                         checks_grad=True, fast=Kernel(fast.max_pool2d_forward, fast.max_pool2d_vjp))
 
 
 def avg_pool2d(x: Any, kernel_size: int | tuple[int, int], stride: int | tuple[int, int] | None = None,
@@ -428,7 +447,8 @@ def _avg_pool2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple
 
 AVG_POOL2D = deftensorop("avg_pool2d", _avg_pool2d_forward, _avg_pool2d_vjp,
                          lambda res, t: _avg_pool2d_forward(t[0], *res[3:])[0],
-                         "the mean of each window", fast=Kernel(fast.avg_pool2d_forward, _avg_pool2d_vjp))
+                         "the mean of each window", checks_output=True, checks_grad=True,
+                         fast=Kernel(fast.avg_pool2d_forward, _avg_pool2d_vjp))
 
 
 def _adaptive_bins(size: int, out: int) -> np.ndarray:
@@ -478,7 +498,7 @@ ADAPTIVE_AVG_POOL2D = deftensorop(
     "adaptive_avg_pool2d", _adaptive_forward,
     lambda g, res, needs: (np.einsum("ih,ncij,jw->nchw", res[0], g, res[1], optimize=True),),
     lambda res, t: _adaptive_forward(t[0], res)[0],
-    "the mean over each of a fixed number of bins per axis: P_h x P_w^T")
+    "the mean over each of a fixed number of bins per axis: P_h x P_w^T", checks_output=True, checks_grad=True)
 
 
 def global_avg_pool2d(x: Any) -> Tensor:

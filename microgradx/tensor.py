@@ -1757,7 +1757,7 @@ def pad(x: Tensor, pad_width: Any, value: float = 0.0, mode: str = "zeros") -> T
         raise ValueError(f"pad: value={value!r} fills a constant border; mode {mode!r} copies entries instead")
     widths = tuple((int(a), int(b)) for a, b in w)
     for size, (a, b) in zip(X.shape, widths):
-        if (mode == "reflect" and max(a, b) >= size) or (mode == "circular" and max(a, b) > size):
+        if (a or b) and ((mode == "reflect" and max(a, b) >= size) or (mode == "circular" and max(a, b) > size)):
             raise ShapeError(f"pad: {mode} padding of {(a, b)} needs an axis longer than the padding, got an axis "
                              f"of {size} in {_describe(x)} of shape {X.shape}")
     return node(PAD, (x,), {"widths": widths, "mode": mode, "value": float(value)})
