@@ -395,14 +395,17 @@ def max_abs_bound(a: np.ndarray) -> float:
 
 def scaled_bound(factor: float, bound: float, dtype: np.dtype) -> float | None:
     """A bound on every |factor * x_i| computed in ``dtype``, given ``bound`` >= every |x_i|; None for an
-    unknown dtype. Two roundings (``factor`` to the dtype, then the product) are covered.
+    unknown dtype. Two roundings (``factor`` to the dtype, then the product) are covered, and a factor beyond
+    the dtype's largest float (which rounds to infinity there, so that even 0 * factor is NaN) bounds nothing.
 
-    >>> scaled_bound(0.1, 2.0, np.dtype(np.float32)) >= 0.2
-    True
+    >>> scaled_bound(0.1, 2.0, np.dtype(np.float32)) >= 0.2, scaled_bound(1e39, 0.0, np.dtype(np.float32))
+    (True, inf)
     """
     rounding = _ROUNDING.get(dtype)
     if rounding is None:
         return None
+    if not abs(factor) <= 2.0 * _HEADROOM[dtype]:
+        return math.inf
     return abs(factor) * bound * (1.0 + 4.0 * rounding[0])
 
 
