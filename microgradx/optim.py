@@ -315,7 +315,15 @@ class Optimizer(ABC, metaclass=_FinishesGroups):
         # as PyTorch does); a float parameter (a Value) in float64.
         array = isinstance(p.data, np.ndarray)
         theta = p.data if array else np.float64(p.data)
-        g = np.asarray(p.grad, dtype=theta.dtype)
+        if array and not theta.flags.writeable:  # refused before the rule runs: the state stays as it was
+            raise ValueError(f"{name}.step: {_where(i, p)} has read-only data; an optimizer updates a parameter in "
+                             "place, so give it a writable array (a copy)")
+        try:
+            g = np.asarray(p.grad, dtype=theta.dtype)
+        except FloatingPointError:  # a float64 gradient beyond the largest float of a float32 parameter
+            raise DomainError(f"{name}.step: the gradient of {_where(i, p)} (largest |g| "
+                              f"{_peak(np.asarray(p.grad)):.3g}) does not fit the parameter's dtype {theta.dtype}",
+                              f"{name}.step", p.grad, getattr(p, "label", None)) from None
         if g.shape != theta.shape:
             raise ValueError(f"{name}.step: {_where(i, p)} has data of shape {theta.shape} "
                              f"but a gradient of shape {g.shape}")

@@ -38,3 +38,50 @@ def test_a_learning_rate_beyond_float32_is_refused_even_with_a_backward_bound(re
         with pytest.raises(DomainError, match=r"SGD\.step: parameter 0 \('W'\) would become non-finite"):
             opt.step()
         np.testing.assert_array_equal(W.data, before)
+
+
+# Every update rule, plain and with state (the fast SGD loop, the shared fast add, the reference step).
+RULES = {"SGD": lambda p: optim.SGD(p, lr=0.1), "SGD momentum": lambda p: optim.SGD(p, lr=0.1, momentum=0.9),
+         "Adam": lambda p: optim.Adam(p, lr=0.1), "RMSprop": lambda p: optim.RMSprop(p, lr=0.1),
+         "AdaGrad": lambda p: optim.AdaGrad(p, lr=0.1)}
+
+
+@PATHS
+@pytest.mark.parametrize("rule", list(RULES))
+def test_a_read_only_parameter_is_refused_by_name_before_any_state_changes(rule, reference):
+    # An array the step cannot write (a Tensor shares the array it was given, and np.load(mmap_mode="r") or a
+    # broadcast view are read-only): a clear error naming the parameter, the optimizer's state untouched, so
+    # that after a writable copy is put in place the step is the first one.
+    data = np.array([1.0, -2.0, 3.0])
+    data.flags.writeable = False
+    a, w = Tensor([0.5, 0.5], label="a"), Tensor(data, label="w")
+    opt = RULES[rule]([a, w])
+    a.grad, w.grad = np.ones(2), np.array([0.5, -0.5, 1.0])
+    with _path(reference):
+        with pytest.raises(ValueError, match=r"step: parameter 1 \('w'\) has read-only data"):
+            opt.step()
+        assert opt.state[1] == {}
+        w.data = data.copy()
+        opt.step()
+    twin = Tensor(data.copy())
+    fresh = RULES[rule]([twin])
+    twin.grad = np.array([0.5, -0.5, 1.0])
+    fresh.step()
+    np.testing.assert_array_equal(w.data, twin.data)
+    assert opt.state[1]["step"] == 1
+
+
+@PATHS
+@pytest.mark.parametrize("rule", list(RULES))
+def test_a_float64_gradient_beyond_a_float32_parameters_range_is_a_domain_error(rule, reference):
+    # The step converts the gradient to the parameter's dtype; 1e39 does not fit float32: NumPy's bare
+    # FloatingPointError from the cast must not escape, and nothing may change.
+    p = Tensor(np.ones(3, np.float32), label="p")
+    opt = RULES[rule]([p])
+    p.grad = np.array([1e39, 0.0, 1.0])
+    match = (r"step: the gradient of parameter 0 \('p'\) \(largest \|g\| 1e\+39\) does not fit the parameter's dtype "
+            "float32")
+    with _path(reference), pytest.raises(DomainError, match=match):
+        opt.step()
+    np.testing.assert_array_equal(p.data, np.ones(3, np.float32))
+    assert opt.state[0] == {}
