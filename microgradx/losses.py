@@ -103,9 +103,14 @@ def _class_targets(name: str, z: np.ndarray, y: np.ndarray, w: np.ndarray | None
         raise ShapeError(f"{name}: labels of shape {y.shape} do not fit logits of shape {z.shape} (needs {want})")
     keep = None if ignore_index is None else y != ignore_index
     yk = y if keep is None else np.where(keep, y, 0)
-    # NOTE: read as unsigned, a negative label is huge, so one max() checks both ends of [0, C).
-    if yk.size and np.maximum.reduce(yk.view(_UNSIGNED[yk.dtype]) if yk.dtype.kind == "i" else yk,
-                                     axis=None) >= c:
+    # NOTE: read as unsigned, a negative label of b bits is at least 2**(b - 1), so one max() checks both ends of
+    # [0, C) while C <= 2**(b - 1); with more classes than the dtype has positive labels, only a negative is bad.
+    if yk.dtype.kind == "i" and c > np.iinfo(yk.dtype).max:
+        outside = yk.size and np.minimum.reduce(yk, axis=None) < 0
+    else:
+        outside = yk.size and np.maximum.reduce(yk.view(_UNSIGNED[yk.dtype]) if yk.dtype.kind == "i" else yk,
+                                                axis=None) >= c
+    if outside:
         bad = int(yk[(yk < 0) | (yk >= c)].flat[0])
         raise ShapeError(f"{name}: label {bad} is not a class index in [0, {c}) for logits of shape {z.shape}"
                          + (f" (nor the ignore_index {ignore_index})" if ignore_index is not None else ""))

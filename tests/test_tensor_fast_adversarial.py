@@ -85,3 +85,40 @@ def test_a_float64_gradient_beyond_a_float32_parameters_range_is_a_domain_error(
         opt.step()
     np.testing.assert_array_equal(p.data, np.ones(3, np.float32))
     assert opt.state[0] == {}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Cross-entropy labels
+# ---------------------------------------------------------------------------------------------------------
+
+# Signed and unsigned, little- and big-endian ('>i4': labels read from a big-endian file).
+LABEL_DTYPES = [np.dtype(s) for s in dict.fromkeys(np.dtype(f"{order}{kind}{size}").str for kind in "iu"
+                                                   for size in (1, 2, 4, 8) for order in "<>")]
+
+
+@PATHS
+@pytest.mark.parametrize("dtype", LABEL_DTYPES, ids=lambda d: d.str)
+@pytest.mark.parametrize("classes", [2, 127, 128, 129, 300])
+def test_labels_of_every_integer_dtype_are_checked_and_read_as_pytorch_reads_them(dtype, classes, reference, torch):
+    # A negative label is refused whatever the class count (int8 -1 read as unsigned is 255, which passed as a
+    # class index once there were more than 255 classes); labels in range, up to the last class, give
+    # PyTorch's loss and gradient.
+    from microgradx import losses
+    rng = np.random.default_rng(classes)
+    Z = rng.normal(size=(3, classes))
+    top = min(classes - 1, int(np.iinfo(dtype).max))  # the last class, or the largest label the dtype holds
+    good = np.array([0, top, top // 2]).astype(dtype)
+    with _path(reference):
+        z = Tensor(Z)
+        loss = losses.cross_entropy(z, good)
+        loss.backward()
+        if dtype.kind == "i":
+            with pytest.raises(ValueError, match=rf"label -1 is not a class index in \[0, {classes}\)"):
+                losses.cross_entropy(Tensor(Z), np.array([0, -1, 1]).astype(dtype))
+            with pytest.raises(ValueError, match=r"label -2 is not a class index"):
+                losses.nll_loss(Tensor(Z), np.array([0, 1, -2]).astype(dtype))
+    tz = torch.tensor(Z, requires_grad=True)
+    want = torch.nn.functional.cross_entropy(tz, torch.tensor(good.astype(np.int64)))
+    want.backward()
+    assert loss.item() == pytest.approx(want.item(), rel=1e-12)
+    np.testing.assert_allclose(z.grad, tz.grad.numpy(), rtol=1e-10, atol=1e-15)
