@@ -122,3 +122,38 @@ def test_labels_of_every_integer_dtype_are_checked_and_read_as_pytorch_reads_the
     want.backward()
     assert loss.item() == pytest.approx(want.item(), rel=1e-12)
     np.testing.assert_allclose(z.grad, tz.grad.numpy(), rtol=1e-10, atol=1e-15)
+
+
+@PATHS
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_labels_refilled_between_forward_and_backward_do_not_change_the_gradient(dtype, reference):
+    # A data loader that reuses one label buffer refills it with the next batch; the loss already computed
+    # belongs to the labels it was given (the reference keeps its one-hot target, so must the fast kernel).
+    from microgradx import losses
+    rng = np.random.default_rng(7)
+    Z = rng.normal(size=(5, 4)).astype(dtype)
+    labels = np.array([0, 3, 1, 2, 3])
+    want = Z.astype(np.float64)
+    want = np.exp(want - want.max(axis=1, keepdims=True))
+    want /= want.sum(axis=1, keepdims=True)
+    want[np.arange(5), labels] -= 1.0
+    want /= 5  # (softmax - onehot) / N, written out
+    with _path(reference):
+        z = Tensor(Z)
+        loss = losses.cross_entropy(z, labels)
+        labels[:] = [3, 3, 3, 3, 9]  # the next batch's labels, one not even a class
+        loss.backward()
+    np.testing.assert_allclose(z.grad, want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-7)
+
+
+@PATHS
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.filterwarnings("error")
+def test_an_empty_batch_has_loss_zero_and_an_empty_gradient_without_a_warning(dtype, reference):
+    from microgradx import losses
+    with _path(reference):
+        z = Tensor(np.zeros((0, 3), dtype))
+        loss = losses.cross_entropy(z, np.zeros(0, np.int64))
+        loss.backward()
+    assert loss.item() == 0.0 and loss.data.dtype == dtype
+    assert z.grad.shape == (0, 3) and z.grad.dtype == dtype
