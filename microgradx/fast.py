@@ -520,7 +520,7 @@ def tensor_backward(root: Any, seed: np.ndarray, order: list) -> None:
             continue
         if node.keeps_grad:
             g0 = node._grad
-            node.grad = s if g0 is None else g0 + s
+            node.grad = s if g0 is None else node.add_grads(g0, s, True)
             if g0 is None and bounds:
                 node._grad_bound = bounds.get(node)  # after the setter, which forgets any earlier bound
         parents = node.parents
@@ -535,7 +535,7 @@ def tensor_backward(root: Any, seed: np.ndarray, order: list) -> None:
                         if b is not None:
                             bounds[p] = b
                     else:
-                        S[p] = prev + c
+                        S[p] = p.add_grads(prev, c)
                         bounds.pop(p, None)  # a sum: the bound was on one of its terms
 
 

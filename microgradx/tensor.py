@@ -213,6 +213,24 @@ class Tensor:
             raise ShapeError(f"{what}: shape {t.shape} differs from {_describe(self)} shape {self.data.shape}")
         return t
 
+    def add_grads(self, a: np.ndarray, b: np.ndarray, held: bool = False) -> np.ndarray:
+        """a + b, two gradients reaching this tensor (``held``: a pass's and the ``.grad`` it already held); a sum
+        that overflows is a DomainError naming this tensor. Both backward passes add gradients through it.
+
+        >>> Tensor([1.0]).add_grads(np.array([1.0]), np.array([2.0]))
+        array([3.])
+        """
+        # NOTE: every vjp's result is finite (checked, or bounded by its finite upstream), so a sum is the one
+        # place in the backward pass where inf can appear unchecked; the fast kernels rely on a finite upstream.
+        total = a + b
+        if _all_finite(total):
+            return total
+        idx, bad = fast.first_nonfinite(total)
+        what = ("added to the .grad it already held (zero the gradients between backward passes)" if held
+                else "summed over its uses")
+        raise DomainError(f"backward: the gradient reaching {_describe(self)}, {what}, is {bad}{_at(idx)}, not a "
+                          "finite number", "backward", bad, self.label)
+
     def reset_grad(self) -> None:
         """Forget the gradient (what ``zero_grad(out)`` does to every node)."""
         self._grad = self._grad_bound = None

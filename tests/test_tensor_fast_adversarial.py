@@ -157,3 +157,48 @@ def test_an_empty_batch_has_loss_zero_and_an_empty_gradient_without_a_warning(dt
         loss.backward()
     assert loss.item() == 0.0 and loss.data.dtype == dtype
     assert z.grad.shape == (0, 3) and z.grad.dtype == dtype
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The backward pass: sums of gradients
+# ---------------------------------------------------------------------------------------------------------
+
+def _overflowing_sums(case: str):
+    """A graph whose every vjp result is finite but where two of them add up past float32's largest float."""
+    w = Tensor(np.full(2, 3e38, np.float32), requires_grad=False)
+    x = Tensor(np.array([1e-10, -2e-10], np.float32), label="x")
+    other = Tensor(np.array([0.5, 0.25], np.float32), label="other")
+    if case == "intermediate":  # two uses of t: S(t) overflows, and tanh's bounded vjp would pass the inf on
+        t = x.tanh() * other
+        t.label = "t"
+        return (t * w).sum() + (t * w).sum(), (x, other), r"reaching t, summed over its uses, is inf at index \(0,\)"
+    if case == "leaf":
+        return (x * w).sum() + (x * w).sum() + (other * 1.0).sum(), (x, other), \
+            r"reaching x, summed over its uses, is inf at index \(0,\)"
+    x.grad = np.full(2, 3e38, np.float32)  # a gradient held from an earlier pass, not zeroed
+    return (x * w).sum() + (other * 1.0).sum(), (x, other), \
+        r"reaching x, added to the \.grad it already held .*, is inf at index \(0,\)"
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")  # pytest resets the package's own filter
+@pytest.mark.parametrize("case", ["intermediate", "leaf", "held"])
+def test_gradients_whose_sum_overflows_are_refused_by_both_passes_naming_the_tensor(case):
+    # Each vjp's own result is finite, so no row's check sees anything: the sum is where inf appears, and a
+    # bounded vjp after it (tanh) or a parameter's .grad would carry it on silently. Both passes must refuse
+    # at the same point, leaving the same .grad on every tensor.
+    results = []
+    for reference in (False, True):
+        out, leaves, match = _overflowing_sums(case)
+        held = [None if t.grad is None else t.grad.copy() for t in leaves]
+        with _path(reference), pytest.raises(DomainError, match=r"^backward: the gradient " + match) as info:
+            out.backward()
+        results.append((str(info.value), [t.grad for t in leaves]))
+        for t, before in zip(leaves, held, strict=True):  # nothing was written after the refusal ...
+            if before is not None:
+                np.testing.assert_array_equal(t.grad, before)
+    (fast_error, fast_grads), (ref_error, ref_grads) = results
+    assert fast_error == ref_error
+    for f, r in zip(fast_grads, ref_grads, strict=True):  # ... and what was written before it is the same
+        assert (f is None) == (r is None)
+        if r is not None:
+            np.testing.assert_array_equal(f, r)
