@@ -1607,10 +1607,11 @@ def _spell_ellipsis(spec: str, subs: list[str], out: str, arrow: str, arrays: Se
         if w:
             lead = a.shape[sub.index("..."):sub.index("...") + w]
             for j, n in enumerate(lead, start=width - w):
-                if n != 1 and sizes[j] not in (1, n):
-                    raise ShapeError(f"einsum: {spec!r}: the axes under '...' do not broadcast: size {sizes[j]} "
-                                     f"against {n} (shape {a.shape})")
-                sizes[j] = max(sizes[j], n)
+                if n != 1:  # NOTE: a size-1 axis broadcasts against any size, 0 included (so not max(sizes))
+                    if sizes[j] not in (1, n):
+                        raise ShapeError(f"einsum: {spec!r}: the axes under '...' do not broadcast: size "
+                                         f"{sizes[j]} against {n} (shape {a.shape})")
+                    sizes[j] = n
     spelled, own = [], set()  # own: the letters of broadcast size-1 axes, never in the output
     for sub, a, w in zip(subs, arrays, widths):
         if "..." in sub:

@@ -6,9 +6,12 @@ write, gradients whose sums overflow, labels that change or do not fit, each aga
 from __future__ import annotations
 
 import contextlib
+import random
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from microgradx import DomainError, Tensor, fast, optim
 from microgradx.tensor import linear
@@ -202,3 +205,71 @@ def test_gradients_whose_sum_overflows_are_refused_by_both_passes_naming_the_ten
         assert (f is None) == (r is None)
         if r is not None:
             np.testing.assert_array_equal(f, r)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# einsum against torch.einsum
+# ---------------------------------------------------------------------------------------------------------
+
+def _random_einsum(seed: int, sizes: dict[str, int]) -> tuple[str, list[tuple[int, ...]]]:
+    """A random einsum: 1-3 operands of 0-3 letters (repeats make diagonals), some with "..." whose axes are of
+    size 0, 1 (broadcast) or more, lined up from the right; an implicit output or an explicit one."""
+    rnd = random.Random(seed)
+    ell = [rnd.choice([0, 2, 3]) for _ in range(rnd.randint(0, 3))]
+    subs, shapes = [], []
+    for _ in range(rnd.randint(1, 3)):
+        letters = [rnd.choice("abcd") for _ in range(rnd.randint(0, 3))]
+        shape = [sizes[c] for c in letters]
+        sub = "".join(letters)
+        if ell and rnd.random() < 0.6:
+            width = rnd.randint(0, len(ell))
+            under = [1 if rnd.random() < 0.3 else n for n in ell[len(ell) - width:]]
+            at = rnd.randint(0, len(letters))
+            sub = sub[:at] + "..." + sub[at:]
+            shape = shape[:at] + under + shape[at:]
+        subs.append(sub)
+        shapes.append(tuple(shape))
+    spec = ",".join(subs)
+    if rnd.random() < 0.7:
+        used = sorted(set(spec) - {".", ","})
+        out = "".join(rnd.sample(used, rnd.randint(0, len(used))))
+        if "..." in spec and rnd.random() < 0.7:
+            at = rnd.randint(0, len(out))
+            out = out[:at] + "..." + out[at:]
+        spec += "->" + out
+    return spec, shapes
+
+
+def _einsum_agrees_with_torch(torch, spec: str, shapes: list[tuple[int, ...]]) -> None:
+    from microgradx.tensor import einsum
+    rng = np.random.default_rng(0)
+    arrays = [rng.normal(size=s) for s in shapes]
+    theirs = [torch.tensor(a, requires_grad=True) for a in arrays]
+    want = torch.einsum(spec, *theirs)
+    g = rng.normal(size=tuple(want.shape))
+    want.backward(torch.tensor(g))
+    ours = [Tensor(a) for a in arrays]
+    got = einsum(spec, *ours)
+    assert got.data.shape == tuple(want.shape), spec
+    np.testing.assert_allclose(got.data, want.detach().numpy(), rtol=1e-10, atol=1e-12, err_msg=spec)
+    got.backward(g)
+    for t, theirs_t in zip(ours, theirs, strict=True):
+        their_grad = np.zeros(t.shape) if theirs_t.grad is None else theirs_t.grad.numpy()
+        assert t.grad.shape == t.shape, spec
+        np.testing.assert_allclose(t.grad, their_grad, rtol=1e-10, atol=1e-12, err_msg=spec)
+
+
+@pytest.mark.parametrize("spec, shapes", [
+    ("...,...", [(1,), (0,)]),                      # a size-1 axis under "..." broadcasts against size 0
+    ("b...,db...", [(3, 1, 0), (1, 3, 1, 1)]),
+    ("...dbb,ab...->...d", [(1, 1, 3, 3), (2, 3, 0)]),
+])
+def test_einsum_broadcasts_size_one_against_size_zero_under_the_ellipsis(spec, shapes, torch):
+    _einsum_agrees_with_torch(torch, spec, shapes)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([{"a": 2, "b": 3, "c": 4, "d": 2}, {"a": 2, "b": 3, "c": 0, "d": 1}]))
+def test_einsum_agrees_with_torch_on_random_subscripts_with_ellipses_diagonals_and_empty_axes(seed, sizes):
+    torch = pytest.importorskip("torch", reason="PyTorch (the test extra) is the oracle of einsum")
+    _einsum_agrees_with_torch(torch, *_random_einsum(seed, sizes))
