@@ -1551,15 +1551,20 @@ def _parse_einsum(spec: Any, arrays: Sequence[np.ndarray]) -> dict[str, Any]:
     if bad is not None or "->" in out:
         raise ValueError(f"einsum: {spec!r} is not of the form 'ij,jk->ik' (letters, commas, one '->'); "
                          f"found {bad or '->'!r}")
-    sizes: dict[str, int] = {}
+    sizes: dict[str, int] = {}  # each letter's size; as in PyTorch, an axis of size 1 broadcasts against it
     for k, (sub, a) in enumerate(zip(subs, arrays)):
         if len(sub) != a.ndim:
             raise ShapeError(f"einsum: operand {k} has shape {a.shape}, but {spec!r} gives it {len(sub)} axes "
                              f"({sub!r})")
         for c, n in zip(sub, a.shape):
-            if sizes.setdefault(c, n) != n:
+            if sub.count(c) > 1 and len({m for d, m in zip(sub, a.shape) if d == c}) > 1:
+                raise ShapeError(f"einsum: {spec!r}: letter {c!r} is repeated in operand {k} (shape {a.shape}) "
+                                 "with different sizes: a diagonal needs equal ones")
+            if n != 1 and sizes.get(c, 1) not in (1, n):
                 raise ShapeError(f"einsum: {spec!r}: letter {c!r} is size {sizes[c]} in one place and {n} in "
                                  f"operand {k} (shape {a.shape})")
+            if n != 1 or c not in sizes:
+                sizes[c] = n
     letters = "".join(subs)
     if not arrow:   # NumPy's implicit output: the letters that appear once, in alphabetical order
         out = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
@@ -1567,7 +1572,14 @@ def _parse_einsum(spec: Any, arrays: Sequence[np.ndarray]) -> dict[str, Any]:
         raise ValueError(f"einsum: {spec!r}: each output letter must appear once, and in an operand")
     free = iter(sorted(_SUBSCRIPT_LETTERS - set(letters)))
     renamed, deltas = [], []
-    for sub in subs:
+    for sub, a in zip(subs, arrays):
+        # A letter's size-1 axis broadcast against a larger size gets a letter of its own, which the operand alone
+        # has: summing over it (size 1) leaves the operand constant along the letter, and its gradient summed.
+        wide = {c: next(free, None) for c, n in zip(sub, a.shape) if n == 1 and sizes[c] != 1}
+        if None in wide.values():
+            raise ValueError(f"einsum: {spec!r} uses too many letters to spell its broadcast axes")
+        sizes.update((new, 1) for new in wide.values())
+        sub = "".join(wide.get(c, c) for c in sub)
         seen = ""
         for c in sub:
             if c in seen:
@@ -1676,6 +1688,7 @@ def einsum(subscripts: str, *operands: Any) -> Tensor:
     over: "ij,jk->ik" is a matrix product, "ii->" a trace, "i,j->ij" an outer product. Without "->" the output
     is the letters that appear once, sorted (NumPy's rule). "..." stands for the axes no letter names, lined up
     from the right across operands and broadcast, as in PyTorch: "...ij,...jk->...ik" is a batched matrix product.
+    As in PyTorch, an axis of size 1 also broadcasts against its letter's size in the other operands.
 
     >>> a = Tensor([[1.0, 2.0], [3.0, 4.0]]); t = einsum("ii->", a); t.backward(); t.item(), a.grad.tolist()
     (5.0, [[1.0, 0.0], [0.0, 1.0]])

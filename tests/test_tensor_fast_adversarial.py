@@ -212,14 +212,16 @@ def test_gradients_whose_sum_overflows_are_refused_by_both_passes_naming_the_ten
 # ---------------------------------------------------------------------------------------------------------
 
 def _random_einsum(seed: int, sizes: dict[str, int]) -> tuple[str, list[tuple[int, ...]]]:
-    """A random einsum: 1-3 operands of 0-3 letters (repeats make diagonals), some with "..." whose axes are of
-    size 0, 1 (broadcast) or more, lined up from the right; an implicit output or an explicit one."""
+    """A random einsum: 1-3 operands of 0-3 letters (repeats make diagonals; an axis may be of size 1, broadcast
+    against its letter's size elsewhere), some with "..." whose axes are of size 0, 1 (broadcast) or more, lined
+    up from the right; an implicit output or an explicit one."""
     rnd = random.Random(seed)
     ell = [rnd.choice([0, 2, 3]) for _ in range(rnd.randint(0, 3))]
     subs, shapes = [], []
     for _ in range(rnd.randint(1, 3)):
         letters = [rnd.choice("abcd") for _ in range(rnd.randint(0, 3))]
-        shape = [sizes[c] for c in letters]
+        broadcast = {c for c in letters if rnd.random() < 0.2}  # size 1 here, broadcast against the others
+        shape = [1 if c in broadcast else sizes[c] for c in letters]
         sub = "".join(letters)
         if ell and rnd.random() < 0.6:
             width = rnd.randint(0, len(ell))
@@ -266,6 +268,25 @@ def _einsum_agrees_with_torch(torch, spec: str, shapes: list[tuple[int, ...]]) -
 ])
 def test_einsum_broadcasts_size_one_against_size_zero_under_the_ellipsis(spec, shapes, torch):
     _einsum_agrees_with_torch(torch, spec, shapes)
+
+
+@pytest.mark.parametrize("spec, shapes", [
+    ("dbc,d->bc", [(2, 3, 0), (1,)]),               # a letter's size-1 axis broadcasts, as in PyTorch
+    ("ab,b", [(2, 1), (3,)]),
+    ("ab,b->ab", [(2, 1), (3,)]),
+    ("dd,d->d", [(1, 1), (2,)]),                    # a broadcast diagonal
+    ("c...,,bc->...", [(1, 0), (), (3, 0)]),
+])
+def test_einsum_broadcasts_a_letters_size_one_axis_as_pytorch(spec, shapes, torch):
+    _einsum_agrees_with_torch(torch, spec, shapes)
+
+
+def test_einsum_refuses_a_diagonal_of_different_sizes_and_letters_that_do_not_broadcast():
+    from microgradx.tensor import ShapeError, einsum
+    with pytest.raises(ShapeError, match=r"letter 'd' is repeated in operand 0 \(shape \(1, 2\)\) with different"):
+        einsum("dd,d->d", Tensor(np.ones((1, 2))), Tensor(np.ones(2)))
+    with pytest.raises(ShapeError, match=r"letter 'b' is size 3 in one place and 2 in operand 1"):
+        einsum("ab,b->a", Tensor(np.ones((2, 3))), Tensor(np.ones(2)))
 
 
 @settings(max_examples=80, deadline=None)
