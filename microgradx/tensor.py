@@ -140,6 +140,11 @@ class Tensor:
     def grad(self, value: np.ndarray | None) -> None:
         # NOTE: intermediate results drop their gradient (nobody reads it; keeping it would hold memory), and
         # a parameter always owns a writable array, so an optimizer may update it in place.
+        if value is not None and type(value) is not np.ndarray:
+            if not isinstance(value, np.ndarray | np.generic):
+                raise TypeError(f"grad of {_describe(self)}: expected a NumPy array (or None), got "
+                                f"{type(value).__name__}")
+            value = np.asarray(value)  # NOTE: a NumPy scalar (a vjp summing to a number) becomes a 0-d array
         self._grad_bound = None
         if not self.keeps_grad:
             return

@@ -294,3 +294,24 @@ def test_einsum_refuses_a_diagonal_of_different_sizes_and_letters_that_do_not_br
 def test_einsum_agrees_with_torch_on_random_subscripts_with_ellipses_diagonals_and_empty_axes(seed, sizes):
     torch = pytest.importorskip("torch", reason="PyTorch (the test extra) is the oracle of einsum")
     _einsum_agrees_with_torch(torch, *_random_einsum(seed, sizes))
+
+
+@pytest.mark.parametrize("value", [[1.0, 2.0], 3.0, (1.0, 2.0)])
+def test_a_gradient_that_is_not_an_array_is_refused_by_name_and_the_old_one_kept(value):
+    # As PyTorch refuses it; the setter read value.base and failed with a bare AttributeError.
+    w = Tensor([1.0, 2.0], label="w")
+    w.grad = np.array([0.5, 0.5])
+    with pytest.raises(TypeError, match=r"grad of w: expected a NumPy array \(or None\), got"):
+        w.grad = value
+    np.testing.assert_array_equal(w.grad, [0.5, 0.5])
+
+
+def test_a_numpy_scalar_gradient_becomes_an_owned_zero_d_array():
+    # einsum summing to a number hands a NumPy scalar to a 0-d operand; the fast SGD step needs an array.
+    from microgradx.tensor import einsum
+    s = Tensor(np.array(2.0, np.float32), label="s")
+    opt = optim.SGD([s], lr=0.5)
+    einsum(",i->", s, Tensor(np.array([1.0, 3.0], np.float32), requires_grad=False)).backward()
+    assert type(s.grad) is np.ndarray and s.grad.shape == () and s.grad.dtype == np.float32 and s.grad == 4.0
+    opt.step()
+    assert s.data == np.float32(0.0)
