@@ -466,7 +466,8 @@ def sgd_step(theta: np.ndarray, g: Any, lr: float, g_bound: float | None = None)
     ``g_bound``, a number known to be >= every |g_i| (the backward pass's, ``Tensor._grad_bound``), proves the
     step without the dot product when lr times it is below ``_NEVER_OVERFLOWS``.
     """
-    if type(g) is not np.ndarray or g.dtype != theta.dtype or g.shape != theta.shape or not theta.flags.writeable:
+    if (type(g) is not np.ndarray or type(theta) is not np.ndarray or g.dtype != theta.dtype
+            or g.shape != theta.shape or not theta.flags.writeable):  # a float parameter (a Value) included
         return False
     dtype = theta.dtype
     limit = _NEVER_OVERFLOWS.get(dtype)

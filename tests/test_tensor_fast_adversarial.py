@@ -315,3 +315,16 @@ def test_a_numpy_scalar_gradient_becomes_an_owned_zero_d_array():
     assert type(s.grad) is np.ndarray and s.grad.shape == () and s.grad.dtype == np.float32 and s.grad == 4.0
     opt.step()
     assert s.data == np.float32(0.0)
+
+
+@PATHS
+def test_a_float_parameter_with_a_zero_d_array_gradient_takes_the_reference_step(reference):
+    # A Value's data is a float; a 0-d array set as its gradient reached the fast SGD kernel, which read
+    # theta.dtype off the float (a bare AttributeError). Oracle: the rule written out.
+    from microgradx import Value
+    v = Value(1.0, label="v")
+    opt = optim.SGD([v], lr=0.1)
+    v.grad = np.array(2.0)
+    with _path(reference):
+        opt.step()
+    assert type(v.data) is float and v.data == 1.0 - 0.1 * 2.0
