@@ -200,10 +200,16 @@ def _cross_entropy_forward(z: np.ndarray, *, labels: np.ndarray | None, q: np.nd
     # -sum_c q_c log softmax(z)_c, with log softmax(z) = z - m - log sum exp(z - m) (m the maximum: exp cannot
     # overflow); the one-hot q of the plain case is built here, not by the caller.
     q = _one_hot(labels, z) if q is None else q
-    shifted = z - z.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    s = e.sum(axis=1, keepdims=True)
-    per = -(q * (shifted - np.log(s))).sum(axis=1)
+    # NOTE: 0 log 0 := 0: a class the target gives no weight adds nothing, even where its log-probability is
+    # -inf (a logit further below the largest than the float range reaches, where 0 * -inf would be NaN); an
+    # overflow where the target has weight gives inf, which the node's output check refuses.
+    with np.errstate(over="ignore", invalid="ignore"):
+        shifted = z - z.max(axis=1, keepdims=True)
+        e = np.exp(shifted)
+        s = e.sum(axis=1, keepdims=True)
+        terms = q * (shifted - np.log(s))
+    terms[q == 0] = 0.0
+    per = -terms.sum(axis=1)
     out = np.asarray(_per_position(per, reduction, divisor), dtype=z.dtype)
     return out, (e / s, q, reduction, divisor)
 

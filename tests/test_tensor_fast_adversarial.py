@@ -328,3 +328,26 @@ def test_a_float_parameter_with_a_zero_d_array_gradient_takes_the_reference_step
     with _path(reference):
         opt.step()
     assert type(v.data) is float and v.data == 1.0 - 0.1 * 2.0
+
+
+@PATHS
+@pytest.mark.parametrize("options", [{}, {"reduction": "sum"}, {"weight": [1.0, 2.0, 0.5]}, {"ignore_index": 2}])
+@pytest.mark.filterwarnings("ignore:overflow encountered")  # the package's own filter (set at import)
+def test_logits_further_apart_than_the_float_range_give_pytorchs_loss(options, reference, torch):
+    # 3e38 - (-3e38) overflows float32, so the smallest class's log-probability is -inf; where the target gives
+    # that class no weight it adds nothing (0 log 0 = 0), so the loss is finite, as PyTorch's, not NaN.
+    from microgradx import losses
+    Z = np.array([[3e38, -3e38, 0.0], [0.0, 1.0, -1.0]], np.float32)
+    y = np.array([0, 1])
+    with _path(reference):
+        z = Tensor(Z)
+        loss = losses.cross_entropy(z, y, **options)
+        loss.backward()
+    tz = torch.tensor(Z, requires_grad=True)
+    topts = {**options, **({"weight": torch.tensor(options["weight"])} if "weight" in options else {})}
+    want = torch.nn.functional.cross_entropy(tz, torch.tensor(y), **topts)
+    want.backward()
+    assert loss.item() == pytest.approx(want.item(), rel=1e-6)
+    np.testing.assert_allclose(z.grad, tz.grad.numpy(), rtol=1e-6, atol=1e-7)
+    with _path(reference), pytest.raises(DomainError, match=r"cross_entropy\(.*\): gives inf"):
+        losses.cross_entropy(Tensor(Z), np.array([1, 1]), **options)  # -log p = 6e38 does not fit float32
