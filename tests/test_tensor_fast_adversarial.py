@@ -351,3 +351,22 @@ def test_logits_further_apart_than_the_float_range_give_pytorchs_loss(options, r
     np.testing.assert_allclose(z.grad, tz.grad.numpy(), rtol=1e-6, atol=1e-7)
     with _path(reference), pytest.raises(DomainError, match=r"cross_entropy\(.*\): gives inf"):
         losses.cross_entropy(Tensor(Z), np.array([1, 1]), **options)  # -log p = 6e38 does not fit float32
+
+
+@PATHS
+@pytest.mark.parametrize("root", ["leaf", "retained", "seed tensor", "retained through an add"])
+def test_the_seed_array_is_no_tensors_gradient(root, reference):
+    # PyTorch copies: changing the seed array after backward (a buffer refilled for the next call) must not
+    # change a gradient, nor may a Tensor given as the seed share its data with one.
+    w = Tensor([1.0, 2.0], label="w")
+    m = (w * 3.0).retain_grad()
+    y = w if root == "leaf" else m + 0.0 if root == "retained through an add" else m
+    kept = w if root == "leaf" else m  # the tensor whose .grad the seed reaches unchanged
+    seed_tensor = Tensor([1.0, -1.0], label="seed")
+    seed = seed_tensor if root == "seed tensor" else np.array([1.0, -1.0])
+    with _path(reference):
+        y.backward(seed)
+    (seed_tensor.data if root == "seed tensor" else seed)[0] = 99.0
+    np.testing.assert_array_equal(kept.grad, [1.0, -1.0])
+    if root != "leaf":
+        np.testing.assert_array_equal(w.grad, [3.0, -3.0])
