@@ -370,3 +370,22 @@ def test_the_seed_array_is_no_tensors_gradient(root, reference):
     np.testing.assert_array_equal(kept.grad, [1.0, -1.0])
     if root != "leaf":
         np.testing.assert_array_equal(w.grad, [3.0, -3.0])
+
+
+def test_load_state_dict_refuses_float64_values_beyond_a_float32_models_range_and_changes_nothing():
+    # A float64 state (saved from a float64 model, say) copied into float32 parameters: 1e39 is finite in
+    # float64 and inf in float32, which the fast SGD step would then carry on (it trusts parameters finite).
+    from microgradx import nn
+    model = nn.Sequential(nn.Linear(2, 3, dtype=np.float32), nn.Linear(3, 2, dtype=np.float32))
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    state = {k: v.astype(np.float64) for k, v in before.items()}
+    state["0.weight"] = state["0.weight"] * 2.0
+    state["1.weight"][1, 2] = 1e39
+    with pytest.raises(ValueError, match=r"load_state_dict: 1\.weight holds values beyond the largest float32"):
+        model.load_state_dict(state)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+        assert v.dtype == np.float32
+    state["1.weight"][1, 2] = 3e38  # the largest float32 is about 3.4e38: this one fits
+    model.load_state_dict(state)
+    assert model.state_dict()["1.weight"][1, 2] == np.float32(3e38)
