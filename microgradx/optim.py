@@ -315,7 +315,9 @@ class Optimizer(ABC, metaclass=_FinishesGroups):
         # as PyTorch does); a float parameter (a Value) in float64.
         array = isinstance(p.data, np.ndarray)
         theta = p.data if array else np.float64(p.data)
-        if array and not theta.flags.writeable:  # refused before the rule runs: the state stays as it was
+        if array and (theta.dtype.kind != "f" or not theta.flags.writeable):  # before the rule: state unchanged
+            if theta.dtype.kind != "f":  # data replaced since the optimizer was made: an int array would truncate
+                raise TypeError(f"{name}.step: {_where(i, p)} has {theta.dtype} data; a parameter needs float data")
             raise ValueError(f"{name}.step: {_where(i, p)} has read-only data; an optimizer updates a parameter in "
                              "place, so give it a writable array (a copy)")
         try:

@@ -389,3 +389,19 @@ def test_load_state_dict_refuses_float64_values_beyond_a_float32_models_range_an
     state["1.weight"][1, 2] = 3e38  # the largest float32 is about 3.4e38: this one fits
     model.load_state_dict(state)
     assert model.state_dict()["1.weight"][1, 2] == np.float32(3e38)
+
+
+@PATHS
+@pytest.mark.parametrize("rule", list(RULES))
+def test_parameter_data_replaced_by_integers_is_refused_by_name_not_truncated(rule, reference):
+    # The constructor checks the dtype; data replaced afterwards was stepped as int64: the gradient truncated
+    # (0.5 -> 0) and the update cut back to integers, silently.
+    w = Tensor([1.0, 2.0], label="w")
+    opt = RULES[rule]([w])
+    w.data = np.array([1, 2])
+    w.grad = np.array([0.5, 3.0])
+    with _path(reference), pytest.raises(TypeError, match=r"step: parameter 0 \('w'\) has int64 data; a parameter "
+                                                          r"needs float data"):
+        opt.step()
+    np.testing.assert_array_equal(w.data, [1, 2])
+    assert opt.state[0] == {}
