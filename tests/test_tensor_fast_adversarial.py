@@ -405,3 +405,153 @@ def test_parameter_data_replaced_by_integers_is_refused_by_name_not_truncated(ru
         opt.step()
     np.testing.assert_array_equal(w.data, [1, 2])
     assert opt.state[0] == {}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fast twins against their references on what the existing agreement tests do not draw
+# ---------------------------------------------------------------------------------------------------------
+
+def _weight_in_layout(W: np.ndarray, layout: str) -> np.ndarray:
+    """The same numbers in another memory layout: C, Fortran, every other column of a wider array, reversed."""
+    if layout == "F":
+        return np.asfortranarray(W)
+    if layout == "strided":
+        wide = np.zeros((W.shape[0], 2 * W.shape[1]), W.dtype)
+        wide[:, ::2] = W
+        return wide[:, ::2]
+    if layout == "reversed":
+        return np.ascontiguousarray(W[::-1, ::-1])[::-1, ::-1]
+    return np.ascontiguousarray(W)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([(4,), (3, 4), (2, 3, 4), (0, 4)]),
+       st.sampled_from([None, "relu", "tanh", "softplus", "sin", "abs", "hard_tanh", "softsign", "arctan"]),
+       st.booleans(), st.sampled_from(["C", "F", "strided", "reversed"]), st.sampled_from([np.float32, np.float64]),
+       st.sampled_from([1.0, 1e-20, 1e15, 1e150]))
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_fast_linear_agrees_with_the_reference_on_input_ranks_layouts_activations_and_magnitudes(
+        seed, x_shape, act, bias, layout, dtype, scale):
+    # Oracle: the reference kernel (fast.reference_only()) on identical data: the same output and gradients to
+    # rounding, of the same dtype and shape, or the same error where a magnitude overflows.
+    from microgradx.tensor import FUSABLE_ACTIVATIONS
+    assert act is None or act in {op.name for op in FUSABLE_ACTIVATIONS}
+    rng = np.random.default_rng(seed)
+    scale = min(scale, 1e30) if dtype == np.float32 else scale
+    X = (rng.normal(size=x_shape) * scale).astype(dtype)
+    W0 = rng.normal(size=(3, 4)).astype(dtype)
+    b0 = rng.normal(size=3).astype(dtype)
+    g = rng.normal(size=x_shape[:-1] + (3,)).astype(dtype)
+    results = []
+    for reference in (False, True):
+        W = Tensor(_weight_in_layout(W0, layout), label="W")
+        b = Tensor(b0.copy(), label="b") if bias else None
+        x = Tensor(X.copy(), label="x")
+        with _path(reference):
+            try:
+                y = linear(x, W, b, activation=act)
+                y.backward(g)
+            except DomainError as e:
+                results.append(str(e))
+                continue
+        results.append([y.data, x.grad, W.grad] + ([b.grad] if bias else []))
+    fast_result, ref_result = results
+    assert type(fast_result) is type(ref_result)
+    if isinstance(ref_result, str):
+        assert fast_result == ref_result
+        return
+    tol = {"rtol": 1e-5, "atol": 1e-30} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-300}
+    for f, r in zip(fast_result, ref_result, strict=True):
+        assert f.shape == r.shape and f.dtype == r.dtype == dtype
+        np.testing.assert_allclose(f, r, rtol=tol["rtol"], atol=tol["atol"] + tol["rtol"] * np.abs(r).max(initial=0))
+
+
+class _Param:
+    """A parameter as the optimizer protocol has it: an array ``data`` (any float dtype) and its ``grad``."""
+
+    def __init__(self, data: np.ndarray, grad: np.ndarray) -> None:
+        self.data, self.grad, self.label = data, grad, "p"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([np.float16, np.float32, np.float64]),
+       st.sampled_from([(), (1,), (5,), (2, 3)]), st.sampled_from([0.0, 1e-3, 1.0, 1e2, 3e4, 1e20, 1e38, 1e300]),
+       st.sampled_from([0.0, 1e-3, 1.0, 1e2, 3e4, 1e20, 1e38, 1e300]), st.booleans(),
+       st.sampled_from([0.0, 1e-3, 0.1, 10.0, 1e5, 1e30, 1e39, 1e300]), st.sampled_from(list(RULES)))
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_fast_and_reference_steps_agree_on_every_float_dtype_rank_and_magnitude(seed, dtype, shape, theta_scale,
+                                                                                 g_scale, g_float64, lr, rule):
+    # Oracle: the reference step (fast.reference_only()) on identical parameters, twice in a row: the same new
+    # parameters bit for bit, or the same refusal with the parameter left as it was; never a non-finite value.
+    rng = np.random.default_rng(seed)
+    top = float(np.finfo(dtype).max)
+    theta0 = np.asarray(np.clip(rng.normal(size=shape) * theta_scale, -top, top).astype(dtype))
+    g0 = np.clip(rng.normal(size=shape) * g_scale, -top, top)
+    g0 = np.asarray(g0 if g_float64 else g0.astype(dtype))
+    outcomes = []
+    for reference in (False, True):
+        p = _Param(theta0.copy(), g0.copy())
+        opt = {"SGD": optim.SGD, "SGD momentum": optim.SGD, "Adam": optim.Adam, "RMSprop": optim.RMSprop,
+               "AdaGrad": optim.AdaGrad}[rule]([p], lr=lr, **({"momentum": 0.9} if rule == "SGD momentum" else {}))
+        with _path(reference):
+            try:
+                opt.step()
+                opt.step()
+                outcomes.append(("stepped", p.data))
+            except DomainError as e:
+                outcomes.append((str(e), p.data))
+    (fast_what, fast_data), (ref_what, ref_data) = outcomes
+    assert fast_what == ref_what
+    assert fast_data.dtype == ref_data.dtype == dtype and fast_data.shape == shape
+    np.testing.assert_array_equal(fast_data, ref_data)
+    assert np.all(np.isfinite(fast_data))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([np.float32, np.float64]), st.sampled_from([1.0, 1e-20, 1e15]),
+       st.lists(st.sampled_from(["retain", "shared weight", "raw ops", "no_grad branch", "second use", "keep grads"]),
+                max_size=4, unique=True))
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_every_gradient_bound_left_on_a_tensor_covers_its_gradient_and_the_steps_match_the_reference(
+        seed, dtype, scale, twists):
+    # The optimizer trusts Tensor._grad_bound instead of a pass over the gradient. Oracle: the gradient's own
+    # largest magnitude (in float64), after two training steps of a small network whose graph reuses a weight,
+    # keeps an intermediate gradient, mixes fused layers with raw ops, and may accumulate over two backward
+    # passes; and the parameters the reference path (no bounds at all) ends with.
+    from microgradx import losses
+    from microgradx.tensor import no_grad
+    finals = []
+    for reference in (False, True):
+        rng = np.random.default_rng(seed)
+        W1 = Tensor((rng.normal(size=(100, 300)) * scale).astype(dtype), label="W1")
+        W2 = Tensor(rng.normal(size=(100, 100)).astype(dtype), label="W2")
+        b = Tensor(rng.normal(size=100).astype(dtype), label="b")
+        params = [W1, W2, b]
+        opt = optim.SGD(params, lr=0.01)
+        with _path(reference):
+            for _step in range(2):
+                for _ in range(2 if "keep grads" in twists else 1):  # gradients accumulated over two passes
+                    X = rng.normal(size=(16, 300)).astype(dtype)  # W1's gradient: proved from norms
+                    h = linear(X, W1, b, activation="relu")
+                    if "retain" in twists:
+                        h.retain_grad()
+                    out = h @ W2.T + b if "raw ops" in twists else linear(h, W2, b)
+                    if "shared weight" in twists:
+                        out = out + linear(h, W2)
+                    if "no_grad branch" in twists:
+                        with no_grad():
+                            frozen = out * 0.5
+                        out = out + frozen
+                    if "second use" in twists:
+                        out = out + (out * 0.25).tanh()
+                    loss = losses.cross_entropy(out, rng.integers(0, 100, size=16))
+                    loss.backward()
+                for p in params:
+                    if p._grad_bound is not None:
+                        assert p._grad_bound >= float(np.max(np.abs(p._grad.astype(np.float64)))), p.label
+                opt.step()
+                opt.zero_grad()
+        finals.append([p.data for p in params])
+    for f, r in zip(*finals, strict=True):
+        rtol = 1e-4 if dtype == np.float32 else 1e-10
+        np.testing.assert_allclose(f, r, rtol=rtol, atol=rtol * np.abs(r).max())
