@@ -145,6 +145,9 @@ class Tensor:
                 raise TypeError(f"grad of {_describe(self)}: expected a NumPy array (or None), got "
                                 f"{type(value).__name__}")
             value = np.asarray(value)  # NOTE: a NumPy scalar (a vjp summing to a number) becomes a 0-d array
+        if value is not None and value.shape != self.data.shape:  # as PyTorch: a later sum would broadcast it
+            raise ShapeError(f"grad of {_describe(self)}: shape {value.shape} differs from the tensor's shape "
+                             f"{self.data.shape}")
         self._grad_bound = None
         if not self.keeps_grad:
             return

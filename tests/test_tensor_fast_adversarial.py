@@ -555,3 +555,17 @@ def test_every_gradient_bound_left_on_a_tensor_covers_its_gradient_and_the_steps
     for f, r in zip(*finals, strict=True):
         rtol = 1e-4 if dtype == np.float32 else 1e-10
         np.testing.assert_allclose(f, r, rtol=rtol, atol=rtol * np.abs(r).max())
+
+
+@PATHS
+def test_a_gradient_of_another_shape_is_refused_instead_of_broadcast_by_the_next_backward(reference):
+    # As PyTorch refuses it. Accepted, a (3, 1) gradient on a (3,) tensor became (3, 3) when backward added the
+    # next one to it, and the optimizer then refused a gradient the user never set.
+    from microgradx.tensor import ShapeError
+    w = Tensor([1.0, 2.0, 3.0], label="w")
+    with pytest.raises(ShapeError, match=r"grad of w: shape \(3, 1\) differs from the tensor's shape \(3,\)"):
+        w.grad = np.ones((3, 1))
+    assert w.grad is None
+    with _path(reference):
+        (w * w).sum().backward()
+    np.testing.assert_array_equal(w.grad, [2.0, 4.0, 6.0])
