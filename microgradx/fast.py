@@ -335,6 +335,7 @@ def cross_entropy_forward(z: np.ndarray, labels: np.ndarray) -> tuple:
     (z.max(axis=1) is ~8x slower than the same max across the rows of the (C, N) transpose).
     """
     n = z.shape[0]
+    labels = labels.copy()  # NOTE: the caller's array: refilled with the next batch before backward, say
     zt = z.T.copy()
     zt -= np.maximum.reduce(zt, axis=0)  # shift each example by its largest logit: exp cannot overflow
     rows = np.arange(n)
@@ -350,7 +351,7 @@ def cross_entropy_forward(z: np.ndarray, labels: np.ndarray) -> tuple:
 def cross_entropy_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
     """The reference's (softmax(z) - onehot(y)) g / N, on the transpose."""
     e, s, labels, rows, n, dtype = res
-    k = g / dtype.type(n)
+    k = g / dtype.type(max(n, 1))  # the reference's divisor: an empty batch has the loss 0 and no gradient
     d = e * (k / s)       # softmax o (transposed), times g / N
     d[labels, rows] -= k  # o - y, times g / N
     return (d.T,)
@@ -395,14 +396,17 @@ def max_abs_bound(a: np.ndarray) -> float:
 
 def scaled_bound(factor: float, bound: float, dtype: np.dtype) -> float | None:
     """A bound on every |factor * x_i| computed in ``dtype``, given ``bound`` >= every |x_i|; None for an
-    unknown dtype. Two roundings (``factor`` to the dtype, then the product) are covered.
+    unknown dtype. Two roundings (``factor`` to the dtype, then the product) are covered, and a factor beyond
+    the dtype's largest float (which rounds to infinity there, so that even 0 * factor is NaN) bounds nothing.
 
-    >>> scaled_bound(0.1, 2.0, np.dtype(np.float32)) >= 0.2
-    True
+    >>> scaled_bound(0.1, 2.0, np.dtype(np.float32)) >= 0.2, scaled_bound(1e39, 0.0, np.dtype(np.float32))
+    (True, inf)
     """
     rounding = _ROUNDING.get(dtype)
     if rounding is None:
         return None
+    if not abs(factor) <= 2.0 * _HEADROOM[dtype]:
+        return math.inf
     return abs(factor) * bound * (1.0 + 4.0 * rounding[0])
 
 
@@ -462,7 +466,8 @@ def sgd_step(theta: np.ndarray, g: Any, lr: float, g_bound: float | None = None)
     ``g_bound``, a number known to be >= every |g_i| (the backward pass's, ``Tensor._grad_bound``), proves the
     step without the dot product when lr times it is below ``_NEVER_OVERFLOWS``.
     """
-    if type(g) is not np.ndarray or g.dtype != theta.dtype or g.shape != theta.shape:
+    if (type(g) is not np.ndarray or type(theta) is not np.ndarray or g.dtype != theta.dtype
+            or g.shape != theta.shape or not theta.flags.writeable):  # a float parameter (a Value) included
         return False
     dtype = theta.dtype
     limit = _NEVER_OVERFLOWS.get(dtype)
@@ -516,7 +521,7 @@ def tensor_backward(root: Any, seed: np.ndarray, order: list) -> None:
             continue
         if node.keeps_grad:
             g0 = node._grad
-            node.grad = s if g0 is None else g0 + s
+            node.grad = s if g0 is None else node.add_grads(g0, s, True)
             if g0 is None and bounds:
                 node._grad_bound = bounds.get(node)  # after the setter, which forgets any earlier bound
         parents = node.parents
@@ -531,7 +536,7 @@ def tensor_backward(root: Any, seed: np.ndarray, order: list) -> None:
                         if b is not None:
                             bounds[p] = b
                     else:
-                        S[p] = prev + c
+                        S[p] = p.add_grads(prev, c)
                         bounds.pop(p, None)  # a sum: the bound was on one of its terms
 
 

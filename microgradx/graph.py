@@ -152,7 +152,7 @@ def backprop(root: Any, seed: Any = 1.0, *, create_graph: bool = False, accumula
             continue
         if accumulate and node.keeps_grad:
             g0 = node.grad
-            node.grad = s if g0 is None else g0 + s
+            node.grad = s if g0 is None else g0 + s if node.partials is not None else node.add_grads(g0, s, True)
         parents = node.parents
         if not parents:
             if type(s) is float and not _isfinite(s):  # the sum over a leaf's uses overflowed
@@ -161,17 +161,18 @@ def backprop(root: Any, seed: Any = 1.0, *, create_graph: bool = False, accumula
                 yield Event(index, node, s, (), () if node.partials is not None else None, (), ())
             continue
         contributions = node.vjp(s, create_graph)
+        # NOTE: a tensor node (partials None) adds its gradients with add_grads, which refuses a sum that overflows.
         if not trace:
             for p, c in zip(parents, contributions):
                 if c is not None:
                     prev = get(p)
-                    S[p] = c if prev is None else prev + c
+                    S[p] = c if prev is None else prev + c if p.partials is not None else p.add_grads(prev, c)
             continue
         totals = []
         for p, c in zip(parents, contributions):
             if c is not None:
                 prev = get(p)
-                S[p] = c if prev is None else prev + c
+                S[p] = c if prev is None else prev + c if p.partials is not None else p.add_grads(prev, c)
             totals.append(get(p))
         # NOTE: only scalar nodes have local derivatives as numbers; a tensor node's event carries its VJPs alone.
         yield Event(index, node, s, parents, getattr(node, "partials", ()), tuple(contributions), tuple(totals))

@@ -103,9 +103,14 @@ def _class_targets(name: str, z: np.ndarray, y: np.ndarray, w: np.ndarray | None
         raise ShapeError(f"{name}: labels of shape {y.shape} do not fit logits of shape {z.shape} (needs {want})")
     keep = None if ignore_index is None else y != ignore_index
     yk = y if keep is None else np.where(keep, y, 0)
-    # NOTE: read as unsigned, a negative label is huge, so one max() checks both ends of [0, C).
-    if yk.size and np.maximum.reduce(yk.view(_UNSIGNED[yk.dtype]) if yk.dtype.kind == "i" else yk,
-                                     axis=None) >= c:
+    # NOTE: read as unsigned, a negative label of b bits is at least 2**(b - 1), so one max() checks both ends of
+    # [0, C) while C <= 2**(b - 1); with more classes than the dtype has positive labels, only a negative is bad.
+    if yk.dtype.kind == "i" and c > np.iinfo(yk.dtype).max:
+        outside = yk.size and np.minimum.reduce(yk, axis=None) < 0
+    else:
+        outside = yk.size and np.maximum.reduce(yk.view(_UNSIGNED[yk.dtype]) if yk.dtype.kind == "i" else yk,
+                                                axis=None) >= c
+    if outside:
         bad = int(yk[(yk < 0) | (yk >= c)].flat[0])
         raise ShapeError(f"{name}: label {bad} is not a class index in [0, {c}) for logits of shape {z.shape}"
                          + (f" (nor the ignore_index {ignore_index})" if ignore_index is not None else ""))
@@ -195,10 +200,16 @@ def _cross_entropy_forward(z: np.ndarray, *, labels: np.ndarray | None, q: np.nd
     # -sum_c q_c log softmax(z)_c, with log softmax(z) = z - m - log sum exp(z - m) (m the maximum: exp cannot
     # overflow); the one-hot q of the plain case is built here, not by the caller.
     q = _one_hot(labels, z) if q is None else q
-    shifted = z - z.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
-    s = e.sum(axis=1, keepdims=True)
-    per = -(q * (shifted - np.log(s))).sum(axis=1)
+    # NOTE: 0 log 0 := 0: a class the target gives no weight adds nothing, even where its log-probability is
+    # -inf (a logit further below the largest than the float range reaches, where 0 * -inf would be NaN); an
+    # overflow where the target has weight gives inf, which the node's output check refuses.
+    with np.errstate(over="ignore", invalid="ignore"):
+        shifted = z - z.max(axis=1, keepdims=True)
+        e = np.exp(shifted)
+        s = e.sum(axis=1, keepdims=True)
+        terms = q * (shifted - np.log(s))
+    terms[q == 0] = 0.0
+    per = -terms.sum(axis=1)
     out = np.asarray(_per_position(per, reduction, divisor), dtype=z.dtype)
     return out, (e / s, q, reduction, divisor)
 

@@ -161,6 +161,12 @@ class Module(ABC):
                 raise ShapeError(f"load_state_dict: {k} has shape {arrays[k].shape}, the {kind} {target.shape}")
             if not np.isfinite(arrays[k]).all():
                 raise ValueError(f"load_state_dict: {k} holds non-finite values")
+            if np.can_cast(arrays[k].dtype, target.dtype, casting="same_kind"):
+                with np.errstate(over="ignore"):  # checked just below: float64 1e39 is inf in float32
+                    arrays[k] = arrays[k].astype(target.dtype)
+                if not np.isfinite(arrays[k]).all():
+                    raise ValueError(f"load_state_dict: {k} holds values beyond the largest {target.dtype}, the "
+                                     "dtype it is loaded into")
         for k, target in targets.items():
             np.copyto(target, arrays[k], casting="same_kind")
 

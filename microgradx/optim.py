@@ -315,7 +315,17 @@ class Optimizer(ABC, metaclass=_FinishesGroups):
         # as PyTorch does); a float parameter (a Value) in float64.
         array = isinstance(p.data, np.ndarray)
         theta = p.data if array else np.float64(p.data)
-        g = np.asarray(p.grad, dtype=theta.dtype)
+        if array and (theta.dtype.kind != "f" or not theta.flags.writeable):  # before the rule: state unchanged
+            if theta.dtype.kind != "f":  # data replaced since the optimizer was made: an int array would truncate
+                raise TypeError(f"{name}.step: {_where(i, p)} has {theta.dtype} data; a parameter needs float data")
+            raise ValueError(f"{name}.step: {_where(i, p)} has read-only data; an optimizer updates a parameter in "
+                             "place, so give it a writable array (a copy)")
+        try:
+            g = np.asarray(p.grad, dtype=theta.dtype)
+        except FloatingPointError:  # a float64 gradient beyond the largest float of a float32 parameter
+            raise DomainError(f"{name}.step: the gradient of {_where(i, p)} (largest |g| "
+                              f"{_peak(np.asarray(p.grad)):.3g}) does not fit the parameter's dtype {theta.dtype}",
+                              f"{name}.step", p.grad, getattr(p, "label", None)) from None
         if g.shape != theta.shape:
             raise ValueError(f"{name}.step: {_where(i, p)} has data of shape {theta.shape} "
                              f"but a gradient of shape {g.shape}")

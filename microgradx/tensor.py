@@ -144,6 +144,14 @@ class Tensor:
     def grad(self, value: np.ndarray | None) -> None:
         # NOTE: intermediate results drop their gradient (nobody reads it; keeping it would hold memory), and
         # a parameter always owns a writable array, so an optimizer may update it in place.
+        if value is not None and type(value) is not np.ndarray:
+            if not isinstance(value, np.ndarray | np.generic):
+                raise TypeError(f"grad of {_describe(self)}: expected a NumPy array (or None), got "
+                                f"{type(value).__name__}")
+            value = np.asarray(value)  # NOTE: a NumPy scalar (a vjp summing to a number) becomes a 0-d array
+        if value is not None and value.shape != self.data.shape:  # as PyTorch: a later sum would broadcast it
+            raise ShapeError(f"grad of {_describe(self)}: shape {value.shape} differs from the tensor's shape "
+                             f"{self.data.shape}")
         self._grad_bound = None
         if not self.keeps_grad:
             return
@@ -221,6 +229,24 @@ class Tensor:
             raise ShapeError(f"{what}: shape {t.shape} differs from {_describe(self)} shape {self.data.shape}")
         return t
 
+    def add_grads(self, a: np.ndarray, b: np.ndarray, held: bool = False) -> np.ndarray:
+        """a + b, two gradients reaching this tensor (``held``: a pass's and the ``.grad`` it already held); a sum
+        that overflows is a DomainError naming this tensor. Both backward passes add gradients through it.
+
+        >>> Tensor([1.0]).add_grads(np.array([1.0]), np.array([2.0]))
+        array([3.])
+        """
+        # NOTE: every vjp's result is finite (checked, or bounded by its finite upstream), so a sum is the one
+        # place in the backward pass where inf can appear unchecked; the fast kernels rely on a finite upstream.
+        total = a + b
+        if _all_finite(total):
+            return total
+        idx, bad = fast.first_nonfinite(total)
+        what = ("added to the .grad it already held (zero the gradients between backward passes)" if held
+                else "summed over its uses")
+        raise DomainError(f"backward: the gradient reaching {_describe(self)}, {what}, is {bad}{_at(idx)}, not a "
+                          "finite number", "backward", bad, self.label)
+
     def reset_grad(self) -> None:
         """Forget the gradient (what ``zero_grad(out)`` does to every node)."""
         self._grad = self._grad_bound = None
@@ -255,6 +281,9 @@ class Tensor:
             if s.shape != self.data.shape:
                 raise ShapeError(f"backward: seed shape {s.shape} differs from {_describe(self)} shape "
                                  f"{self.data.shape}")
+            # NOTE: the seed may become a .grad (this tensor's, or a retained one's through an add): never the
+            # caller's array, nor another tensor's data
+            s = s.copy()
         if fast.ENABLED:  # the same pass without the stepper's generator and events (fast.reference_only(): off)
             fast.tensor_backward(self, s, graph.topological_order(self))
         else:
@@ -1554,15 +1583,20 @@ def _parse_einsum(spec: Any, arrays: Sequence[np.ndarray]) -> dict[str, Any]:
     if bad is not None or "->" in out:
         raise ValueError(f"einsum: {spec!r} is not of the form 'ij,jk->ik' (letters, commas, one '->'); "
                          f"found {bad or '->'!r}")
-    sizes: dict[str, int] = {}
+    sizes: dict[str, int] = {}  # each letter's size; as in PyTorch, an axis of size 1 broadcasts against it
     for k, (sub, a) in enumerate(zip(subs, arrays)):
         if len(sub) != a.ndim:
             raise ShapeError(f"einsum: operand {k} has shape {a.shape}, but {spec!r} gives it {len(sub)} axes "
                              f"({sub!r})")
         for c, n in zip(sub, a.shape):
-            if sizes.setdefault(c, n) != n:
+            if sub.count(c) > 1 and len({m for d, m in zip(sub, a.shape) if d == c}) > 1:
+                raise ShapeError(f"einsum: {spec!r}: letter {c!r} is repeated in operand {k} (shape {a.shape}) "
+                                 "with different sizes: a diagonal needs equal ones")
+            if n != 1 and sizes.get(c, 1) not in (1, n):
                 raise ShapeError(f"einsum: {spec!r}: letter {c!r} is size {sizes[c]} in one place and {n} in "
                                  f"operand {k} (shape {a.shape})")
+            if n != 1 or c not in sizes:
+                sizes[c] = n
     letters = "".join(subs)
     if not arrow:   # NumPy's implicit output: the letters that appear once, in alphabetical order
         out = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
@@ -1570,7 +1604,14 @@ def _parse_einsum(spec: Any, arrays: Sequence[np.ndarray]) -> dict[str, Any]:
         raise ValueError(f"einsum: {spec!r}: each output letter must appear once, and in an operand")
     free = iter(sorted(_SUBSCRIPT_LETTERS - set(letters)))
     renamed, deltas = [], []
-    for sub in subs:
+    for sub, a in zip(subs, arrays):
+        # A letter's size-1 axis broadcast against a larger size gets a letter of its own, which the operand alone
+        # has: summing over it (size 1) leaves the operand constant along the letter, and its gradient summed.
+        wide = {c: next(free, None) for c, n in zip(sub, a.shape) if n == 1 and sizes[c] != 1}
+        if None in wide.values():
+            raise ValueError(f"einsum: {spec!r} uses too many letters to spell its broadcast axes")
+        sizes.update((new, 1) for new in wide.values())
+        sub = "".join(wide.get(c, c) for c in sub)
         seen = ""
         for c in sub:
             if c in seen:
@@ -1610,10 +1651,11 @@ def _spell_ellipsis(spec: str, subs: list[str], out: str, arrow: str, arrays: Se
         if w:
             lead = a.shape[sub.index("..."):sub.index("...") + w]
             for j, n in enumerate(lead, start=width - w):
-                if n != 1 and sizes[j] not in (1, n):
-                    raise ShapeError(f"einsum: {spec!r}: the axes under '...' do not broadcast: size {sizes[j]} "
-                                     f"against {n} (shape {a.shape})")
-                sizes[j] = max(sizes[j], n)
+                if n != 1:  # NOTE: a size-1 axis broadcasts against any size, 0 included (so not max(sizes))
+                    if sizes[j] not in (1, n):
+                        raise ShapeError(f"einsum: {spec!r}: the axes under '...' do not broadcast: size "
+                                         f"{sizes[j]} against {n} (shape {a.shape})")
+                    sizes[j] = n
     spelled, own = [], set()  # own: the letters of broadcast size-1 axes, never in the output
     for sub, a, w in zip(subs, arrays, widths):
         if "..." in sub:
@@ -1678,6 +1720,7 @@ def einsum(subscripts: str, *operands: Any) -> Tensor:
     over: "ij,jk->ik" is a matrix product, "ii->" a trace, "i,j->ij" an outer product. Without "->" the output
     is the letters that appear once, sorted (NumPy's rule). "..." stands for the axes no letter names, lined up
     from the right across operands and broadcast, as in PyTorch: "...ij,...jk->...ik" is a batched matrix product.
+    As in PyTorch, an axis of size 1 also broadcasts against its letter's size in the other operands.
 
     >>> a = Tensor([[1.0, 2.0], [3.0, 4.0]]); t = einsum("ii->", a); t.backward(); t.item(), a.grad.tolist()
     (5.0, [[1.0, 0.0], [0.0, 1.0]])
