@@ -17,7 +17,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from . import fast
 from .ops import DomainError
-from .tensor import PADDING_MODES, Kernel, ShapeError, Tensor, as_tensor, deftensorop, node
+from .tensor import PADDING_MODES, Kernel, ShapeError, Tensor, as_tensor, check_bias_dtype, deftensorop, node
 from .tensor import pad as tensor_pad
 
 __all__ = ["conv2d", "conv1d", "pad", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "global_avg_pool2d",
@@ -194,9 +194,7 @@ def _conv(name: str, x: Any, weight: Tensor, bias: Tensor | None, stride: Any, p
     if any(s + a + b < d * (k - 1) + 1 for s, k, d, (a, b) in zip(size, kernel, dil, pads)):
         raise ShapeError(f"{name}: a kernel of {W.shape[2:]} with dilation {dil[2 - dims:]} does not fit input of "
                          f"shape {X.shape} with padding {padding!r}")
-    if bias is not None and bias.data.dtype != W.dtype:
-        raise TypeError(f"{name}: bias dtype {bias.data.dtype} differs from weight dtype {W.dtype}; convert the bias "
-                        "(float32 data is never silently upcast)")
+    check_bias_dtype(name, bias, W)
     if bias is not None and bias.data.shape != (o,):
         raise ShapeError(f"{name}: bias of shape {bias.data.shape} does not fit weight of shape {W.shape} "
                          f"(needs ({o},))")

@@ -1196,6 +1196,17 @@ FUSABLE_ACTIVATIONS = frozenset(op for op in OPS.values()
                                 if op.arity == 1 and op.param is None and op.bounded and not op.checked)
 
 
+def check_bias_dtype(name: str, bias: Tensor | None, W: np.ndarray) -> None:
+    """A TypeError unless ``bias`` (or None) has the weight's dtype: added to a float32 product, a float64 bias
+    would be cast down by the fast kernels and upcast the output by the readable ones.
+
+    >>> check_bias_dtype("linear", Tensor([1.0]), np.ones((1, 1)))
+    """
+    if bias is not None and bias.data.dtype != W.dtype:
+        raise TypeError(f"{name}: bias dtype {bias.data.dtype} differs from weight dtype {W.dtype}; convert the "
+                        "bias (float32 data is never silently upcast)")
+
+
 def _linear_misfit(X: np.ndarray, W: np.ndarray, bias: Tensor | None) -> None:
     """Raise the error that says why x, W and bias do not fit linear()."""
     if W.ndim != 2 or X.ndim == 0 or X.shape[-1] != W.shape[1]:
@@ -1204,6 +1215,7 @@ def _linear_misfit(X: np.ndarray, W: np.ndarray, bias: Tensor | None) -> None:
     if X.dtype != W.dtype:
         raise TypeError(f"linear: input dtype {X.dtype} differs from weight dtype {W.dtype}; convert the input "
                         "(float32 data is never silently upcast)")
+    check_bias_dtype("linear", bias, W)
     raise ShapeError(f"linear: bias of shape {bias.data.shape} does not fit weight of shape {W.shape} "
                      f"(needs ({W.shape[0]},))")
 
@@ -1236,7 +1248,7 @@ def linear(x: Any, weight: Tensor, bias: Tensor | None = None, activation: Op | 
         x if isinstance(x, Tensor) else _const(np.asarray(x, dtype=W.dtype))
     X = x.data
     if (W.ndim != 2 or X.ndim == 0 or X.shape[-1] != W.shape[1] or X.dtype != W.dtype
-            or (bias is not None and bias.data.shape != (W.shape[0],))):
+            or (bias is not None and (bias.data.shape != (W.shape[0],) or bias.data.dtype != W.dtype))):
         _linear_misfit(X, W, bias)
     inputs = (x, weight) if bias is None else (x, weight, bias)
     return node(LINEAR, inputs, None if act is None else {"activation": act})

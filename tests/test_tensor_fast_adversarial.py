@@ -569,3 +569,21 @@ def test_a_gradient_of_another_shape_is_refused_instead_of_broadcast_by_the_next
     with _path(reference):
         (w * w).sum().backward()
     np.testing.assert_array_equal(w.grad, [2.0, 4.0, 6.0])
+
+
+@pytest.mark.parametrize("reference", [False, True], ids=["fast", "reference"])
+@pytest.mark.parametrize(("weight", "bias"), [(np.float32, np.float64), (np.float64, np.float32)])
+def test_linear_refuses_a_bias_of_another_dtype_on_both_paths(weight, bias, reference):
+    # The fast kernel added a float64 bias into its float32 product (cast down), the reference upcast the output
+    # to float64: a bias of another dtype is refused like an input of another dtype, on nn.Linear too.
+    from microgradx import nn
+    x, w, b = Tensor(np.ones((2, 3), weight)), Tensor(np.ones((4, 3), weight)), Tensor(np.ones(4, bias))
+    message = rf"linear: bias dtype {np.dtype(bias)} differs from weight dtype {np.dtype(weight)}"
+    layer = nn.Linear(3, 4, rng=0)
+    layer.weight.data, layer.bias.data = layer.weight.data.astype(weight), layer.bias.data.astype(bias)
+    with fast.reference_only() if reference else contextlib.nullcontext():
+        for act in (None, "relu"):
+            with pytest.raises(TypeError, match=message):
+                linear(x, w, b, activation=act)
+        with pytest.raises(TypeError, match=message):
+            layer(np.ones((2, 3), weight))
