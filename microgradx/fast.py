@@ -848,8 +848,14 @@ def value_order(root: Any) -> list:
     >>> [n.label or n.op.name for n in value_order(y)]
     ['x', 'mul', 'add']
     """
-    order, kept = _order_marking(root)
-    _give_back(order, kept)
+    order: list = []
+    kept: dict = {}
+    try:
+        _order_marking(root, order, kept)
+        _give_back(order, kept)
+    except BaseException:  # interrupted: give back every grad (giving one back twice changes nothing)
+        _give_back(order, kept)
+        raise
     return order
 
 
@@ -862,15 +868,35 @@ def _give_back(nodes: Any, kept: dict) -> None:
         n.grad = g0
 
 
+def _unmark(root: Any, kept: dict) -> None:
+    """Every node behind ``root`` still marked ``_UNSET`` given its grad back (after an interrupted search).
+
+    A node is marked only while a marked child is looked at, so the marked nodes hang together from ``root``:
+    a walk through marked nodes alone finds them all, whatever the search's own lists held when it stopped.
+    """
+    unset = _UNSET
+    if root.grad is not unset:
+        return
+    root.grad = kept.get(root, _ZERO)
+    stack = [root]
+    while stack:
+        n = stack.pop()
+        for p in (n._a, n._b):
+            if p is not None and p.grad is unset:
+                p.grad = kept.get(p, _ZERO)
+                stack.append(p)
+
+
 def _plus_zero(g: Any) -> bool:
     """Whether ``g`` is the float +0.0 (a fresh grad, though not the kernels' own 0.0 object): ``_plus_zero(-0.0)``
     is False."""
     return type(g) is float and g == 0.0 and _copysign(1.0, g) > 0.0
 
 
-def _order_marking(root: Any) -> tuple[list, dict]:
-    """(the topological order, {node: grad before} for the nodes whose grad was not +0.0), every node's ``grad``
-    set to ``_UNSET``.
+def _order_marking(root: Any, order: list, kept: dict) -> None:
+    """Fill ``order`` with the topological order and ``kept`` with {node: grad before} for the nodes whose grad
+    was not +0.0, every node's ``grad`` set to ``_UNSET``. (The caller owns both, so that it can give every grad
+    back after an interrupt at any point, even between this function's end and its own next statement.)
 
     The reference keeps (node, iterator over its parents) on its stack and a set of the nodes it has reached;
     here the mark in ``grad`` says "reached", and the stack holds the nodes waiting for a parent's subgraph. The
@@ -880,16 +906,14 @@ def _order_marking(root: Any) -> tuple[list, dict]:
     as soon as it is reached. A grad that is the float +0.0 (a fresh node's, nearly always) is not kept: the
     backward pass knows it; any other (an earlier backward's sum, None, a Value) is kept in the dict.
     """
-    order: list = []
-    kept: dict = {}
     stack: list = []
     unset, zero = _UNSET, _ZERO
     n = root
-    g = n.grad
-    if g is not zero and not _plus_zero(g):
-        kept[n] = g
-    n.grad = unset
     try:
+        g = n.grad
+        if g is not zero and not _plus_zero(g):
+            kept[n] = g
+        n.grad = unset
         while True:
             # n is marked; walk into its first parent still to explore that has parents of its own. (The two
             # parents are handled by two copies of the same lines: a loop over them would build a tuple per node.)
@@ -919,11 +943,10 @@ def _order_marking(root: Any) -> tuple[list, dict]:
                         order.append(b)
             order.append(n)
             if not stack:
-                return order, kept
+                return
             n = stack.pop()
     except BaseException:  # interrupted: give every node its grad back
-        marked = [*order, *stack, n, *(p for p in (n._a, n._b) if p is not None and p.grad is unset)]
-        _give_back(marked, kept)
+        _unmark(root, kept)
         raise
 
 
@@ -942,13 +965,17 @@ def value_backward(root: Any, seed: float) -> None:
     >>> value_backward(y, 1.0); x.grad
     6.0
     """
-    order, kept = _order_marking(root)
-    root.grad = seed
     unset, zero, add = _UNSET, _ZERO, _ADD
-    # A kept grad is nearly always a parameter's (a leaf's, not zeroed since the last step): then an inner node
-    # with S = 0 needs no look-up in ``kept``.
-    inner_kept = any(n._a is not None for n in kept)
+    order: list = []
+    kept: dict = {}
+    # NOTE: every statement that marks or sums a grad is inside the ``try``: an interrupt (Ctrl-C) anywhere gives
+    # every grad back.
     try:
+        _order_marking(root, order, kept)
+        root.grad = seed
+        # A kept grad is nearly always a parameter's (a leaf's, not zeroed since the last step): then an inner node
+        # with S = 0 needs no look-up in ``kept``.
+        inner_kept = any(n._a is not None for n in kept)
         for n in reversed(order):
             s = n.grad
             a = n._a
@@ -987,13 +1014,9 @@ def value_backward(root: Any, seed: float) -> None:
                 else:
                     n.grad = g0 + s
             return
-    except BaseException:
+        # A non-finite S: the reference, run on the grads as they were, raises its error about the first bad edge.
         _give_back(order, kept)
-        raise
-    # A non-finite S: the reference, run on the grads as they were, raises its error about the first bad edge.
-    _give_back(order, kept)
-    from . import graph
-    try:
+        from . import graph
         graph.run(graph.backprop(root, seed))
     except BaseException:
         _give_back(order, kept)
