@@ -73,6 +73,14 @@ def _bad_gradient(v: Value, k: int, g: float, c: float) -> DomainError:
                        v.op.name, c, v.label)
 
 
+def _nonfinite_input(op: Op, inputs: tuple, arg: Any) -> DomainError:
+    """The error for an input whose data is not a finite float. Data is checked when a node is made, so only an
+    assignment to ``.data`` gets here; the row must not see it (relu(nan) would be 0, sigmoid(-inf) 0)."""
+    v = next(v for v in inputs if not _isfinite(v.data))
+    where = f" in {v.label}" if v.label else ""
+    return _fail(op, inputs, arg, f"needs finite inputs, got {v.data!r}{where} (was .data set by hand?)")
+
+
 def _check_domain(op: Op, inputs: tuple, arg: Any) -> None:
     for k, (v, dom) in enumerate(zip(inputs, op.domains(arg))):
         if not dom.contains(v.data):
@@ -101,6 +109,8 @@ def _compute(op: Op, inputs: tuple, args: tuple, arg: Any) -> tuple:
 # NOTE: the two builders below are the hot path of every forward pass, so they set the slots directly
 # instead of going through __init__; everything they know about the op still comes from its row.
 def _unary(op: Op, x: Value, arg: Any = None) -> Value:
+    if not _isfinite(x.data):  # relu(nan) would be 0, sigmoid(-inf) 0
+        raise _nonfinite_input(op, (x,), arg)
     out, zs = _compute(op, (x,), (x.data,) if op.param is None else (x.data, arg), arg)
     v = _new(Value)
     v.data, v.grad, v._op, v._a, v._b, v._za, v._zb = out, 0.0, op, x, None, zs[0], arg
@@ -108,10 +118,12 @@ def _unary(op: Op, x: Value, arg: Any = None) -> Value:
 
 
 def _binary(op: Op, a: Value, b: Value) -> Value:
+    x, y = a.data, b.data
+    if not (_isfinite(x) and _isfinite(y)):  # max(-inf, 1) would be 1
+        raise _nonfinite_input(op, (a, b), None)
     if op not in _PLAIN:
-        out, (za, zb) = _compute(op, (a, b), (a.data, b.data), None)
+        out, (za, zb) = _compute(op, (a, b), (x, y), None)
     else:  # add, sub, mul, max, min: no domain, partials finite; only the result can overflow
-        x, y = a.data, b.data
         out = op.forward(FLOAT, x, y)
         za, zb = op.partials(FLOAT, out, x, y)
         if not _isfinite(out):

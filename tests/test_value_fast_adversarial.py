@@ -4,11 +4,12 @@ second derivatives built on the kernels. Oracles: ``fast.reference_only()``, bit
 
 from __future__ import annotations
 
+import math
 import sys
 
 import pytest
 
-from microgradx import DomainError, Value, fast, graph, topological_order
+from microgradx import OPS, DomainError, Neuron, Value, fast, graph, topological_order
 
 
 def bits(x):
@@ -104,3 +105,63 @@ def test_an_interrupt_at_any_bytecode_leaves_every_grad_as_it_was(build, seed, c
             assert (result, after) == completed
         break
     assert interrupted > 50  # the trace reached the pass
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Data set by hand to a non-finite float: refused by every op, fast or not, never absorbed
+# ---------------------------------------------------------------------------------------------------------
+
+NON_FINITE = [math.inf, -math.inf, math.nan]
+
+
+def _outcome(fn):
+    """The node ``fn()`` builds (data and partials as bits), or the type and words of the error it raises."""
+    try:
+        v = fn()
+    except Exception as e:  # noqa: BLE001 - the type and words of every error are compared
+        return type(e), str(e)
+    return bits(v.data), tuple(map(bits, v.partials))
+
+
+@pytest.mark.parametrize("op", [op for op in OPS.values() if op.methods], ids=lambda op: op.name)
+@pytest.mark.parametrize("bad", NON_FINITE)
+def test_an_input_whose_data_was_set_to_a_non_finite_float_is_refused_by_every_row(op, bad):
+    # relu(nan) = 0, sigmoid(-inf) = 0, max(-inf, 0.5) = 0.5: a saturating row would hide the bad number
+    for k in range(op.arity):
+        def build(k=k):
+            xs = [Value(0.5, label=f"v{i}") for i in range(op.arity)]
+            xs[k].data = bad  # as an update p.data -= lr * p.grad that overflowed leaves it
+            return getattr(xs[0], op.methods[0])(*xs[1:])
+        fast_outcome = _outcome(build)
+        with fast.reference_only():
+            assert _outcome(build) == fast_outcome
+        assert fast_outcome[0] is DomainError and f"v{k}" in fast_outcome[1] and op.name in fast_outcome[1]
+
+
+@pytest.mark.parametrize("name", fast.VALUE_KERNELS)
+@pytest.mark.parametrize("bad", NON_FINITE)
+def test_each_kernel_refuses_a_non_finite_operand_as_the_reference(name, bad):
+    unary = name in ("__neg__", "relu", "tanh")
+    for k in range(1 if unary else 2):
+        def build(k=k):
+            x, y = Value(0.5, label="x"), Value(-2.0, label="y")
+            (x, y)[k].data = bad
+            return getattr(Value, name)(x) if unary else getattr(Value, name)(x, y)
+        fast_outcome = _outcome(build)
+        with fast.reference_only():
+            assert _outcome(build) == fast_outcome
+        assert fast_outcome[0] is DomainError
+
+
+@pytest.mark.parametrize("where", ["w1", "x0", "b"])
+@pytest.mark.parametrize("bad", NON_FINITE)
+def test_a_neuron_refuses_a_parameter_or_input_set_to_a_non_finite_float(where, bad):
+    def build():
+        n = Neuron(2, "relu", label="n", seed=0)
+        xs = [Value(0.5, label="x0"), Value(-1.0, label="x1")]
+        {p.label: p for p in [*n.parameters(), *xs]}[f"n.{where}" if where != "x0" else "x0"].data = bad
+        return n(xs)
+    fast_outcome = _outcome(build)
+    with fast.reference_only():
+        assert _outcome(build) == fast_outcome
+    assert fast_outcome[0] is DomainError
