@@ -1013,7 +1013,7 @@ def value_backward(root: Any, seed: float) -> None:
                 s = n.grad
                 if g0 is None:  # a grad the user cleared
                     n.grad = s
-                elif s == 0.0 and g0 == 0.0:
+                elif s == 0.0 and type(g0) is float and g0 == 0.0:  # a zero: one of the two shared floats
                     n.grad = _ZERO if _copysign(1.0, g0 + s) > 0.0 else _NEG_ZERO
                 else:
                     n.grad = g0 + s

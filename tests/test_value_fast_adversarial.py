@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import math
 import sys
+from fractions import Fraction
 
+import numpy as np
 import pytest
 
 from microgradx import OPS, DomainError, Neuron, Value, fast, graph, topological_order
@@ -165,3 +167,39 @@ def test_a_neuron_refuses_a_parameter_or_input_set_to_a_non_finite_float(where, 
     with fast.reference_only():
         assert _outcome(build) == fast_outcome
     assert fast_outcome[0] is DomainError
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Grads that are not Python floats before backward: summed exactly as the reference sums them
+# ---------------------------------------------------------------------------------------------------------
+
+def _grad_record(g):
+    """A grad as what a user sees of it: its type and value (floats as bits, a Value as its data)."""
+    if isinstance(g, Value):
+        return "Value", bits(g.data)
+    if isinstance(g, np.ndarray):
+        return "ndarray", g.dtype.name, g.shape, g.tolist()
+    return type(g).__name__, bits(float(g)) if isinstance(g, (float, np.floating)) else repr(g)
+
+
+EARLIER_GRADS = [np.float64(0.0), np.float64(-0.0), np.float32(0.0), np.float64(1.5), np.zeros(()), np.zeros(2),
+                 Fraction(0), Fraction(1, 3), 0, False, True, -0.0, None]
+
+
+@pytest.mark.parametrize("earlier", EARLIER_GRADS, ids=repr)
+@pytest.mark.parametrize("seed", [1.0, 0.0, -0.0])
+def test_an_earlier_grad_of_any_number_type_gets_the_reference_sum(earlier, seed):
+    def run():
+        x, w = Value(2.0, label="x"), Value(-0.0, label="w")
+        y = x * w + x * 0.0 + (x * w).relu()  # zero and signed-zero gradients on several nodes
+        order = topological_order(y)
+        for n in order:
+            n.grad = earlier
+        try:
+            y.backward(seed)
+        except Exception as e:  # noqa: BLE001 - the type and words of every error are compared
+            return type(e), str(e), [_grad_record(n.grad) for n in order]
+        return [_grad_record(n.grad) for n in order]
+    fast_result = run()
+    with fast.reference_only():
+        assert run() == fast_result
