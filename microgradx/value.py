@@ -241,18 +241,25 @@ class Value:
 
         Gradients accumulate, as in PyTorch and micrograd: a second ``backward()`` adds the same amounts
         again; call ``microgradx.zero_grad(out)`` first to start from zero. With ``create_graph`` the
-        gradients are Values, so they can be differentiated again.
+        gradients are Values, so they can be differentiated again. All or nothing: when the pass raises (a
+        gradient that is not a finite float, an interrupt), every ``grad`` is left as it was.
 
         >>> x = Value(3.0); y = x * x
         >>> y.backward(); y.backward(); x.grad
         12.0
         """
-        if create_graph:
-            graph.run(graph.backprop(self, Value(seed), create_graph=True))
-        elif fast.ENABLED:
+        if fast.ENABLED and not create_graph:
             fast.value_backward(self, _to_float(seed, "backward seed"))
-        else:
-            graph.run(graph.backprop(self, _to_float(seed, "backward seed")))
+            return
+        s = Value(seed) if create_graph else _to_float(seed, "backward seed")
+        order = graph.topological_order(self)
+        before = [n.grad for n in order]
+        try:
+            graph.run(graph.backprop(self, s, create_graph=create_graph))
+        except BaseException:  # the pass adds to each grad as it goes: give the ones it reached back
+            for n, g in zip(order, before):
+                n.grad = g
+            raise
 
     # -- operators (+, -, *, /, **, unary -, abs) are attached from the rows' spellings below ------------------
 

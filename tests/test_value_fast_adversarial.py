@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import sys
+from decimal import Decimal
 from fractions import Fraction
 
 import numpy as np
@@ -101,9 +102,7 @@ def test_an_interrupt_at_any_bytecode_leaves_every_grad_as_it_was(build, seed, c
             continue
         if call == "value_order":
             assert after == before and [id(n) for n in result] == [id(n) for n in order]
-        elif isinstance(result, str):  # the reference's error, every grad as it was
-            assert (result, after) == (completed[0], before)
-        else:
+        else:  # the reference's gradients, or its error with every grad as it was
             assert (result, after) == completed
         break
     assert interrupted > 50  # the trace reached the pass
@@ -203,3 +202,40 @@ def test_an_earlier_grad_of_any_number_type_gets_the_reference_sum(earlier, seed
     fast_result = run()
     with fast.reference_only():
         assert run() == fast_result
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A backward pass that fails leaves every grad as it was, on both paths
+# ---------------------------------------------------------------------------------------------------------
+
+class _Interrupts:
+    """An earlier grad whose sum with this pass's gradient is interrupted (as by Ctrl-C)."""
+
+    def __add__(self, other):
+        raise KeyboardInterrupt
+
+    __radd__ = __add__
+
+
+@pytest.mark.parametrize("build, seed, earlier, error", [
+    (lambda x: (x * 1e300) * 1.0, 1e10, 0.25, DomainError),         # a contribution overflows on an edge
+    (lambda x: x * 1e300 + x * 1e300, 1e8, 0.25, DomainError),      # a leaf's sum over its uses overflows
+    (lambda x: (x * 2.0).tanh() * 3.0, 1.0, Decimal(1), TypeError),  # an earlier grad that cannot be added to
+    (lambda x: (x * 2.0).tanh() * 3.0, 1.0, _Interrupts(), KeyboardInterrupt),
+])
+@pytest.mark.parametrize("create_graph", [False, True])
+def test_a_backward_that_fails_leaves_every_grad_as_it_was_on_both_paths(build, seed, earlier, error, create_graph):
+    def run():
+        x = Value(1.0, label="x")
+        y = build(x)
+        order = topological_order(y)
+        for k, n in enumerate(order):
+            n.grad = earlier if n is x else [0.0, -0.0, 0.5][k % 3]
+        before = [bits(n.grad) for n in order]
+        with pytest.raises(error) as info:
+            y.backward(seed, create_graph=create_graph)
+        assert [bits(n.grad) for n in order] == before
+        return str(info.value)
+    fast_error = run()
+    with fast.reference_only():
+        assert run() == fast_error
