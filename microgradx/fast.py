@@ -954,6 +954,23 @@ def _order_marking(root: Any, order: list, kept: dict) -> None:
         raise
 
 
+def _add_kept(kept: dict) -> bool:
+    """Each kept node's grad (holding its S, a finite float) set to its earlier grad plus S, as the reference adds
+    them; False at the first sum that is not a finite float (the caller then gives every grad back)."""
+    for n, g0 in kept.items():
+        s = n.grad
+        if g0 is None:  # a grad the user cleared
+            n.grad = s
+        elif s == 0.0 and type(g0) is float and g0 == 0.0:  # a zero: one of the two shared floats
+            n.grad = _ZERO if _copysign(1.0, g0 + s) > 0.0 else _NEG_ZERO
+        else:
+            total = g0 + s
+            if isinstance(total, float) and not math.isfinite(total):  # 1e308 + 1e308; an earlier grad nan
+                return False
+            n.grad = total
+    return True
+
+
 def value_backward(root: Any, seed: float) -> None:
     """``graph.run(graph.backprop(root, seed))`` on a Value graph: adds d root / d n to every ``n.grad``.
 
@@ -961,8 +978,9 @@ def value_backward(root: Any, seed: float) -> None:
     so every sum rounds as the reference's does; then ``n.grad = old + S`` (S itself when old is +0.0, with
     -0.0 + +0.0 as +0.0). Finiteness is checked on the leaves' S alone: a non-finite contribution or sum stays
     non-finite in every sum it enters, and a node passes it on to each parent (inf * z and nan * z are not finite
-    for a finite z), so it reaches a leaf. Then every ``grad`` is given back and the reference runs, to raise its
-    DomainError about the first bad edge, and every ``grad`` is given back again.
+    for a finite z), so it reaches a leaf; and on each ``old + S`` where old is not +0.0. Then every ``grad`` is
+    given back and the reference runs, to raise its DomainError about the first bad edge or sum, and every
+    ``grad`` is given back again.
 
     >>> from microgradx import Value
     >>> x = Value(3.0); y = x * x
@@ -1009,16 +1027,10 @@ def value_backward(root: Any, seed: float) -> None:
             if s == 0.0 and (not inner_kept or n not in kept):
                 n.grad = zero
         else:
-            for n, g0 in kept.items():
-                s = n.grad
-                if g0 is None:  # a grad the user cleared
-                    n.grad = s
-                elif s == 0.0 and type(g0) is float and g0 == 0.0:  # a zero: one of the two shared floats
-                    n.grad = _ZERO if _copysign(1.0, g0 + s) > 0.0 else _NEG_ZERO
-                else:
-                    n.grad = g0 + s
-            return
-        # A non-finite S: the reference, run on the grads as they were, raises its error about the first bad edge.
+            if _add_kept(kept):
+                return
+        # A non-finite S, or an earlier grad plus S that is not finite: the reference, run on the grads as they were,
+        # raises its error about the first bad edge or sum.
         _give_back(order, kept)
         from . import graph
         graph.run(graph.backprop(root, seed))

@@ -11,8 +11,11 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from microgradx import OPS, DomainError, Neuron, Value, fast, graph, topological_order
+from microgradx.strategies import DEFAULT_OPS, programs
 
 
 def bits(x):
@@ -239,3 +242,42 @@ def test_a_backward_that_fails_leaves_every_grad_as_it_was_on_both_paths(build, 
     fast_error = run()
     with fast.reference_only():
         assert run() == fast_error
+
+
+# ---------------------------------------------------------------------------------------------------------
+# An earlier grad plus this pass's gradient that is not a finite float: refused, never a silent inf or nan
+# ---------------------------------------------------------------------------------------------------------
+
+def test_a_second_backward_whose_sum_overflows_names_the_node_and_changes_nothing():
+    x = Value(1.0, label="x")
+    y = x * 1.0
+    y.label = "y"
+    y.backward(1e308)
+    with pytest.raises(DomainError, match=r"'y'.*1e\+308.*zero_grad") as info:
+        y.backward(1e308)  # 1e308 + 1e308 overflows in y's (and x's) grad
+    assert (info.value.op, info.value.label) == ("backward", "y")
+    assert (x.grad, y.grad) == (1e308, 1e308)
+
+
+@settings(max_examples=60)
+@given(programs(DEFAULT_OPS, max_steps=8),
+       st.lists(st.sampled_from(["fresh", 1e308, -1e308, 0.5, math.inf, math.nan, -0.0]), min_size=20, max_size=20),
+       st.sampled_from([1.0, 1e308, -1e308, 1e-300]))
+def test_no_backward_leaves_a_non_finite_grad_and_both_paths_agree(program, earlier, seed):
+    def run():
+        out, _ = program.build()
+        order = topological_order(out)
+        for n, g in zip(order, earlier):
+            if g != "fresh":
+                n.grad = g
+        before = [bits(n.grad) for n in order]
+        try:
+            out.backward(seed)
+        except DomainError as e:
+            assert [bits(n.grad) for n in order] == before
+            return str(e)
+        assert all(math.isfinite(n.grad) for n in order)
+        return [bits(n.grad) for n in order]
+    fast_result = run()
+    with fast.reference_only():
+        assert run() == fast_result
