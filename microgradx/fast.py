@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -842,6 +843,9 @@ class _Unset:
 _UNSET = _Unset()
 _ZERO, _NEG_ZERO = 0.0, -0.0  # the kernels' fresh grad is this very object (one constant per module)
 _copysign = math.copysign
+# The marks live in the nodes, and threads can share nodes (one model's parameters): one marking pass at a time.
+# (Reentrant, so that the reference the backward pass re-runs, or a grad's own __add__, may call back in.)
+_MARKING = threading.RLock()
 
 
 def value_order(root: Any) -> list:
@@ -852,6 +856,12 @@ def value_order(root: Any) -> list:
     >>> [n.label or n.op.name for n in value_order(y)]
     ['x', 'mul', 'add']
     """
+    with _MARKING:
+        return _order(root)
+
+
+def _order(root: Any) -> list:
+    """The order ``value_order`` describes, every grad given back; its caller holds ``_MARKING``."""
     order: list = []
     kept: dict = {}
     try:
@@ -987,6 +997,12 @@ def value_backward(root: Any, seed: float) -> None:
     >>> value_backward(y, 1.0); x.grad
     6.0
     """
+    with _MARKING:
+        _backward(root, seed)
+
+
+def _backward(root: Any, seed: float) -> None:
+    """The pass ``value_backward`` describes; its caller holds ``_MARKING``."""
     unset, zero, add = _UNSET, _ZERO, _ADD
     order: list = []
     kept: dict = {}
