@@ -12,7 +12,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from microgradx import MLP, OPS, DomainError, Neuron, Value, fast, graph, topological_order
@@ -312,3 +312,42 @@ def test_backward_calls_in_threads_sharing_parameters_give_the_one_thread_gradie
     # the same sums, added in another order: equal to rounding
     assert [p.grad for p in shared.parameters()] == pytest.approx([p.grad for p in alone.parameters()], rel=1e-9,
                                                                   abs=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Independent oracles: PyTorch for the kernels' gradients, the reference for second derivatives
+# ---------------------------------------------------------------------------------------------------------
+
+KERNEL_OPS = ("add", "sub", "mul", "neg", "relu", "tanh")
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(programs(KERNEL_OPS, max_steps=10))
+def test_the_kernels_gradients_match_pytorch(torch, program):
+    out, leaves = program.build()
+    out.backward()
+    t_out, t_leaves = program.build(lambda x: torch.tensor(x, dtype=torch.float64, requires_grad=True))
+    t_out.backward()
+    assert out.data == pytest.approx(t_out.item(), rel=1e-12, abs=1e-15)
+    got = [leaf.grad for leaf in leaves]
+    want = [0.0 if t.grad is None else t.grad.item() for t in t_leaves]
+    assert got == pytest.approx(want, rel=1e-12, abs=1e-15)
+
+
+@settings(max_examples=20)
+@given(programs(("add", "sub", "mul", "neg", "relu", "tanh", "exp", "div"), max_steps=6, max_inputs=2))
+def test_second_derivatives_built_on_the_kernels_are_the_reference_s_bit_for_bit(program):
+    def number(g):  # a grad is a Value after create_graph, the float 0.0 where no path leads
+        return bits(g.data if isinstance(g, Value) else g)
+
+    def hessian():
+        out, leaves = program.build()
+        first = graph.grad(out, leaves, create_graph=True)
+        out.backward(create_graph=True)  # the same, stored in the grads
+        assert [number(g) for g in first] == [number(leaf.grad) for leaf in leaves]
+        second = [graph.grad(g, leaves) for g in first]
+        first[0].backward()  # the fast pass on a graph whose leaves hold Values in their grads
+        return [bits(h) for row in second for h in row], [number(leaf.grad) for leaf in leaves]
+    fast_result = hessian()
+    with fast.reference_only():
+        assert hessian() == fast_result
