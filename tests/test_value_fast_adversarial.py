@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from microgradx import MLP, OPS, DomainError, Neuron, Value, fast, graph, topological_order
+from microgradx import MLP, OPS, DomainError, Layer, Neuron, Value, fast, graph, topological_order
 from microgradx.strategies import DEFAULT_OPS, programs
 
 
@@ -351,3 +351,25 @@ def test_second_derivatives_built_on_the_kernels_are_the_reference_s_bit_for_bit
     fast_result = hessian()
     with fast.reference_only():
         assert hessian() == fast_result
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A layer's number inputs become leaves by Value's own rule (the weighted sum reads only Values)
+# ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad, error", [("1", TypeError), (True, TypeError), (None, TypeError),
+                                        (math.nan, DomainError), (10**400, DomainError)],
+                         ids=["str", "bool", "None", "nan", "10**400"])
+def test_a_layer_refuses_an_input_value_would_refuse_naming_the_layer_and_input(bad, error):
+    with pytest.raises(error, match=r"L1: input x1"):
+        Layer(2, 1, label="L1", seed=0)([0.5, bad])  # float("1") and float(True) used to pass as 1.0
+    with pytest.raises(error):
+        Value(bad)
+
+
+def test_a_layer_takes_ints_and_numpy_numbers_as_value_does():
+    out = Layer(3, 1, label="L1", seed=0)([1, np.float32(0.5), np.float64(-2.0)])[0]
+    with fast.reference_only():
+        ref = Layer(3, 1, label="L1", seed=0)([Value(1.0, label="x0"), Value(0.5, label="x1"),
+                                               Value(-2.0, label="x2")])[0]
+    assert bits(out.data) == bits(ref.data)
