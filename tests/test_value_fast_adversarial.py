@@ -12,10 +12,13 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+import sympy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from microgradx import MLP, OPS, DomainError, Layer, Neuron, Value, fast, graph, topological_order
+from microgradx import MLP, OPS, DomainError, Layer, Neuron, Value, fast, graph, topological_order, zero_grad
+from microgradx.examples import example3, two_paths
+from microgradx.stepper import Stepper, describe
 from microgradx.strategies import DEFAULT_OPS, programs
 
 
@@ -373,3 +376,36 @@ def test_a_layer_takes_ints_and_numpy_numbers_as_value_does():
         ref = Layer(3, 1, label="L1", seed=0)([Value(1.0, label="x0"), Value(0.5, label="x1"),
                                                Value(-2.0, label="x2")])[0]
     assert bits(out.data) == bits(ref.data)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The course's worked examples: the same steps and gradients on both paths, and SymPy's derivatives
+# ---------------------------------------------------------------------------------------------------------
+
+def _example_steps(build):
+    """The stepper's text for every step of the graph ``build()``, and each node's grad after backward (bits),
+    which must be the grads the stepper's pass left."""
+    out, wrt = build()
+    steps = [describe(ev) for ev in Stepper(out)]
+    stepped = [bits(n.grad) for n in topological_order(out)]
+    zero_grad(out)
+    out.backward()
+    assert [bits(n.grad) for n in topological_order(out)] == stepped
+    return steps, stepped, wrt.grad
+
+
+@pytest.mark.parametrize("name", ["example 3 (thesis)", "two paths (Unit 1)"])
+def test_the_worked_examples_step_and_backpropagate_as_the_reference_and_sympy(name):
+    w = sympy.Symbol("w", real=True)
+    if name == "two paths (Unit 1)":
+        build, expr, at = (lambda: two_paths(2.0)), sympy.cos(w**2) + sympy.sin(w**2), 2.0
+    else:
+        def build():
+            ex = example3()
+            return ex.J, ex.w1
+        sig = lambda z: 1 / (1 + sympy.exp(-z))  # noqa: E731 - the thesis' g
+        expr, at = (sig(sig(2 * w) * sympy.Rational(1, 2)) - sympy.Rational(1, 4)) ** 2, 0.75
+    fast_result = _example_steps(build)
+    with fast.reference_only():
+        assert _example_steps(build) == fast_result
+    assert fast_result[2] == pytest.approx(float(sympy.diff(expr, w).subs(w, at)), rel=1e-13)
