@@ -846,6 +846,10 @@ _copysign = math.copysign
 # The marks live in the nodes, and threads can share nodes (one model's parameters): one marking pass at a time.
 # (Reentrant, so that the reference the backward pass re-runs, or a grad's own __add__, may call back in.)
 _MARKING = threading.RLock()
+# The Value subclasses that redefine what the reference pass reads of a node (its vjp, parents, ...), noted by
+# Value.__init_subclass__: this pass reads Value's own slots, so a graph holding one of their nodes runs the
+# reference.
+REDEFINED_NODES: set[type] = set()
 
 
 def value_order(root: Any) -> list:
@@ -1010,6 +1014,11 @@ def _backward(root: Any, seed: float) -> None:
     # every grad back.
     try:
         _order_marking(root, order, kept)
+        if REDEFINED_NODES and not REDEFINED_NODES.isdisjoint(map(type, order)):
+            _give_back(order, kept)
+            from . import graph
+            graph.run(graph.backprop(root, seed))
+            return
         root.grad = seed
         # A kept grad is nearly always a parameter's (a leaf's, not zeroed since the last step): then an inner node
         # with S = 0 needs no look-up in ``kept``.

@@ -159,6 +159,13 @@ class Value:
     __slots__ = ("data", "grad", "_op", "_a", "_b", "_za", "_zb")
     keeps_grad = True  # backward adds S to every node's grad (the graph core's node protocol)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # NOTE: the fast backward pass reads Value's own slots; a subclass that redefines what the reference pass
+        # asks of a node (its vjp, parents, ...) is noted, and a graph holding one of its nodes runs the reference.
+        if any(name in vars(cls) for name in _NODE_PROTOCOL):
+            fast.REDEFINED_NODES.add(cls)
+
     def __init__(self, data: float, label: str | None = None) -> None:
         self.data = _to_float(data)
         self.grad: Any = 0.0
@@ -296,6 +303,10 @@ class Value:
     def __repr__(self) -> str:
         label = f", label={self.label!r}" if self.label else ""
         return f"Value(data={self.data:.6g}, grad={_fmt(self.grad)}{label})"
+
+
+# What graph.backprop reads of a node (a subclass redefining any of it is run by the reference pass).
+_NODE_PROTOCOL = ("vjp", "parents", "partials", "op", "keeps_grad", "grad", "data")
 
 
 def _rebuild(rows: list) -> Value:

@@ -409,3 +409,46 @@ def test_the_worked_examples_step_and_backpropagate_as_the_reference_and_sympy(n
     with fast.reference_only():
         assert _example_steps(build) == fast_result
     assert fast_result[2] == pytest.approx(float(sympy.diff(expr, w).subs(w, at)), rel=1e-13)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A subclass of Value that redefines how its nodes pass gradients back
+# ---------------------------------------------------------------------------------------------------------
+
+class _DoublingVjp(Value):
+    """A node whose backward passes twice the gradient (a student's experiment, or a deliberately wrong engine)."""
+
+    __slots__ = ()
+
+    def vjp(self, g, create_graph=False):
+        return tuple(2 * c for c in super().vjp(g, create_graph))
+
+
+class _OnlyAMethod(Value):
+    """A subclass that adds a method and changes nothing about backward."""
+
+    __slots__ = ()
+
+    def double(self):
+        return self * 2.0
+
+
+def test_backward_honours_a_subclass_s_vjp_as_grad_and_the_reference_do(monkeypatch):
+    def run():
+        x = Value(0.8, label="x")
+        y = x.sin()
+        y.__class__ = _DoublingVjp
+        z = y * 3.0 + x
+        z.backward()
+        return x.grad, graph.grad(z, [x])[0]
+    fast_grads = run()
+    with fast.reference_only():
+        assert run() == fast_grads
+    assert fast_grads == (6.0 * math.cos(0.8) + 1.0, 6.0 * math.cos(0.8) + 1.0)
+    calls = []  # a subclass that leaves backward alone still runs the fast pass
+    monkeypatch.setattr(fast, "value_backward", lambda *a: calls.append(a))
+    x = Value(0.8)
+    y = x * 2.0
+    y.__class__ = _OnlyAMethod
+    y.double().backward()
+    assert len(calls) == 1
