@@ -551,7 +551,7 @@ def tensor_backward(root: Any, seed: np.ndarray, order: list) -> None:
 # finiteness test per leaf instead of one per edge. An operator allocates one object the garbage collector tracks
 # (the node; micrograd allocates about seven) and the backward pass none per node.
 
-__all__ += ["VALUE_KERNELS", "value_kernels", "value_weighted_sum", "value_order", "value_backward"]
+__all__ += ["VALUE_KERNELS", "value_kernels", "value_weighted_sum", "value_order", "value_backward", "REDEFINED_NODES"]
 
 VALUE_KERNELS = ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__neg__", "relu", "tanh")
 
