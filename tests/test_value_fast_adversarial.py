@@ -190,7 +190,7 @@ def _grad_record(g):
 
 
 EARLIER_GRADS = [np.float64(0.0), np.float64(-0.0), np.float32(0.0), np.float64(1.5), np.zeros(()), np.zeros(2),
-                 Fraction(0), Fraction(1, 3), 0, False, True, -0.0, None]
+                 Fraction(0), Fraction(1, 3), 0, False, True, -0.0, None, Value(0.5)]
 
 
 @pytest.mark.parametrize("earlier", EARLIER_GRADS, ids=repr)
