@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -555,7 +556,7 @@ def tensor_backward(root: Any, seed: np.ndarray, order: list) -> None:
 # finiteness test per leaf instead of one per edge. An operator allocates one object the garbage collector tracks
 # (the node; micrograd allocates about seven) and the backward pass none per node.
 
-__all__ += ["VALUE_KERNELS", "value_kernels", "value_weighted_sum", "value_order", "value_backward"]
+__all__ += ["VALUE_KERNELS", "value_kernels", "value_weighted_sum", "value_order", "value_backward", "REDEFINED_NODES"]
 
 VALUE_KERNELS = ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__neg__", "relu", "tanh")
 
@@ -724,13 +725,16 @@ def value_kernels(cls: type, reference: dict[str, Any]) -> dict[str, Any]:
 
     ref_neg, ref_relu, ref_tanh = reference["__neg__"], reference["relu"], reference["tanh"]
 
+    # NOTE: a node's data is finite unless it was set by hand; then relu and tanh could give a finite number (relu
+    # of nan is 0, tanh of inf is 1), so they test their input, and the reference raises its error.
     def __neg__(self: Any) -> Any:
-        return unary(NEG, self, -self.data, -1.0) if ENABLED else ref_neg(self)
+        out = -self.data
+        return unary(NEG, self, out, -1.0) if out - out == 0.0 and ENABLED else ref_neg(self)
 
     def relu(self: Any) -> Any:  # the activations are written inline too: they run once per neuron
-        if not ENABLED:
-            return ref_relu(self)
         x = self.data
+        if x - x != 0.0 or not ENABLED:
+            return ref_relu(self)
         v = new(cls)
         if x > 0:
             v.data = x
@@ -745,9 +749,10 @@ def value_kernels(cls: type, reference: dict[str, Any]) -> dict[str, Any]:
         return v
 
     def tanh_(self: Any) -> Any:
-        if not ENABLED:
+        x = self.data
+        if x - x != 0.0 or not ENABLED:
             return ref_tanh(self)
-        out = tanh(self.data)
+        out = tanh(x)
         v = new(cls)
         v.data = out
         v.grad = 0.0
@@ -843,6 +848,13 @@ class _Unset:
 _UNSET = _Unset()
 _ZERO, _NEG_ZERO = 0.0, -0.0  # the kernels' fresh grad is this very object (one constant per module)
 _copysign = math.copysign
+# The marks live in the nodes, and threads can share nodes (one model's parameters): one marking pass at a time.
+# (Reentrant, so that the reference the backward pass re-runs, or a grad's own __add__, may call back in.)
+_MARKING = threading.RLock()
+# The Value subclasses that redefine what the reference pass reads of a node (its vjp, parents, ...), noted by
+# Value.__init_subclass__: this pass reads Value's own slots, so a graph holding one of their nodes runs the
+# reference.
+REDEFINED_NODES: set[type] = set()
 
 
 def value_order(root: Any) -> list:
@@ -853,8 +865,20 @@ def value_order(root: Any) -> list:
     >>> [n.label or n.op.name for n in value_order(y)]
     ['x', 'mul', 'add']
     """
-    order, kept = _order_marking(root)
-    _give_back(order, kept)
+    with _MARKING:
+        return _order(root)
+
+
+def _order(root: Any) -> list:
+    """The order ``value_order`` describes, every grad given back; its caller holds ``_MARKING``."""
+    order: list = []
+    kept: dict = {}
+    try:
+        _order_marking(root, order, kept)
+        _give_back(order, kept)
+    except BaseException:  # interrupted: give back every grad (giving one back twice changes nothing)
+        _give_back(order, kept)
+        raise
     return order
 
 
@@ -867,15 +891,35 @@ def _give_back(nodes: Any, kept: dict) -> None:
         n.grad = g0
 
 
+def _unmark(root: Any, kept: dict) -> None:
+    """Every node behind ``root`` still marked ``_UNSET`` given its grad back (after an interrupted search).
+
+    A node is marked only while a marked child is looked at, so the marked nodes hang together from ``root``:
+    a walk through marked nodes alone finds them all, whatever the search's own lists held when it stopped.
+    """
+    unset = _UNSET
+    if root.grad is not unset:
+        return
+    root.grad = kept.get(root, _ZERO)
+    stack = [root]
+    while stack:
+        n = stack.pop()
+        for p in (n._a, n._b):
+            if p is not None and p.grad is unset:
+                p.grad = kept.get(p, _ZERO)
+                stack.append(p)
+
+
 def _plus_zero(g: Any) -> bool:
     """Whether ``g`` is the float +0.0 (a fresh grad, though not the kernels' own 0.0 object): ``_plus_zero(-0.0)``
     is False."""
     return type(g) is float and g == 0.0 and _copysign(1.0, g) > 0.0
 
 
-def _order_marking(root: Any) -> tuple[list, dict]:
-    """(the topological order, {node: grad before} for the nodes whose grad was not +0.0), every node's ``grad``
-    set to ``_UNSET``.
+def _order_marking(root: Any, order: list, kept: dict) -> None:
+    """Fill ``order`` with the topological order and ``kept`` with {node: grad before} for the nodes whose grad
+    was not +0.0, every node's ``grad`` set to ``_UNSET``. (The caller owns both, so that it can give every grad
+    back after an interrupt at any point, even between this function's end and its own next statement.)
 
     The reference keeps (node, iterator over its parents) on its stack and a set of the nodes it has reached;
     here the mark in ``grad`` says "reached", and the stack holds the nodes waiting for a parent's subgraph. The
@@ -885,16 +929,14 @@ def _order_marking(root: Any) -> tuple[list, dict]:
     as soon as it is reached. A grad that is the float +0.0 (a fresh node's, nearly always) is not kept: the
     backward pass knows it; any other (an earlier backward's sum, None, a Value) is kept in the dict.
     """
-    order: list = []
-    kept: dict = {}
     stack: list = []
     unset, zero = _UNSET, _ZERO
     n = root
-    g = n.grad
-    if g is not zero and not _plus_zero(g):
-        kept[n] = g
-    n.grad = unset
     try:
+        g = n.grad
+        if g is not zero and not _plus_zero(g):
+            kept[n] = g
+        n.grad = unset
         while True:
             # n is marked; walk into its first parent still to explore that has parents of its own. (The two
             # parents are handled by two copies of the same lines: a loop over them would build a tuple per node.)
@@ -924,12 +966,28 @@ def _order_marking(root: Any) -> tuple[list, dict]:
                         order.append(b)
             order.append(n)
             if not stack:
-                return order, kept
+                return
             n = stack.pop()
     except BaseException:  # interrupted: give every node its grad back
-        marked = [*order, *stack, n, *(p for p in (n._a, n._b) if p is not None and p.grad is unset)]
-        _give_back(marked, kept)
+        _unmark(root, kept)
         raise
+
+
+def _add_kept(kept: dict) -> bool:
+    """Each kept node's grad (holding its S, a finite float) set to its earlier grad plus S, as the reference adds
+    them; False at the first sum that is not a finite float (the caller then gives every grad back)."""
+    for n, g0 in kept.items():
+        s = n.grad
+        if g0 is None:  # a grad the user cleared
+            n.grad = s
+        elif s == 0.0 and type(g0) is float and g0 == 0.0:  # a zero: one of the two shared floats
+            n.grad = _ZERO if _copysign(1.0, g0 + s) > 0.0 else _NEG_ZERO
+        else:
+            total = g0 + s
+            if isinstance(total, float) and not math.isfinite(total):  # 1e308 + 1e308; an earlier grad nan
+                return False
+            n.grad = total
+    return True
 
 
 def value_backward(root: Any, seed: float) -> None:
@@ -939,21 +997,37 @@ def value_backward(root: Any, seed: float) -> None:
     so every sum rounds as the reference's does; then ``n.grad = old + S`` (S itself when old is +0.0, with
     -0.0 + +0.0 as +0.0). Finiteness is checked on the leaves' S alone: a non-finite contribution or sum stays
     non-finite in every sum it enters, and a node passes it on to each parent (inf * z and nan * z are not finite
-    for a finite z), so it reaches a leaf. Then every ``grad`` is given back and the reference runs, to raise its
-    DomainError about the first bad edge, and every ``grad`` is given back again.
+    for a finite z), so it reaches a leaf; and on each ``old + S`` where old is not +0.0. Then every ``grad`` is
+    given back and the reference runs, to raise its DomainError about the first bad edge or sum, and every
+    ``grad`` is given back again.
 
     >>> from microgradx import Value
     >>> x = Value(3.0); y = x * x
     >>> value_backward(y, 1.0); x.grad
     6.0
     """
-    order, kept = _order_marking(root)
-    root.grad = seed
+    with _MARKING:
+        _backward(root, seed)
+
+
+def _backward(root: Any, seed: float) -> None:
+    """The pass ``value_backward`` describes; its caller holds ``_MARKING``."""
     unset, zero, add = _UNSET, _ZERO, _ADD
-    # A kept grad is nearly always a parameter's (a leaf's, not zeroed since the last step): then an inner node
-    # with S = 0 needs no look-up in ``kept``.
-    inner_kept = any(n._a is not None for n in kept)
+    order: list = []
+    kept: dict = {}
+    # NOTE: every statement that marks or sums a grad is inside the ``try``: an interrupt (Ctrl-C) anywhere gives
+    # every grad back.
     try:
+        _order_marking(root, order, kept)
+        if REDEFINED_NODES and not REDEFINED_NODES.isdisjoint(map(type, order)):
+            _give_back(order, kept)
+            from . import graph
+            graph.run(graph.backprop(root, seed))
+            return
+        root.grad = seed
+        # A kept grad is nearly always a parameter's (a leaf's, not zeroed since the last step): then an inner node
+        # with S = 0 needs no look-up in ``kept``.
+        inner_kept = any(n._a is not None for n in kept)
         for n in reversed(order):
             s = n.grad
             a = n._a
@@ -983,22 +1057,12 @@ def value_backward(root: Any, seed: float) -> None:
             if s == 0.0 and (not inner_kept or n not in kept):
                 n.grad = zero
         else:
-            for n, g0 in kept.items():
-                s = n.grad
-                if g0 is None:  # a grad the user cleared
-                    n.grad = s
-                elif s == 0.0 and g0 == 0.0:
-                    n.grad = _ZERO if _copysign(1.0, g0 + s) > 0.0 else _NEG_ZERO
-                else:
-                    n.grad = g0 + s
-            return
-    except BaseException:
+            if _add_kept(kept):
+                return
+        # A non-finite S, or an earlier grad plus S that is not finite: the reference, run on the grads as they were,
+        # raises its error about the first bad edge or sum.
         _give_back(order, kept)
-        raise
-    # A non-finite S: the reference, run on the grads as they were, raises its error about the first bad edge.
-    _give_back(order, kept)
-    from . import graph
-    try:
+        from . import graph
         graph.run(graph.backprop(root, seed))
     except BaseException:
         _give_back(order, kept)

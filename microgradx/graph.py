@@ -152,7 +152,13 @@ def backprop(root: Any, seed: Any = 1.0, *, create_graph: bool = False, accumula
             continue
         if accumulate and node.keeps_grad:
             g0 = node.grad
-            node.grad = s if g0 is None else g0 + s if node.partials is not None else node.add_grads(g0, s, True)
+            if node.partials is None:  # a tensor: add_grads refuses a sum that overflows, naming the tensor
+                node.grad = s if g0 is None else node.add_grads(g0, s, True)
+            else:
+                total = s if g0 is None else g0 + s
+                if isinstance(total, float) and not _isfinite(total) and _isfinite(s):  # S is fine, the sum is not
+                    raise accumulated_gradient_error(node, g0, s)
+                node.grad = total
         parents = node.parents
         if not parents:
             if type(s) is float and not _isfinite(s):  # the sum over a leaf's uses overflowed
@@ -183,6 +189,14 @@ def leaf_gradient_error(node: Any, s: float) -> DomainError:
     """The error for a leaf whose gradient, summed over its uses, is ``s``, not a finite float."""
     return DomainError(f"backward: the gradient reaching {_kind(node)} ({node.data!r}) sums to {s}, not a finite "
                        "float", "backward", s, node.label)
+
+
+def accumulated_gradient_error(node: Any, g0: Any, s: float) -> DomainError:
+    """The error for a node whose grad from before this backward, ``g0``, plus this pass's ``s`` is not a finite
+    float (gradients accumulate over backward calls; an earlier grad can also have been set by hand)."""
+    return DomainError(f"backward: the grad of {_kind(node)} ({node.data!r}) would be {g0 + s}: {g0!r} from before "
+                       f"this backward plus {s!r} from it, not a finite float; gradients add up over backward calls, "
+                       "zero_grad(out) starts them from 0", "backward", g0 + s, node.label)
 
 
 def run(gen: Generator[Any, None, Any]) -> Any:

@@ -6,7 +6,7 @@ import random
 from collections.abc import Sequence
 
 from . import fast
-from .ops import method_names
+from .ops import DomainError, method_names
 from .value import Value
 
 __all__ = ["Neuron", "Layer", "MLP", "sgd_step"]
@@ -66,8 +66,17 @@ class Layer:
 
     def __call__(self, x: Sequence[Value | float]) -> list[Value]:
         # A float input becomes one Value shared by every neuron (not one per neuron): one node x0 in drawings.
-        x = [xi if isinstance(xi, Value) else Value(float(xi), label=f"x{i}") for i, xi in enumerate(x)]
+        x = [xi if isinstance(xi, Value) else self._leaf(xi, i) for i, xi in enumerate(x)]
         return [n(x) for n in self.neurons]
+
+    def _leaf(self, xi: float, i: int) -> Value:
+        # NOTE: Value's own rule, not float(): float("1") and float(True) would pass a string or a bool as 1.0.
+        try:
+            return Value(xi, label=f"x{i}")
+        except DomainError as e:
+            raise DomainError(f"{self.label}: input x{i}: {e}", e.op, e.value, f"x{i}") from None
+        except TypeError as e:
+            raise TypeError(f"{self.label}: input x{i}: {e}") from None
 
     def parameters(self) -> list[Value]:
         """Every neuron's parameters, in order."""

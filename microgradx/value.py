@@ -73,6 +73,14 @@ def _bad_gradient(v: Value, k: int, g: float, c: float) -> DomainError:
                        v.op.name, c, v.label)
 
 
+def _nonfinite_input(op: Op, inputs: tuple, arg: Any) -> DomainError:
+    """The error for an input whose data is not a finite float. Data is checked when a node is made, so only an
+    assignment to ``.data`` gets here; the row must not see it (relu(nan) would be 0, sigmoid(-inf) 0)."""
+    v = next(v for v in inputs if not _isfinite(v.data))
+    where = f" in {v.label}" if v.label else ""
+    return _fail(op, inputs, arg, f"needs finite inputs, got {v.data!r}{where} (was .data set by hand?)")
+
+
 def _check_domain(op: Op, inputs: tuple, arg: Any) -> None:
     for k, (v, dom) in enumerate(zip(inputs, op.domains(arg))):
         if not dom.contains(v.data):
@@ -101,6 +109,8 @@ def _compute(op: Op, inputs: tuple, args: tuple, arg: Any) -> tuple:
 # NOTE: the two builders below are the hot path of every forward pass, so they set the slots directly
 # instead of going through __init__; everything they know about the op still comes from its row.
 def _unary(op: Op, x: Value, arg: Any = None) -> Value:
+    if not _isfinite(x.data):  # relu(nan) would be 0, sigmoid(-inf) 0
+        raise _nonfinite_input(op, (x,), arg)
     out, zs = _compute(op, (x,), (x.data,) if op.param is None else (x.data, arg), arg)
     v = _new(Value)
     v.data, v.grad, v._op, v._a, v._b, v._za, v._zb = out, 0.0, op, x, None, zs[0], arg
@@ -108,10 +118,12 @@ def _unary(op: Op, x: Value, arg: Any = None) -> Value:
 
 
 def _binary(op: Op, a: Value, b: Value) -> Value:
+    x, y = a.data, b.data
+    if not (_isfinite(x) and _isfinite(y)):  # max(-inf, 1) would be 1
+        raise _nonfinite_input(op, (a, b), None)
     if op not in _PLAIN:
-        out, (za, zb) = _compute(op, (a, b), (a.data, b.data), None)
+        out, (za, zb) = _compute(op, (a, b), (x, y), None)
     else:  # add, sub, mul, max, min: no domain, partials finite; only the result can overflow
-        x, y = a.data, b.data
         out = op.forward(FLOAT, x, y)
         za, zb = op.partials(FLOAT, out, x, y)
         if not _isfinite(out):
@@ -146,6 +158,13 @@ class Value:
     # ``op``, ``label``, ``parents``, ``partials`` and ``arg`` read them.
     __slots__ = ("data", "grad", "_op", "_a", "_b", "_za", "_zb")
     keeps_grad = True  # backward adds S to every node's grad (the graph core's node protocol)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # NOTE: the fast backward pass reads Value's own slots; a subclass that redefines what the reference pass
+        # asks of a node (its vjp, parents, ...) is noted, and a graph holding one of its nodes runs the reference.
+        if any(name in vars(cls) for name in _NODE_PROTOCOL):
+            fast.REDEFINED_NODES.add(cls)
 
     def __init__(self, data: float, label: str | None = None) -> None:
         self.data = _to_float(data)
@@ -229,18 +248,25 @@ class Value:
 
         Gradients accumulate, as in PyTorch and micrograd: a second ``backward()`` adds the same amounts
         again; call ``microgradx.zero_grad(out)`` first to start from zero. With ``create_graph`` the
-        gradients are Values, so they can be differentiated again.
+        gradients are Values, so they can be differentiated again. All or nothing: when the pass raises (a
+        gradient that is not a finite float, an interrupt), every ``grad`` is left as it was.
 
         >>> x = Value(3.0); y = x * x
         >>> y.backward(); y.backward(); x.grad
         12.0
         """
-        if create_graph:
-            graph.run(graph.backprop(self, Value(seed), create_graph=True))
-        elif fast.ENABLED:
+        if fast.ENABLED and not create_graph:
             fast.value_backward(self, _to_float(seed, "backward seed"))
-        else:
-            graph.run(graph.backprop(self, _to_float(seed, "backward seed")))
+            return
+        s = Value(seed) if create_graph else _to_float(seed, "backward seed")
+        order = graph.topological_order(self)
+        before = [n.grad for n in order]
+        try:
+            graph.run(graph.backprop(self, s, create_graph=create_graph))
+        except BaseException:  # the pass adds to each grad as it goes: give the ones it reached back
+            for n, g in zip(order, before):
+                n.grad = g
+            raise
 
     # -- operators (+, -, *, /, **, unary -, abs) are attached from the rows' spellings below ------------------
 
@@ -277,6 +303,10 @@ class Value:
     def __repr__(self) -> str:
         label = f", label={self.label!r}" if self.label else ""
         return f"Value(data={self.data:.6g}, grad={_fmt(self.grad)}{label})"
+
+
+# What graph.backprop reads of a node (a subclass redefining any of it is run by the reference pass).
+_NODE_PROTOCOL = ("vjp", "parents", "partials", "op", "keeps_grad", "grad", "data")
 
 
 def _rebuild(rows: list) -> Value:
