@@ -24,6 +24,7 @@ __all__ = [*LOSSES, "LOSSES", "LossError", "REDUCTIONS"]
 
 REDUCTIONS = ("mean", "sum", "none")
 _UNSIGNED = {np.dtype(f"i{k}"): np.dtype(f"u{k}") for k in (1, 2, 4, 8)}
+_LARGEST = {t: int(np.iinfo(t).max) for t in _UNSIGNED}  # each signed label dtype's largest label (iinfo is slow)
 
 
 class LossError(MicrogradxError, ValueError):
@@ -105,7 +106,7 @@ def _class_targets(name: str, z: np.ndarray, y: np.ndarray, w: np.ndarray | None
     yk = y if keep is None else np.where(keep, y, 0)
     # NOTE: read as unsigned, a negative label of b bits is at least 2**(b - 1), so one max() checks both ends of
     # [0, C) while C <= 2**(b - 1); with more classes than the dtype has positive labels, only a negative is bad.
-    if yk.dtype.kind == "i" and c > np.iinfo(yk.dtype).max:
+    if yk.dtype.kind == "i" and c > _LARGEST[yk.dtype]:
         outside = yk.size and np.minimum.reduce(yk, axis=None) < 0
     else:
         outside = yk.size and np.maximum.reduce(yk.view(_UNSIGNED[yk.dtype]) if yk.dtype.kind == "i" else yk,
