@@ -522,7 +522,8 @@ def tensor_backward(root: Any, seed: np.ndarray, order: list) -> None:
             continue
         if node.keeps_grad:
             g0 = node._grad
-            node.grad = s if g0 is None else node.add_grads(g0, s, True)
+            # NOTE: the seed is the caller's array (or another tensor's data): a .grad gets its own copy
+            node.grad = (s.copy() if s is seed else s) if g0 is None else node.add_grads(g0, s, True)
             if g0 is None and bounds:
                 node._grad_bound = bounds.get(node)  # after the setter, which forgets any earlier bound
         parents = node.parents

@@ -153,7 +153,8 @@ def backprop(root: Any, seed: Any = 1.0, *, create_graph: bool = False, accumula
         if accumulate and node.keeps_grad:
             g0 = node.grad
             if node.partials is None:  # a tensor: add_grads refuses a sum that overflows, naming the tensor
-                node.grad = s if g0 is None else node.add_grads(g0, s, True)
+                # NOTE: the seed is the caller's array (or another tensor's data): a .grad gets its own copy
+                node.grad = (s.copy() if s is seed else s) if g0 is None else node.add_grads(g0, s, True)
             else:
                 total = s if g0 is None else g0 + s
                 if isinstance(total, float) and not _isfinite(total) and _isfinite(s):  # S is fine, the sum is not

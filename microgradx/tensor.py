@@ -281,9 +281,6 @@ class Tensor:
             if s.shape != self.data.shape:
                 raise ShapeError(f"backward: seed shape {s.shape} differs from {_describe(self)} shape "
                                  f"{self.data.shape}")
-            # NOTE: the seed may become a .grad (this tensor's, or a retained one's through an add): never the
-            # caller's array, nor another tensor's data
-            s = s.copy()
         if fast.ENABLED:  # the same pass without the stepper's generator and events (fast.reference_only(): off)
             fast.tensor_backward(self, s, graph.topological_order(self))
         else:
