@@ -238,7 +238,10 @@ class Tensor:
         """
         # NOTE: every vjp's result is finite (checked, or bounded by its finite upstream), so a sum is the one
         # place in the backward pass where inf can appear unchecked; the fast kernels rely on a finite upstream.
-        total = a + b
+        try:
+            total = a + b
+        except RuntimeWarning:  # see _quiet_rerun
+            total = _quiet_rerun(np.add, a, b)
         if _all_finite(total):
             return total
         idx, bad = fast.first_nonfinite(total)

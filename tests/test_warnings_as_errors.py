@@ -92,6 +92,26 @@ def test_tensor_ops_layers_and_losses_give_the_same_under_error_filters(dtype, s
         assert_same_under_error_filters(build)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+def test_gradient_sums_that_overflow_give_the_same_under_error_filters(dtype):
+    big = np.array([float(np.finfo(dtype).max) * 0.6], dtype)
+
+    def two_uses():  # two finite contributions to w whose sum overflows
+        w = Tensor(np.array([1e-3], dtype))
+        return (w * big) + (w * big), [w]
+
+    def held_grad():  # this pass's gradient added to the .grad w already held
+        w = Tensor(np.array([1e-3], dtype))
+        w.grad = big.copy()
+        return w * big, [w]
+
+    for build in (two_uses, held_grad):
+        assert_same_under_error_filters(build)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert outcome(build)[0] == "DomainError"
+
+
 @pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=1e30), lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
                                   lambda ps: optim.Adam(ps, lr=0.1), lambda ps: optim.RMSprop(ps, lr=0.1)],
                          ids=["sgd", "momentum", "adam", "rmsprop"])
