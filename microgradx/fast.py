@@ -1438,5 +1438,5 @@ def avg_pool2d_forward(X: np.ndarray, kernel: tuple[int, int], stride: tuple[int
     total = next(taps) + X.dtype.type(0.0)  # a sum starts from +0.0, as the reference's and PyTorch's: never -0.0
     for tap in taps:
         total += tap
-    total *= (1.0 / divisor).astype(X.dtype)
+    total /= divisor.astype(X.dtype)
     return total, (X.shape, Xp.shape, X.dtype, kernel, stride, padding, out, divisor)

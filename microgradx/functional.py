@@ -433,12 +433,12 @@ def _avg_pool2d_forward(X: np.ndarray, kernel: tuple[int, int], stride: tuple[in
                         out: tuple[int, int], divisor: np.ndarray) -> tuple:
     flat, padded_shape = _pooled_windows(X, kernel, stride, padding, (1, 1), out, 0.0)
     res = (X.shape, padded_shape, X.dtype, kernel, stride, padding, out, divisor)
-    return flat.sum(axis=-1) * (1.0 / divisor).astype(X.dtype), res
+    return flat.sum(axis=-1) / divisor.astype(X.dtype), res  # the sum over the count, rounded once (as PyTorch)
 
 
 def _avg_pool2d_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
     shape, padded_shape, dtype, (kh, kw), (sh, sw), ((pt, _), (pl, _)), (ho, wo), divisor = res
-    gs = g * (1.0 / divisor).astype(dtype)  # each entry of a window gets g / divisor
+    gs = g / divisor.astype(dtype)  # each entry of a window gets g / divisor
     gpad = _fold(padded_shape, dtype, kh, kw, sh, sw, ho, wo, lambda i, j: gs)
     return (gpad[:, :, pt:pt + shape[2], pl:pl + shape[3]],)
 
