@@ -225,6 +225,30 @@ def _products_finite(bound: float, terms: int, dtype: np.dtype) -> bool:
     return terms * eps <= 0.5 and bound * (1.0 + 2.0 * terms * eps) <= _HEADROOM[dtype]
 
 
+def _proved_bound(bound: float, terms: int, dtype: np.dtype) -> float | None:
+    """A bound on the computed sums ``_products_finite`` proves finite, or None when it cannot prove them."""
+    return _rounded_products_bound(bound, terms, dtype) if _products_finite(bound, terms, dtype) else None
+
+
+def _product_bound(k: int, product: np.ndarray, g: np.ndarray, g_norm: float, factor: np.ndarray,
+                   terms: int) -> tuple[float | None, float]:
+    """The finiteness rule for input ``k``'s gradient ``product``, g times ``factor`` summed over ``terms``:
+    (a bound on its entries, g's norm bound).
+
+    It is proved finite from the norms of its factors (Cauchy-Schwarz: an entry of A @ B is at most
+    ||A||_F ||B||_F) when those read clearly fewer numbers than the product holds (each dot product also costs
+    a fixed call), else scanned (``_scanned_bound``). ``g_norm`` is g's norm bound when a product of the same g
+    took it already (else negative); it is returned so that the next one reuses it.
+    """
+    if g.size + factor.size + _PROOF_CALL < product.size:
+        if g_norm < 0.0:
+            g_norm = max_abs_bound(g)
+        bound = _proved_bound(g_norm * max_abs_bound(factor), terms, g.dtype)
+        if bound is not None:
+            return bound, g_norm
+    return _scanned_bound(k, product), g_norm
+
+
 def matmul_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...], reference: Any) -> tuple:
     """The reference's g @ B.T and A.T @ g for two matrices, each proved finite from the norms of its factors
     when those read clearly fewer numbers than the gradient (else scanned), as ``linear_vjp`` does; other
@@ -236,28 +260,14 @@ def matmul_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...], reference: An
             if c is not None and not all_finite(c):
                 raise NonFiniteGradient(k, c)
         return grads
-    dt = g.dtype
     g_norm = -1.0
     ga = gb = bound_a = bound_b = None
     if needs[0]:
         ga = g @ B.T
-        if g.size + B.size + _PROOF_CALL < ga.size:
-            g_norm = max_abs_bound(g)
-            bound = g_norm * max_abs_bound(B)
-            if _products_finite(bound, B.shape[1], dt):
-                bound_a = _rounded_products_bound(bound, B.shape[1], dt)
-        if bound_a is None:
-            bound_a = _scanned_bound(0, ga)
+        bound_a, g_norm = _product_bound(0, ga, g, g_norm, B, B.shape[1])
     if needs[1]:
         gb = A.T @ g
-        if g.size + A.size + _PROOF_CALL < gb.size:
-            if g_norm < 0.0:
-                g_norm = max_abs_bound(g)
-            bound = g_norm * max_abs_bound(A)
-            if _products_finite(bound, A.shape[0], dt):
-                bound_b = _rounded_products_bound(bound, A.shape[0], dt)
-        if bound_b is None:
-            bound_b = _scanned_bound(1, gb)
+        bound_b, g_norm = _product_bound(1, gb, g, g_norm, A, A.shape[0])
     return BoundedGrads((ga, gb), (bound_a, bound_b))
 
 
@@ -293,34 +303,18 @@ def linear_vjp(g: np.ndarray, res: tuple, needs: tuple[bool, ...]) -> tuple:
             gW = g2.T @ X2
     if nb and needs[2]:
         gb = np.add.reduce(g2, axis=0)
-    # The finiteness rule: a gradient is proved finite from the norms of its factors (Cauchy-Schwarz: an entry
-    # of A @ B is at most ||A||_F ||B||_F, a column sum of g at most sqrt(n) ||g||_F) when those norms read
-    # clearly fewer numbers than the gradient holds (each dot product also costs a fixed call); else scanned.
-    # Each check also gives a bound on the gradient's entries, handed on to the optimizer (``BoundedGrads``).
-    n, dt = g2.shape[0], g2.dtype
+    # The finiteness rule, by ``_product_bound``; a column sum of g is at most sqrt(n) ||g||_F. Each check also
+    # gives a bound on the gradient's entries, handed on to the optimizer (``BoundedGrads``).
+    n = g2.shape[0]
     g_norm = -1.0
     bx = bW = bb = None
     if gx is not None:
-        if g2.size + W.size + _PROOF_CALL < gx.size:
-            g_norm = max_abs_bound(g2)
-            bound = g_norm * max_abs_bound(W)
-            if _products_finite(bound, W.shape[0], dt):
-                bx = _rounded_products_bound(bound, W.shape[0], dt)
-        if bx is None:
-            bx = _scanned_bound(0, gx)
+        bx, g_norm = _product_bound(0, gx, g2, g_norm, W, W.shape[0])
     if gW is not None:
-        if g2.size + X2.size + _PROOF_CALL < gW.size:
-            if g_norm < 0.0:
-                g_norm = max_abs_bound(g2)
-            bound = g_norm * max_abs_bound(X2)
-            if _products_finite(bound, n, dt):
-                bW = _rounded_products_bound(bound, n, dt)
-        if bW is None:
-            bW = _scanned_bound(1, gW)
+        bW, g_norm = _product_bound(1, gW, g2, g_norm, X2, n)
     if gb is not None:
-        if 0.0 <= g_norm and _products_finite(g_norm * math.sqrt(n), n, dt):
-            bb = _rounded_products_bound(g_norm * math.sqrt(n), n, dt)
-        else:
+        bb = _proved_bound(g_norm * math.sqrt(n), n, g2.dtype) if 0.0 <= g_norm else None
+        if bb is None:
             bb = _scanned_bound(2, gb)
     return BoundedGrads((gx, gW, gb)[:2 + nb], (bx, bW, bb)[:2 + nb])
 
@@ -877,7 +871,7 @@ def _order(root: Any) -> list:
     try:
         _order_marking(root, order, kept)
         _give_back(order, kept)
-    except BaseException:  # interrupted: give back every grad (giving one back twice changes nothing)
+    except BaseException:  # interrupted, even inside the first give-back: give back every grad (twice is harmless)
         _give_back(order, kept)
         raise
     return order
@@ -1011,6 +1005,14 @@ def value_backward(root: Any, seed: float) -> None:
         _backward(root, seed)
 
 
+def _reference_backward(root: Any, seed: float, order: list, kept: dict) -> None:
+    """Every grad given back as it was before the marking, then the reference pass (``graph.backprop``)."""
+    from . import graph
+
+    _give_back(order, kept)
+    graph.run(graph.backprop(root, seed))
+
+
 def _backward(root: Any, seed: float) -> None:
     """The pass ``value_backward`` describes; its caller holds ``_MARKING``."""
     unset, zero, add = _UNSET, _ZERO, _ADD
@@ -1021,9 +1023,7 @@ def _backward(root: Any, seed: float) -> None:
     try:
         _order_marking(root, order, kept)
         if REDEFINED_NODES and not REDEFINED_NODES.isdisjoint(map(type, order)):
-            _give_back(order, kept)
-            from . import graph
-            graph.run(graph.backprop(root, seed))
+            _reference_backward(root, seed, order, kept)
             return
         root.grad = seed
         # A kept grad is nearly always a parameter's (a leaf's, not zeroed since the last step): then an inner node
@@ -1062,9 +1062,7 @@ def _backward(root: Any, seed: float) -> None:
                 return
         # A non-finite S, or an earlier grad plus S that is not finite: the reference, run on the grads as they were,
         # raises its error about the first bad edge or sum.
-        _give_back(order, kept)
-        from . import graph
-        graph.run(graph.backprop(root, seed))
+        _reference_backward(root, seed, order, kept)
     except BaseException:
         _give_back(order, kept)
         raise

@@ -7,13 +7,14 @@ module holds stays valid, or a float, as on the scalar ``Value``) from its ``.gr
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import inspect
 import math
 import numbers
 from abc import ABC, ABCMeta, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -287,27 +288,37 @@ class Optimizer(ABC, metaclass=_FinishesGroups):
         parameter and its optimizer state are left unchanged then (docs/training.md says why this refuses
         rather than rescales).
         """
-        if self.clip_value is not None:
-            clip_grad_value(self.params, self.clip_value)
-        if self.clip_norm is not None:
-            clip_grad_norm(self.params, self.clip_norm)
+        self._clip()
         i = 0
         # NOTE: one errstate for the whole loop (entering one costs about 2 us). An overflow, 0/0 or inf - inf
         # anywhere in a rule's arithmetic raises, so a finite gradient can never leave inf or NaN in the state or
         # a zero step from an infinite denominator: _step_one turns it into a DomainError and restores the state.
         with np.errstate(over="raise", invalid="raise", divide="raise"):
             for group in self.param_groups:
-                self._stepping = group
-                self._bind(group)
-                try:
+                with self._in_group(group):
                     l2 = self._coupled_l2()
                     for p in group["params"]:
                         if p.grad is not None:
                             self._step_one(i, p, self.state[i], l2)
                         i += 1
-                finally:
-                    self._stepping = None
-                    self._bind(self.defaults)
+
+    def _clip(self) -> None:
+        """Clip every gradient by value, then by norm, when the optimizer was made with ``clip_value``/``clip_norm``."""
+        if self.clip_value is not None:
+            clip_grad_value(self.params, self.clip_value)
+        if self.clip_norm is not None:
+            clip_grad_norm(self.params, self.clip_norm)
+
+    @contextlib.contextmanager
+    def _in_group(self, group: dict[str, Any]) -> Iterator[None]:
+        """``group``'s settings bound as the optimizer's own while its parameters step (``lr`` reads them)."""
+        self._stepping = group
+        self._bind(group)
+        try:
+            yield
+        finally:
+            self._stepping = None
+            self._bind(self.defaults)
 
     def _step_one(self, i: int, p: Any, state: dict[str, Any], l2: float) -> None:
         name = type(self).__name__
@@ -536,10 +547,7 @@ class SGD(Optimizer):
         for group in groups:  # NOTE: momentum, weight decay and maximize are per-group settings
             if group["momentum"] or group["weight_decay"] or group["maximize"]:
                 return super().step()
-        if self.clip_value is not None:
-            clip_grad_value(self.params, self.clip_value)
-        if self.clip_norm is not None:
-            clip_grad_norm(self.params, self.clip_norm)
+        self._clip()
         sgd_step, states, i = fast.sgd_step, self.state, 0
         # NOTE: a step the kernel cannot prove finite (its multiply or dot overflowed) goes to the reference step,
         # which refuses it with its DomainError: NumPy's warning would only be noise printed before it.
@@ -559,14 +567,8 @@ class SGD(Optimizer):
 
     def _reference_step(self, i: int, p: Any, group: dict[str, Any]) -> None:
         """The reference step of one parameter of ``group``, under ``step``'s error context and group binding."""
-        with np.errstate(over="raise", invalid="raise", divide="raise"):
-            self._stepping = group
-            self._bind(group)
-            try:
-                self._step_one(i, p, self.state[i], 0.0)
-            finally:
-                self._stepping = None
-                self._bind(self.defaults)
+        with np.errstate(over="raise", invalid="raise", divide="raise"), self._in_group(group):
+            self._step_one(i, p, self.state[i], 0.0)
 
     def _update(self, g: np.ndarray, theta: np.ndarray, state: dict[str, Any]) -> np.ndarray:
         mu, lr = self.momentum, self.lr

@@ -82,9 +82,8 @@ def _as_array(data: Any, dtype: Any, what: str) -> np.ndarray:
         data = data.data
     try:
         arr = np.asarray(data) if dtype is None else np.asarray(data, dtype=dtype)
-    except RuntimeWarning:  # a cast that overflows, under warning filters that make it an error: the check names it
-        with np.errstate(all="ignore"):
-            arr = np.asarray(data, dtype=dtype)
+    except RuntimeWarning:  # a cast that overflows (see _quiet_rerun): the check below names it
+        arr = _quiet_rerun(np.asarray, data, dtype=dtype)
     if arr.dtype not in _FLOATS:
         if arr.dtype.kind in "iub":
             arr = arr.astype(np.float64)
@@ -1640,8 +1639,8 @@ def _parse_einsum(spec: Any, arrays: Sequence[np.ndarray]) -> dict[str, Any]:
 def _spell_ellipsis(spec: str, subs: list[str], out: str, arrow: str, arrays: Sequence[np.ndarray]) -> tuple:
     """(subs, out, arrow) with each "..." spelled in letters ``spec`` does not use, as PyTorch reads it.
 
-    The axes under "..." line up from the right across operands, and one of size 1 broadcasts: it gets a letter
-    of its own, which summing over leaves as it is. Without "->" the output is the "..." axes, then the letters
+    The axes under "..." line up from the right across operands, and one of size 1 broadcasts (as any letter's
+    size-1 axis does in ``_parse_einsum``). Without "->" the output is the "..." axes, then the letters
     that appear once, sorted; an explicit output without "..." sums over those axes.
 
     >>> _spell_ellipsis("...ij,jk", ["...ij", "jk"], "", "", [np.ones((2, 3, 4)), np.ones((4, 5))])
@@ -1668,22 +1667,13 @@ def _spell_ellipsis(spec: str, subs: list[str], out: str, arrow: str, arrays: Se
                         raise ShapeError(f"einsum: {spec!r}: the axes under '...' do not broadcast: size "
                                          f"{sizes[j]} against {n} (shape {a.shape})")
                     sizes[j] = n
-    spelled, own = [], set()  # own: the letters of broadcast size-1 axes, never in the output
-    for sub, a, w in zip(subs, arrays, widths):
-        if "..." in sub:
-            at = sub.index("...")
-            lead = a.shape[at:at + w]
-            letters = [shared[width - w + j] if n == sizes[width - w + j] else next(free, None)
-                       for j, n in enumerate(lead)]
-            own.update(c for c in letters if c not in shared)
-            sub = sub[:at] + "".join(c or "" for c in letters) + sub[at + 3:]
-        spelled.append(sub)
-    if None in shared or None in own:
+    if None in shared:
         raise ValueError(f"einsum: {spec!r} has too many axes under '...' to spell with letters")
+    # NOTE: a size-1 axis gets the shared letter too: ``_parse_einsum`` broadcasts any letter's size-1 axis
+    spelled = [sub.replace("...", "".join(shared[width - w:]), 1) for sub, w in zip(subs, widths)]
     if not arrow:
         letters = "".join(spelled)
-        out = "".join(shared) + "".join(sorted(c for c in set(letters) - set(shared) - own
-                                               if letters.count(c) == 1))
+        out = "".join(shared) + "".join(sorted(c for c in set(letters) - set(shared) if letters.count(c) == 1))
     else:
         out = out.replace("...", "".join(shared), 1)
     return spelled, out, "->"

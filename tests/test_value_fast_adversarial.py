@@ -34,7 +34,8 @@ def bits(x):
 # its error. (Not the two public functions, whose only statement is the ``with`` holding the pass's lock: at a
 # bytecode where no real interrupt can arrive, on leaving the block, a traced one would keep the lock.)
 _INTERRUPTIBLE = {f.__code__ for f in (fast._backward, fast._order, fast._order_marking, fast._add_kept,
-                                       fast._give_back, graph.backprop, graph.topological_order)}
+                                       fast._give_back, fast._reference_backward, graph.backprop,
+                                       graph.topological_order)}
 
 
 def _interrupt_at(k: int):
